@@ -1,0 +1,182 @@
+"""Auditing: one key in, one :class:`~keymon.model.AuditResult` out, never an exception.
+
+:class:`Auditor` owns one guarded HTTP client and one adapter per exchange, looks up each
+key's policy, calls the adapter and judges what comes back. Failures become data
+(``AuditResult.error`` with a :class:`~keymon.model.Reason`); anything unexpected becomes
+``Reason.INTERNAL`` and a logged exception, so one broken key never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import structlog
+
+from keymon.config import BinanceKey, Settings
+from keymon.errors import ExchangeError, KeymonError
+from keymon.exchanges import EXCHANGES, build_client
+from keymon.exchanges.base import Clock, RequestObserver
+from keymon.exchanges.binance import BinanceAdapter, RequestGate
+from keymon.model import AuditError, AuditResult, KeyFacts, Reason
+from keymon.policy import evaluate, evaluate_error
+
+log = structlog.get_logger(__name__)
+
+TransportFactory = Callable[[str], httpx.AsyncBaseTransport | None]
+#: How many audits ``audit_all`` runs at once.
+DEFAULT_CONCURRENCY = 32
+
+
+class Auditor:
+    """Audits configured keys against their exchanges. Use as an async context manager."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport_factory: TransportFactory | None = None,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+        gate: RequestGate | None = None,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._monotonic = monotonic
+        self._clients: list[httpx.AsyncClient] = []
+        self.adapters: dict[str, BinanceAdapter] = {}
+        timeout = settings.audit.timeout.total_seconds()
+        for name, adapter_cls in EXCHANGES.items():
+            exchange_settings = getattr(settings.exchanges, name)
+            transport = transport_factory(name) if transport_factory else None
+            client = build_client(
+                exchange=name,
+                base_url=exchange_settings.base_url,
+                allowlist=adapter_cls.read_only_endpoints,
+                timeout=timeout,
+                transport=transport,
+            )
+            self._clients.append(client)
+            self.adapters[name] = adapter_cls(
+                client,
+                exchange_settings,
+                clock=clock,
+                monotonic=monotonic,
+                gate=gate,
+                observer=observer,
+            )
+
+    async def __aenter__(self) -> Auditor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every client; in-flight requests are cancelled."""
+        await asyncio.gather(*(client.aclose() for client in self._clients))
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), tz=UTC)
+
+    async def audit(self, key: BinanceKey, settings: Settings | None = None) -> AuditResult:
+        """Audit one key and judge it. Never raises (cancellation aside)."""
+        settings = settings or self.settings
+        started = self._monotonic()
+        facts: KeyFacts | None = None
+        error: AuditError | None = None
+        with structlog.contextvars.bound_contextvars(
+            key=key.name, client=key.client, exchange=key.exchange
+        ):
+            try:
+                facts = await self.adapters[key.exchange].audit(key)
+            except ExchangeError as exc:
+                error = exc.to_audit_error()
+            except KeymonError as exc:
+                error = AuditError(Reason.INTERNAL, str(exc))
+                log.error("audit_internal_error", error=str(exc))  # noqa: TRY400 - expected, no traceback
+            except Exception as exc:
+                error = AuditError(Reason.INTERNAL, f"internal error: {type(exc).__name__}")
+                log.exception("audit_crashed")
+            checked_at = self.now()
+            if facts is not None:
+                policy_name, policy = settings.policy_for(key)
+                evaluation = evaluate(
+                    facts,
+                    policy,
+                    policy_name=policy_name,
+                    trusted_ips=settings.trusted_ips,
+                    now=checked_at,
+                )
+            else:
+                assert error is not None
+                evaluation = evaluate_error(error)
+            duration = self._monotonic() - started
+            result = AuditResult(key.name, checked_at, duration, facts, error, evaluation)
+            _log_result(result)
+        return result
+
+    async def audit_all(
+        self, keys: Iterable[BinanceKey], *, concurrency: int = DEFAULT_CONCURRENCY
+    ) -> list[AuditResult]:
+        """Audit every key, at most ``concurrency`` at once, results in the keys' order."""
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(key: BinanceKey) -> AuditResult:
+            async with slots:
+                return await self.audit(key)
+
+        return list(await asyncio.gather(*(one(key) for key in keys)))
+
+
+def _log_result(result: AuditResult) -> None:
+    fields: dict[str, Any] = {"duration_ms": round(result.duration * 1000, 1)}
+    if result.error is None:
+        fields["findings"] = [f"{f.rule}:{f.severity}" for f in result.findings]
+        log.info("audit_completed", outcome="ok", **fields)
+    else:
+        log.warning(
+            "audit_failed",
+            outcome="error",
+            reason=str(result.error.reason),
+            error=result.error.message,
+            code=result.error.code,
+            **fields,
+        )
+
+
+def mask_key_id(api_key: str) -> str:
+    """The first 4 and last 4 characters; fully masked when too short to show those safely."""
+    if len(api_key) < 16:
+        return "****"
+    return f"{api_key[:4]}...{api_key[-4:]}"
+
+
+def facts_mapping(facts: KeyFacts | None) -> Mapping[str, Any]:
+    """The facts as JSON-ready data (three-state: ``null`` means not visible)."""
+    if facts is None:
+        return {
+            "permissions": {},
+            "ip_restricted": None,
+            "ip_list": None,
+            "created_at": None,
+            "deadlines": [],
+        }
+    return {
+        "permissions": dict(facts.permissions),
+        "ip_restricted": facts.ip_restricted,
+        "ip_list": list(facts.ip_list) if facts.ip_list is not None else None,
+        "created_at": _rfc3339(facts.created_at),
+        "deadlines": [{"kind": d.kind, "at": _rfc3339(d.at)} for d in facts.deadlines],
+    }
+
+
+def _rfc3339(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

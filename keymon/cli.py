@@ -1,0 +1,281 @@
+"""The command line: ``keymon check | validate-config | demo``.
+
+Exit statuses (documented in the README):
+
+* ``check`` follows the monitoring-plugin convention: 0 OK, 1 WARNING, 2 CRITICAL,
+  3 UNKNOWN (an audit could not complete, the configuration is invalid, or the command line
+  is wrong).
+* ``validate-config``: 0 valid, 2 invalid (every problem listed on stderr).
+* Any other command: 2 for an invalid configuration or command line, 1 for a failure at run
+  time, 130 when interrupted.
+
+No command prints a traceback for bad input, and none prints a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import structlog
+
+from keymon import __version__
+from keymon import log as logging_setup
+from keymon.audit import Auditor, TransportFactory, facts_mapping, mask_key_id
+from keymon.config import DEFAULT_CONFIG_PATH, LoadedConfig, Settings, load
+from keymon.errors import ConfigError
+from keymon.model import AuditResult, Severity, worst
+
+EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+STATUS_NAMES = {
+    EXIT_OK: "ok",
+    EXIT_WARNING: "warning",
+    EXIT_CRITICAL: "critical",
+    EXIT_UNKNOWN: "unknown",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits with the status the command documents."""
+
+    usage_status = EXIT_CONFIG
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(self.usage_status, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="keymon", description="Continuous health monitoring of exchange API keys."
+    )
+    parser.add_argument("--version", action="version", version=f"keymon {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def config_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config",
+            type=Path,
+            default=DEFAULT_CONFIG_PATH,
+            metavar="PATH",
+            help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
+        )
+
+    check = commands.add_parser("check", help="audit once, print the findings, exit 0/1/2/3")
+    check.usage_status = EXIT_UNKNOWN  # type: ignore[attr-defined]  # a plugin that cannot run
+    config_option(check)
+    check.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="audit only this key (repeatable)",
+    )
+    check.add_argument("--format", choices=("table", "json"), default="table")
+
+    validate = commands.add_parser("validate-config", help="check the configuration, exit 0 or 2")
+    config_option(validate)
+
+    demo = commands.add_parser("demo", help="audit demo keys on a local simulated exchange")
+    demo.add_argument("--format", choices=("table", "json"), default="table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``keymon`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "validate-config":
+            return validate_config(args.config)
+        if args.command == "check":
+            return check(args.config, keys=args.key, fmt=args.format)
+        if args.command == "demo":
+            from keymon.demo import run_demo
+
+            return run_demo(fmt=args.format)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    raise AssertionError(f"unhandled command {args.command}")  # argparse guards this
+
+
+def load_or_report(path: Path, *, out: TextIO) -> LoadedConfig | None:
+    """Load the configuration, or print every problem to ``out`` and return None."""
+    try:
+        loaded = load(path)
+    except ConfigError as exc:
+        print(f"keymon: invalid configuration {path}:", file=out)
+        for problem in exc.problems:
+            print(f"  {problem}", file=out)
+        return None
+    logging_setup.redactor.update(loaded.settings.secret_values())
+    return loaded
+
+
+def validate_config(path: Path) -> int:
+    loaded = load_or_report(path, out=sys.stderr)
+    if loaded is None:
+        return EXIT_CONFIG
+    for warning in loaded.warnings:
+        print(f"keymon: warning: {warning}", file=sys.stderr)
+    settings = loaded.settings
+    print(f"{path}: valid ({len(settings.keys)} key(s), {len(settings.policies)} policy(ies))")
+    return EXIT_OK
+
+
+def check(
+    path: Path,
+    *,
+    keys: Sequence[str] = (),
+    fmt: str = "table",
+    transport_factory: TransportFactory | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """``keymon check``: audit the keys once, print the findings, return the exit status."""
+    out = out or sys.stdout
+    loaded = load_or_report(path, out=sys.stderr)
+    if loaded is None:
+        return EXIT_UNKNOWN
+    settings = loaded.settings
+    logging_setup.configure(
+        fmt="console" if sys.stderr.isatty() else settings.log.format,
+        level=settings.log.level if settings.log.level != "info" else "warning",
+    )
+    log = structlog.get_logger("keymon.cli")
+    for warning in loaded.warnings:
+        log.warning("config_warning", detail=warning)
+    unknown = [name for name in keys if name not in {k.name for k in settings.keys}]
+    if unknown:
+        print(f"keymon: --key {unknown[0]}: no key of that name in {path}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    selected = [k for k in settings.keys if not keys or k.name in keys]
+    results = asyncio.run(_audit(settings, selected, transport_factory))
+    status = exit_status(results)
+    if fmt == "json":
+        json.dump(check_report(settings, selected, results, status), out, indent=2)
+        out.write("\n")
+    else:
+        out.write(render_table(settings, selected, results, status))
+    return status
+
+
+async def _audit(
+    settings: Settings, keys: Sequence[Any], transport_factory: TransportFactory | None
+) -> list[AuditResult]:
+    async with Auditor(settings, transport_factory=transport_factory) as auditor:
+        return await auditor.audit_all(keys)
+
+
+def key_status(result: AuditResult) -> int:
+    """One key's plugin status: its worst finding, or UNKNOWN when the audit failed."""
+    severity = worst(result.findings)
+    if severity is Severity.CRITICAL:
+        return EXIT_CRITICAL
+    if result.error is not None:
+        return EXIT_UNKNOWN
+    return EXIT_WARNING if severity is Severity.WARNING else EXIT_OK
+
+
+def exit_status(results: Sequence[AuditResult]) -> int:
+    """The whole run's status: CRITICAL over UNKNOWN over WARNING over OK.
+
+    CRITICAL wins over UNKNOWN: one key that cannot be audited must not hide another that
+    can withdraw.
+    """
+    statuses = {key_status(r) for r in results}
+    for status in (EXIT_CRITICAL, EXIT_UNKNOWN, EXIT_WARNING):
+        if status in statuses:
+            return status
+    return EXIT_OK
+
+
+def check_report(
+    settings: Settings, keys: Sequence[Any], results: Sequence[AuditResult], status: int
+) -> dict[str, Any]:
+    """The ``--format json`` object of PRODUCT.md."""
+    entries = []
+    for key, result in zip(keys, results, strict=True):
+        policy_name, _ = settings.policy_for(key)
+        error = None
+        if result.error is not None:
+            error = {
+                "reason": str(result.error.reason),
+                "message": result.error.message,
+                "code": result.error.code,
+                "refused_ip": result.error.refused_ip,
+            }
+        entries.append(
+            {
+                "key": key.name,
+                "client": key.client,
+                "exchange": key.exchange,
+                "key_id": mask_key_id(key.api_key.get()),
+                "policy": policy_name,
+                "coverage": str(result.facts.coverage) if result.facts else None,
+                "status": STATUS_NAMES[key_status(result)],
+                "audit_ok": result.ok,
+                "error": error,
+                "facts": facts_mapping(result.facts),
+                "findings": [
+                    {
+                        "rule": str(f.rule),
+                        "severity": str(f.severity),
+                        "message": f.message,
+                        **({"permission": f.permission} if f.permission else {}),
+                    }
+                    for f in result.findings
+                ],
+            }
+        )
+    checked_at = max((r.checked_at for r in results), default=datetime.now(UTC))
+    return {
+        "status": STATUS_NAMES[status],
+        "checked_at": checked_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "keys": entries,
+    }
+
+
+def render_table(
+    settings: Settings, keys: Sequence[Any], results: Sequence[AuditResult], status: int
+) -> str:
+    """A table a person reads at a glance: one row per key, one line per finding."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    for key, result in zip(keys, results, strict=True):
+        label = STATUS_NAMES[key_status(result)].upper()
+        details = [
+            f"{f.rule}"
+            + (f"[{f.permission}]" if f.permission else "")
+            + f" ({f.severity}): {f.message}"
+            for f in result.findings
+        ]
+        if result.error is not None and not result.findings:
+            details.append(f"audit failed ({result.error.reason}): {result.error.message}")
+        if not details:
+            details = ["all rules pass"]
+        rows.append((key.name, key.client, key.exchange, label, details[0]))
+        rows.extend(("", "", "", "", more) for more in details[1:])
+    header = ("KEY", "CLIENT", "EXCHANGE", "STATUS", "DETAIL")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
+        for row in [header, *rows]
+    ]
+    counts = dict.fromkeys(STATUS_NAMES.values(), 0)
+    for result in results:
+        counts[STATUS_NAMES[key_status(result)]] += 1
+    summary = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
+    lines.append("")
+    lines.append(f"{STATUS_NAMES[status].upper()}: {len(results)} key(s): {summary}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,706 @@
+"""Configuration: one YAML file plus ``KEYMON_<SECTION>__<FIELD>`` environment overrides.
+
+:func:`load` reads the file, lets the environment override any setting (pydantic-settings,
+nested delimiter ``__``), resolves every secret reference and checks the whole thing at once:
+a bad file raises :class:`~keymon.errors.ConfigError` listing *every* problem with its
+location (``keys[3].api_secret: environment variable ACME_SECRET is not set``). Messages
+never contain a secret value: secrets are described by where they come from, never by what
+they are.
+
+Durations are written ``30s``, ``5m``, ``1h``, ``14d`` (or combined, ``1h30m``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from keymon.errors import ConfigError
+from keymon.model import PERMISSIONS, Severity
+
+DEFAULT_CONFIG_PATH = Path("config/keymon.yaml")
+DEFAULT_LISTEN = "0.0.0.0:9877"
+DEFAULT_INTERVAL = timedelta(minutes=5)
+DEFAULT_JITTER = timedelta(seconds=10)
+DEFAULT_TIMEOUT = timedelta(seconds=10)
+DEFAULT_POLICY_NAME = "market-maker"
+BINANCE_BASE_URL = "https://api.binance.com"
+#: A tenth of Binance's 12,000/min SAPI IP limit: the bots share the IP and come first.
+BINANCE_MAX_WEIGHT_PER_MINUTE = 1200
+BINANCE_RECV_WINDOW = timedelta(seconds=5)
+BINANCE_MAX_RECV_WINDOW = timedelta(seconds=60)
+
+# ----------------------------------------------------------------------------- durations
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse ``30s``/``5m``/``1h``/``14d``/``1h30m`` (or a number of seconds) to a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise PydanticCustomError("duration", "expected a duration such as 30s, 5m, 1h or 14d")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            return timedelta(seconds=float(text))
+        if text and re.fullmatch(rf"(?:{_DURATION_PART.pattern})+", text):
+            seconds = sum(
+                float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text)
+            )
+            return timedelta(seconds=seconds)
+    raise PydanticCustomError(
+        "duration",
+        "'{value}' is not a duration; write it like 30s, 5m, 1h or 14d",
+        {"value": str(value)[:40]},
+    )
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def format_duration(value: timedelta) -> str:
+    """Render a timedelta the way the configuration writes it (``14d``, ``1h30m``, ``500ms``)."""
+    total_ms = round(value.total_seconds() * 1000)
+    if total_ms == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        count, total_ms = divmod(total_ms, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if total_ms:
+        parts.append(f"{total_ms}ms")
+    return "".join(parts)
+
+
+# ----------------------------------------------------------------------------- secrets
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A resolved secret and where it came from. Neither ``repr`` nor ``str`` shows the value."""
+
+    value: SecretStr
+    origin: str  # "environment variable X", "file /run/secrets/x", "literal"
+
+    def get(self) -> str:
+        return self.value.get_secret_value()
+
+    def __repr__(self) -> str:
+        return f"Secret(origin={self.origin!r})"
+
+    __str__ = __repr__
+
+
+def _resolve_secret(value: object) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str):
+        if not value:
+            raise PydanticCustomError("secret", "secret is empty")
+        return Secret(SecretStr(value), "literal")
+    if isinstance(value, Mapping):
+        keys = set(value)
+        if keys == {"env"}:
+            name = value["env"]
+            if not isinstance(name, str) or not name:
+                raise PydanticCustomError("secret", "env: needs the name of a variable")
+            found = os.environ.get(name)
+            if found is None:
+                raise PydanticCustomError(
+                    "secret", "environment variable {name} is not set", {"name": name}
+                )
+            if not found:
+                raise PydanticCustomError(
+                    "secret", "environment variable {name} is empty", {"name": name}
+                )
+            return Secret(SecretStr(found), f"environment variable {name}")
+        if keys == {"file"}:
+            path = value["file"]
+            if not isinstance(path, str) or not path:
+                raise PydanticCustomError("secret", "file: needs a path")
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise PydanticCustomError(
+                    "secret",
+                    "cannot read secret file {path}: {why}",
+                    {"path": path, "why": exc.strerror or type(exc).__name__},
+                ) from None
+            except UnicodeDecodeError:
+                raise PydanticCustomError(
+                    "secret", "secret file {path} is not UTF-8 text", {"path": path}
+                ) from None
+            # Docker and Kubernetes secrets usually end in a newline that is not the secret.
+            text = text.removesuffix("\n").removesuffix("\r")
+            if not text:
+                raise PydanticCustomError("secret", "secret file {path} is empty", {"path": path})
+            return Secret(SecretStr(text), f"file {path}")
+    raise PydanticCustomError("secret", "a secret is {{env: NAME}}, {{file: PATH}} or a string")
+
+
+SecretRef = Annotated[Secret, BeforeValidator(_resolve_secret)]
+
+# ----------------------------------------------------------------------------- sections
+
+Permission = Literal[
+    "read",
+    "spot_trade",
+    "margin_trade",
+    "margin_loan",
+    "futures_trade",
+    "options_trade",
+    "portfolio_margin",
+    "withdraw",
+    "internal_transfer",
+    "universal_transfer",
+    "fix_trade",
+    "fix_read",
+]
+assert set(Permission.__args__) == set(PERMISSIONS)  # type: ignore[attr-defined]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LogSettings(_Model):
+    """``log:``: JSON for machines by default, ``console`` for people."""
+
+    format: Literal["json", "console"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class AuditSettings(_Model):
+    """``audit:``: how often every key is audited."""
+
+    interval: Duration = DEFAULT_INTERVAL
+    jitter: Duration = DEFAULT_JITTER
+    timeout: Duration = DEFAULT_TIMEOUT
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_floor(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise PydanticCustomError("duration", "must be at least 1s")
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise PydanticCustomError("duration", "must be more than 0s")
+        return value
+
+    @model_validator(mode="after")
+    def _jitter_below_interval(self) -> Self:
+        if self.jitter >= self.interval:
+            raise PydanticCustomError(
+                "duration",
+                "jitter ({jitter}) must be shorter than interval ({interval})",
+                {
+                    "jitter": format_duration(self.jitter),
+                    "interval": format_duration(self.interval),
+                },
+            )
+        return self
+
+
+class BinanceSettings(_Model):
+    """``exchanges.binance:``."""
+
+    base_url: str = BINANCE_BASE_URL
+    recv_window: Duration = BINANCE_RECV_WINDOW
+    max_weight_per_minute: int = Field(default=BINANCE_MAX_WEIGHT_PER_MINUTE, gt=0)
+    time_sync_interval: Duration = timedelta(minutes=10)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#]+(:\d+)?/?", value):
+            raise PydanticCustomError(
+                "url",
+                "'{value}' is not an http(s) base URL such as https://api.binance.com",
+                {"value": value[:80]},
+            )
+        return value.rstrip("/")
+
+    @field_validator("recv_window")
+    @classmethod
+    def _recv_window_range(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= BINANCE_MAX_RECV_WINDOW:
+            raise PydanticCustomError("duration", "must be more than 0s and at most 60s")
+        return value
+
+
+class ExchangesSettings(_Model):
+    """``exchanges:``: optional per-exchange settings."""
+
+    binance: BinanceSettings = BinanceSettings()
+
+
+class Policy(_Model):
+    """One named policy: what a key must and must not be able to do."""
+
+    require: tuple[Permission, ...] = ("read", "spot_trade")
+    forbid: dict[Permission, Severity] = Field(
+        default_factory=lambda: {  # type: ignore[arg-type]
+            "internal_transfer": Severity.CRITICAL,
+            "universal_transfer": Severity.CRITICAL,
+            "futures_trade": Severity.WARNING,
+            "options_trade": Severity.WARNING,
+            "margin_loan": Severity.WARNING,
+            "portfolio_margin": Severity.WARNING,
+        }
+    )
+    require_ip_restriction: bool = True
+    review_warning: Duration = timedelta(days=14)
+    review_critical: Duration = timedelta(days=3)
+    max_age: Duration | None = None
+
+    @field_validator("forbid")
+    @classmethod
+    def _withdraw_has_its_own_rule(cls, value: dict[str, Severity]) -> dict[str, Severity]:
+        if "withdraw" in value:
+            raise PydanticCustomError(
+                "policy",
+                "withdraw is always checked by the withdraw_enabled rule (critical); "
+                "remove it from forbid",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        both = sorted(set(self.require) & set(self.forbid))
+        if both:
+            raise PydanticCustomError(
+                "policy", "{perms} both required and forbidden", {"perms": ", ".join(both)}
+            )
+        if self.review_critical > self.review_warning:
+            raise PydanticCustomError(
+                "policy",
+                "review_critical ({crit}) must not be longer than review_warning ({warn})",
+                {
+                    "crit": format_duration(self.review_critical),
+                    "warn": format_duration(self.review_warning),
+                },
+            )
+        return self
+
+
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_RESERVED_LABELS = frozenset(
+    {
+        "key",
+        "client",
+        "exchange",
+        "policy",
+        "key_id",
+        "coverage",
+        "permission",
+        "rule",
+        "severity",
+        "kind",
+        "reason",
+        "field",
+        "endpoint",
+        "status",
+        "le",
+        "quantile",
+    }
+)
+
+
+class KeyBase(_Model):
+    """Fields every key has, whatever its exchange."""
+
+    name: str
+    client: str = Field(min_length=1)
+    api_key: SecretRef
+    api_secret: SecretRef
+    policy: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name_shape(cls, value: str) -> str:
+        if not _KEY_NAME.fullmatch(value):
+            raise PydanticCustomError(
+                "name",
+                "'{value}' is not a key name: use letters, digits, '-', '_' and '.'",
+                {"value": value[:100]},
+            )
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for label in value:
+            if not _LABEL_NAME.fullmatch(label) or label.startswith("__"):
+                raise PydanticCustomError(
+                    "label", "'{label}' is not a Prometheus label name", {"label": label}
+                )
+            if label in _RESERVED_LABELS:
+                raise PydanticCustomError(
+                    "label", "'{label}' is a label keymon sets itself", {"label": label}
+                )
+        return value
+
+
+BinanceKeyType = Literal["hmac", "ed25519", "rsa"]
+
+
+class BinanceKey(KeyBase):
+    """A Binance key. ``key_type`` defaults to what the secret is: a PEM private key is
+    Ed25519 or RSA ("self-generated"), anything else is an HMAC secret ("system generated")."""
+
+    exchange: Literal["binance"]
+    key_type: BinanceKeyType | None = None
+
+    @model_validator(mode="after")
+    def _key_material(self) -> Self:
+        detected = detect_binance_key_type(self.api_secret.get())
+        if self.key_type is None:
+            object.__setattr__(self, "key_type", detected)
+        elif self.key_type != detected:
+            raise PydanticCustomError(
+                "secret",
+                "api_secret is {detected} key material but key_type is {key_type}",
+                {"detected": detected, "key_type": self.key_type},
+            )
+        return self
+
+    @property
+    def resolved_key_type(self) -> BinanceKeyType:
+        assert self.key_type is not None  # set by the validator
+        return self.key_type
+
+
+def detect_binance_key_type(secret: str) -> BinanceKeyType:
+    """``hmac`` for a plain secret; ``ed25519``/``rsa`` for a PEM private key."""
+    if "-----BEGIN" not in secret:
+        return "hmac"
+    try:
+        key = load_pem_private_key(secret.encode(), password=None)
+    except (ValueError, TypeError):
+        # Never echo the material: the exception text may quote it.
+        raise PydanticCustomError(
+            "secret", "api_secret looks like PEM but is not an unencrypted private key"
+        ) from None
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "ed25519"
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "rsa"
+    raise PydanticCustomError(
+        "secret", "api_secret is a PEM private key of a type Binance does not use"
+    )
+
+
+KeyConfig = Annotated[BinanceKey, Field(discriminator="exchange")]
+EXCHANGE_NAMES: tuple[str, ...] = ("binance",)
+
+
+class NotifySettings(_Model):
+    """``notify:``: Apprise URLs for desks without Alertmanager."""
+
+    urls: tuple[SecretRef, ...] = ()
+    reminder: Duration = timedelta(hours=4)
+    send_resolved: bool = True
+
+
+TrustedNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _parse_network(value: object) -> TrustedNetwork:
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("ip", "an IP address or CIDR network is a string")
+    try:
+        return ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        raise PydanticCustomError(
+            "ip",
+            "'{value}' is not an IP address or CIDR network: {why}",
+            {"value": value[:60], "why": str(exc).replace(f"{value.strip()} ", "")},
+        ) from None
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Built by :func:`load`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KEYMON_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    listen: str = DEFAULT_LISTEN
+    data_dir: Path = Path("./data")
+    log: LogSettings = LogSettings()
+    audit: AuditSettings = AuditSettings()
+    exchanges: ExchangesSettings = ExchangesSettings()
+    trusted_ips: tuple[Annotated[TrustedNetwork, BeforeValidator(_parse_network)], ...] = ()
+    policies: dict[str, Policy] = Field(default_factory=lambda: {DEFAULT_POLICY_NAME: Policy()})
+    default_policy: str = DEFAULT_POLICY_NAME
+    keys: tuple[KeyConfig, ...] = Field(min_length=1)
+    notify: NotifySettings = NotifySettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    def policy_for(self, key: BinanceKey) -> tuple[str, Policy]:
+        """The name and policy that apply to ``key``."""
+        name = key.policy or self.default_policy
+        return name, self.policies[name]
+
+    def secret_values(self) -> set[str]:
+        """Every secret value in the configuration, for the log redaction step."""
+        values = {s.get() for key in self.keys for s in (key.api_key, key.api_secret)}
+        values.update(url.get() for url in self.notify.urls)
+        return values
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::]:9877`` for IPv6) into its parts, or raise a config error."""
+    match = re.fullmatch(r"(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]\s]*)):(\d{1,5})", value)
+    if not match or not 0 < int(match.group(3)) < 65536:
+        raise PydanticCustomError(
+            "listen", "'{value}' is not host:port, such as 0.0.0.0:9877", {"value": value[:60]}
+        )
+    return (match.group(1) or match.group(2) or "0.0.0.0", int(match.group(3)))  # noqa: S104
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A valid configuration and the warnings it drew (such as literal secrets)."""
+
+    settings: Settings
+    path: Path
+    warnings: tuple[str, ...]
+
+
+def load(path: Path | str) -> LoadedConfig:
+    """Read, override from the environment and validate the configuration at ``path``.
+
+    Raises:
+        ConfigError: with every problem found, each prefixed by its location.
+    """
+    path = Path(path)
+    raw = _read_yaml(path)
+    problems = _cross_check(raw)
+    try:
+        settings = Settings(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_dedupe(_format_errors(exc) + problems)) from None
+    problems += _check_references(settings)
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    return LoadedConfig(settings, path, tuple(_literal_secret_warnings(settings)))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        # PyYAML's own rendering quotes the offending line, which may hold a literal secret:
+        # say where and what, never the line itself.
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc.context}"]) from None
+    except yaml.YAMLError:
+        raise ConfigError([f"{path}: invalid YAML"]) from None
+    if data is None:
+        raise ConfigError([f"{path}: the file is empty"])
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of settings"])
+    return data
+
+
+def _cross_check(raw: Mapping[str, Any]) -> list[str]:
+    """Checks across fields, run on the raw data so they report even when fields are bad."""
+    problems = []
+    keys = raw.get("keys")
+    if isinstance(keys, list):
+        seen: dict[str, int] = {}
+        for index, key in enumerate(keys):
+            name = key.get("name") if isinstance(key, dict) else None
+            if isinstance(name, str):
+                if name in seen:
+                    problems.append(
+                        f"keys[{index}].name: '{name}' is already the name of keys[{seen[name]}]; "
+                        "key names must be unique"
+                    )
+                else:
+                    seen[name] = index
+    return problems
+
+
+def _check_references(settings: Settings) -> list[str]:
+    problems = []
+    if settings.default_policy not in settings.policies:
+        problems.append(
+            f"default_policy: no policy named '{settings.default_policy}' "
+            f"(defined: {', '.join(sorted(settings.policies)) or 'none'})"
+        )
+    for index, key in enumerate(settings.keys):
+        if key.policy is not None and key.policy not in settings.policies:
+            problems.append(
+                f"keys[{index}].policy: no policy named '{key.policy}' "
+                f"(defined: {', '.join(sorted(settings.policies)) or 'none'})"
+            )
+    return problems
+
+
+def _literal_secret_warnings(settings: Settings) -> Iterator[str]:
+    for index, key in enumerate(settings.keys):
+        for field_name in ("api_key", "api_secret"):
+            if getattr(key, field_name).origin == "literal":
+                yield (
+                    f"keys[{index}].{field_name}: secret written literally in the configuration; "
+                    "use {env: NAME} or {file: PATH} outside trials"
+                )
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    lines = []
+    errors = exc.errors(include_url=False, include_input=False)
+    item_errors = any(e["loc"][:1] == ("keys",) and len(e["loc"]) > 1 for e in errors)
+    for error in errors:
+        loc = _format_loc(error["loc"])
+        kind = error["type"]
+        ctx = error.get("ctx") or {}
+        if kind == "extra_forbidden":
+            message = "unknown field" + _did_you_mean(error["loc"])
+        elif kind == "missing":
+            message = "required field is missing"
+        elif kind == "union_tag_invalid":
+            message = (
+                f"unknown exchange '{ctx.get('tag')}' (supported: {', '.join(EXCHANGE_NAMES)})"
+            )
+            loc = f"{loc}.exchange" if loc else "exchange"
+        elif kind == "union_tag_not_found":
+            message = f"exchange is missing (supported: {', '.join(EXCHANGE_NAMES)})"
+            loc = f"{loc}.exchange" if loc else "exchange"
+        elif kind == "literal_error" and _is_permission_loc(error["loc"]):
+            message = f"unknown permission (expected one of: {', '.join(PERMISSIONS)})"
+        elif kind == "too_short" and loc == "keys":
+            if item_errors:  # pydantic counts the failed items as missing: say it once
+                continue
+            message = "at least one key must be configured"
+        elif kind == "enum" and "forbid" in error["loc"]:
+            message = "the severity must be warning or critical"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {message}" if loc else message)
+    return lines
+
+
+def _is_permission_loc(loc: tuple[int | str, ...]) -> bool:
+    return len(loc) >= 3 and loc[0] == "policies" and loc[2] in ("require", "forbid")
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part == "[key]":
+            continue  # pydantic's marker for "the key of this mapping"; the path says it
+        elif part in EXCHANGE_NAMES and out.startswith("keys["):
+            # The discriminated union adds the tag to the path; the user never wrote it.
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+_FIELD_NAMES: dict[str, tuple[str, ...]] = {
+    "": tuple(Settings.model_fields),
+    "log": tuple(LogSettings.model_fields),
+    "audit": tuple(AuditSettings.model_fields),
+    "exchanges": tuple(ExchangesSettings.model_fields),
+    "notify": tuple(NotifySettings.model_fields),
+}
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    import difflib
+
+    name = str(loc[-1])
+    parent = loc[:-1]
+    if not parent:
+        candidates = _FIELD_NAMES[""]
+    elif len(parent) == 1 and isinstance(parent[0], str) and parent[0] in _FIELD_NAMES:
+        candidates = _FIELD_NAMES[parent[0]]
+    elif parent[0] == "keys":
+        candidates = tuple(BinanceKey.model_fields)
+    elif parent[0] == "policies":
+        candidates = tuple(Policy.model_fields)
+    elif parent[:2] == ("exchanges", "binance"):
+        candidates = tuple(BinanceSettings.model_fields)
+    else:
+        return ""
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _dedupe(lines: list[str]) -> list[str]:
+    return list(dict.fromkeys(lines))

@@ -1,0 +1,15 @@
+"""Exchange adapters, registered by name.
+
+Adding an exchange: its module here, an entry in :data:`EXCHANGES`, a key model and settings
+section in :mod:`keymon.config`, a simulator in :mod:`keymon.simulator`, the contract suite's
+parameters and a row in the README's exchange table.
+"""
+
+from __future__ import annotations
+
+from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, build_client
+from keymon.exchanges.binance import BinanceAdapter
+
+EXCHANGES: dict[str, type[BinanceAdapter]] = {"binance": BinanceAdapter}
+
+__all__ = ["EXCHANGES", "BinanceAdapter", "ExchangeAdapter", "ReadOnlyTransport", "build_client"]

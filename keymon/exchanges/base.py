@@ -1,0 +1,147 @@
+"""The exchange seam: what an adapter is, and the HTTP plumbing every adapter shares.
+
+An adapter turns one signed, read-only call on the exchange's own API into
+:class:`~keymon.model.KeyFacts` for the key that signs it. It raises only
+:class:`~keymon.errors.ExchangeError` subclasses: httpx errors are translated here, at the
+boundary, and never escape.
+
+Adapters are handed their :class:`httpx.AsyncClient` and never build one, so tests inject a
+simulator transport through the same constructor production uses. The client's transport is
+wrapped in :class:`ReadOnlyTransport`, which refuses any request that is not on the adapter's
+read-only allowlist *before a byte leaves the process*, whoever built the request.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol
+
+import httpx
+
+from keymon.errors import ExchangeError, ExchangeUnavailable, ForbiddenRequest
+from keymon.model import Coverage, KeyFacts, Reason
+
+Clock = Callable[[], float]
+#: Called after every response: (exchange, endpoint, status or error reason, seconds).
+RequestObserver = Callable[[str, str, str, float], None]
+
+
+class ExchangeAdapter(Protocol):
+    """What keymon needs from an exchange."""
+
+    name: ClassVar[str]
+    coverage: ClassVar[Coverage]
+    #: (METHOD, path) pairs this adapter may call; everything else is refused unsent.
+    read_only_endpoints: ClassVar[frozenset[tuple[str, str]]]
+
+    async def audit(self, key: Any) -> KeyFacts:
+        """Return the facts the exchange shows about ``key``, the key that signs the call."""
+        ...
+
+    @property
+    def weight_used(self) -> int | None:
+        """The last request weight the exchange reported for this IP, if it reports one."""
+        ...
+
+
+class ReadOnlyTransport(httpx.AsyncBaseTransport):
+    """Refuses every request off the allowlist (method, host and path) before it is sent."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        *,
+        base_url: str,
+        allowlist: frozenset[tuple[str, str]],
+        exchange: str,
+    ) -> None:
+        self._inner = inner
+        self._origin = httpx.URL(base_url)
+        self._allowlist = allowlist
+        self._exchange = exchange
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        same_origin = (url.scheme, url.host, url.port) == (
+            self._origin.scheme,
+            self._origin.host,
+            self._origin.port,
+        )
+        if not same_origin or (request.method, url.path) not in self._allowlist:
+            raise ForbiddenRequest(
+                f"{self._exchange}: refused {request.method} {url.scheme}://{url.host}{url.path}:"
+                " not on the read-only allowlist"
+            )
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def build_client(
+    *,
+    exchange: str,
+    base_url: str,
+    allowlist: frozenset[tuple[str, str]],
+    timeout: float,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """An httpx client for one exchange, guarded by its read-only allowlist."""
+    inner = transport or httpx.AsyncHTTPTransport(retries=0)
+    guarded = ReadOnlyTransport(inner, base_url=base_url, allowlist=allowlist, exchange=exchange)
+    return httpx.AsyncClient(
+        base_url=base_url,
+        transport=guarded,
+        timeout=httpx.Timeout(timeout),
+        headers={"User-Agent": "keymon"},
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def translate_transport_error(exc: httpx.HTTPError, exchange: str, endpoint: str) -> ExchangeError:
+    """Map an httpx error (no response) onto keymon's reasons. Never quotes the URL."""
+    if isinstance(exc, httpx.TimeoutException):
+        return ExchangeUnavailable(
+            f"{exchange}: {endpoint} timed out ({type(exc).__name__})",
+            exchange=exchange,
+            reason=Reason.TIMEOUT,
+        )
+    if isinstance(exc, httpx.NetworkError | httpx.ProtocolError | httpx.ProxyError):
+        return ExchangeUnavailable(
+            f"{exchange}: {endpoint} failed: {type(exc).__name__}",
+            exchange=exchange,
+            reason=Reason.NETWORK,
+        )
+    return ExchangeUnavailable(
+        f"{exchange}: {endpoint} failed: {type(exc).__name__}",
+        exchange=exchange,
+        reason=Reason.NETWORK,
+    )
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    reference = time.time() if now is None else now
+    return max(0.0, when.timestamp() - reference)
+
+
+def utc_from_ms(value: int | float) -> datetime:
+    """A UTC datetime from Unix epoch milliseconds."""
+    return datetime.fromtimestamp(value / 1000, tz=UTC)

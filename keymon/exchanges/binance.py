@@ -1,0 +1,448 @@
+"""Binance: the key's own restrictions from ``GET /sapi/v1/account/apiRestrictions``.
+
+Signing (exchange-apis.md §1.2): the query string, directly followed by the body, is signed
+with HMAC-SHA256 (hex, "system generated" keys), Ed25519 or RSA PKCS#1 v1.5/SHA-256 (base64,
+"self-generated" keys). :class:`BinanceAuth` adds ``recvWindow`` and ``timestamp`` and signs
+inside httpx's auth flow, i.e. when the request is sent, never when it is queued: a request
+that waited for the weight budget still carries a fresh timestamp.
+
+The timestamp is the local clock plus the offset measured on ``GET /api/v3/time``, refreshed
+every ``time_sync_interval``; a ``-1021`` answer forces one re-sync and one retry before the
+audit fails with ``clock_skew``.
+
+Binance does not show a key its own IP list (§1.6), so ``ip_list`` is "not visible" and
+``untrusted_ip`` is never evaluated for Binance keys; ``ipRestrict`` still is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, ClassVar, Final
+from urllib.parse import quote
+
+import httpx
+import structlog
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
+
+from keymon.config import BinanceKey, BinanceSettings, Secret
+from keymon.errors import (
+    ExchangeAuthError,
+    ExchangeBadResponse,
+    ExchangeClockError,
+    ExchangeError,
+    ExchangeRateLimited,
+    ExchangeUnavailable,
+)
+from keymon.exchanges.base import (
+    Clock,
+    RequestObserver,
+    parse_retry_after,
+    translate_transport_error,
+    utc_from_ms,
+)
+from keymon.model import Coverage, Deadline, KeyFacts, Reason
+
+log = structlog.get_logger(__name__)
+
+NAME: Final = "binance"
+TIME_PATH: Final = "/api/v3/time"
+RESTRICTIONS_PATH: Final = "/sapi/v1/account/apiRestrictions"
+
+#: apiRestrictions flag -> keymon permission (PRODUCT.md "Permissions").
+PERMISSION_FLAGS: Final[Mapping[str, str]] = {
+    "enableReading": "read",
+    "enableSpotAndMarginTrading": "spot_trade",
+    "enableMargin": "margin_loan",
+    "enableFutures": "futures_trade",
+    "enableVanillaOptions": "options_trade",
+    "enablePortfolioMarginTrading": "portfolio_margin",
+    "enableWithdrawals": "withdraw",
+    "enableInternalTransfer": "internal_transfer",
+    "permitsUniversalTransfer": "universal_transfer",
+    "enableFixApiTrade": "fix_trade",
+    "enableFixReadOnly": "fix_read",
+}
+
+# errors.md, §1.9 of exchange-apis.md.
+KEY_REJECTED_CODES: Final = frozenset({-1002, -1022, -2008, -2014, -2015})
+UNAVAILABLE_CODES: Final = frozenset({-1000, -1001, -1006, -1007, -1008, -1016})
+INVALID_TIMESTAMP: Final = -1021
+TOO_MANY_REQUESTS: Final = -1003
+SYNC_RETRY_SECONDS: Final = 30.0
+_REQUEST_IP = re.compile(r"request ip:\s*([0-9A-Fa-f:.]+)")
+
+_unknown_flags_logged: set[str] = set()
+
+# ----------------------------------------------------------------------------- signing
+
+Signer = Callable[[bytes], str]
+
+
+def hmac_signer(secret: str) -> Signer:
+    """HMAC-SHA256 over the payload, lowercase hex (Binance "system generated" keys)."""
+    key = secret.encode()
+
+    def sign(payload: bytes) -> str:
+        return hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+    return sign
+
+
+def pem_signer(pem: str) -> Signer:
+    """Ed25519 or RSA (PKCS#1 v1.5, SHA-256) over the payload, base64 (self-generated keys)."""
+    private = load_pem_private_key(pem.encode(), password=None)
+    if isinstance(private, ed25519.Ed25519PrivateKey):
+        ed_key = private
+
+        def sign_ed25519(payload: bytes) -> str:
+            return base64.b64encode(ed_key.sign(payload)).decode()
+
+        return sign_ed25519
+    if isinstance(private, rsa.RSAPrivateKey):
+        rsa_key = private
+
+        def sign_rsa(payload: bytes) -> str:
+            signature = rsa_key.sign(payload, padding.PKCS1v15(), hashes.SHA256())
+            return base64.b64encode(signature).decode()
+
+        return sign_rsa
+    raise TypeError("unsupported private key type")  # config validation excludes this
+
+
+def signer_for(key: BinanceKey) -> Signer:
+    """The signer that matches the key's type."""
+    if key.resolved_key_type == "hmac":
+        return hmac_signer(key.api_secret.get())
+    return pem_signer(key.api_secret.get())
+
+
+class BinanceAuth(httpx.Auth):
+    """Adds ``X-MBX-APIKEY``, ``recvWindow``, ``timestamp`` and ``signature`` when sent."""
+
+    requires_request_body = True
+
+    def __init__(
+        self, api_key: Secret, signer: Signer, now_ms: Callable[[], int], recv_window_ms: int
+    ) -> None:
+        self._api_key = api_key
+        self._sign = signer
+        self._now_ms = now_ms
+        self._recv_window_ms = recv_window_ms
+
+    def __repr__(self) -> str:
+        return "BinanceAuth(...)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        existing = request.url.query.decode("ascii")
+        query = f"recvWindow={self._recv_window_ms}&timestamp={self._now_ms()}"
+        if existing:
+            query = f"{existing}&{query}"
+        # totalParams is the query string directly followed by the body (no '&'), signed
+        # exactly as sent (exchange-apis.md §1.2, vector B3).
+        signature = self._sign(query.encode("ascii") + request.content)
+        query += "&signature=" + quote(signature, safe="")
+        request.url = request.url.copy_with(query=query.encode("ascii"))
+        request.headers["X-MBX-APIKEY"] = self._api_key.get()
+        yield request
+
+
+class _SendTime(httpx.Auth):
+    """Notes the local time when the request is actually sent (after any queueing)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.sent: float | None = None
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        self.sent = self._clock()
+        yield request
+
+
+# ----------------------------------------------------------------------------- responses
+
+
+class ServerTime(BaseModel):
+    """``GET /api/v3/time``."""
+
+    model_config = ConfigDict(extra="ignore")
+    serverTime: StrictInt
+
+
+class ApiRestrictions(BaseModel):
+    """``GET /sapi/v1/account/apiRestrictions`` (exchange-apis.md §1.4).
+
+    ``ipRestrict`` and ``enableWithdrawals`` are required: a body without the two facts the
+    security rules stand on is a bad response, not a key with nothing to report. The other
+    flags are optional (Binance added some over the years): absent means "not visible".
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    ipRestrict: StrictBool
+    enableWithdrawals: StrictBool
+    createTime: StrictInt | None = None
+    tradingAuthorityExpirationTime: StrictInt | None = None
+
+
+# ----------------------------------------------------------------------------- adapter
+
+
+class RequestGate:
+    """Hooks around every request; the daemon's weight budget implements these.
+
+    The default lets everything through: ``keymon check`` makes one pass and stays far below
+    any limit.
+    """
+
+    async def acquire(self, exchange: str, weight: int) -> None:
+        """Wait until ``weight`` may be spent; raise ExchangeRateLimited while banned."""
+
+    def observe(self, exchange: str, response: httpx.Response) -> None:
+        """Learn from a response (used-weight headers, 429/418 with Retry-After)."""
+
+
+class BinanceAdapter:
+    """Audits Binance keys. One instance per process, shared by every Binance key."""
+
+    name: ClassVar[str] = NAME
+    coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
+    read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {("GET", TIME_PATH), ("GET", RESTRICTIONS_PATH)}
+    )
+    #: Request weight per endpoint (§1.7): both are weight 1.
+    weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, RESTRICTIONS_PATH: 1}
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        settings: BinanceSettings,
+        *,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+        gate: RequestGate | None = None,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._clock = clock
+        self._monotonic = monotonic
+        self._gate = gate or RequestGate()
+        self._observer = observer
+        self._offset_ms = 0.0
+        self._next_sync: float | None = None  # monotonic; None: never tried
+        self._sync_lock = asyncio.Lock()
+        self._weight_used: int | None = None
+
+    @property
+    def weight_used(self) -> int | None:
+        return self._weight_used
+
+    @property
+    def clock_offset_ms(self) -> float:
+        """Server time minus local time, as last measured."""
+        return self._offset_ms
+
+    def now_ms(self) -> int:
+        """The exchange's idea of now, in ms: the local clock corrected by the last sync."""
+        return int(self._clock() * 1000 + self._offset_ms)
+
+    async def audit(self, key: BinanceKey) -> KeyFacts:
+        """The key's restrictions, mapped onto keymon's vocabulary."""
+        await self._ensure_synced()
+        auth = BinanceAuth(
+            key.api_key,
+            signer_for(key),
+            self.now_ms,
+            int(self._settings.recv_window.total_seconds() * 1000),
+        )
+        try:
+            body = await self._get(RESTRICTIONS_PATH, auth=auth)
+        except ExchangeClockError:
+            # Our clock drifted since the last sync: measure again and retry once.
+            await self._ensure_synced(force=True)
+            body = await self._get(RESTRICTIONS_PATH, auth=auth)
+        return self._facts(body)
+
+    async def sync_time(self) -> None:
+        """Measure the offset between the local clock and Binance's ``serverTime``."""
+        stamp = _SendTime(self._clock)
+        body = await self._get(TIME_PATH, auth=stamp)
+        received = self._clock()
+        sent = stamp.sent if stamp.sent is not None else received
+        try:
+            server = ServerTime.model_validate(body)
+        except ValidationError:
+            raise ExchangeBadResponse(
+                f"binance: {TIME_PATH} answered without a serverTime", exchange=NAME
+            ) from None
+        # Assume the server read its clock halfway through the round trip.
+        self._offset_ms = server.serverTime - (sent + received) / 2 * 1000
+        self._next_sync = self._monotonic() + self._settings.time_sync_interval.total_seconds()
+        log.debug("clock_synced", exchange=NAME, offset_ms=round(self._offset_ms, 1))
+
+    async def _ensure_synced(self, *, force: bool = False) -> None:
+        async with self._sync_lock:
+            if not force and self._next_sync is not None and self._monotonic() < self._next_sync:
+                return
+            try:
+                await self.sync_time()
+            except ExchangeError as exc:
+                # Keep the last offset (or none): the signed call will say whether it matters.
+                # Try again soon, not before every audit: that would double the weight spent.
+                log.warning("clock_sync_failed", exchange=NAME, reason=str(exc.reason))
+                interval = self._settings.time_sync_interval.total_seconds()
+                self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
+
+    async def _get(self, path: str, *, auth: httpx.Auth | None = None) -> Any:
+        await self._gate.acquire(NAME, self.weights[path])
+        started = self._monotonic()
+        try:
+            response = await self._client.get(path, auth=auth or httpx.USE_CLIENT_DEFAULT)
+        except httpx.HTTPError as exc:
+            error = translate_transport_error(exc, NAME, path)
+            self._observe(path, str(error.reason), started)
+            raise error from exc
+        self._observe(path, str(response.status_code), started)
+        self._note_weight(response)
+        self._gate.observe(NAME, response)
+        if response.status_code != httpx.codes.OK:
+            raise self._error_for(response)
+        try:
+            return json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            raise ExchangeBadResponse(
+                f"binance: {path} answered HTTP 200 with a body that is not JSON "
+                f"({len(response.content)} bytes; truncated?)",
+                exchange=NAME,
+            ) from None
+
+    def _observe(self, path: str, status: str, started: float) -> None:
+        if self._observer is not None:
+            self._observer(NAME, path, status, self._monotonic() - started)
+
+    def _note_weight(self, response: httpx.Response) -> None:
+        for header in ("X-SAPI-USED-IP-WEIGHT-1M", "X-MBX-USED-WEIGHT-1M"):
+            value = response.headers.get(header)
+            if value is not None and value.isdigit():
+                self._weight_used = int(value)
+                return
+
+    def _error_for(self, response: httpx.Response) -> ExchangeError:
+        status = response.status_code
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), now=self._clock())
+        code, msg = _error_body(response)
+        detail = f"binance {code}: {msg}" if code is not None else f"binance: HTTP {status}"
+        if status == 418:
+            return ExchangeRateLimited(
+                f"{detail} (IP banned; retry after {retry_after or 'unknown'} s)",
+                exchange=NAME,
+                reason=Reason.BANNED,
+                code=code,
+                retry_after=retry_after,
+            )
+        if status == 429 or code == TOO_MANY_REQUESTS:
+            return ExchangeRateLimited(
+                f"{detail} (rate limited; retry after {retry_after or 'unknown'} s)",
+                exchange=NAME,
+                code=code,
+                retry_after=retry_after,
+            )
+        if code in KEY_REJECTED_CODES:
+            match = _REQUEST_IP.search(msg or "")
+            refused_ip = match.group(1) if match else None
+            return ExchangeAuthError(
+                _rejection_message(code, msg, refused_ip),
+                exchange=NAME,
+                code=code,
+                refused_ip=refused_ip,
+            )
+        if code == INVALID_TIMESTAMP:
+            return ExchangeClockError(
+                f"{detail} (local clock offset {self._offset_ms:+.0f} ms after sync)",
+                exchange=NAME,
+                code=code,
+            )
+        if status >= 500 or code in UNAVAILABLE_CODES:
+            return ExchangeUnavailable(detail, exchange=NAME, code=code)
+        if status == 403 and code is None:
+            return ExchangeUnavailable(
+                "binance: HTTP 403, the request was blocked by Binance's web application firewall",
+                exchange=NAME,
+            )
+        return ExchangeBadResponse(f"{detail} (HTTP {status})", exchange=NAME, code=code)
+
+    def _facts(self, body: Any) -> KeyFacts:
+        try:
+            restrictions = ApiRestrictions.model_validate(body)
+        except ValidationError as exc:
+            fields = ", ".join(
+                sorted({".".join(map(str, e["loc"])) or "body" for e in exc.errors()})
+            )
+            raise ExchangeBadResponse(
+                f"binance: {RESTRICTIONS_PATH} answered an unexpected shape ({fields})",
+                exchange=NAME,
+            ) from None
+        permissions: dict[str, bool] = {}
+        for flag, value in body.items():
+            if flag in PERMISSION_FLAGS:
+                if isinstance(value, bool):
+                    permissions[PERMISSION_FLAGS[flag]] = value
+            elif isinstance(value, bool) and flag != "ipRestrict":
+                # A flag Binance added after this adapter was written: keep it, under its raw
+                # name, and say so once.
+                permissions[flag] = value
+                if flag not in _unknown_flags_logged:
+                    _unknown_flags_logged.add(flag)
+                    log.warning("unknown_permission_flag", exchange=NAME, flag=flag)
+        deadlines: tuple[Deadline, ...] = ()
+        expires = restrictions.tradingAuthorityExpirationTime
+        if expires:  # absent, null or 0: no deadline known
+            deadlines = (Deadline("trading_authority", utc_from_ms(expires)),)
+        return KeyFacts(
+            coverage=Coverage.INTROSPECTION,
+            permissions=permissions,
+            ip_restricted=restrictions.ipRestrict,
+            ip_list=None,  # Binance does not show a key its own IP list
+            created_at=utc_from_ms(restrictions.createTime) if restrictions.createTime else None,
+            deadlines=deadlines,
+            raw=dict(body),
+        )
+
+
+def _error_body(response: httpx.Response) -> tuple[int | None, str | None]:
+    try:
+        body = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    code = body.get("code")
+    msg = body.get("msg")
+    return (
+        code if isinstance(code, int) and not isinstance(code, bool) else None,
+        msg[:300] if isinstance(msg, str) else None,
+    )
+
+
+def _rejection_message(code: int, msg: str | None, refused_ip: str | None) -> str:
+    causes = {
+        -2015: "the key was deleted, this IP is not on its whitelist, or it lacks the permission",
+        -2014: "the API key is malformed (check the configured value)",
+        -2008: "the key is unknown to Binance (deleted?)",
+        -1022: "the signature is not valid: wrong secret, or the wrong key type",
+        -1002: "the key is not authorized for this request",
+    }
+    text = f"binance rejects the key ({code}: {msg or 'no message'}): {causes[code]}"
+    if refused_ip:
+        text += f"; Binance refused egress IP {refused_ip}"
+    return text

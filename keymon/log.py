@@ -1,0 +1,106 @@
+"""Logging: structlog configured once, with a redaction step no secret gets past.
+
+Events are snake_case facts (``audit_completed``, ``key_changed``), rendered as JSON lines by
+default or readably on a terminal. :class:`Redactor` runs after every other processor that adds
+text (including the traceback renderer) and replaces each configured secret value wherever it
+appears, so a secret that slipped into a message, a field or an exception still never reaches
+the output.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "[REDACTED]"
+#: Shorter fragments are not redacted on their own: they would mangle ordinary words.
+MIN_FRAGMENT = 12
+
+
+class Redactor:
+    """A structlog processor replacing secret values (and long fragments of them)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._needles: tuple[str, ...] = ()
+
+    def update(self, secrets: Iterable[str]) -> None:
+        """Replace the set of secrets to hide (at start and on every reload)."""
+        needles: set[str] = set()
+        for secret in secrets:
+            if not secret:
+                continue
+            needles.add(secret)
+            # A PEM key may surface one line at a time (a traceback, a wrapped message).
+            needles.update(
+                line.strip() for line in secret.splitlines() if len(line.strip()) >= MIN_FRAGMENT
+            )
+        with self._lock:
+            # Longest first, so a fragment never leaves the rest of its secret behind.
+            self._needles = tuple(sorted(needles, key=len, reverse=True))
+
+    def redact(self, text: str) -> str:
+        for needle in self._needles:
+            if needle in text:
+                text = text.replace(needle, REDACTED)
+        return text
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {k: self._scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self._scrub(v) for v in value)
+        if isinstance(value, BaseException):
+            return self.redact(f"{type(value).__name__}: {value}")
+        return value
+
+    def __call__(
+        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if not self._needles:
+            return event_dict
+        return {key: self._scrub(value) for key, value in event_dict.items()}
+
+
+#: The process-wide redactor; ``configure`` installs it, the config loader feeds it.
+redactor = Redactor()
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def configure(*, fmt: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
+    """Configure structlog for the process: JSON lines, or console output for people."""
+    stream = stream or sys.stderr
+    renderer: structlog.types.Processor
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        # Render tracebacks to text *before* redaction, never inside the renderer after it.
+        tracebacks: list[structlog.types.Processor] = [structlog.processors.format_exc_info]
+    else:
+        renderer = structlog.processors.JSONRenderer()
+        tracebacks = [structlog.processors.dict_tracebacks]
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *tracebacks,
+            redactor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )

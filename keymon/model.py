@@ -1,0 +1,172 @@
+"""The neutral data model: what an audit learns about a key and what the policy makes of it.
+
+Nothing here does I/O. Exchange adapters produce :class:`KeyFacts`, the policy turns facts
+into :class:`Finding` values, and every audit ends as one :class:`AuditResult`, success or
+not: errors are data, so a failed audit is never mistaken for a healthy key.
+
+Facts are three-state. A permission absent from ``KeyFacts.permissions``, an
+``ip_restricted`` or ``ip_list`` of ``None``: the exchange does not show it, so the rules
+that need it are not evaluated (not passed).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class Reason(enum.StrEnum):
+    """Why an audit did not produce facts. Values double as the ``reason`` label: a contract."""
+
+    KEY_REJECTED = "key_rejected"
+    CLOCK_SKEW = "clock_skew"
+    RATE_LIMITED = "rate_limited"
+    BANNED = "banned"
+    EXCHANGE_UNAVAILABLE = "exchange_unavailable"
+    TIMEOUT = "timeout"
+    NETWORK = "network"
+    BAD_RESPONSE = "bad_response"
+    INTERNAL = "internal"
+
+
+class Severity(enum.StrEnum):
+    """How urgent a finding is. Ordered: ``Severity.CRITICAL > Severity.WARNING``."""
+
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+class Coverage(enum.StrEnum):
+    """How much the exchange lets a key see of itself."""
+
+    INTROSPECTION = "introspection"
+    LIVENESS = "liveness"
+
+
+#: The one permission vocabulary every adapter maps its exchange's flags onto.
+PERMISSIONS: tuple[str, ...] = (
+    "read",
+    "spot_trade",
+    "margin_trade",
+    "margin_loan",
+    "futures_trade",
+    "options_trade",
+    "portfolio_margin",
+    "withdraw",
+    "internal_transfer",
+    "universal_transfer",
+    "fix_trade",
+    "fix_read",
+)
+
+
+class Rule(enum.StrEnum):
+    """The rules of PRODUCT.md's table. Values are the ``rule`` label: a contract."""
+
+    WITHDRAW_ENABLED = "withdraw_enabled"
+    IP_UNRESTRICTED = "ip_unrestricted"
+    UNTRUSTED_IP = "untrusted_ip"
+    FORBIDDEN_PERMISSION = "forbidden_permission"
+    MISSING_PERMISSION = "missing_permission"
+    REVIEW_DEADLINE = "review_deadline"
+    KEY_TOO_OLD = "key_too_old"
+    KEY_REJECTED = "key_rejected"
+    AUDIT_FAILING = "audit_failing"
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """A moment after which the key (or one of its permissions) stops working."""
+
+    kind: str  # "trading_authority", "key_expiry", ...
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFacts:
+    """What the exchange says about a key, three-state (see the module docstring)."""
+
+    coverage: Coverage
+    permissions: Mapping[str, bool] = field(default_factory=dict)
+    ip_restricted: bool | None = None
+    ip_list: tuple[str, ...] | None = None
+    created_at: datetime | None = None
+    deadlines: tuple[Deadline, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditError:
+    """Why an audit failed, with the exchange's own code and message where it gave one."""
+
+    reason: Reason
+    message: str
+    code: int | str | None = None
+    refused_ip: str | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One rule that fired for a key."""
+
+    rule: Rule
+    severity: Severity
+    message: str
+    permission: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleCheck:
+    """A rule that was evaluated for a key, and the severities it can take there.
+
+    Metrics export one ``keymon_key_finding`` series per check and severity, so that a rule
+    that was evaluated and did not fire reads 0, and one that could not be evaluated is absent.
+    """
+
+    rule: Rule
+    severities: tuple[Severity, ...]
+    permission: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The policy's verdict over one audit."""
+
+    findings: tuple[Finding, ...]
+    checks: tuple[RuleCheck, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditResult:
+    """The outcome of one audit of one key: facts and findings, or an error. Never raises."""
+
+    key: str
+    checked_at: datetime
+    duration: float
+    facts: KeyFacts | None
+    error: AuditError | None
+    evaluation: Evaluation
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return self.evaluation.findings
+
+
+def worst(findings: tuple[Finding, ...] | list[Finding]) -> Severity | None:
+    """The highest severity among ``findings``, or None when there are none."""
+    return max((f.severity for f in findings), key=lambda s: s.rank, default=None)

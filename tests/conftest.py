@@ -1,0 +1,85 @@
+"""Shared fixtures: an injected clock, a Binance simulator, and settings pointing at it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from keymon.config import Settings
+from keymon.simulator.binance import BinanceSimulator
+
+#: The credentials of Binance's official signature examples (exchange-apis.md §1.3).
+DOC_API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
+DOC_SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
+#: A secret whose value must never surface anywhere keymon writes.
+SENTINEL = "SENTINELs3cr3tZZq9Xw4Lm7Pv2Rk8Tn5Yb1Hc6Jd0Fg3"
+
+
+class FakeClock:
+    """A wall clock tests move by hand; starts at a fixed, recent moment."""
+
+    def __init__(self, start: float = 1_795_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake wall clock shared by keymon and the simulator."""
+    return FakeClock()
+
+
+@pytest.fixture
+def sim(clock: FakeClock) -> BinanceSimulator:
+    """A Binance simulator on the fake clock, holding the official example key."""
+    simulator = BinanceSimulator(clock=clock)
+    simulator.add_key(DOC_API_KEY, hmac_secret=DOC_SECRET)
+    return simulator
+
+
+def key_entry(name: str, api_key: str, secret: str, **extra: Any) -> dict[str, Any]:
+    """One ``keys:`` entry with literal secrets (tests only)."""
+    return {"name": name, "client": "acme", "exchange": "binance", "api_key": api_key,
+            "api_secret": secret, **extra}
+
+
+def make_settings(*keys: dict[str, Any], base_url: str = "http://binance.test",
+                  **overrides: Any) -> Settings:
+    """Settings for the given key entries, pointing at ``base_url``."""
+    data: dict[str, Any] = {
+        "keys": list(keys) or [key_entry("doc-key", DOC_API_KEY, DOC_SECRET)],
+        "exchanges": {"binance": {"base_url": base_url}},
+        "trusted_ips": ["127.0.0.1/32"],
+    }
+    data.update(overrides)
+    return Settings(**data)
+
+
+@pytest.fixture
+def settings_factory() -> Callable[..., Settings]:
+    """Build settings for key entries (see :func:`make_settings`)."""
+    return make_settings
+
+
+@pytest.fixture
+def served(sim: BinanceSimulator) -> Iterator[str]:
+    """The simulator served for real on 127.0.0.1; yields its base URL."""
+    with sim.serve_in_thread() as url:
+        yield url
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until true; for waiting on another process, never for ordering."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
