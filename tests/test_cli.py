@@ -1,0 +1,204 @@
+"""``keymon check``: exit statuses, table and JSON output, the --key filter, the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from keymon.cli import check, main
+from keymon.simulator.binance import BinanceSimulator
+from tests.conftest import DOC_API_KEY, DOC_SECRET
+
+OTHER_KEY = "otherKey0123456789abcdef"
+OTHER_SECRET = "otherSecret0123456789"
+
+
+def write_config(tmp_path: Path, base_url: str = "http://binance.test", **extra: Any) -> Path:
+    """A two-key configuration; secrets come from files."""
+    (tmp_path / "doc.secret").write_text(DOC_SECRET + "\n")
+    (tmp_path / "other.secret").write_text(OTHER_SECRET + "\n")
+    config = {
+        "exchanges": {"binance": {"base_url": base_url}},
+        "keys": [
+            {"name": "doc-key", "client": "acme", "exchange": "binance", "api_key": DOC_API_KEY,
+             "api_secret": {"file": str(tmp_path / "doc.secret")}},
+            {"name": "other-key", "client": "bravo", "exchange": "binance", "api_key": OTHER_KEY,
+             "api_secret": {"file": str(tmp_path / "other.secret")}},
+        ],
+        **extra,
+    }
+    path = tmp_path / "keymon.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_check(sim: BinanceSimulator, config: Path, capsys: pytest.CaptureFixture[str],
+              *args: str) -> tuple[int, str, str]:
+    keys = [a for a in args if a != "--json"]
+    fmt = "json" if "--json" in args else "table"
+    status = check(config, keys=keys, fmt=fmt, transport_factory=lambda _n: sim.transport())
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture
+def two_keys(sim: BinanceSimulator) -> BinanceSimulator:
+    """The simulator with both configured keys, healthy."""
+    sim.add_key(OTHER_KEY, hmac_secret=OTHER_SECRET)
+    return sim
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "word"),
+    [
+        ({}, 0, "OK"),
+        ({"enableFutures": True}, 1, "WARNING"),
+        ({"enableWithdrawals": True}, 2, "CRITICAL"),
+    ],
+    ids=["ok", "warning", "critical"],
+)
+def test_exit_status_follows_the_worst_finding(
+    two_keys: BinanceSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    change: dict[str, object], status: int, word: str,
+) -> None:
+    """0 when clean, 1 for a warning, 2 for a critical finding; the summary line agrees."""
+    if change:
+        two_keys.update_key(OTHER_KEY, **change)
+    code, out, _ = run_check(two_keys, write_config(tmp_path), capsys)
+    assert code == status
+    assert out.strip().splitlines()[-1].startswith(f"{word}: 2 key(s)")
+
+
+def test_failed_audit_is_unknown_never_ok(
+    two_keys: BinanceSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key whose audit cannot complete makes the run UNKNOWN (3), not OK."""
+    two_keys.fail_next(10, status=503)
+    code, out, _ = run_check(two_keys, write_config(tmp_path), capsys, "--json")
+    assert code == 3
+    report = json.loads(out)
+    assert report["status"] == "unknown"
+    assert all(k["audit_ok"] is False for k in report["keys"])
+    assert all(k["error"]["reason"] == "exchange_unavailable" for k in report["keys"])
+
+
+def test_critical_beats_unknown(
+    two_keys: BinanceSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One rejected key and one unauditable key: CRITICAL, so the rejection is not hidden."""
+    two_keys.delete_key(OTHER_KEY)
+    code, out, _ = run_check(two_keys, write_config(tmp_path), capsys, "--json")
+    assert code == 2
+    (other,) = [k for k in json.loads(out)["keys"] if k["key"] == "other-key"]
+    assert other["findings"][0]["rule"] == "key_rejected"
+
+
+def test_json_report_has_the_documented_shape(
+    two_keys: BinanceSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--format json prints PRODUCT.md's object: status, checked_at, keys with facts."""
+    two_keys.update_key(OTHER_KEY, enableFutures=True)
+    code, out, _ = run_check(two_keys, write_config(tmp_path), capsys, "--json")
+    report = json.loads(out)
+    assert code == 1
+    assert report["status"] == "warning"
+    assert report["checked_at"].endswith("Z")
+    doc, other = report["keys"]
+    assert {"key", "client", "exchange", "key_id", "audit_ok", "error", "facts", "findings"} <= set(doc)
+    assert doc["key"] == "doc-key"
+    assert doc["client"] == "acme"
+    assert doc["exchange"] == "binance"
+    assert doc["key_id"] == "vmPU...Eh8A"
+    assert doc["audit_ok"] is True
+    assert doc["error"] is None
+    assert doc["facts"]["permissions"]["spot_trade"] is True
+    assert doc["facts"]["ip_restricted"] is True
+    assert doc["facts"]["ip_list"] is None
+    assert doc["facts"]["created_at"].endswith("Z")
+    assert doc["facts"]["deadlines"] == []
+    assert other["findings"] == [{
+        "rule": "forbidden_permission", "severity": "warning",
+        "message": "futures_trade is enabled; policy market-maker forbids it",
+        "permission": "futures_trade",
+    }]
+
+
+def test_key_filter_audits_only_the_named_keys(
+    two_keys: BinanceSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--key limits the audit (and the exchange calls) to the named keys."""
+    two_keys.update_key(OTHER_KEY, enableWithdrawals=True)
+    code, out, _ = run_check(two_keys, write_config(tmp_path), capsys, "doc-key", "--json")
+    assert code == 0
+    assert [k["key"] for k in json.loads(out)["keys"]] == ["doc-key"]
+    assert two_keys.request_count(OTHER_KEY) == 0
+
+
+def test_unknown_key_name_is_unknown(
+    two_keys: BinanceSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--key with a name not in the configuration exits 3 with a message, auditing nothing."""
+    code, out, err = run_check(two_keys, write_config(tmp_path), capsys, "nope")
+    assert code == 3
+    assert "--key nope: no key of that name" in err
+    assert two_keys.request_log == []
+
+
+def test_table_names_rule_permission_and_refused_ip(
+    two_keys: BinanceSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The table shows each finding on its own line, with the refused egress IP."""
+    two_keys.update_key(DOC_API_KEY, enableFutures=True, enableWithdrawals=True)
+    two_keys.set_ip_whitelist(OTHER_KEY, ["203.0.113.10"])
+    code, out, _ = run_check(two_keys, write_config(tmp_path), capsys)
+    assert code == 2
+    assert "withdraw_enabled (critical)" in out
+    assert "forbidden_permission[futures_trade] (warning)" in out
+    assert "refused egress IP 127.0.0.1" in out
+
+
+def test_usage_error_of_check_is_unknown(capsys: pytest.CaptureFixture[str]) -> None:
+    """A wrong check command line exits 3 (UNKNOWN), as monitoring plugins do."""
+    with pytest.raises(SystemExit) as exc:
+        main(["check", "--format", "xml"])
+    assert exc.value.code == 3
+
+
+def test_check_against_real_server_as_subprocess(
+    two_keys: BinanceSimulator, tmp_path: Path
+) -> None:
+    """The installed command audits a real local server and exits by the findings."""
+    two_keys.update_key(OTHER_KEY, enableWithdrawals=True)
+    with two_keys.serve_in_thread() as url:
+        config = write_config(tmp_path, base_url=url)
+        proc = subprocess.run(
+            [sys.executable, "-m", "keymon", "check", "--config", str(config)],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert "withdraw_enabled (critical)" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_demo_runs_and_shows_each_state() -> None:
+    """`keymon demo` serves the simulator and reports each demo key's state."""
+    proc = subprocess.run([sys.executable, "-m", "keymon", "demo", "--format", "json"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    rules = {k["key"]: {f["rule"] for f in k["findings"]} for k in report["keys"]}
+    assert rules == {
+        "acme-binance-main": set(),
+        "bravo-binance": {"withdraw_enabled"},
+        "charlie-binance": {"ip_unrestricted", "review_deadline"},
+        "delta-binance": {"key_rejected"},
+        "echo-binance": {"forbidden_permission"},
+    }
