@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     check = commands.add_parser("check", help="audit once, print the findings, exit 0/1/2/3")
-    check.usage_status = EXIT_UNKNOWN  # type: ignore[attr-defined]  # a plugin that cannot run
+    # A monitoring plugin that cannot even parse its command line is UNKNOWN, not CRITICAL.
+    check.usage_status = EXIT_UNKNOWN
     config_option(check)
     check.add_argument(
         "--key",
@@ -112,6 +113,9 @@ def load_or_report(path: Path, *, out: TextIO) -> LoadedConfig | None:
     try:
         loaded = load(path)
     except ConfigError as exc:
+        if len(exc.problems) == 1 and exc.problems[0].startswith(f"{path}:"):
+            print(f"keymon: {exc.problems[0]}", file=out)
+            return None
         print(f"keymon: invalid configuration {path}:", file=out)
         for problem in exc.problems:
             print(f"  {problem}", file=out)

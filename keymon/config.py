@@ -165,7 +165,7 @@ def _resolve_secret(value: object) -> Secret:
             if not text:
                 raise PydanticCustomError("secret", "secret file {path} is empty", {"path": path})
             return Secret(SecretStr(text), f"file {path}")
-    raise PydanticCustomError("secret", "a secret is {{env: NAME}}, {{file: PATH}} or a string")
+    raise PydanticCustomError("secret", "a secret is {env: NAME}, {file: PATH} or a string")
 
 
 SecretRef = Annotated[Secret, BeforeValidator(_resolve_secret)]
@@ -223,6 +223,9 @@ class AuditSettings(_Model):
 
     @model_validator(mode="after")
     def _jitter_below_interval(self) -> Self:
+        if "jitter" not in self.model_fields_set and self.jitter >= self.interval:
+            # The default jitter must not make a short interval invalid: scale it down.
+            object.__setattr__(self, "jitter", self.interval / 10)
         if self.jitter >= self.interval:
             raise PydanticCustomError(
                 "duration",
@@ -303,7 +306,7 @@ class Policy(_Model):
         both = sorted(set(self.require) & set(self.forbid))
         if both:
             raise PydanticCustomError(
-                "policy", "{perms} both required and forbidden", {"perms": ", ".join(both)}
+                "policy", "{perms}: both required and forbidden", {"perms": ", ".join(both)}
             )
         if self.review_critical > self.review_warning:
             raise PydanticCustomError(
@@ -387,14 +390,20 @@ class BinanceKey(KeyBase):
     exchange: Literal["binance"]
     key_type: BinanceKeyType | None = None
 
+    @field_validator("api_secret")
+    @classmethod
+    def _readable_key_material(cls, value: Secret) -> Secret:
+        detect_binance_key_type(value.get())  # a PEM that is no usable key fails here
+        return value
+
     @model_validator(mode="after")
-    def _key_material(self) -> Self:
+    def _key_type_matches(self) -> Self:
         detected = detect_binance_key_type(self.api_secret.get())
         if self.key_type is None:
             object.__setattr__(self, "key_type", detected)
         elif self.key_type != detected:
             raise PydanticCustomError(
-                "secret",
+                "key_type",
                 "api_secret is {detected} key material but key_type is {key_type}",
                 {"detected": detected, "key_type": self.key_type},
             )
@@ -415,15 +424,13 @@ def detect_binance_key_type(secret: str) -> BinanceKeyType:
     except (ValueError, TypeError):
         # Never echo the material: the exception text may quote it.
         raise PydanticCustomError(
-            "secret", "api_secret looks like PEM but is not an unencrypted private key"
+            "secret", "looks like PEM but is not an unencrypted private key"
         ) from None
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return "ed25519"
     if isinstance(key, rsa.RSAPrivateKey):
         return "rsa"
-    raise PydanticCustomError(
-        "secret", "api_secret is a PEM private key of a type Binance does not use"
-    )
+    raise PydanticCustomError("secret", "is a PEM private key of a type Binance does not use")
 
 
 KeyConfig = Annotated[BinanceKey, Field(discriminator="exchange")]
@@ -449,10 +456,13 @@ def _parse_network(value: object) -> TrustedNetwork:
     try:
         return ipaddress.ip_network(value.strip(), strict=True)
     except ValueError as exc:
+        why = str(exc)
+        if value.strip() in why:  # ipaddress repeats the value; say it once
+            why = why.replace(value.strip(), "").strip(" '")
         raise PydanticCustomError(
             "ip",
-            "'{value}' is not an IP address or CIDR network: {why}",
-            {"value": value[:60], "why": str(exc).replace(f"{value.strip()} ", "")},
+            "'{value}' is not an IP address or CIDR network ({why})",
+            {"value": value[:60], "why": why},
         ) from None
 
 
@@ -537,12 +547,19 @@ def load(path: Path | str) -> LoadedConfig:
     """
     path = Path(path)
     raw = _read_yaml(path)
-    problems = _cross_check(raw)
+    problems = [f"{k}: unknown field" for k in raw if not isinstance(k, str)]
+    raw = {k: v for k, v in raw.items() if isinstance(k, str)}
+    problems += _cross_check(raw)
     try:
         settings = Settings(**raw)
     except ValidationError as exc:
+        problems += _reference_problems(
+            raw.get("policies", {DEFAULT_POLICY_NAME: None}),
+            raw.get("default_policy", DEFAULT_POLICY_NAME),
+            raw.get("keys"),
+        )
         raise ConfigError(_dedupe(_format_errors(exc) + problems)) from None
-    problems += _check_references(settings)
+    problems += _reference_problems(settings.policies, settings.default_policy, settings.keys)
     if problems:
         raise ConfigError(_dedupe(problems))
     return LoadedConfig(settings, path, tuple(_literal_secret_warnings(settings)))
@@ -564,9 +581,17 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         # say where and what, never the line itself.
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc.context}"]) from None
-    except yaml.YAMLError:
-        raise ConfigError([f"{path}: invalid YAML"]) from None
+        what = str(exc.problem or exc.context)
+        ctx = exc.context_mark
+        if exc.problem and exc.context and ctx and mark and ctx.line != mark.line:
+            what += f" ({exc.context} at line {ctx.line + 1}, column {ctx.column + 1})"
+        # Alias and tag names are the user's text, perhaps a secret: never quote them.
+        what = re.sub(r"'[^'<][^']{2,}'", "(...)", what)
+        raise ConfigError([f"{where}: invalid YAML: {what}"]) from None
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError):
+        # Tags such as !!int or !!timestamp on a value they cannot read fail inside PyYAML's
+        # constructors with plain Python errors whose text quotes the value.
+        raise ConfigError([f"{path}: invalid YAML (a value or tag YAML cannot read)"]) from None
     if data is None:
         raise ConfigError([f"{path}: the file is empty"])
     if not isinstance(data, dict):
@@ -593,30 +618,36 @@ def _cross_check(raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _check_references(settings: Settings) -> list[str]:
+def _reference_problems(policies: object, default: object, keys: object) -> list[str]:
+    """Policies named by ``default_policy`` and by keys must exist.
+
+    Runs on the raw data when other fields are invalid (so every problem is listed at once),
+    and on the validated settings otherwise (environment overrides included).
+    """
+    if not isinstance(policies, Mapping):
+        return []
+    defined = ", ".join(sorted(map(str, policies))) or "none"
     problems = []
-    if settings.default_policy not in settings.policies:
-        problems.append(
-            f"default_policy: no policy named '{settings.default_policy}' "
-            f"(defined: {', '.join(sorted(settings.policies)) or 'none'})"
-        )
-    for index, key in enumerate(settings.keys):
-        if key.policy is not None and key.policy not in settings.policies:
+    if isinstance(default, str) and default not in policies:
+        problems.append(f"default_policy: no policy named '{default}' (defined: {defined})")
+    for index, key in enumerate(keys if isinstance(keys, list | tuple) else []):
+        policy = key.get("policy") if isinstance(key, dict) else getattr(key, "policy", None)
+        if isinstance(policy, str) and policy not in policies:
             problems.append(
-                f"keys[{index}].policy: no policy named '{key.policy}' "
-                f"(defined: {', '.join(sorted(settings.policies)) or 'none'})"
+                f"keys[{index}].policy: no policy named '{policy}' (defined: {defined})"
             )
     return problems
 
 
 def _literal_secret_warnings(settings: Settings) -> Iterator[str]:
+    advice = "secret written literally in the configuration; use {env: NAME} or {file: PATH}"
     for index, key in enumerate(settings.keys):
         for field_name in ("api_key", "api_secret"):
             if getattr(key, field_name).origin == "literal":
-                yield (
-                    f"keys[{index}].{field_name}: secret written literally in the configuration; "
-                    "use {env: NAME} or {file: PATH} outside trials"
-                )
+                yield f"keys[{index}].{field_name}: {advice} outside trials"
+    for index, url in enumerate(settings.notify.urls):
+        if url.origin == "literal":
+            yield f"notify.urls[{index}]: channel URLs hold tokens; {advice}"
 
 
 def _format_errors(exc: ValidationError) -> list[str]:
@@ -645,12 +676,35 @@ def _format_errors(exc: ValidationError) -> list[str]:
             if item_errors:  # pydantic counts the failed items as missing: say it once
                 continue
             message = "at least one key must be configured"
+        elif kind == "key_type":
+            loc += ".key_type"
+            message = error["msg"]
+        elif kind in ("model_attributes_type", "dict_type", "model_type"):
+            message = "expected a mapping of fields" + (
+                " (name, client, exchange, api_key, api_secret)"
+                if error["loc"][:1] == ("keys",) and len(error["loc"]) <= 2
+                else ""
+            )
         elif kind == "enum" and "forbid" in error["loc"]:
             message = "the severity must be warning or critical"
         else:
             message = error["msg"].removeprefix("Value error, ")
+        source = _env_source(error["loc"])
+        if source:
+            message += f" (from environment variable {source})"
         lines.append(f"{loc}: {message}" if loc else message)
     return lines
+
+
+def _env_source(loc: tuple[int | str, ...]) -> str | None:
+    """The KEYMON_* variable that set the value at ``loc``, if one did."""
+    parts = [p for p in loc if isinstance(p, str)]
+    environ = {k.upper() for k in os.environ}
+    for i in range(len(parts), 0, -1):
+        name = "KEYMON_" + "__".join(parts[:i]).upper()
+        if name in environ:
+            return name
+    return None
 
 
 def _is_permission_loc(loc: tuple[int | str, ...]) -> bool:

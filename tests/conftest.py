@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import structlog
 
+from keymon import log as logging_setup
 from keymon.config import Settings
 from keymon.simulator.binance import BinanceSimulator
 
@@ -31,6 +33,18 @@ class FakeClock:
         self.now += seconds
 
 
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Each test starts with structlog's defaults and no secrets to redact.
+
+    Commands under test configure logging process-wide onto the captured stderr of their
+    test; without this the next test would log into a closed stream.
+    """
+    yield
+    structlog.reset_defaults()
+    logging_setup.redactor.update(())
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     """A fake wall clock shared by keymon and the simulator."""
@@ -47,12 +61,19 @@ def sim(clock: FakeClock) -> BinanceSimulator:
 
 def key_entry(name: str, api_key: str, secret: str, **extra: Any) -> dict[str, Any]:
     """One ``keys:`` entry with literal secrets (tests only)."""
-    return {"name": name, "client": "acme", "exchange": "binance", "api_key": api_key,
-            "api_secret": secret, **extra}
+    return {
+        "name": name,
+        "client": "acme",
+        "exchange": "binance",
+        "api_key": api_key,
+        "api_secret": secret,
+        **extra,
+    }
 
 
-def make_settings(*keys: dict[str, Any], base_url: str = "http://binance.test",
-                  **overrides: Any) -> Settings:
+def make_settings(
+    *keys: dict[str, Any], base_url: str = "http://binance.test", **overrides: Any
+) -> Settings:
     """Settings for the given key entries, pointing at ``base_url``."""
     data: dict[str, Any] = {
         "keys": list(keys) or [key_entry("doc-key", DOC_API_KEY, DOC_SECRET)],

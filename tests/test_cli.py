@@ -27,10 +27,20 @@ def write_config(tmp_path: Path, base_url: str = "http://binance.test", **extra:
     config = {
         "exchanges": {"binance": {"base_url": base_url}},
         "keys": [
-            {"name": "doc-key", "client": "acme", "exchange": "binance", "api_key": DOC_API_KEY,
-             "api_secret": {"file": str(tmp_path / "doc.secret")}},
-            {"name": "other-key", "client": "bravo", "exchange": "binance", "api_key": OTHER_KEY,
-             "api_secret": {"file": str(tmp_path / "other.secret")}},
+            {
+                "name": "doc-key",
+                "client": "acme",
+                "exchange": "binance",
+                "api_key": DOC_API_KEY,
+                "api_secret": {"file": str(tmp_path / "doc.secret")},
+            },
+            {
+                "name": "other-key",
+                "client": "bravo",
+                "exchange": "binance",
+                "api_key": OTHER_KEY,
+                "api_secret": {"file": str(tmp_path / "other.secret")},
+            },
         ],
         **extra,
     }
@@ -39,8 +49,9 @@ def write_config(tmp_path: Path, base_url: str = "http://binance.test", **extra:
     return path
 
 
-def run_check(sim: BinanceSimulator, config: Path, capsys: pytest.CaptureFixture[str],
-              *args: str) -> tuple[int, str, str]:
+def run_check(
+    sim: BinanceSimulator, config: Path, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, str]:
     keys = [a for a in args if a != "--json"]
     fmt = "json" if "--json" in args else "table"
     status = check(config, keys=keys, fmt=fmt, transport_factory=lambda _n: sim.transport())
@@ -65,8 +76,12 @@ def two_keys(sim: BinanceSimulator) -> BinanceSimulator:
     ids=["ok", "warning", "critical"],
 )
 def test_exit_status_follows_the_worst_finding(
-    two_keys: BinanceSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    change: dict[str, object], status: int, word: str,
+    two_keys: BinanceSimulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: dict[str, object],
+    status: int,
+    word: str,
 ) -> None:
     """0 when clean, 1 for a warning, 2 for a critical finding; the summary line agrees."""
     if change:
@@ -111,7 +126,9 @@ def test_json_report_has_the_documented_shape(
     assert report["status"] == "warning"
     assert report["checked_at"].endswith("Z")
     doc, other = report["keys"]
-    assert {"key", "client", "exchange", "key_id", "audit_ok", "error", "facts", "findings"} <= set(doc)
+    assert {"key", "client", "exchange", "key_id", "audit_ok", "error", "facts", "findings"} <= set(
+        doc
+    )
     assert doc["key"] == "doc-key"
     assert doc["client"] == "acme"
     assert doc["exchange"] == "binance"
@@ -123,11 +140,14 @@ def test_json_report_has_the_documented_shape(
     assert doc["facts"]["ip_list"] is None
     assert doc["facts"]["created_at"].endswith("Z")
     assert doc["facts"]["deadlines"] == []
-    assert other["findings"] == [{
-        "rule": "forbidden_permission", "severity": "warning",
-        "message": "futures_trade is enabled; policy market-maker forbids it",
-        "permission": "futures_trade",
-    }]
+    assert other["findings"] == [
+        {
+            "rule": "forbidden_permission",
+            "severity": "warning",
+            "message": "futures_trade is enabled; policy market-maker forbids it",
+            "permission": "futures_trade",
+        }
+    ]
 
 
 def test_key_filter_audits_only_the_named_keys(
@@ -145,7 +165,7 @@ def test_unknown_key_name_is_unknown(
     two_keys: BinanceSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--key with a name not in the configuration exits 3 with a message, auditing nothing."""
-    code, out, err = run_check(two_keys, write_config(tmp_path), capsys, "nope")
+    code, _out, err = run_check(two_keys, write_config(tmp_path), capsys, "nope")
     assert code == 3
     assert "--key nope: no key of that name" in err
     assert two_keys.request_log == []
@@ -180,7 +200,10 @@ def test_check_against_real_server_as_subprocess(
         config = write_config(tmp_path, base_url=url)
         proc = subprocess.run(
             [sys.executable, "-m", "keymon", "check", "--config", str(config)],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
             env={**os.environ, "NO_COLOR": "1"},
         )
     assert proc.returncode == 2, proc.stderr
@@ -190,8 +213,13 @@ def test_check_against_real_server_as_subprocess(
 
 def test_demo_runs_and_shows_each_state() -> None:
     """`keymon demo` serves the simulator and reports each demo key's state."""
-    proc = subprocess.run([sys.executable, "-m", "keymon", "demo", "--format", "json"],
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "keymon", "demo", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     rules = {k["key"]: {f["rule"] for f in k["findings"]} for k in report["keys"]}

@@ -25,16 +25,21 @@ PEM_PRIVATE = ed25519.Ed25519PrivateKey.generate()
 PEM_SECRET = PEM_PRIVATE.private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
 ).decode()
-PEM_PUBLIC = PEM_PRIVATE.public_key().public_bytes(
-    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-).decode()
+PEM_PUBLIC = (
+    PEM_PRIVATE.public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 PEM_BODY = "".join(PEM_SECRET.splitlines()[1:-1])
 
 
 def secrets_in(text: str) -> list[str]:
     """Which secret values (or long pieces of them) occur in ``text``."""
-    needles = {"sentinel secret": SENTINEL, "sentinel api key": SENTINEL_KEY,
-               "pem body": PEM_BODY[:24]}
+    needles = {
+        "sentinel secret": SENTINEL,
+        "sentinel api key": SENTINEL_KEY,
+        "pem body": PEM_BODY[:24],
+    }
     needles.update({f"pem line {i}": line for i, line in enumerate(PEM_SECRET.splitlines()[1:-1])})
     return [name for name, needle in needles.items() if needle in text]
 
@@ -45,16 +50,30 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SENTINEL_SECRET", SENTINEL)
     (tmp_path / "pem").write_text(PEM_SECRET)
     path = tmp_path / "keymon.yaml"
-    path.write_text(yaml.safe_dump({
-        "exchanges": {"binance": {"base_url": "http://binance.test"}},
-        "audit": {"timeout": "300ms", "jitter": "0s"},
-        "keys": [
-            {"name": "hmac-key", "client": "acme", "exchange": "binance",
-             "api_key": SENTINEL_KEY, "api_secret": {"env": "SENTINEL_SECRET"}},
-            {"name": "pem-key", "client": "acme", "exchange": "binance",
-             "api_key": "pemKey0123456789abcdef", "api_secret": {"file": str(tmp_path / "pem")}},
-        ],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "exchanges": {"binance": {"base_url": "http://binance.test"}},
+                "audit": {"timeout": "300ms", "jitter": "0s"},
+                "keys": [
+                    {
+                        "name": "hmac-key",
+                        "client": "acme",
+                        "exchange": "binance",
+                        "api_key": SENTINEL_KEY,
+                        "api_secret": {"env": "SENTINEL_SECRET"},
+                    },
+                    {
+                        "name": "pem-key",
+                        "client": "acme",
+                        "exchange": "binance",
+                        "api_key": "pemKey0123456789abcdef",
+                        "api_secret": {"file": str(tmp_path / "pem")},
+                    },
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -74,7 +93,16 @@ def _faults(sim: BinanceSimulator, fault: str) -> None:
         sim.update_key(SENTINEL_KEY, enableWithdrawals=True)
 
 
-FAULTS = ["healthy", "withdraw", "deleted", "ip-refused", "5xx", "truncated", "skew", "wrong-secret"]
+FAULTS = [
+    "healthy",
+    "withdraw",
+    "deleted",
+    "ip-refused",
+    "5xx",
+    "truncated",
+    "skew",
+    "wrong-secret",
+]
 
 
 @pytest.mark.parametrize("fmt", ["table", "json"])
@@ -115,8 +143,13 @@ def test_check_over_a_real_server_holds_no_secret(
 def test_reprs_and_dumps_hold_no_secret(config: Path) -> None:
     """The loaded settings, keys and auth objects never show a secret in repr or dumps."""
     settings = load(config).settings
-    texts = [repr(settings), str(settings), repr(settings.keys), settings.model_dump_json(),
-             str(settings.model_dump())]
+    texts = [
+        repr(settings),
+        str(settings),
+        repr(settings.keys),
+        settings.model_dump_json(),
+        str(settings.model_dump()),
+    ]
     assert secrets_in("\n".join(texts)) == []
 
 

@@ -35,7 +35,9 @@ class Exchange:
     def settings(self, *keys: dict[str, Any], **overrides: Any) -> Settings:
         return make_settings(*keys, base_url=self.base_url, **overrides)
 
-    async def audit(self, settings: Settings, name: str | None = None, **kwargs: Any) -> AuditResult:
+    async def audit(
+        self, settings: Settings, name: str | None = None, **kwargs: Any
+    ) -> AuditResult:
         async with Auditor(settings, transport_factory=self.transport, **kwargs) as auditor:
             key = next(k for k in settings.keys if name is None or k.name == name)
             return await auditor.audit(key)
@@ -65,15 +67,21 @@ def fired(result: AuditResult) -> set[tuple[str, str, str | None]]:
 @pytest.mark.parametrize(
     ("payload", "expected"),
     [
-        ("symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000"
-         "&timestamp=1499827319559",
-         "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"),
-        ("symbol=%EF%BC%91%EF%BC%92%EF%BC%93%EF%BC%94%EF%BC%95%EF%BC%96&side=BUY&type=LIMIT"
-         "&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559",
-         "e1353ec6b14d888f1164ae9af8228a3dbd508bc82eb867db8ab6046442f33ef3"),
-        ("symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTCquantity=1&price=0.1&recvWindow=5000"
-         "&timestamp=1499827319559",
-         "0fd168b8ddb4876a0358a8d14d0c9f3da0e9b20c5d52b2a00fcf7d1c602f9a77"),
+        (
+            "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000"
+            "&timestamp=1499827319559",
+            "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71",
+        ),
+        (
+            "symbol=%EF%BC%91%EF%BC%92%EF%BC%93%EF%BC%94%EF%BC%95%EF%BC%96&side=BUY&type=LIMIT"
+            "&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559",
+            "e1353ec6b14d888f1164ae9af8228a3dbd508bc82eb867db8ab6046442f33ef3",
+        ),
+        (
+            "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTCquantity=1&price=0.1&recvWindow=5000"
+            "&timestamp=1499827319559",
+            "0fd168b8ddb4876a0358a8d14d0c9f3da0e9b20c5d52b2a00fcf7d1c602f9a77",
+        ),
     ],
     ids=["B1", "B2-non-ascii", "B3-query-and-body"],
 )
@@ -84,11 +92,16 @@ def test_hmac_signer_matches_official_vectors(payload: str, expected: str) -> No
 
 def test_auth_signs_the_restrictions_call_like_vector_b4() -> None:
     """The apiRestrictions request carries recvWindow, timestamp, the B4 signature and key."""
-    from keymon.config import Secret
     from pydantic import SecretStr
 
-    auth = BinanceAuth(Secret(SecretStr(DOC_API_KEY), "literal"), hmac_signer(DOC_SECRET),
-                       lambda: 1499827319559, 5000)
+    from keymon.config import Secret
+
+    auth = BinanceAuth(
+        Secret(SecretStr(DOC_API_KEY), "literal"),
+        hmac_signer(DOC_SECRET),
+        lambda: 1499827319559,
+        5000,
+    )
     request = httpx.Request("GET", "https://api.binance.com/sapi/v1/account/apiRestrictions")
     signed = next(auth.auth_flow(request))
     assert signed.url.query.decode() == (
@@ -100,12 +113,15 @@ def test_auth_signs_the_restrictions_call_like_vector_b4() -> None:
 
 def _pem(private: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) -> tuple[str, str]:
     secret = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-    public = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return secret, public
 
 
@@ -118,8 +134,11 @@ async def test_three_key_types_are_accepted(
         secret = "hmacSecretForTesting0123456789"
         sim.add_key("typedKey", hmac_secret=secret)
     else:
-        private = (ed25519.Ed25519PrivateKey.generate() if key_type == "ed25519"
-                   else rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        private = (
+            ed25519.Ed25519PrivateKey.generate()
+            if key_type == "ed25519"
+            else rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        )
         secret, public = _pem(private)
         sim.add_key("typedKey", public_key_pem=public)
     settings = exchange.settings(key_entry("typed", "typedKey", secret))
@@ -159,9 +178,17 @@ async def test_guide_compliant_key_is_healthy(exchange: Exchange) -> None:
     assert facts.deadlines == ()
     assert facts.created_at is not None
     assert dict(facts.permissions) == {
-        "read": True, "spot_trade": True, "withdraw": False, "internal_transfer": False,
-        "margin_loan": False, "futures_trade": False, "universal_transfer": False,
-        "options_trade": False, "fix_trade": False, "fix_read": False, "portfolio_margin": False,
+        "read": True,
+        "spot_trade": True,
+        "withdraw": False,
+        "internal_transfer": False,
+        "margin_loan": False,
+        "futures_trade": False,
+        "universal_transfer": False,
+        "options_trade": False,
+        "fix_trade": False,
+        "fix_read": False,
+        "portfolio_margin": False,
     }
 
 
@@ -169,22 +196,38 @@ async def test_guide_compliant_key_is_healthy(exchange: Exchange) -> None:
     ("restrictions", "expected"),
     [
         ({"enableWithdrawals": True}, ("withdraw_enabled", "critical", None)),
-        ({"enableInternalTransfer": True},
-         ("forbidden_permission", "critical", "internal_transfer")),
-        ({"permitsUniversalTransfer": True},
-         ("forbidden_permission", "critical", "universal_transfer")),
+        (
+            {"enableInternalTransfer": True},
+            ("forbidden_permission", "critical", "internal_transfer"),
+        ),
+        (
+            {"permitsUniversalTransfer": True},
+            ("forbidden_permission", "critical", "universal_transfer"),
+        ),
         ({"enableFutures": True}, ("forbidden_permission", "warning", "futures_trade")),
         ({"enableVanillaOptions": True}, ("forbidden_permission", "warning", "options_trade")),
         ({"enableMargin": True}, ("forbidden_permission", "warning", "margin_loan")),
-        ({"enablePortfolioMarginTrading": True},
-         ("forbidden_permission", "warning", "portfolio_margin")),
+        (
+            {"enablePortfolioMarginTrading": True},
+            ("forbidden_permission", "warning", "portfolio_margin"),
+        ),
         ({"enableSpotAndMarginTrading": False}, ("missing_permission", "warning", "spot_trade")),
     ],
-    ids=["withdrawals", "internal-transfer", "universal-transfer", "futures", "options",
-         "margin", "portfolio-margin", "spot-off"],
+    ids=[
+        "withdrawals",
+        "internal-transfer",
+        "universal-transfer",
+        "futures",
+        "options",
+        "margin",
+        "portfolio-margin",
+        "spot-off",
+    ],
 )
 async def test_each_binance_flag_reaches_its_rule(
-    sim: BinanceSimulator, exchange: Exchange, restrictions: dict[str, object],
+    sim: BinanceSimulator,
+    exchange: Exchange,
+    restrictions: dict[str, object],
     expected: tuple[str, str, str | None],
 ) -> None:
     """Switching one flag at the exchange raises exactly the finding its mapping implies."""
@@ -204,8 +247,10 @@ async def test_unrestricted_key_carries_trading_authority_deadline(
     (deadline,) = result.facts.deadlines
     assert deadline.kind == "trading_authority"
     assert deadline.at.timestamp() == expires_ms / 1000
-    assert fired(result) == {("ip_unrestricted", "critical", None),
-                             ("review_deadline", "critical", None)}
+    assert fired(result) == {
+        ("ip_unrestricted", "critical", None),
+        ("review_deadline", "critical", None),
+    }
 
 
 async def test_unknown_flag_is_kept_and_logged_once(
@@ -385,8 +430,7 @@ async def test_signature_is_made_when_sent_not_when_queued(
 async def test_timeout_is_timeout(sim: BinanceSimulator, served: str) -> None:
     """A real server slower than audit.timeout gives reason timeout, and no httpx error."""
     sim.latency = 2.0
-    settings = make_settings(doc_key(), base_url=served, audit={"timeout": "200ms",
-                                                                "jitter": "0s"})
+    settings = make_settings(doc_key(), base_url=served, audit={"timeout": "200ms", "jitter": "0s"})
     result = await Exchange(served, None).audit(settings)
     assert result.error is not None
     assert result.error.reason is Reason.TIMEOUT

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from keymon.config import Policy, Severity
+from keymon.config import Policy
 from keymon.model import (
     AuditError,
     Coverage,
@@ -16,16 +16,27 @@ from keymon.model import (
     KeyFacts,
     Reason,
     Rule,
+    Severity,
 )
 from keymon.policy import audit_failing, evaluate, evaluate_error
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-TRUSTED = (ipaddress.ip_network("203.0.113.10/32"), ipaddress.ip_network("198.51.100.0/28"),
-           ipaddress.ip_network("2001:db8::/64"))
+TRUSTED = (
+    ipaddress.ip_network("203.0.113.10/32"),
+    ipaddress.ip_network("198.51.100.0/28"),
+    ipaddress.ip_network("2001:db8::/64"),
+)
 GUIDE_PERMISSIONS = {
-    "read": True, "spot_trade": True, "margin_loan": False, "futures_trade": False,
-    "options_trade": False, "portfolio_margin": False, "withdraw": False,
-    "internal_transfer": False, "universal_transfer": False, "fix_trade": False,
+    "read": True,
+    "spot_trade": True,
+    "margin_loan": False,
+    "futures_trade": False,
+    "options_trade": False,
+    "portfolio_margin": False,
+    "withdraw": False,
+    "internal_transfer": False,
+    "universal_transfer": False,
+    "fix_trade": False,
     "fix_read": False,
 }
 
@@ -63,26 +74,45 @@ def test_guide_compliant_key_has_no_findings() -> None:
     [
         ({"permissions": {"withdraw": True}}, {("withdraw_enabled", "critical", None)}),
         ({"ip_restricted": False}, {("ip_unrestricted", "critical", None)}),
-        ({"permissions": {"internal_transfer": True}},
-         {("forbidden_permission", "critical", "internal_transfer")}),
-        ({"permissions": {"universal_transfer": True}},
-         {("forbidden_permission", "critical", "universal_transfer")}),
-        ({"permissions": {"futures_trade": True}},
-         {("forbidden_permission", "warning", "futures_trade")}),
-        ({"permissions": {"options_trade": True}},
-         {("forbidden_permission", "warning", "options_trade")}),
-        ({"permissions": {"margin_loan": True}},
-         {("forbidden_permission", "warning", "margin_loan")}),
-        ({"permissions": {"portfolio_margin": True}},
-         {("forbidden_permission", "warning", "portfolio_margin")}),
-        ({"permissions": {"spot_trade": False}},
-         {("missing_permission", "warning", "spot_trade")}),
+        (
+            {"permissions": {"internal_transfer": True}},
+            {("forbidden_permission", "critical", "internal_transfer")},
+        ),
+        (
+            {"permissions": {"universal_transfer": True}},
+            {("forbidden_permission", "critical", "universal_transfer")},
+        ),
+        (
+            {"permissions": {"futures_trade": True}},
+            {("forbidden_permission", "warning", "futures_trade")},
+        ),
+        (
+            {"permissions": {"options_trade": True}},
+            {("forbidden_permission", "warning", "options_trade")},
+        ),
+        (
+            {"permissions": {"margin_loan": True}},
+            {("forbidden_permission", "warning", "margin_loan")},
+        ),
+        (
+            {"permissions": {"portfolio_margin": True}},
+            {("forbidden_permission", "warning", "portfolio_margin")},
+        ),
+        ({"permissions": {"spot_trade": False}}, {("missing_permission", "warning", "spot_trade")}),
         ({"permissions": {"read": False}}, {("missing_permission", "warning", "read")}),
         ({"ip_list": ("203.0.113.10", "192.0.2.55")}, {("untrusted_ip", "critical", None)}),
     ],
     ids=[
-        "withdraw", "ip-unrestricted", "internal-transfer", "universal-transfer", "futures",
-        "options", "margin-loan", "portfolio-margin", "spot-trade-off", "read-off",
+        "withdraw",
+        "ip-unrestricted",
+        "internal-transfer",
+        "universal-transfer",
+        "futures",
+        "options",
+        "margin-loan",
+        "portfolio-margin",
+        "spot-trade-off",
+        "read-off",
         "untrusted-ip",
     ],
 )
@@ -143,8 +173,9 @@ def test_untrusted_ip_compares_addresses_and_networks(ip_list: tuple[str, ...], 
 
 def test_invisible_permissions_are_not_judged() -> None:
     """A permission the exchange does not show raises no finding and has no check."""
-    f = KeyFacts(coverage=Coverage.INTROSPECTION, permissions={"withdraw": False},
-                 ip_restricted=True)
+    f = KeyFacts(
+        coverage=Coverage.INTROSPECTION, permissions={"withdraw": False}, ip_restricted=True
+    )
     evaluation = judge(f)
     assert evaluation.findings == ()
     permissions_checked = {c.permission for c in evaluation.checks if c.permission}
@@ -185,7 +216,9 @@ def test_no_deadline_means_no_review_check() -> None:
 def test_key_too_old_only_with_max_age() -> None:
     """key_too_old fires past max_age, and is not evaluated without one."""
     old = facts(created_at=NOW - timedelta(days=400))
-    assert ("key_too_old", "warning", None) in fired(judge(old, Policy(max_age=timedelta(days=365))))
+    assert ("key_too_old", "warning", None) in fired(
+        judge(old, Policy(max_age=timedelta(days=365)))
+    )
     assert Rule.KEY_TOO_OLD not in {c.rule for c in judge(old).checks}
     young = facts(created_at=NOW - timedelta(days=10))
     assert fired(judge(young, Policy(max_age=timedelta(days=365)))) == set()
@@ -193,8 +226,9 @@ def test_key_too_old_only_with_max_age() -> None:
 
 def test_rejected_key_is_critical_never_healthy() -> None:
     """A key the exchange rejects is a critical key_rejected finding with the refused IP."""
-    error = AuditError(Reason.KEY_REJECTED, "binance rejects the key; refused 203.0.113.7", -2015,
-                       "203.0.113.7")
+    error = AuditError(
+        Reason.KEY_REJECTED, "binance rejects the key; refused 203.0.113.7", -2015, "203.0.113.7"
+    )
     evaluation = evaluate_error(error)
     assert [(f.rule, f.severity) for f in evaluation.findings] == [
         (Rule.KEY_REJECTED, Severity.CRITICAL)
@@ -202,8 +236,7 @@ def test_rejected_key_is_critical_never_healthy() -> None:
     assert "203.0.113.7" in evaluation.findings[0].message
 
 
-@pytest.mark.parametrize("reason", [r for r in Reason if r is not Reason.KEY_REJECTED],
-                         ids=str)
+@pytest.mark.parametrize("reason", [r for r in Reason if r is not Reason.KEY_REJECTED], ids=str)
 def test_other_failures_have_no_findings_and_no_checks(reason: Reason) -> None:
     """A failed audit for any other reason is unknown: nothing passes, nothing is judged."""
     evaluation = evaluate_error(AuditError(reason, "boom"))
@@ -219,8 +252,9 @@ def test_audit_failing_after_three_intervals() -> None:
     finding = audit_failing(last_success=last, first_attempt=last, now=NOW, interval=interval)
     assert finding is not None
     assert finding.severity is Severity.WARNING
-    never = audit_failing(last_success=None, first_attempt=NOW - timedelta(hours=1), now=NOW,
-                          interval=interval)
+    never = audit_failing(
+        last_success=None, first_attempt=NOW - timedelta(hours=1), now=NOW, interval=interval
+    )
     assert never is not None
     assert "since keymon started" in never.message
 

@@ -1,0 +1,1124 @@
+"""The configuration loader (keymon.config.load) and the validate-config and check commands.
+
+Invalid files live in tests/testdata/invalid-*.yaml. Their secrets come from environment
+variables named ``KMTEST_*`` that an autouse fixture sets, and ``@TMP@`` in a file stands for
+the test's temporary directory (for secret files the test writes). Nothing here reaches an
+exchange: ``check`` is only ever run on configurations that fail to load.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from keymon import cli
+from keymon.config import (
+    AuditSettings,
+    BinanceKey,
+    BinanceSettings,
+    ExchangesSettings,
+    LoadedConfig,
+    LogSettings,
+    NotifySettings,
+    Policy,
+    Settings,
+    load,
+)
+from keymon.errors import ConfigError
+from keymon.model import Severity
+
+REPO = Path(__file__).resolve().parents[1]
+TESTDATA = Path(__file__).resolve().parent / "testdata"
+EXAMPLE = REPO / "config" / "example.yaml"
+MINIMAL = REPO / "config" / "minimal.yaml"
+
+#: A secret value that must never surface in anything keymon prints or renders.
+SENTINEL = "SENTINEL-SECRET-7f3a9c"
+UNSET_ENV = "KEYMON_TEST_DEFINITELY_UNSET_SECRET"
+#: The environment variables the static test files read their secrets from.
+TEST_SECRETS = {
+    "KMTEST_ACME_KEY": "acme-api-key-0001",
+    "KMTEST_ACME_SECRET": "acme-api-secret-0001",
+    "KMTEST_BETA_KEY": "beta-api-key-0002",
+    "KMTEST_BETA_SECRET": "beta-api-secret-0002",
+}
+
+KEY_BLOCK = """\
+keys:
+  - name: acme-binance-main
+    client: acme
+    exchange: binance
+    api_key: {env: KMTEST_ACME_KEY}
+    api_secret: {env: KMTEST_ACME_SECRET}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start every test without KEYMON_* overrides and with the KMTEST_* secrets set."""
+    for name in list(os.environ):
+        if name.upper().startswith("KEYMON_"):
+            monkeypatch.delenv(name)
+    for name, value in TEST_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(UNSET_ENV, raising=False)
+
+
+def write(tmp_path: Path, text: str, name: str = "keymon.yaml") -> Path:
+    """Write a configuration file into ``tmp_path`` and return its path."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def materialize(name: str, tmp_path: Path) -> Path:
+    """Copy ``testdata/<name>`` into ``tmp_path``, filling in ``@TMP@`` and its secret files."""
+    (tmp_path / "secrets").mkdir(exist_ok=True)
+    (tmp_path / "secrets" / "empty_secret").write_bytes(b"")
+    text = (TESTDATA / name).read_text(encoding="utf-8")
+    return write(tmp_path, text.replace("@TMP@", str(tmp_path)), name)
+
+
+def problems_of(path: Path) -> list[str]:
+    """The problems ``load`` reports for ``path`` (it must fail)."""
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    return info.value.problems
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``keymon ARGS`` in-process; return the exit status, stdout and stderr."""
+    try:
+        status = cli.main(args)
+    except SystemExit as exc:  # argparse usage errors
+        status = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def pem_private_key(kind: str) -> str:
+    """A freshly generated unencrypted PKCS#8 PEM private key (``ed25519`` or ``rsa``)."""
+    key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+    if kind == "ed25519":
+        key = ed25519.Ed25519PrivateKey.generate()
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+# ----------------------------------------------------------------------------- invalid files
+
+_PERMISSION_LIST = (
+    "read, spot_trade, margin_trade, margin_loan, futures_trade, options_trade, "
+    "portfolio_margin, withdraw, internal_transfer, universal_transfer, fix_trade, fix_read"
+)
+
+#: (file, substrings): each substring (location prefix included) must be one of the
+#: problems, and there must be no other problem. ``{path}`` is the loaded file's path,
+#: ``{tmp}`` the test's temporary directory.
+INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
+    (
+        "invalid-unknown-top-level-typo.yaml",
+        ("trusted_ip: unknown field (did you mean 'trusted_ips'?)",),
+    ),
+    (
+        "invalid-unknown-audit-field.yaml",
+        ("audit.intreval: unknown field (did you mean 'interval'?)",),
+    ),
+    ("invalid-unknown-log-field.yaml", ("log.fromat: unknown field (did you mean 'format'?)",)),
+    (
+        "invalid-unknown-binance-field.yaml",
+        ("exchanges.binance.recvWindow: unknown field (did you mean 'recv_window'?)",),
+    ),
+    (
+        "invalid-unknown-policy-field.yaml",
+        ("policies.market-maker.requires: unknown field (did you mean 'require'?)",),
+    ),
+    (
+        "invalid-unknown-key-field.yaml",
+        (
+            "keys[0].api_secert: unknown field (did you mean 'api_secret'?)",
+            "keys[0].api_secret: required field is missing",
+        ),
+    ),
+    (
+        "invalid-duration-unit.yaml",
+        ("audit.interval: '5x' is not a duration; write it like 30s, 5m, 1h or 14d",),
+    ),
+    ("invalid-interval-below-1s.yaml", ("audit.interval: must be at least 1s",)),
+    (
+        "invalid-jitter-not-below-interval.yaml",
+        ("audit: jitter (1m) must be shorter than interval (1m)",),
+    ),
+    ("invalid-timeout-zero.yaml", ("audit.timeout: must be more than 0s",)),
+    (
+        "invalid-recv-window-90s.yaml",
+        ("exchanges.binance.recv_window: must be more than 0s and at most 60s",),
+    ),
+    (
+        "invalid-max-weight-zero.yaml",
+        ("exchanges.binance.max_weight_per_minute: Input should be greater than 0",),
+    ),
+    (
+        "invalid-base-url-scheme.yaml",
+        (
+            "exchanges.binance.base_url: 'api.binance.com' is not an http(s) base URL "
+            "such as https://api.binance.com",
+        ),
+    ),
+    (
+        "invalid-exchange-unknown.yaml",
+        ("keys[0].exchange: unknown exchange 'kraken2' (supported: binance)",),
+    ),
+    (
+        "invalid-exchange-missing.yaml",
+        ("keys[0].exchange: exchange is missing (supported: binance)",),
+    ),
+    (
+        "invalid-duplicate-key-names.yaml",
+        (
+            "keys[1].name: 'acme-binance-main' is already the name of keys[0]; "
+            "key names must be unique",
+        ),
+    ),
+    ("invalid-client-missing.yaml", ("keys[0].client: required field is missing",)),
+    (
+        "invalid-key-name-space.yaml",
+        ("keys[0].name: 'acme binance main' is not a key name",),
+    ),
+    (
+        "invalid-secret-env-unset.yaml",
+        (f"keys[1].api_secret: environment variable {UNSET_ENV} is not set",),
+    ),
+    (
+        "invalid-secret-file-missing.yaml",
+        (
+            "keys[0].api_secret: cannot read secret file "
+            "{tmp}/secrets/acme_binance_secret_typo: No such file or directory",
+        ),
+    ),
+    (
+        "invalid-secret-file-empty.yaml",
+        ("keys[0].api_secret: secret file {tmp}/secrets/empty_secret is empty",),
+    ),
+    (
+        "invalid-secret-pem-not-a-key.yaml",
+        ("keys[0].api_secret: looks like PEM but is not an unencrypted private key",),
+    ),
+    (
+        "invalid-key-type-rsa-with-hmac.yaml",
+        ("keys[0].key_type: api_secret is hmac key material but key_type is rsa",),
+    ),
+    (
+        "invalid-permission-unknown-require.yaml",
+        (
+            "policies.market-maker.require[1]: unknown permission "
+            f"(expected one of: {_PERMISSION_LIST})",
+        ),
+    ),
+    (
+        "invalid-permission-unknown-forbid.yaml",
+        (
+            "policies.market-maker.forbid.enableFutures: unknown permission "
+            f"(expected one of: {_PERMISSION_LIST})",
+        ),
+    ),
+    (
+        "invalid-severity-fatal.yaml",
+        (
+            "policies.market-maker.forbid.internal_transfer: "
+            "the severity must be warning or critical",
+        ),
+    ),
+    (
+        "invalid-forbid-withdraw.yaml",
+        (
+            "policies.market-maker.forbid: withdraw is always checked by the withdraw_enabled "
+            "rule (critical); remove it from forbid",
+        ),
+    ),
+    (
+        "invalid-permission-required-and-forbidden.yaml",
+        ("policies.market-maker: margin_loan: both required and forbidden",),
+    ),
+    (
+        "invalid-review-critical-longer.yaml",
+        (
+            "policies.market-maker: review_critical (14d) must not be longer than "
+            "review_warning (3d)",
+        ),
+    ),
+    (
+        "invalid-default-policy-missing.yaml",
+        ("default_policy: no policy named 'market_maker' (defined: market-maker)",),
+    ),
+    (
+        "invalid-key-policy-missing.yaml",
+        ("keys[0].policy: no policy named 'conservtive' (defined: conservative, market-maker)",),
+    ),
+    (
+        "invalid-trusted-ip-garbage.yaml",
+        ("trusted_ips[1]: 'garbage' is not an IP address or CIDR network",),
+    ),
+    (
+        "invalid-trusted-ip-host-bits.yaml",
+        ("trusted_ips[0]: '10.0.0.1/8' is not an IP address or CIDR network (has host bits set)",),
+    ),
+    (
+        "invalid-listen-no-port.yaml",
+        ("listen: '0.0.0.0' is not host:port, such as 0.0.0.0:9877",),
+    ),
+    ("invalid-label-reserved.yaml", ("keys[0].labels: 'key' is a label keymon sets itself",)),
+    ("invalid-keys-empty.yaml", ("keys: at least one key must be configured",)),
+    (
+        "invalid-yaml-syntax.yaml",
+        ("{path}:5:1: invalid YAML: found character '\\t' that cannot start any token",),
+    ),
+    ("invalid-empty-file.yaml", ("{path}: the file is empty",)),
+    ("invalid-top-level-list.yaml", ("{path}: the top level must be a mapping of settings",)),
+    (
+        "invalid-several-problems.yaml",
+        (
+            "audit.interval: '5x' is not a duration",
+            "trusted_ips[1]: 'garbage' is not an IP address or CIDR network",
+            f"keys[0].api_secret: environment variable {UNSET_ENV} is not set",
+            "keys[1].name: 'acme-binance-main' is already the name of keys[0]",
+        ),
+    ),
+    # Known defects of keymon/config.py (see each reason).
+    (
+        "invalid-secret-mapping-typo.yaml",
+        ("keys[0].api_secret: a secret is {env: NAME}, {file: PATH} or a string",),
+    ),
+    (
+        "invalid-several-problems-with-policy-reference.yaml",
+        (
+            "audit.interval: '5x' is not a duration",
+            "keys[0].policy: no policy named 'conservative' (defined: market-maker)",
+        ),
+    ),
+]
+
+
+def _case_id(name: str) -> str:
+    return name.removeprefix("invalid-").removesuffix(".yaml")
+
+
+def test_every_invalid_file_is_in_the_table() -> None:
+    """Every tests/testdata/invalid-*.yaml file has an expected message in the table."""
+    on_disk = {p.name for p in TESTDATA.glob("invalid-*.yaml")}
+    in_table = {name for name, _ in INVALID_CASES} | {"invalid-top-level-number-key.yaml"}
+    assert on_disk == in_table
+    assert len(on_disk) >= 24
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [pytest.param(n, e) for n, e in INVALID_CASES],
+    ids=[_case_id(n) for n, _ in INVALID_CASES],
+)
+def test_invalid_file_reports_each_problem_with_its_location(
+    name: str, expected: tuple[str, ...], tmp_path: Path
+) -> None:
+    """An invalid file raises ConfigError listing exactly its problems, each with its location."""
+    path = materialize(name, tmp_path)
+    problems = problems_of(path)
+    for substring in expected:
+        wanted = substring.replace("{path}", str(path)).replace("{tmp}", str(tmp_path))
+        assert any(wanted in problem for problem in problems), (wanted, problems)
+    assert len(problems) == len(expected), problems
+
+
+def test_top_level_key_that_is_a_number_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    """A stray top-level key YAML reads as a number is reported like any unknown field."""
+    path = materialize("invalid-top-level-number-key.yaml", tmp_path)
+    problems = problems_of(path)
+    assert len(problems) == 1
+    assert "9877" in problems[0]
+
+
+def test_yaml_syntax_error_gives_position_but_not_the_line(tmp_path: Path) -> None:
+    """A YAML syntax error says file:line:column and never quotes the offending line."""
+    path = materialize("invalid-yaml-syntax.yaml", tmp_path)
+    problems = problems_of(path)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{path}:5:1: invalid YAML: ")
+    assert "client: acme" not in problems[0]
+
+
+def test_yaml_missing_colon_points_at_the_line_of_the_mistake(tmp_path: Path) -> None:
+    """A key line missing its ':' is reported at that line, not at the next one."""
+    path = write(
+        tmp_path,
+        KEY_BLOCK.replace("    client: acme\n", "    client acme\n"),  # line 3
+    )
+    problems = problems_of(path)
+    assert len(problems) == 1
+    assert re.search(rf"^{re.escape(str(path))}:3:\d+: |\bline 3\b", problems[0]), problems
+
+
+def test_missing_file_is_one_problem(tmp_path: Path) -> None:
+    """A configuration path that does not exist is reported as such, not as a crash."""
+    path = tmp_path / "nope.yaml"
+    assert problems_of(path) == [f"{path}: no such file"]
+
+
+# ----------------------------------------------------------------------------- valid files
+
+
+PRODUCT_SHAPE = """\
+listen: "127.0.0.1:19877"
+data_dir: "{tmp}/state"
+log: {{format: console, level: debug}}
+
+audit:
+  interval: 2m
+  jitter: 15s
+  timeout: 7s
+
+exchanges:
+  binance:
+    base_url: "https://api1.binance.com/"
+    recv_window: 3s
+    max_weight_per_minute: 600
+    time_sync_interval: 30m
+
+trusted_ips: ["203.0.113.10", "198.51.100.0/28"]
+
+policies:
+  market-maker:
+    require: [read, spot_trade]
+    forbid:
+      internal_transfer: critical
+      universal_transfer: critical
+      futures_trade: warning
+      options_trade: warning
+      margin_loan: warning
+      portfolio_margin: warning
+    require_ip_restriction: true
+    review_warning: 14d
+    review_critical: 3d
+    max_age: 365d
+  read-only:
+    require: [read]
+    forbid: {{spot_trade: critical}}
+    require_ip_restriction: false
+    review_warning: 7d
+    review_critical: 1d
+default_policy: market-maker
+
+keys:
+  - name: acme-binance-main
+    client: acme
+    exchange: binance
+    api_key: {{env: KMTEST_ACME_KEY}}
+    api_secret: {{file: {tmp}/acme_binance_secret}}
+  - name: beta-binance.readonly_1
+    client: beta
+    exchange: binance
+    key_type: hmac
+    api_key: {{env: KMTEST_BETA_KEY}}
+    api_secret: {{env: KMTEST_BETA_SECRET}}
+    policy: read-only
+    labels: {{desk: eu, tier: gold}}
+
+notify:
+  urls:
+    - "slack://TOKEN_A/TOKEN_B/TOKEN_C/#ops"
+    - {{env: KMTEST_NOTIFY_URL}}
+  reminder: 1h30m
+  send_resolved: false
+"""
+
+
+def test_product_example_shape_loads_every_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file of PRODUCT.md's shape loads with every field set to what the file says."""
+    (tmp_path / "acme_binance_secret").write_text("acme-file-secret\n", encoding="utf-8")
+    monkeypatch.setenv("KMTEST_NOTIFY_URL", "json://hooks.example/keymon")
+    loaded = load(write(tmp_path, PRODUCT_SHAPE.format(tmp=tmp_path)))
+    s = loaded.settings
+
+    assert s.listen == "127.0.0.1:19877"
+    assert s.data_dir == tmp_path / "state"
+    assert (s.log.format, s.log.level) == ("console", "debug")
+    assert s.audit == AuditSettings(
+        interval=timedelta(minutes=2), jitter=timedelta(seconds=15), timeout=timedelta(seconds=7)
+    )
+    binance = s.exchanges.binance
+    assert binance.base_url == "https://api1.binance.com"  # trailing slash dropped
+    assert binance.recv_window == timedelta(seconds=3)
+    assert binance.max_weight_per_minute == 600
+    assert binance.time_sync_interval == timedelta(minutes=30)
+    assert s.trusted_ips == (
+        ipaddress.ip_network("203.0.113.10/32"),
+        ipaddress.ip_network("198.51.100.0/28"),
+    )
+
+    mm = s.policies["market-maker"]
+    assert mm.require == ("read", "spot_trade")
+    assert mm.forbid == {
+        "internal_transfer": Severity.CRITICAL,
+        "universal_transfer": Severity.CRITICAL,
+        "futures_trade": Severity.WARNING,
+        "options_trade": Severity.WARNING,
+        "margin_loan": Severity.WARNING,
+        "portfolio_margin": Severity.WARNING,
+    }
+    assert mm.require_ip_restriction is True
+    assert (mm.review_warning, mm.review_critical) == (timedelta(days=14), timedelta(days=3))
+    assert mm.max_age == timedelta(days=365)
+    ro = s.policies["read-only"]
+    assert (ro.require, ro.forbid, ro.require_ip_restriction) == (
+        ("read",),
+        {"spot_trade": Severity.CRITICAL},
+        False,
+    )
+    assert ro.max_age is None
+    assert s.default_policy == "market-maker"
+
+    acme, beta = s.keys
+    assert (acme.name, acme.client, acme.exchange) == ("acme-binance-main", "acme", "binance")
+    assert acme.api_key.get() == TEST_SECRETS["KMTEST_ACME_KEY"]
+    assert acme.api_secret.get() == "acme-file-secret"
+    assert acme.resolved_key_type == "hmac"  # detected from the secret
+    assert acme.labels == {}
+    assert s.policy_for(acme) == ("market-maker", mm)
+    assert beta.name == "beta-binance.readonly_1"
+    assert beta.api_secret.get() == TEST_SECRETS["KMTEST_BETA_SECRET"]
+    assert beta.resolved_key_type == "hmac"
+    assert beta.labels == {"desk": "eu", "tier": "gold"}
+    assert s.policy_for(beta) == ("read-only", ro)
+
+    assert [u.get() for u in s.notify.urls] == [
+        "slack://TOKEN_A/TOKEN_B/TOKEN_C/#ops",
+        "json://hooks.example/keymon",
+    ]
+    assert s.notify.reminder == timedelta(hours=1, minutes=30)
+    assert s.notify.send_resolved is False
+    # A channel URL written literally (as PRODUCT.md does) is accepted, with a warning.
+    assert [w.split(":")[0] for w in loaded.warnings] == ["notify.urls[0]"]
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("30s", timedelta(seconds=30)),
+        ("5m", timedelta(minutes=5)),
+        ("1h", timedelta(hours=1)),
+        ("14d", timedelta(days=14)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+    ],
+    ids=["30s", "5m", "1h", "14d", "1h30m"],
+)
+def test_durations_are_read_as_written(written: str, expected: timedelta, tmp_path: Path) -> None:
+    """Durations written 30s, 5m, 1h, 14d and 1h30m mean what they say."""
+    text = (
+        f"audit: {{interval: {written}, jitter: 1s}}\n"
+        f"policies: {{p: {{max_age: {written}, review_warning: {written}, review_critical: 1s}}}}\n"
+        f"default_policy: p\n{KEY_BLOCK}"
+    )
+    s = load(write(tmp_path, text)).settings
+    assert s.audit.interval == expected
+    assert s.policies["p"].max_age == expected
+    assert s.policies["p"].review_warning == expected
+
+
+def test_defaults_of_a_minimal_file(tmp_path: Path) -> None:
+    """A file with only a key gets the documented defaults for everything else."""
+    loaded = load(write(tmp_path, KEY_BLOCK))
+    s = loaded.settings
+    assert s.listen == "0.0.0.0:9877"
+    assert s.data_dir == Path("data")
+    assert (s.log.format, s.log.level) == ("json", "info")
+    assert s.audit.interval == timedelta(minutes=5)
+    assert s.audit.jitter == timedelta(seconds=10)
+    assert s.audit.timeout == timedelta(seconds=10)
+    assert s.exchanges.binance.base_url == "https://api.binance.com"
+    assert s.exchanges.binance.max_weight_per_minute == 1200
+    assert s.exchanges.binance.recv_window == timedelta(seconds=5)
+    assert s.trusted_ips == ()
+    assert s.notify.urls == ()
+    assert s.notify.reminder == timedelta(hours=4)
+    assert s.notify.send_resolved is True
+    assert loaded.warnings == ()
+
+
+def test_default_policy_exists_when_no_policies_are_given(tmp_path: Path) -> None:
+    """Without a policies section every key gets PRODUCT.md's market-maker policy."""
+    s = load(write(tmp_path, KEY_BLOCK)).settings
+    assert s.default_policy == "market-maker"
+    assert list(s.policies) == ["market-maker"]
+    name, policy = s.policy_for(s.keys[0])
+    assert name == "market-maker"
+    assert policy.require == ("read", "spot_trade")
+    assert policy.forbid == {
+        "internal_transfer": Severity.CRITICAL,
+        "universal_transfer": Severity.CRITICAL,
+        "futures_trade": Severity.WARNING,
+        "options_trade": Severity.WARNING,
+        "margin_loan": Severity.WARNING,
+        "portfolio_margin": Severity.WARNING,
+    }
+    assert policy.require_ip_restriction is True
+    assert policy.review_warning == timedelta(days=14)
+    assert policy.review_critical == timedelta(days=3)
+    assert policy.max_age is None
+
+
+def test_trusted_ips_accept_ipv4_ipv6_and_cidr(tmp_path: Path) -> None:
+    """trusted_ips takes single IPv4/IPv6 addresses and CIDR networks of both families."""
+    text = (
+        'trusted_ips: ["203.0.113.10", "2001:db8::1", "198.51.100.0/28", "2001:db8:abcd::/48"]\n'
+        + KEY_BLOCK
+    )
+    nets = load(write(tmp_path, text)).settings.trusted_ips
+    assert nets == (
+        ipaddress.ip_network("203.0.113.10/32"),
+        ipaddress.ip_network("2001:db8::1/128"),
+        ipaddress.ip_network("198.51.100.0/28"),
+        ipaddress.ip_network("2001:db8:abcd::/48"),
+    )
+    assert ipaddress.ip_address("198.51.100.15") in nets[2]
+    assert ipaddress.ip_address("198.51.100.16") not in nets[2]
+    assert ipaddress.ip_address("2001:db8:abcd:12::5") in nets[3]
+
+
+def test_env_secret_is_read_from_the_environment(tmp_path: Path) -> None:
+    """{env: NAME} secrets hold the value of the named environment variable."""
+    s = load(write(tmp_path, KEY_BLOCK)).settings
+    assert s.keys[0].api_key.get() == TEST_SECRETS["KMTEST_ACME_KEY"]
+    assert s.keys[0].api_secret.get() == TEST_SECRETS["KMTEST_ACME_SECRET"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"file-secret-value", b"file-secret-value\n", b"file-secret-value\r\n"],
+    ids=["no-newline", "lf", "crlf"],
+)
+def test_file_secret_drops_the_trailing_newline(content: bytes, tmp_path: Path) -> None:
+    """{file: PATH} secrets hold the file's text without its trailing LF or CRLF."""
+    secret_file = tmp_path / "api_secret"
+    secret_file.write_bytes(content)
+    text = KEY_BLOCK.replace("{env: KMTEST_ACME_SECRET}", f"{{file: {secret_file}}}")
+    s = load(write(tmp_path, text)).settings
+    assert s.keys[0].api_secret.get() == "file-secret-value"
+
+
+def test_literal_secrets_are_accepted_with_a_warning_naming_the_location(tmp_path: Path) -> None:
+    """Literal secrets load, and each one draws a warning naming its location."""
+    text = (
+        KEY_BLOCK
+        + """\
+  - name: trial
+    client: beta
+    exchange: binance
+    api_key: literal-api-key
+    api_secret: literal-api-secret
+"""
+    )
+    loaded = load(write(tmp_path, text))
+    trial = loaded.settings.keys[1]
+    assert (trial.api_key.get(), trial.api_secret.get()) == (
+        "literal-api-key",
+        "literal-api-secret",
+    )
+    assert len(loaded.warnings) == 2
+    assert loaded.warnings[0].startswith("keys[1].api_key: ")
+    assert loaded.warnings[1].startswith("keys[1].api_secret: ")
+    assert all("literal" in w for w in loaded.warnings)
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "rsa"])
+def test_pem_private_key_secret_is_detected(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PEM private key secret makes an Ed25519 or RSA key; an explicit key_type must agree."""
+    pem = pem_private_key(kind)
+    (tmp_path / "detected.pem").write_text(pem, encoding="utf-8")
+    monkeypatch.setenv("KMTEST_PEM", pem)
+    text = f"""\
+keys:
+  - name: detected
+    client: acme
+    exchange: binance
+    api_key: {{env: KMTEST_ACME_KEY}}
+    api_secret: {{file: {tmp_path}/detected.pem}}
+  - name: explicit
+    client: acme
+    exchange: binance
+    key_type: {kind}
+    api_key: {{env: KMTEST_ACME_KEY}}
+    api_secret: {{env: KMTEST_PEM}}
+"""
+    detected, explicit = load(write(tmp_path, text)).settings.keys
+    assert detected.resolved_key_type == kind
+    assert explicit.resolved_key_type == kind
+    assert detected.api_secret.get() == pem.removesuffix("\n")
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+OVERRIDDEN_FILE = """\
+listen: "0.0.0.0:9877"
+log: {level: info, format: console}
+audit: {interval: 5m, jitter: 20s, timeout: 7s}
+exchanges:
+  binance: {base_url: "https://api.binance.com", recv_window: 3s}
+"""
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("KEYMON_AUDIT__INTERVAL", "1m", "audit.interval", timedelta(minutes=1)),
+        (
+            "KEYMON_EXCHANGES__BINANCE__BASE_URL",
+            "http://127.0.0.1:9",
+            "exchanges.binance.base_url",
+            "http://127.0.0.1:9",
+        ),
+        ("KEYMON_LISTEN", "127.0.0.1:1", "listen", "127.0.0.1:1"),
+        ("KEYMON_LOG__LEVEL", "warning", "log.level", "warning"),
+    ],
+    ids=["audit-interval", "binance-base-url", "listen", "log-level"],
+)
+def test_environment_overrides_the_file(
+    variable: str,
+    value: str,
+    field: str,
+    expected: object,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """KEYMON_<SECTION>__<FIELD> wins over the file and leaves the section's other fields."""
+    monkeypatch.setenv(variable, value)
+    s = load(write(tmp_path, OVERRIDDEN_FILE + KEY_BLOCK)).settings
+    actual: Any = s
+    for part in field.split("."):
+        actual = getattr(actual, part)
+    assert actual == expected
+    # The rest of the file still applies.
+    assert s.audit.jitter == timedelta(seconds=20)
+    assert s.audit.timeout == timedelta(seconds=7)
+    assert s.exchanges.binance.recv_window == timedelta(seconds=3)
+    assert s.log.format == "console"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("KEYMON_AUDIT__INTERVAL", "5x", "audit.interval: '5x' is not a duration"),
+        ("KEYMON_LISTEN", "localhost", "listen: 'localhost' is not host:port"),
+        (
+            "KEYMON_EXCHANGES__BINANCE__RECV_WINDOW",
+            "90s",
+            "exchanges.binance.recv_window: must be more than 0s and at most 60s",
+        ),
+    ],
+    ids=["audit-interval", "listen", "binance-recv-window"],
+)
+def test_invalid_environment_override_is_reported_with_its_location(
+    variable: str, value: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad override is a problem at its setting's location, listed with the file's problems."""
+    monkeypatch.setenv(variable, value)
+    text = KEY_BLOCK.replace("KMTEST_ACME_SECRET", UNSET_ENV)
+    problems = problems_of(write(tmp_path, text))
+    assert len(problems) == 2, problems
+    assert any(p.startswith(expected) for p in problems), problems
+    assert f"keys[0].api_secret: environment variable {UNSET_ENV} is not set" in problems
+
+
+def test_invalid_environment_override_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad override names the environment variable it came from, since the file looks fine."""
+    monkeypatch.setenv("KEYMON_AUDIT__INTERVAL", "5x")
+    problems = problems_of(write(tmp_path, "audit: {interval: 5m}\n" + KEY_BLOCK))
+    assert len(problems) == 1
+    assert problems[0].startswith("audit.interval: ")
+    assert "KEYMON_AUDIT__INTERVAL" in problems[0]
+
+
+def test_unrelated_keymon_variables_are_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Environment variables that merely start with KEYMON_ do not break loading."""
+    monkeypatch.setenv("KEYMON_CONFIG", "/etc/keymon/keymon.yaml")
+    monkeypatch.setenv("KEYMON_VERSION", "1.2.3")
+    s = load(write(tmp_path, KEY_BLOCK)).settings
+    assert s.listen == "0.0.0.0:9877"
+
+
+# ----------------------------------------------------------------------------- secret safety
+
+
+def _sentinel_config(source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A valid configuration whose api_secret is SENTINEL, given by ``source``."""
+    if source == "env":
+        monkeypatch.setenv("KMTEST_SENTINEL", SENTINEL)
+        ref = "{env: KMTEST_SENTINEL}"
+    elif source == "file":
+        (tmp_path / "sentinel_secret").write_text(SENTINEL + "\n", encoding="utf-8")
+        ref = f"{{file: {tmp_path}/sentinel_secret}}"
+    else:
+        ref = SENTINEL
+    return KEY_BLOCK.replace("{env: KMTEST_ACME_SECRET}", ref)
+
+
+@pytest.mark.parametrize("source", ["env", "file", "literal"])
+def test_secret_never_appears_in_settings_renderings(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loaded secret is absent from repr, str, model dumps and the loader's warnings."""
+    loaded = load(write(tmp_path, _sentinel_config(source, tmp_path, monkeypatch)))
+    s = loaded.settings
+    assert s.keys[0].api_secret.get() == SENTINEL  # it was loaded...
+    renderings = {
+        "repr": repr(s),
+        "str": str(s),
+        "json": s.model_dump_json(),
+        "dump": str(s.model_dump()),
+        "key": repr(s.keys[0]) + str(s.keys[0].api_secret),
+        "loaded": repr(loaded),
+        "warnings": "\n".join(loaded.warnings),
+    }
+    for what, text in renderings.items():  # ...and is shown nowhere
+        assert SENTINEL not in text, what
+
+
+@pytest.mark.parametrize("source", ["env", "file", "literal"])
+def test_secret_never_appears_in_validate_config_output(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate-config on a valid file prints no secret, whatever the secret's source."""
+    path = write(tmp_path, _sentinel_config(source, tmp_path, monkeypatch))
+    status, out, err = run_cli(["validate-config", "--config", str(path)], capsys)
+    assert status == 0, err
+    assert "valid" in out
+    assert SENTINEL not in out + err
+
+
+@pytest.mark.parametrize("source", ["env", "file", "literal"])
+def test_secret_never_appears_in_config_errors(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An invalid file whose problems involve the secret never quotes the secret."""
+    text = "audit: {interval: 5x}\n" + _sentinel_config(source, tmp_path, monkeypatch)
+    text += "    key_type: ed25519\n"  # the sentinel is an HMAC secret: a key_type mismatch
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert len(info.value.problems) == 2, info.value.problems
+    assert SENTINEL not in str(info.value)
+    assert SENTINEL not in repr(info.value)
+    status, out, err = run_cli(["validate-config", "--config", str(path)], capsys)
+    assert status == 2
+    assert "key_type is ed25519" in err
+    assert SENTINEL not in out + err
+
+
+def test_pem_looking_secret_is_not_quoted(tmp_path: Path) -> None:
+    """A secret that looks like PEM but is not a key is rejected without quoting its text."""
+    text = KEY_BLOCK.replace(
+        "{env: KMTEST_ACME_SECRET}",
+        f'"-----BEGIN PRIVATE KEY-----\\n{SENTINEL}\\n-----END PRIVATE KEY-----\\n"',
+    )
+    problems = problems_of(write(tmp_path, text))
+    assert problems == ["keys[0].api_secret: looks like PEM but is not an unencrypted private key"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f'    api_secret: "{SENTINEL}',
+        f"    api_secret: {SENTINEL}: pasted-twice",
+        f"\tapi_secret: {SENTINEL}",
+        pytest.param(f"    api_secret: *{SENTINEL}"),
+        pytest.param(f"    api_secret: !{SENTINEL}"),
+    ],
+    ids=["unclosed-quote", "stray-colon", "tab", "star-alias", "bang-tag"],
+)
+def test_yaml_error_on_a_literal_secret_line_does_not_quote_it(
+    line: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A YAML error on the line holding a literal secret never shows the secret."""
+    lines = KEY_BLOCK.splitlines()
+    lines[5] = line  # the api_secret line
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    problems = problems_of(path)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{path}:")
+    assert "invalid YAML" in problems[0]
+    assert SENTINEL not in problems[0]
+    status, out, err = run_cli(["validate-config", "--config", str(path)], capsys)
+    assert status == 2
+    assert SENTINEL not in out + err
+
+
+@pytest.mark.parametrize("valid", [True, False], ids=["valid", "yaml-error"])
+def test_secret_never_appears_in_a_real_validate_config_process(
+    valid: bool, tmp_path: Path
+) -> None:
+    """``python -m keymon validate-config`` prints no secret given by env, file or literally."""
+    (tmp_path / "sentinel_secret").write_text(SENTINEL + "\r\n", encoding="utf-8")
+    text = f"""\
+keys:
+  - name: by-env
+    client: acme
+    exchange: binance
+    api_key: {{env: KMTEST_ACME_KEY}}
+    api_secret: {{env: KMTEST_SENTINEL}}
+  - name: by-file
+    client: acme
+    exchange: binance
+    api_key: {{env: KMTEST_ACME_KEY}}
+    api_secret: {{file: {tmp_path}/sentinel_secret}}
+  - name: literally
+    client: acme
+    exchange: binance
+    api_key: literal-api-key
+    api_secret: {SENTINEL}{"" if valid else ": pasted-twice"}
+"""
+    path = write(tmp_path, text)
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("KEYMON_")}
+    env["KMTEST_SENTINEL"] = SENTINEL
+    proc = subprocess.run(
+        [sys.executable, "-m", "keymon", "validate-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert SENTINEL not in output
+    assert "Traceback" not in output
+    if valid:
+        assert proc.returncode == 0, output
+        assert "valid (3 key(s)" in proc.stdout
+        assert "keys[2].api_secret: secret written literally" in proc.stderr
+    else:
+        assert proc.returncode == 2, output
+        assert f"{path}:16:" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_validate_config_accepts_a_minimal_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate-config exits 0 on a minimal valid file, says so on stdout and nothing on stderr."""
+    path = write(tmp_path, KEY_BLOCK)
+    status, out, err = run_cli(["validate-config", "--config", str(path)], capsys)
+    assert status == 0
+    assert out.strip() == f"{path}: valid (1 key(s), 1 policy(ies))"
+    assert err == ""
+
+
+def test_validate_config_prints_literal_secret_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate-config still exits 0 with literal secrets, warning about each one on stderr."""
+    text = KEY_BLOCK.replace("{env: KMTEST_ACME_SECRET}", "literal-api-secret")
+    status, _, err = run_cli(["validate-config", "--config", str(write(tmp_path, text))], capsys)
+    assert status == 0
+    assert "keys[0].api_secret: secret written literally" in err
+    assert "literal-api-secret" not in err
+
+
+_CLI_FILES = [name for name, _ in INVALID_CASES] + ["invalid-top-level-number-key.yaml"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n) for n in _CLI_FILES],
+    ids=[_case_id(n) for n in _CLI_FILES],
+)
+def test_validate_config_lists_every_problem_and_exits_2(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate-config exits 2 on an invalid file, every problem on stderr, no traceback."""
+    path = materialize(name, tmp_path)
+    status, out, err = run_cli(["validate-config", "--config", str(path)], capsys)
+    problems = problems_of(path)
+    assert status == 2
+    assert out == ""
+    assert "Traceback" not in err
+    assert problems
+    for problem in problems:  # each on a line of its own
+        assert any(line.endswith(problem) for line in err.splitlines()), (problem, err)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "invalid-several-problems.yaml",
+        "invalid-secret-env-unset.yaml",
+        "invalid-yaml-syntax.yaml",
+        "invalid-empty-file.yaml",
+        "invalid-recv-window-90s.yaml",
+    ],
+    ids=["several-problems", "secret-env-unset", "yaml-syntax", "empty-file", "recv-window"],
+)
+def test_check_exits_3_on_an_invalid_file(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check exits 3 (UNKNOWN) on an invalid file, listing its problems, before any audit."""
+    path = materialize(name, tmp_path)
+    problems = problems_of(path)  # invalid: check never gets as far as an exchange
+    status, out, err = run_cli(["check", "--config", str(path)], capsys)
+    assert status == 3
+    assert out == ""
+    assert "Traceback" not in err
+    for problem in problems:
+        assert problem in err
+
+
+def test_check_exits_3_on_a_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check exits 3 (UNKNOWN) when its configuration file does not exist."""
+    path = tmp_path / "missing.yaml"
+    status, _, err = run_cli(["check", "--config", str(path)], capsys)
+    assert status == 3
+    assert "no such file" in err
+    assert "Traceback" not in err
+
+
+def test_validate_config_on_a_missing_file_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate-config on a missing file names it, says it does not exist and exits 2."""
+    path = tmp_path / "missing.yaml"
+    status, out, err = run_cli(["validate-config", "--config", str(path)], capsys)
+    assert status == 2
+    assert out == ""
+    assert str(path) in err
+    assert "no such file" in err
+    assert "Traceback" not in err
+
+
+def test_validate_config_on_a_missing_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate-config on a missing file prints one line, not a header and a list of one."""
+    path = tmp_path / "missing.yaml"
+    status, _, err = run_cli(["validate-config", "--config", str(path)], capsys)
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.count(str(path)) == 1, err
+
+
+# ----------------------------------------------------------------------------- shipped examples
+
+
+def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """config/example.yaml with its secret file moved into ``tmp_path`` and its env vars set."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert "/run/secrets/acme_binance_secret" in text
+    (tmp_path / "acme_binance_secret").write_text("example-file-secret\n", encoding="utf-8")
+    for name in ("ACME_BINANCE_KEY", "GLOBEX_BINANCE_KEY", "GLOBEX_BINANCE_SECRET"):
+        monkeypatch.setenv(name, f"example-{name.lower()}")
+    monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
+    return text.replace("/run/secrets/acme_binance_secret", f"{tmp_path}/acme_binance_secret")
+
+
+def test_example_yaml_loads_without_warnings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """config/example.yaml loads once its env vars and secret file exist, with no warning."""
+    loaded = load(write(tmp_path, _example_text(tmp_path, monkeypatch)))
+    assert loaded.warnings == ()
+    s = loaded.settings
+    assert [k.name for k in s.keys] == ["acme-binance-main", "globex-binance-futures"]
+    acme, globex = s.keys
+    assert acme.api_secret.get() == "example-file-secret"
+    assert s.policy_for(acme)[0] == "market-maker"
+    assert s.policy_for(globex)[0] == "futures-desk"
+    assert [u.get() for u in s.notify.urls] == ["json://hooks.example/keymon"]
+
+
+def test_example_yaml_sets_every_field() -> None:
+    """config/example.yaml writes out every setting keymon has, so it documents all of them."""
+    raw: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    assert set(raw) == set(Settings.model_fields)
+    assert set(raw["log"]) == set(LogSettings.model_fields)
+    assert set(raw["audit"]) == set(AuditSettings.model_fields)
+    assert set(raw["exchanges"]) == set(ExchangesSettings.model_fields)
+    assert set(raw["exchanges"]["binance"]) == set(BinanceSettings.model_fields)
+    assert set().union(*raw["policies"].values()) == set(Policy.model_fields)
+    assert set().union(*raw["keys"]) == set(BinanceKey.model_fields)
+    assert set(raw["notify"]) == set(NotifySettings.model_fields)
+    secrets = [s for k in raw["keys"] for s in (k["api_key"], k["api_secret"])]
+    secrets += raw["notify"]["urls"]
+    assert all(isinstance(s, dict) and set(s) <= {"env", "file"} for s in secrets)
+
+
+def test_example_yaml_shows_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The values config/example.yaml gives the server settings are keymon's defaults."""
+    s = load(write(tmp_path, _example_text(tmp_path, monkeypatch))).settings
+    defaults = load(write(tmp_path, KEY_BLOCK, "defaults.yaml")).settings
+    assert s.listen == defaults.listen
+    assert s.data_dir == defaults.data_dir
+    assert s.log == defaults.log
+    assert s.audit == defaults.audit
+    assert s.exchanges == defaults.exchanges
+    assert s.notify.reminder == defaults.notify.reminder
+    assert s.notify.send_resolved == defaults.notify.send_resolved
+    default_mm = defaults.policies["market-maker"]
+    assert s.policies["market-maker"] == default_mm.model_copy(
+        update={"max_age": timedelta(days=365)}
+    )
+
+
+def test_minimal_yaml_is_one_key_with_env_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """config/minimal.yaml holds just one Binance key with env secrets and loads cleanly."""
+    raw: dict[str, Any] = yaml.safe_load(MINIMAL.read_text(encoding="utf-8"))
+    assert list(raw) == ["keys"]
+    monkeypatch.setenv("ACME_BINANCE_KEY", "minimal-key")
+    monkeypatch.setenv("ACME_BINANCE_SECRET", "minimal-secret")
+    loaded: LoadedConfig = load(MINIMAL)
+    assert loaded.warnings == ()
+    (key,) = loaded.settings.keys
+    assert (key.exchange, key.api_key.get(), key.api_secret.get()) == (
+        "binance",
+        "minimal-key",
+        "minimal-secret",
+    )
+
+
+def test_validate_config_accepts_the_shipped_minimal_yaml(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate-config exits 0 on config/minimal.yaml once its env vars are set, 2 before."""
+    monkeypatch.delenv("ACME_BINANCE_KEY", raising=False)
+    monkeypatch.delenv("ACME_BINANCE_SECRET", raising=False)
+    status, _, err = run_cli(["validate-config", "--config", str(MINIMAL)], capsys)
+    assert status == 2
+    assert "keys[0].api_key: environment variable ACME_BINANCE_KEY is not set" in err
+    monkeypatch.setenv("ACME_BINANCE_KEY", "minimal-key")
+    monkeypatch.setenv("ACME_BINANCE_SECRET", "minimal-secret")
+    status, out, err = run_cli(["validate-config", "--config", str(MINIMAL)], capsys)
+    assert status == 0, err
+    assert "valid (1 key(s)" in out
