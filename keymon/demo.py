@@ -47,10 +47,10 @@ def demo_keys(now: float) -> list[DemoKey]:
     """The demo's keys, each in a state an operator should recognise."""
     return [
         DemoKey("acme-binance-main", "acme", "healthy: read + spot trading, IP-restricted"),
-        DemoKey("bravo-binance", "bravo", "withdrawals switched on",
-                {"enableWithdrawals": True}),
+        DemoKey("bravo-binance", "bravo", "withdrawals switched on", {"enableWithdrawals": True}),
         DemoKey(
-            "charlie-binance", "charlie",
+            "charlie-binance",
+            "charlie",
             "no IP restriction; trading authority expires in 2 days",
             {"ipRestrict": False, "tradingAuthorityExpirationTime": int((now + 2 * DAY) * 1000)},
             ip_whitelist=["0.0.0.0/0", "::/0"],
@@ -65,9 +65,12 @@ def build_simulator(keys: list[DemoKey]) -> BinanceSimulator:
     simulator = BinanceSimulator()
     for key in keys:
         if not key.deleted:
-            simulator.add_key(key.api_key, hmac_secret=key.secret,
-                              restrictions=key.restrictions or None,
-                              ip_whitelist=key.ip_whitelist)
+            simulator.add_key(
+                key.api_key,
+                hmac_secret=key.secret,
+                restrictions=key.restrictions or None,
+                ip_whitelist=key.ip_whitelist,
+            )
     return simulator
 
 
@@ -80,11 +83,15 @@ def write_config(directory: Path, base_url: str, keys: list[DemoKey], **extra: A
         (secrets / f"{key.name}.key").write_text(key.api_key + "\n")
         (secrets / f"{key.name}.secret").write_text(key.secret + "\n")
         (secrets / f"{key.name}.secret").chmod(0o600)
-        entries.append({
-            "name": key.name, "client": key.client, "exchange": "binance",
-            "api_key": {"file": str(secrets / f"{key.name}.key")},
-            "api_secret": {"file": str(secrets / f"{key.name}.secret")},
-        })
+        entries.append(
+            {
+                "name": key.name,
+                "client": key.client,
+                "exchange": "binance",
+                "api_key": {"file": str(secrets / f"{key.name}.key")},
+                "api_secret": {"file": str(secrets / f"{key.name}.secret")},
+            }
+        )
     config: dict[str, Any] = {
         "data_dir": str(directory / "data"),
         "log": {"format": "console", "level": "info"},
@@ -104,8 +111,10 @@ def run_demo(*, fmt: str = "table") -> int:
 
     keys = demo_keys(time.time())
     simulator = build_simulator(keys)
-    with tempfile.TemporaryDirectory(prefix="keymon-demo-") as tmp, \
-            simulator.serve_in_thread() as url:
+    with (
+        tempfile.TemporaryDirectory(prefix="keymon-demo-") as tmp,
+        simulator.serve_in_thread() as url,
+    ):
         config = write_config(Path(tmp), url, keys)
         print(f"keymon demo: simulated Binance at {url}", file=sys.stderr)
         for key in keys:

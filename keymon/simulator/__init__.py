@@ -1,0 +1,40 @@
+"""Fake exchanges for keymon's tests and demos, written from the exchanges' documentation.
+
+Each simulator is an independent implementation of an exchange's documented REST behaviour
+(signing, errors, rate limits) so that keymon can be tested against the exchange's rules rather
+than against its own adapter code. Nothing here imports from the rest of keymon. Serve a
+simulator in-process through an httpx transport, on a real local port (`SimulatorServer`,
+`serve_in_thread`), or standalone with ``python -m keymon.simulator``.
+"""
+
+from keymon.simulator.binance import (
+    API_KEY_HEADER,
+    BinanceSimulator,
+    LoggedRequest,
+    signed_payload,
+    verify_hmac,
+)
+from keymon.simulator.server import (
+    ADMIN_PREFIX,
+    Handler,
+    SimResponse,
+    SimulatorAsyncTransport,
+    SimulatorServer,
+    SimulatorSyncTransport,
+    serve_in_thread,
+)
+
+__all__ = [
+    "ADMIN_PREFIX",
+    "API_KEY_HEADER",
+    "BinanceSimulator",
+    "Handler",
+    "LoggedRequest",
+    "SimResponse",
+    "SimulatorAsyncTransport",
+    "SimulatorServer",
+    "SimulatorSyncTransport",
+    "serve_in_thread",
+    "signed_payload",
+    "verify_hmac",
+]
