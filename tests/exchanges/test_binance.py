@@ -504,3 +504,54 @@ async def test_no_httpx_error_escapes(exchange: Exchange, sim: BinanceSimulator)
                 sim.clock_skew_ms = -120_000
             outcomes.append(await asyncio.wait_for(auditor.audit(settings.keys[0]), 10))
     assert all(isinstance(o, AuditResult) for o in outcomes)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "reason"),
+    [
+        (500, -1000, Reason.EXCHANGE_UNAVAILABLE),
+        (503, -1001, Reason.EXCHANGE_UNAVAILABLE),
+        (500, -1006, Reason.EXCHANGE_UNAVAILABLE),
+        (503, -1007, Reason.EXCHANGE_UNAVAILABLE),
+        (503, -1008, Reason.EXCHANGE_UNAVAILABLE),
+        (400, -1016, Reason.EXCHANGE_UNAVAILABLE),
+        (401, -1002, Reason.KEY_REJECTED),
+        (400, -1022, Reason.KEY_REJECTED),
+        (401, -2008, Reason.KEY_REJECTED),
+        (401, -2014, Reason.KEY_REJECTED),
+        (401, -2015, Reason.KEY_REJECTED),
+        (400, -1003, Reason.RATE_LIMITED),
+        (429, -1003, Reason.RATE_LIMITED),
+        (418, -1003, Reason.BANNED),
+        (400, -1102, Reason.BAD_RESPONSE),
+        (403, None, Reason.EXCHANGE_UNAVAILABLE),
+        (502, None, Reason.EXCHANGE_UNAVAILABLE),
+        (404, None, Reason.BAD_RESPONSE),
+    ],
+    ids=lambda v: str(v),
+)
+async def test_every_documented_code_maps_to_its_reason(
+    status: int, code: int | None, reason: Reason
+) -> None:
+    """Each code of errors.md (§1.9) lands on its reason, with Binance's code kept."""
+    body = (
+        b"<html>blocked</html>"
+        if code is None
+        else (b'{"code":%d,"msg":"documented message"}' % code)
+    )
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v3/time":
+            return httpx.Response(200, json={"serverTime": 1_795_000_000_000})
+        return httpx.Response(status, content=body, headers={"Retry-After": "7"})
+
+    settings = make_settings(doc_key())
+    async with Auditor(
+        settings, transport_factory=lambda _n: httpx.MockTransport(answer), clock=FakeClock()
+    ) as auditor:
+        result = await auditor.audit(settings.keys[0])
+    assert result.error is not None
+    assert result.error.reason is reason
+    assert result.error.code == code
+    if status in (418, 429):
+        assert result.error.retry_after == 7
