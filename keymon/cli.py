@@ -1,4 +1,4 @@
-"""The command line: ``keymon check | validate-config | demo``.
+"""The command line: ``keymon run | check | validate-config | demo``.
 
 Exit statuses (documented in the README):
 
@@ -6,8 +6,9 @@ Exit statuses (documented in the README):
   3 UNKNOWN (an audit could not complete, the configuration is invalid, or the command line
   is wrong).
 * ``validate-config``: 0 valid, 2 invalid (every problem listed on stderr).
-* Any other command: 2 for an invalid configuration or command line, 1 for a failure at run
-  time, 130 when interrupted.
+* ``run``: 0 after a clean stop (SIGTERM, SIGINT), 2 for an invalid configuration or command
+  line, 1 when it cannot start (the listen address is taken, say).
+* ``demo``: as ``run``; 0 after Ctrl-C.
 
 No command prints a traceback for bad input, and none prints a secret.
 """
@@ -34,6 +35,8 @@ from keymon.model import AuditResult, Severity, worst
 
 EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
 EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+DEMO_LISTEN = "127.0.0.1:9877"
 EXIT_INTERRUPTED = 130
 
 STATUS_NAMES = {
@@ -83,11 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--format", choices=("table", "json"), default="table")
 
+    run = commands.add_parser("run", help="the daemon: audit on schedule, serve /metrics")
+    config_option(run)
+
     validate = commands.add_parser("validate-config", help="check the configuration, exit 0 or 2")
     config_option(validate)
 
-    demo = commands.add_parser("demo", help="audit demo keys on a local simulated exchange")
-    demo.add_argument("--format", choices=("table", "json"), default="table")
+    demo = commands.add_parser(
+        "demo", help="run keymon against a local simulated exchange with demo keys"
+    )
+    demo.add_argument(
+        "--listen",
+        default=DEMO_LISTEN,
+        metavar="HOST:PORT",
+        help=f"where the demo daemon serves /metrics (default {DEMO_LISTEN})",
+    )
+    demo.add_argument(
+        "--once", action="store_true", help="audit the demo keys once, print the findings and exit"
+    )
+    demo.add_argument(
+        "--format", choices=("table", "json"), default="table", help="output of --once"
+    )
     return parser
 
 
@@ -99,10 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return validate_config(args.config)
         if args.command == "check":
             return check(args.config, keys=args.key, fmt=args.format)
+        if args.command == "run":
+            return run(args.config)
         if args.command == "demo":
             from keymon.demo import run_demo
 
-            return run_demo(fmt=args.format)
+            return run_demo(fmt=args.format, once=args.once, listen=args.listen)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     raise AssertionError(f"unhandled command {args.command}")  # argparse guards this
@@ -122,6 +143,33 @@ def load_or_report(path: Path, *, out: TextIO) -> LoadedConfig | None:
         return None
     logging_setup.redactor.update(loaded.settings.secret_values())
     return loaded
+
+
+def run(path: Path) -> int:
+    """``keymon run``: the daemon, until SIGTERM or SIGINT."""
+    loaded = load_or_report(path, out=sys.stderr)
+    if loaded is None:
+        return EXIT_CONFIG
+    return serve(loaded)
+
+
+def serve(loaded: LoadedConfig, **kwargs: Any) -> int:
+    """Run the daemon for a loaded configuration; a start-up failure is a message, not a trace."""
+    from keymon.app import run_daemon
+
+    settings = loaded.settings
+    logging_setup.configure(fmt=settings.log.format, level=settings.log.level)
+    log = structlog.get_logger("keymon")
+    for warning in loaded.warnings:
+        log.warning("config_warning", detail=warning)
+    try:
+        return asyncio.run(run_daemon(loaded, **kwargs))
+    except OSError as exc:
+        print(
+            f"keymon: cannot start: listen {settings.listen}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return EXIT_RUNTIME
 
 
 def validate_config(path: Path) -> int:

@@ -520,7 +520,7 @@ class Settings(BaseSettings):
 def parse_listen(value: str) -> tuple[str, int]:
     """Split ``host:port`` (``[::]:9877`` for IPv6) into its parts, or raise a config error."""
     match = re.fullmatch(r"(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]\s]*)):(\d{1,5})", value)
-    if not match or not 0 < int(match.group(3)) < 65536:
+    if not match or not 0 <= int(match.group(3)) < 65536:  # 0: any free port (tests)
         raise PydanticCustomError(
             "listen", "'{value}' is not host:port, such as 0.0.0.0:9877", {"value": value[:60]}
         )

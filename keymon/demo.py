@@ -3,7 +3,8 @@
 The demo starts the bundled simulator on 127.0.0.1, registers five keys (a healthy one, one
 with withdrawals on, one without an IP restriction whose trading authority expires in two
 days, one deleted at the exchange, one with futures on), writes a configuration that reads
-their secrets from files, and audits them exactly as ``keymon check`` would.
+their secrets from files, and runs the daemon against it, printing where to look. With
+``--once`` it audits the keys once, exactly as ``keymon check`` would, and exits.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from keymon.simulator.binance import BinanceSimulator
+
+if TYPE_CHECKING:
+    from keymon.app import App
 
 DAY = 86_400
 
@@ -105,9 +109,9 @@ def write_config(directory: Path, base_url: str, keys: list[DemoKey], **extra: A
     return path
 
 
-def run_demo(*, fmt: str = "table") -> int:
-    """Serve the simulator, audit the demo keys once, print the findings. Exit 0."""
-    from keymon.cli import check
+def run_demo(*, fmt: str = "table", once: bool = False, listen: str = "127.0.0.1:9877") -> int:
+    """Serve the simulator and run keymon against it (see the module docstring)."""
+    from keymon.cli import check, load_or_report, serve
 
     keys = demo_keys(time.time())
     simulator = build_simulator(keys)
@@ -115,10 +119,38 @@ def run_demo(*, fmt: str = "table") -> int:
         tempfile.TemporaryDirectory(prefix="keymon-demo-") as tmp,
         simulator.serve_in_thread() as url,
     ):
-        config = write_config(Path(tmp), url, keys)
-        print(f"keymon demo: simulated Binance at {url}", file=sys.stderr)
-        for key in keys:
-            print(f"  {key.name:<20} {key.story}", file=sys.stderr)
-        print(file=sys.stderr)
-        check(config, fmt=fmt)
-    return 0
+        if once:
+            config = write_config(Path(tmp), url, keys)
+            _describe(url, keys)
+            check(config, fmt=fmt)
+            return 0
+        config = write_config(
+            Path(tmp), url, keys, listen=listen, audit={"interval": "15s", "jitter": "2s"}
+        )
+        loaded = load_or_report(config, out=sys.stderr)
+        if loaded is None:  # pragma: no cover - the demo writes a valid file
+            return 2
+
+        def started(app: App) -> None:
+            _describe(url, keys)
+            base = f"http://{listen.rsplit(':', 1)[0]}:{app.port}"
+            print(
+                f"""keymon is auditing every 15 s. Look at:
+  {base}/metrics        Prometheus metrics (try: curl -s {base}/metrics | grep finding)
+  {base}/readyz         ready once every key was audited
+  keymon check --config {config}
+                        the same findings as a table (exit status 2: critical)
+Change a key at the exchange and watch the metrics follow, e.g.:
+  curl -X PATCH {url}/_simulator/keys/{keys[0].api_key} -d '{{"enableWithdrawals": true}}'
+Ctrl-C stops the demo.""",
+                flush=True,
+            )
+
+        return serve(loaded, on_started=started)
+
+
+def _describe(url: str, keys: list[DemoKey]) -> None:
+    print(f"keymon demo: simulated Binance at {url}", file=sys.stderr)
+    for key in keys:
+        print(f"  {key.name:<20} {key.story}", file=sys.stderr)
+    print(file=sys.stderr, flush=True)

@@ -214,7 +214,7 @@ def test_check_against_real_server_as_subprocess(
 def test_demo_runs_and_shows_each_state() -> None:
     """`keymon demo` serves the simulator and reports each demo key's state."""
     proc = subprocess.run(
-        [sys.executable, "-m", "keymon", "demo", "--format", "json"],
+        [sys.executable, "-m", "keymon", "demo", "--once", "--format", "json"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,0 +1,453 @@
+"""The daemon: scheduled, rate-budgeted audits, the HTTP endpoints, reload and shutdown.
+
+Wiring: one :class:`~keymon.audit.Auditor` (one guarded client and adapter per exchange),
+behind one :class:`~keymon.budget.WeightBudget`; an APScheduler 3.x asyncio scheduler with
+one job per key; the :class:`~keymon.store.Store` the jobs write into; ``/metrics``,
+``/healthz`` and ``/readyz`` reading from it.
+
+**Schedule.** Every key gets a stable phase ``f`` in [0, 1) from a hash of its name. Its first
+audit runs at ``f * warmup`` after start (``warmup`` is as short as the weight budget allows,
+and at most one interval), then every ``interval - jitter`` from ``warmup + f * interval``, each
+run delayed by up to ``jitter``. So keys are spread evenly over the interval, never fire
+together, and no gap between two audits of a key exceeds ``interval``.
+
+**Reload** (SIGHUP, or the configuration file or a secret file changing): a new file is
+validated in full; if invalid, its problems are logged, the old configuration keeps running
+and ``keymon_config_last_reload_success`` drops to 0. Otherwise keys added, removed or changed
+take effect at once, without a restart.
+
+**Stop** (SIGTERM, SIGINT): the scheduler stops, in-flight audits are cancelled, clients and
+the HTTP server close; ``keymon run`` exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CollectorRegistry
+
+from keymon import log as logging_setup
+from keymon.audit import Auditor, TransportFactory
+from keymon.budget import ExchangeLimits, Sleep, WeightBudget
+from keymon.config import LoadedConfig, Settings, load, parse_listen
+from keymon.errors import ConfigError
+from keymon.exchanges import EXCHANGES
+from keymon.exchanges.base import Clock
+from keymon.metrics import AuditCollector, SelfMetrics, render
+from keymon.model import AuditResult
+from keymon.store import Store
+
+log = structlog.get_logger(__name__)
+
+#: How often the configuration file (and secret files) are checked for changes.
+WATCH_INTERVAL = 2.0
+#: The first round runs at most this fast, even when the budget would allow more.
+MIN_WARMUP = timedelta(seconds=1)
+#: Share of the weight budget the first round may plan on (the rest is headroom).
+WARMUP_BUDGET_SHARE = 0.9
+#: Ban/429 waits longer than this fail the audit at once instead of queueing.
+MAX_BUDGET_WAIT = 60.0
+#: How long an old client may finish its in-flight requests after a reload replaced it.
+OLD_CLIENT_GRACE = 30.0
+
+
+def phase(name: str) -> float:
+    """A stable fraction in [0, 1) for a key name: where in the interval it is audited."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """When a key's audits run: the first one, then periodically from ``periodic_start``."""
+
+    first: datetime
+    periodic_start: datetime
+    every: timedelta
+
+
+def plan_schedule(
+    names: list[str], settings: Settings, now: datetime, *, warmup: timedelta | None = None
+) -> dict[str, Plan]:
+    """The schedule of every key (see the module docstring). A pure function of its inputs."""
+    interval, jitter = settings.audit.interval, settings.audit.jitter
+    warm = warmup if warmup is not None else warmup_for(len(names), settings)
+    every = interval - jitter
+    plans = {}
+    for name in names:
+        f = phase(name)
+        plans[name] = Plan(now + f * warm, now + warm + f * interval, every)
+    return plans
+
+
+def warmup_for(keys: int, settings: Settings) -> timedelta:
+    """How long the first round takes: as fast as the tightest budget allows, within reason."""
+    budget = min(settings.exchanges.binance.max_weight_per_minute, 10**9)
+    seconds = keys * 60.0 / (budget * WARMUP_BUDGET_SHARE)
+    return min(settings.audit.interval, max(MIN_WARMUP, timedelta(seconds=seconds)))
+
+
+def budget_limits(settings: Settings) -> dict[str, ExchangeLimits]:
+    """Each exchange's weight budget and the per-IP limits behind its used-weight headers."""
+    binance = settings.exchanges.binance
+    return {
+        "binance": ExchangeLimits(
+            binance.max_weight_per_minute,
+            {"X-SAPI-USED-IP-WEIGHT-1M": 12_000, "X-MBX-USED-WEIGHT-1M": 6_000},
+        )
+    }
+
+
+class App:
+    """The running daemon. ``await start()``, then ``await wait()``; ``await stop()`` ends it."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        transport_factory: TransportFactory | None = None,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        watch_interval: float = WATCH_INTERVAL,
+    ) -> None:
+        self.config_path = loaded.path
+        self.settings = loaded.settings
+        self._transport_factory = transport_factory
+        self._clock = clock
+        self._monotonic = monotonic
+        self._watch_interval = watch_interval
+        self._stopped = asyncio.Event()
+        self._fingerprint = _fingerprint(loaded)
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._self_registry = CollectorRegistry()
+        self.metrics = SelfMetrics(self._self_registry, EXCHANGES)
+        coverage = {name: cls.coverage for name, cls in EXCHANGES.items()}
+        self.store = Store(self.settings, coverage)
+        self.collector = AuditCollector(self.store, self.settings.trusted_ips)
+        self.registry.register(self._self_registry)
+        self.registry.register(self.collector)
+        self.budget = WeightBudget(
+            budget_limits(self.settings),
+            clock=clock,
+            monotonic=monotonic,
+            sleep=sleep,
+            max_wait=min(MAX_BUDGET_WAIT, self.settings.audit.interval.total_seconds()),
+        )
+        self.auditor = self._new_auditor(self.settings)
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+        _warn_if_budget_short(self.settings)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _new_auditor(self, settings: Settings) -> Auditor:
+        return Auditor(
+            settings,
+            transport_factory=self._transport_factory,
+            clock=self._clock,
+            monotonic=self._monotonic,
+            gate=self.budget,
+            observer=self.metrics.observe_request,
+        )
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), tz=UTC)
+
+    async def start(self, *, serve_http: bool = True, schedule: bool = True) -> None:
+        """Start the HTTP endpoints, the scheduler and the configuration watcher."""
+        if serve_http:
+            await self._start_http()
+        if schedule:
+            self.scheduler.start()
+            self._schedule(list(self.store.names()))
+            self._watch_task = asyncio.create_task(self._watch_config(), name="config-watch")
+        log.info(
+            "keymon_started",
+            keys=len(self.settings.keys),
+            interval=self.settings.audit.interval.total_seconds(),
+            listen=self.settings.listen if serve_http else None,
+            port=self.port,
+        )
+
+    async def wait(self) -> None:
+        """Block until :meth:`stop` is called."""
+        await self._stopped.wait()
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def stop(self) -> None:
+        """Stop everything: scheduler (cancelling in-flight audits), watcher, clients, HTTP."""
+        self._stopped.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)  # cancels the running audit tasks
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        await self.auditor.aclose()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        log.info("keymon_stopped")
+
+    # ------------------------------------------------------------------ audits
+
+    def _schedule(self, names: list[str]) -> None:
+        plans = plan_schedule(names, self.settings, self.now())
+        jitter = self.settings.audit.jitter.total_seconds()
+        grace = int(self.settings.audit.interval.total_seconds())
+        for name, plan in plans.items():
+            self.scheduler.add_job(
+                self.audit_key,
+                DateTrigger(run_date=plan.first),
+                args=[name],
+                id=f"{name}#first",
+                replace_existing=True,
+                misfire_grace_time=grace,
+            )
+            self.scheduler.add_job(
+                self.audit_key,
+                IntervalTrigger(
+                    seconds=plan.every.total_seconds(),
+                    start_date=plan.periodic_start,
+                    jitter=jitter or None,
+                    timezone=UTC,
+                ),
+                args=[name],
+                id=name,
+                replace_existing=True,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=grace,
+            )
+
+    def _unschedule(self, names: list[str]) -> None:
+        for name in names:
+            for job_id in (name, f"{name}#first"):
+                with contextlib.suppress(Exception):
+                    self.scheduler.remove_job(job_id)
+
+    async def audit_key(self, name: str) -> AuditResult | None:
+        """Audit one key now and record the result (the scheduler's job)."""
+        state = self.store.get(name)
+        if state is None:
+            return None
+        result = await self.auditor.audit(state.key, self.settings)
+        self._record(state.key.exchange, result)
+        return result
+
+    async def audit_all(self) -> list[AuditResult]:
+        """Audit every key once, through the budget (tests, and the demo's first look)."""
+        results = await self.auditor.audit_all([s.key for s in self.store.snapshot()])
+        for state, result in zip(self.store.snapshot(), results, strict=False):
+            self._record(state.key.exchange, result)
+        return results
+
+    def _record(self, exchange: str, result: AuditResult) -> None:
+        changes = self.store.record(result)
+        self.metrics.audit_duration.labels(exchange).observe(result.duration)
+        if result.error is not None:
+            self.metrics.audit_errors.labels(exchange, str(result.error.reason)).inc()
+        adapter = self.auditor.adapters.get(exchange)
+        if adapter is not None and adapter.weight_used is not None:
+            self.metrics.weight_used.labels(exchange).set(adapter.weight_used)
+        for change in changes:
+            log.warning(
+                "key_changed",
+                key=result.key,
+                field=change.field,
+                before=change.before,
+                after=change.after,
+            )
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self) -> bool:
+        """Load the configuration file again and apply it; False (old config kept) if invalid."""
+        async with self._reload_lock:
+            try:
+                loaded = load(self.config_path)
+            except ConfigError as exc:
+                self.metrics.reload_success.set(0)
+                log.error("config_reload_failed", problems=exc.problems)  # noqa: TRY400 - no traceback for bad input
+                return False
+            self._fingerprint = _fingerprint(loaded)
+            self._apply(loaded)
+            self.metrics.reload_success.set(1)
+            return True
+
+    def _apply(self, loaded: LoadedConfig) -> None:
+        old, new = self.settings, loaded.settings
+        # Keep redacting the old secrets too: in-flight work may still log them.
+        logging_setup.redactor.update(old.secret_values() | new.secret_values())
+        if old.log != new.log:
+            logging_setup.configure(fmt=new.log.format, level=new.log.level)
+        if old.listen != new.listen:
+            log.warning("listen_change_needs_restart", old=old.listen, new=new.listen)
+        for warning in loaded.warnings:
+            log.warning("config_warning", detail=warning)
+        self.settings = new
+        self.budget.update_limits(budget_limits(new))
+        if old.exchanges != new.exchanges or old.audit.timeout != new.audit.timeout:
+            retired, self.auditor = self.auditor, self._new_auditor(new)
+            asyncio.get_running_loop().call_later(
+                OLD_CLIENT_GRACE, lambda: asyncio.ensure_future(retired.aclose())
+            )
+        else:
+            self.auditor.settings = new
+        self.collector.trusted_ips = new.trusted_ips
+        self.collector.invalidate()
+        before = set(self.store.names())
+        fresh = self.store.configure(new, rejudge_all=old.trusted_ips != new.trusted_ips)
+        after = set(self.store.names())
+        removed = sorted(before - after)
+        self._unschedule(removed)
+        if old.audit != new.audit:
+            self._schedule(sorted(after))  # new timetable for every key
+        else:
+            self._schedule(fresh)
+        log.info(
+            "config_reloaded",
+            keys=len(after),
+            added=sorted(after - before),
+            removed=removed,
+            changed=sorted(set(fresh) & before),
+        )
+
+    async def _watch_config(self) -> None:
+        while True:
+            await asyncio.sleep(self._watch_interval)
+            try:
+                current = _fingerprint_paths(self._watched_paths())
+            except Exception:  # the watcher must never die; the next round tries again
+                log.exception("config_watch_failed")
+                continue
+            if current != self._fingerprint[1]:
+                log.info("config_changed", path=str(self.config_path))
+                await self.reload()
+
+    def _watched_paths(self) -> list[Path]:
+        return self._fingerprint[0]
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def _start_http(self) -> None:
+        host, port = parse_listen(self.settings.listen)
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/", self._index)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        addresses = self._runner.addresses
+        self.port = int(addresses[0][1]) if addresses else port
+
+    def render_metrics(self) -> bytes:
+        """The ``/metrics`` body, from the latest snapshot; never calls an exchange."""
+        return render(self._self_registry, self.collector)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(self.render_metrics)
+        headers = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        if "gzip" in request.headers.get("Accept-Encoding", "") and len(body) > 1024:
+            body = await asyncio.to_thread(gzip.compress, body, 1)
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        alive = not self._stopped.is_set() and self.scheduler.running
+        return web.json_response(
+            {"status": "ok" if alive else "stopping"}, status=200 if alive else 503
+        )
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        states = self.store.snapshot()
+        pending = [s.name for s in states if not s.audited]
+        if pending:
+            return web.json_response(
+                {"status": "starting", "audited": len(states) - len(pending), "keys": len(states)},
+                status=503,
+            )
+        return web.json_response({"status": "ready", "keys": len(states)})
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return web.Response(text="keymon: see /metrics, /healthz, /readyz\n")
+
+
+def _fingerprint(loaded: LoadedConfig) -> tuple[list[Path], tuple[Any, ...]]:
+    """The files a configuration depends on, and their current state."""
+    paths = [loaded.path]
+    settings = loaded.settings
+    secrets = [s for key in settings.keys for s in (key.api_key, key.api_secret)]
+    secrets += list(settings.notify.urls)
+    paths += [Path(s.origin.removeprefix("file ")) for s in secrets if s.origin.startswith("file ")]
+    return paths, _fingerprint_paths(paths)
+
+
+def _fingerprint_paths(paths: list[Path]) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for path in paths:
+        try:
+            out.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def _warn_if_budget_short(settings: Settings) -> None:
+    per_minute = len(settings.keys) * 60 / settings.audit.interval.total_seconds()
+    budget = settings.exchanges.binance.max_weight_per_minute
+    if per_minute > budget:
+        log.warning(
+            "budget_too_small",
+            keys=len(settings.keys),
+            needed_weight_per_minute=round(per_minute),
+            budget=budget,
+            detail="not every key can be audited every interval; raise the budget or interval",
+        )
+
+
+async def run_daemon(
+    loaded: LoadedConfig,
+    *,
+    transport_factory: TransportFactory | None = None,
+    on_started: Callable[[App], None] | None = None,
+) -> int:
+    """``keymon run``: start, serve until SIGTERM/SIGINT, stop cleanly. Returns the exit status."""
+    app = App(loaded, transport_factory=transport_factory)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, app.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(app.reload()))
+    try:
+        await app.start()
+        if on_started is not None:
+            on_started(app)
+        await app.wait()
+    finally:
+        await app.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    return 0

@@ -1,0 +1,333 @@
+"""Prometheus metrics: per-key series from the store, self-metrics on an app-owned registry.
+
+:class:`AuditCollector` turns :meth:`Store.snapshot` into the per-key families of PRODUCT.md;
+it never calls an exchange. Each key's samples are computed once per change of that key
+(``KeyState.version``) and cached, rendered both as sample tuples (for ``collect()``) and as
+exposition text (for :func:`render`), so a scrape of 10,000 keys is a join of cached
+strings rather than hundreds of thousands of freshly formatted lines. Both come from the same
+sample list, so they cannot disagree.
+
+Sample output::
+
+    # HELP keymon_key_permission_enabled 1 if the exchange reports the permission enabled.
+    # TYPE keymon_key_permission_enabled gauge
+    keymon_key_permission_enabled{key="acme-main",client="acme",exchange="binance",\
+        permission="withdraw"} 0.0
+    # HELP keymon_key_finding 1 while the rule fires at that severity.
+    # TYPE keymon_key_finding gauge
+    keymon_key_finding{key="acme-main",client="acme",exchange="binance",\
+        rule="withdraw_enabled",severity="critical",permission=""} 0.0
+
+(lines folded here; each sample is one line).
+
+Cardinality per key: 1 info, 1 per permission the exchange reports (11 for Binance),
+ip_restricted, created, review windows (2), audit_ok, last success, one ``keymon_key_finding``
+per evaluated rule and severity (about 14 for a Binance key under the default policy, 16 with
+a deadline), one ``keymon_key_deadline_timestamp_seconds`` per deadline, one error series
+while failing, one changes counter per field that ever changed: about 33 series per key.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from keymon import __version__
+from keymon.audit import mask_key_id
+from keymon.model import Reason
+from keymon.policy import untrusted_ip_count
+from keymon.store import KeyState, Store
+
+_go_float: Callable[[float], str] = floatToGoString  # the client's own number format
+
+KEY_LABELS = ("key", "client", "exchange")
+NOTIFY_OUTCOMES = ("sent", "failed", "retried")
+#: Latency buckets for exchange calls and audits: loopback to a slow exchange.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One per-key metric family."""
+
+    name: str
+    kind: str  # "gauge" | "counter"
+    help: str
+    labels: tuple[str, ...] = ()  # beyond KEY_LABELS
+
+    @property
+    def sample_name(self) -> str:
+        return f"{self.name}_total" if self.kind == "counter" else self.name
+
+
+INFO = Family(
+    "keymon_key_info",
+    "gauge",
+    "One series per configured key; coverage tells how much the exchange shows.",
+    ("policy", "key_id", "coverage"),
+)
+PERMISSION = Family(
+    "keymon_key_permission_enabled",
+    "gauge",
+    "1 if the exchange reports the permission enabled.",
+    ("permission",),
+)
+IP_RESTRICTED = Family(
+    "keymon_key_ip_restricted", "gauge", "1 if the key only accepts calls from its IP whitelist."
+)
+UNTRUSTED_IPS = Family(
+    "keymon_key_untrusted_ips",
+    "gauge",
+    "Whitelisted addresses outside trusted_ips, where the exchange shows them.",
+)
+CREATED = Family("keymon_key_created_timestamp_seconds", "gauge", "When the key was created.")
+DEADLINE = Family(
+    "keymon_key_deadline_timestamp_seconds",
+    "gauge",
+    "Review or expiry deadline of the key.",
+    ("kind",),
+)
+FINDING = Family(
+    "keymon_key_finding",
+    "gauge",
+    "1 while the rule fires at that severity; one series per evaluated rule.",
+    ("rule", "severity", "permission"),
+)
+REVIEW_WARNING = Family(
+    "keymon_key_review_warning_seconds", "gauge", "The key policy's review_warning window."
+)
+REVIEW_CRITICAL = Family(
+    "keymon_key_review_critical_seconds", "gauge", "The key policy's review_critical window."
+)
+CHANGES = Family(
+    "keymon_key_changes", "counter", "Observed changes of a fact between two audits.", ("field",)
+)
+AUDIT_OK = Family("keymon_key_audit_ok", "gauge", "1 if the key's last audit succeeded.")
+LAST_SUCCESS = Family(
+    "keymon_key_last_audit_success_timestamp_seconds",
+    "gauge",
+    "When the key was last audited successfully.",
+)
+AUDIT_ERROR = Family(
+    "keymon_key_audit_error",
+    "gauge",
+    "Present while the key's last audit failed, with its reason.",
+    ("reason",),
+)
+
+KEY_FAMILIES: tuple[Family, ...] = (
+    INFO,
+    PERMISSION,
+    IP_RESTRICTED,
+    UNTRUSTED_IPS,
+    CREATED,
+    DEADLINE,
+    FINDING,
+    REVIEW_WARNING,
+    REVIEW_CRITICAL,
+    CHANGES,
+    AUDIT_OK,
+    LAST_SUCCESS,
+    AUDIT_ERROR,
+)
+
+Sample = tuple[Family, tuple[str, ...], float]  # labels: KEY_LABELS values + family.labels
+
+
+def key_samples(state: KeyState, trusted_ips: Sequence[object]) -> list[Sample]:
+    """Every per-key sample for one key's current state."""
+    key = state.key
+    base = (key.name, key.client, key.exchange)
+    out: list[Sample] = [
+        (
+            INFO,
+            (*base, state.policy_name, mask_key_id(key.api_key.get()), str(state.coverage)),
+            1.0,
+        ),
+        (REVIEW_WARNING, base, state.policy.review_warning.total_seconds()),
+        (REVIEW_CRITICAL, base, state.policy.review_critical.total_seconds()),
+    ]
+    facts = state.last_facts
+    if facts is not None:
+        for permission, enabled in facts.permissions.items():
+            out.append((PERMISSION, (*base, permission), float(enabled)))
+        if facts.ip_restricted is not None:
+            out.append((IP_RESTRICTED, base, float(facts.ip_restricted)))
+        untrusted = untrusted_ip_count(facts, trusted_ips)  # type: ignore[arg-type]
+        if untrusted is not None:
+            out.append((UNTRUSTED_IPS, base, float(untrusted)))
+        if facts.created_at is not None:
+            out.append((CREATED, base, facts.created_at.timestamp()))
+        for deadline in facts.deadlines:
+            out.append((DEADLINE, (*base, deadline.kind), deadline.at.timestamp()))
+    firing = {(f.rule, f.severity, f.permission or "") for f in state.findings()}
+    for check in state.checks():
+        for severity in check.severities:
+            labels = (str(check.rule), str(severity), check.permission or "")
+            firing_now = (check.rule, severity, check.permission or "") in firing
+            out.append((FINDING, (*base, *labels), float(firing_now)))
+    for field_name, count in sorted(state.changes.items()):
+        out.append((CHANGES, (*base, field_name), float(count)))
+    result = state.last_result
+    if result is not None:
+        out.append((AUDIT_OK, base, float(result.ok)))
+        if result.error is not None:
+            out.append((AUDIT_ERROR, (*base, str(result.error.reason)), 1.0))
+    if state.last_success is not None:
+        out.append((LAST_SUCCESS, base, state.last_success.timestamp()))
+    return out
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _line(family: Family, labels: tuple[str, ...], value: float) -> str:
+    names = KEY_LABELS + family.labels
+    pairs = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, labels, strict=True))
+    return f"{family.sample_name}{{{pairs}}} {_go_float(value)}\n"
+
+
+@dataclass(slots=True)
+class _Rendered:
+    version: int
+    samples: list[Sample]
+    text: dict[str, str]  # family name -> lines
+
+
+class AuditCollector(Collector):
+    """Per-key families from the store's latest snapshot (see the module docstring)."""
+
+    def __init__(self, store: Store, trusted_ips: Sequence[object] = ()) -> None:
+        self._store = store
+        self.trusted_ips = trusted_ips
+        self._cache: dict[str, _Rendered] = {}
+        self._lock = threading.Lock()
+
+    def _rendered(self) -> list[_Rendered]:
+        states = self._store.snapshot()
+        with self._lock:
+            fresh: dict[str, _Rendered] = {}
+            for state in states:
+                cached = self._cache.get(state.name)
+                if cached is None or cached.version != state.version:
+                    samples = key_samples(state, self.trusted_ips)
+                    text: dict[str, str] = {}
+                    for family, labels, value in samples:
+                        text[family.name] = text.get(family.name, "") + _line(family, labels, value)
+                    cached = _Rendered(state.version, samples, text)
+                fresh[state.name] = cached
+            self._cache = fresh  # forget removed keys
+            return list(fresh.values())
+
+    def invalidate(self) -> None:
+        """Drop every cached rendering (trusted_ips changed on reload)."""
+        with self._lock:
+            self._cache.clear()
+
+    def describe(self) -> Iterable[Metric]:
+        for family in KEY_FAMILIES:
+            yield _metric_family(family)
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            family.name: _metric_family(family) for family in KEY_FAMILIES
+        }
+        # GaugeMetricFamily and CounterMetricFamily both have add_metric(labels, value).
+        for rendered in self._rendered():
+            for family, labels, value in rendered.samples:
+                families[family.name].add_metric(list(labels), value)
+        yield from families.values()
+
+    def render_text(self) -> str:
+        """The per-key families in the text exposition format, from the cached renderings."""
+        rendered = self._rendered()
+        parts: list[str] = []
+        for family in KEY_FAMILIES:
+            parts.append(f"# HELP {family.sample_name} {family.help}\n")
+            parts.append(f"# TYPE {family.sample_name} {family.kind}\n")
+            parts.extend(r.text.get(family.name, "") for r in rendered)
+        return "".join(parts)
+
+
+def _metric_family(family: Family) -> GaugeMetricFamily | CounterMetricFamily:
+    labels = [*KEY_LABELS, *family.labels]
+    if family.kind == "counter":
+        return CounterMetricFamily(family.name, family.help, labels=labels)
+    return GaugeMetricFamily(family.name, family.help, labels=labels)
+
+
+class SelfMetrics:
+    """keymon's own metrics, on the app-owned registry."""
+
+    def __init__(self, registry: CollectorRegistry, exchanges: Iterable[str]) -> None:
+        exchanges = list(exchanges)
+        self.audit_errors = Counter(
+            "keymon_audit_errors",
+            "Failed audits by exchange and reason.",
+            ["exchange", "reason"],
+            registry=registry,
+        )
+        for exchange in exchanges:
+            for reason in Reason:
+                # Every pair exists from the start at zero, so rate() alerts work at once.
+                self.audit_errors.labels(exchange, str(reason))
+        self.audit_duration = Histogram(
+            "keymon_audit_duration_seconds",
+            "Duration of one key's audit.",
+            ["exchange"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.requests = Counter(
+            "keymon_exchange_requests",
+            "Requests sent to exchanges, by endpoint and status.",
+            ["exchange", "endpoint", "status"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "keymon_exchange_request_duration_seconds",
+            "Duration of one exchange request.",
+            ["exchange", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.weight_used = Gauge(
+            "keymon_exchange_weight_used",
+            "Last request weight the exchange reported as used by this IP.",
+            ["exchange"],
+            registry=registry,
+        )
+        self.notifications = Counter(
+            "keymon_notifications",
+            "Notifications sent, failed and retried.",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in NOTIFY_OUTCOMES:
+            self.notifications.labels(outcome)
+        self.reload_success = Gauge(
+            "keymon_config_last_reload_success",
+            "1 if the last configuration (re)load worked.",
+            registry=registry,
+        )
+        self.reload_success.set(1)
+        build = Gauge("keymon_build_info", "keymon's version.", ["version"], registry=registry)
+        build.labels(__version__).set(1)
+
+    def observe_request(self, exchange: str, endpoint: str, status: str, seconds: float) -> None:
+        """The adapters' request observer."""
+        self.requests.labels(exchange, endpoint, status).inc()
+        self.request_duration.labels(exchange, endpoint).observe(seconds)
+
+
+def render(registry: CollectorRegistry, collector: AuditCollector) -> bytes:
+    """The full ``/metrics`` body: self-metrics, then the per-key families."""
+    return generate_latest(registry) + collector.render_text().encode()

@@ -1,0 +1,216 @@
+"""The in-memory store: the latest audit of every key, and what is still known after a failure.
+
+Audits write here (:meth:`Store.record`); ``/metrics``, ``/readyz`` and notifications only
+read (:meth:`Store.snapshot`). A scrape therefore never calls an exchange.
+
+A failed audit never erases what is known: the last successful facts, and the findings they
+produced, stay until a new successful audit replaces them, together with the time of that
+success so their age is visible. Whether the exchange rejects the key is tracked separately,
+from the latest audit that could tell.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from keymon.changes import Change, diff_facts, diff_rejected
+from keymon.config import BinanceKey, Policy, Settings
+from keymon.model import (
+    AuditResult,
+    Coverage,
+    Evaluation,
+    Finding,
+    KeyFacts,
+    Reason,
+    Rule,
+    RuleCheck,
+    Severity,
+)
+from keymon.policy import audit_failing, evaluate
+
+_AUDIT_FAILING_CHECK = RuleCheck(Rule.AUDIT_FAILING, (Severity.WARNING,))
+_REJECTED_CHECK = RuleCheck(Rule.KEY_REJECTED, (Severity.CRITICAL,))
+
+
+@dataclass(slots=True)
+class KeyState:
+    """Everything keymon knows about one configured key."""
+
+    key: BinanceKey
+    policy_name: str
+    policy: Policy
+    coverage: Coverage
+    interval: timedelta
+    first_attempt: datetime | None = None
+    last_result: AuditResult | None = None
+    last_facts: KeyFacts | None = None
+    last_success: datetime | None = None
+    #: The last successful audit's evaluation (fact rules), kept through failures.
+    fact_evaluation: Evaluation | None = None
+    #: Whether the exchange rejects the key, from the latest audit that could tell.
+    rejected: bool | None = None
+    rejection: Finding | None = None
+    failing: Finding | None = None
+    changes: Counter[str] = field(default_factory=Counter)
+    #: Bumped on every change; lets renderers cache per key.
+    version: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.key.name
+
+    @property
+    def audited(self) -> bool:
+        return self.last_result is not None
+
+    def findings(self) -> list[Finding]:
+        """Every finding that currently fires for the key."""
+        found = list(self.fact_evaluation.findings) if self.fact_evaluation else []
+        if self.rejection is not None:
+            found.append(self.rejection)
+        if self.failing is not None:
+            found.append(self.failing)
+        return found
+
+    def checks(self) -> list[RuleCheck]:
+        """Every rule evaluated for the key (see :class:`~keymon.model.RuleCheck`)."""
+        checks: list[RuleCheck] = []
+        if self.fact_evaluation is not None:
+            checks += (c for c in self.fact_evaluation.checks if c.rule is not Rule.KEY_REJECTED)
+        if self.rejected is not None:
+            checks.append(_REJECTED_CHECK)
+        if self.audited:
+            checks.append(_AUDIT_FAILING_CHECK)
+        return checks
+
+
+class Store:
+    """The latest state of every configured key. Thread-safe; readers get snapshots."""
+
+    def __init__(self, settings: Settings, coverage: dict[str, Coverage]) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[str, KeyState] = {}
+        self._coverage = coverage
+        self._settings = settings
+        self.configure(settings)
+
+    def configure(self, settings: Settings, *, rejudge_all: bool = False) -> list[str]:
+        """Adopt a (re)loaded configuration; returns the names of keys that are new or changed.
+
+        Removed keys are forgotten. A key whose credentials changed starts afresh (it may be a
+        different key now); one whose policy changed is re-judged on its last facts at once,
+        and so is every key with ``rejudge_all`` (``trusted_ips`` changed).
+        """
+        fresh: list[str] = []
+        with self._lock:
+            self._settings = settings
+            states: dict[str, KeyState] = {}
+            for key in settings.keys:
+                policy_name, policy = settings.policy_for(key)
+                old = self._states.get(key.name)
+                same_key = old is not None and _same_credentials(old.key, key)
+                if old is not None and same_key:
+                    state = old
+                    state.key = key
+                    if rejudge_all or (state.policy_name, state.policy) != (policy_name, policy):
+                        state.policy_name, state.policy = policy_name, policy
+                        self._rejudge(state)
+                    state.interval = settings.audit.interval
+                    state.version += 1
+                else:
+                    state = KeyState(
+                        key,
+                        policy_name,
+                        policy,
+                        self._coverage[key.exchange],
+                        settings.audit.interval,
+                    )
+                    fresh.append(key.name)
+                states[key.name] = state
+            self._states = states
+        return fresh
+
+    def _rejudge(self, state: KeyState) -> None:
+        if state.last_facts is not None and state.last_result is not None:
+            state.fact_evaluation = evaluate(
+                state.last_facts,
+                state.policy,
+                policy_name=state.policy_name,
+                trusted_ips=self._settings.trusted_ips,
+                now=state.last_result.checked_at,
+            )
+
+    def record(self, result: AuditResult) -> list[Change]:
+        """Store one audit's result; returns the facts that changed since the last one."""
+        with self._lock:
+            state = self._states.get(result.key)
+            if state is None:  # the key was removed by a reload while it was audited
+                return []
+            changes: list[Change] = []
+            if state.first_attempt is None:
+                state.first_attempt = result.checked_at
+            state.last_result = result
+            if result.facts is not None:
+                if state.last_facts is not None:
+                    changes.extend(diff_facts(state.last_facts, result.facts))
+                state.last_facts = result.facts
+                state.last_success = result.checked_at
+                state.fact_evaluation = result.evaluation
+            rejected = _rejected(result)
+            if rejected is not None:
+                changes.extend(diff_rejected(state.rejected, rejected))
+                state.rejected = rejected
+                state.rejection = (
+                    next((f for f in result.findings if f.rule is Rule.KEY_REJECTED), None)
+                    if rejected
+                    else None
+                )
+            state.failing = audit_failing(
+                last_success=state.last_success,
+                first_attempt=state.first_attempt,
+                now=result.checked_at,
+                interval=state.interval,
+            )
+            for change in changes:
+                state.changes[change.field] += 1
+            state.version += 1
+            return changes
+
+    def snapshot(self) -> list[KeyState]:
+        """The states in configuration order. Treat them as read-only."""
+        with self._lock:
+            return list(self._states.values())
+
+    def get(self, name: str) -> KeyState | None:
+        with self._lock:
+            return self._states.get(name)
+
+    def ready(self) -> bool:
+        """True once every configured key has been audited at least once."""
+        with self._lock:
+            return all(state.audited for state in self._states.values())
+
+    def names(self) -> Iterable[str]:
+        with self._lock:
+            return list(self._states)
+
+
+def _rejected(result: AuditResult) -> bool | None:
+    """True/False when this audit tells whether the exchange rejects the key; else None."""
+    if result.error is None:
+        return False
+    if result.error.reason is Reason.KEY_REJECTED:
+        return True
+    return None
+
+
+def _same_credentials(old: BinanceKey, new: BinanceKey) -> bool:
+    return (
+        old.exchange == new.exchange
+        and old.api_key.get() == new.api_key.get()
+        and old.api_secret.get() == new.api_secret.get()
+    )
