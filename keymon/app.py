@@ -7,9 +7,9 @@ one job per key; the :class:`~keymon.store.Store` the jobs write into; ``/metric
 
 **Schedule.** Every key gets a stable phase ``f`` in [0, 1) from a hash of its name. Its first
 audit runs at ``f * warmup`` after start (``warmup`` is as short as the weight budget allows,
-and at most one interval), then every ``interval - jitter`` from ``warmup + f * interval``, each
-run delayed by up to ``jitter``. So keys are spread evenly over the interval, never fire
-together, and no gap between two audits of a key exceeds ``interval``.
+and at most one interval), then every ``interval - jitter`` from ``warmup + f * (interval -
+jitter)``, each run delayed by up to ``jitter``. So keys are spread evenly over the interval,
+never fire together, and no gap between two audits of a key exceeds ``interval``.
 
 **Reload** (SIGHUP, or the configuration file or a secret file changing): a new file is
 validated in full; if invalid, its problems are logged, the old configuration keeps running
@@ -86,12 +86,13 @@ def plan_schedule(
 ) -> dict[str, Plan]:
     """The schedule of every key (see the module docstring). A pure function of its inputs."""
     interval, jitter = settings.audit.interval, settings.audit.jitter
-    warm = warmup if warmup is not None else warmup_for(len(names), settings)
-    every = interval - jitter
+    every = interval - jitter  # a run delayed by the full jitter still lands within interval
+    warm = min(warmup if warmup is not None else warmup_for(len(names), settings), every)
     plans = {}
     for name in names:
         f = phase(name)
-        plans[name] = Plan(now + f * warm, now + warm + f * interval, every)
+        # First-to-periodic gap: warm + f * (every - warm) <= every, since f < 1, warm <= every.
+        plans[name] = Plan(now + f * warm, now + warm + f * every, every)
     return plans
 
 

@@ -91,11 +91,32 @@ def configure(*, fmt: str = "json", level: str = "info", stream: TextIO | None =
     else:
         renderer = structlog.processors.JSONRenderer()
         tracebacks = [structlog.processors.dict_tracebacks]
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    # Libraries log through the standard library (APScheduler's missed runs, aiohttp):
+    # render their records through the same pipeline, redaction included.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *tracebacks,
+                redactor,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Libraries are chatty at info (every job run): only their warnings are worth a line.
+    root.setLevel(max(_LEVELS[level], logging.WARNING))
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             *tracebacks,
             redactor,
             renderer,

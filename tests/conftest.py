@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -40,9 +41,12 @@ def _fresh_logging() -> Iterator[None]:
     Commands under test configure logging process-wide onto the captured stderr of their
     test; without this the next test would log into a closed stream.
     """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     yield
     structlog.reset_defaults()
     logging_setup.redactor.update(())
+    root.handlers[:], root.level = handlers, level
 
 
 @pytest.fixture
