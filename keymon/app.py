@@ -85,11 +85,15 @@ def plan_schedule(
     names: list[str], settings: Settings, now: datetime, *, warmup: timedelta | None = None
 ) -> dict[str, Plan]:
     """The schedule of every key (see the module docstring). A pure function of its inputs."""
-    interval, jitter = settings.audit.interval, settings.audit.jitter
-    every = interval - jitter  # a run delayed by the full jitter still lands within interval
-    warm = min(warmup if warmup is not None else warmup_for(len(names), settings), every)
+    keys = {key.name: key for key in settings.keys}
+    jitter = settings.audit.jitter
+    warm_default = warmup if warmup is not None else warmup_for(len(names), settings)
     plans = {}
     for name in names:
+        key = keys.get(name)
+        interval = settings.interval_for(key) if key else settings.audit.interval
+        every = interval - jitter  # a run delayed by the full jitter still lands within interval
+        warm = min(warm_default, every)
         f = phase(name)
         # First-to-periodic gap: warm + f * (every - warm) <= every, since f < 1, warm <= every.
         plans[name] = Plan(now + f * warm, now + warm + f * every, every)
@@ -148,7 +152,7 @@ class App:
             clock=clock,
             monotonic=monotonic,
             sleep=sleep,
-            max_wait=min(MAX_BUDGET_WAIT, self.settings.audit.interval.total_seconds()),
+            max_wait=min(MAX_BUDGET_WAIT, _shortest_interval(self.settings)),
         )
         self.auditor = self._new_auditor(self.settings)
         self.scheduler = AsyncIOScheduler(timezone=UTC)
@@ -215,8 +219,8 @@ class App:
     def _schedule(self, names: list[str]) -> None:
         plans = plan_schedule(names, self.settings, self.now())
         jitter = self.settings.audit.jitter.total_seconds()
-        grace = int(self.settings.audit.interval.total_seconds())
         for name, plan in plans.items():
+            grace = int((plan.every + self.settings.audit.jitter).total_seconds())
             self.scheduler.add_job(
                 self.audit_key,
                 DateTrigger(run_date=plan.first),
@@ -308,6 +312,7 @@ class App:
             log.warning("config_warning", detail=warning)
         self.settings = new
         self.budget.update_limits(budget_limits(new))
+        self.budget.max_wait = min(MAX_BUDGET_WAIT, _shortest_interval(new))
         if old.exchanges != new.exchanges or old.audit.timeout != new.audit.timeout:
             retired, self.auditor = self.auditor, self._new_auditor(new)
             asyncio.get_running_loop().call_later(
@@ -322,7 +327,7 @@ class App:
         after = set(self.store.names())
         removed = sorted(before - after)
         self._unschedule(removed)
-        if old.audit != new.audit:
+        if old.audit != new.audit or _intervals(old) != _intervals(new):
             self._schedule(sorted(after))  # new timetable for every key
         else:
             self._schedule(fresh)
@@ -417,8 +422,16 @@ def _fingerprint_paths(paths: list[Path]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def _intervals(settings: Settings) -> dict[str, timedelta]:
+    return {key.name: settings.interval_for(key) for key in settings.keys}
+
+
+def _shortest_interval(settings: Settings) -> float:
+    return min(settings.interval_for(key).total_seconds() for key in settings.keys)
+
+
 def _warn_if_budget_short(settings: Settings) -> None:
-    per_minute = len(settings.keys) * 60 / settings.audit.interval.total_seconds()
+    per_minute = sum(60 / settings.interval_for(key).total_seconds() for key in settings.keys)
     budget = settings.exchanges.binance.max_weight_per_minute
     if per_minute > budget:
         log.warning(

@@ -289,6 +289,8 @@ class Policy(_Model):
     review_warning: Duration = timedelta(days=14)
     review_critical: Duration = timedelta(days=3)
     max_age: Duration | None = None
+    #: Audit keys under this policy this often (default: ``audit.interval``).
+    interval: Duration | None = None
 
     @field_validator("forbid")
     @classmethod
@@ -353,6 +355,8 @@ class KeyBase(_Model):
     api_secret: SecretRef
     policy: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    #: Audit this key this often (default: its policy's interval, then ``audit.interval``).
+    interval: Duration | None = None
 
     @field_validator("name")
     @classmethod
@@ -509,6 +513,29 @@ class Settings(BaseSettings):
         """The name and policy that apply to ``key``."""
         name = key.policy or self.default_policy
         return name, self.policies[name]
+
+    def interval_for(self, key: BinanceKey) -> timedelta:
+        """How often ``key`` is audited: its own interval, its policy's, or ``audit.interval``."""
+        policy = self.policies.get(key.policy or self.default_policy)
+        return key.interval or (policy.interval if policy else None) or self.audit.interval
+
+    @model_validator(mode="after")
+    def _intervals_longer_than_jitter(self) -> Self:
+        jitter = self.audit.jitter
+        where = [(f"policies.{n}.interval", p.interval) for n, p in self.policies.items()]
+        where += [(f"keys[{i}].interval", k.interval) for i, k in enumerate(self.keys)]
+        for loc, interval in where:
+            if interval is not None and (interval < timedelta(seconds=1) or interval <= jitter):
+                raise PydanticCustomError(
+                    "duration",
+                    "{loc}: {interval} must be at least 1s and longer than audit.jitter ({jitter})",
+                    {
+                        "loc": loc,
+                        "interval": format_duration(interval),
+                        "jitter": format_duration(jitter),
+                    },
+                )
+        return self
 
     def secret_values(self) -> set[str]:
         """Every secret value in the configuration, for the log redaction step."""

@@ -138,50 +138,54 @@ KEY_FAMILIES: tuple[Family, ...] = (
     AUDIT_ERROR,
 )
 
-Sample = tuple[Family, tuple[str, ...], float]  # labels: KEY_LABELS values + family.labels
+Labels = tuple[tuple[str, str], ...]
+Sample = tuple[Family, Labels, float]
+
+
+def _sample(family: Family, values: tuple[str, ...], value: float, extra: Labels = ()) -> Sample:
+    return family, (*zip(KEY_LABELS + family.labels, values, strict=True), *extra), value
 
 
 def key_samples(state: KeyState, trusted_ips: Sequence[object]) -> list[Sample]:
     """Every per-key sample for one key's current state."""
     key = state.key
     base = (key.name, key.client, key.exchange)
+    info = (*base, state.policy_name, mask_key_id(key.api_key.get()), str(state.coverage))
     out: list[Sample] = [
-        (
-            INFO,
-            (*base, state.policy_name, mask_key_id(key.api_key.get()), str(state.coverage)),
-            1.0,
-        ),
-        (REVIEW_WARNING, base, state.policy.review_warning.total_seconds()),
-        (REVIEW_CRITICAL, base, state.policy.review_critical.total_seconds()),
+        # The key's own labels (``labels:`` in the configuration) go on the info series only:
+        # join them onto any other series with `* on(key) group_left(...) keymon_key_info`.
+        _sample(INFO, info, 1.0, tuple(sorted(key.labels.items()))),
+        _sample(REVIEW_WARNING, base, state.policy.review_warning.total_seconds()),
+        _sample(REVIEW_CRITICAL, base, state.policy.review_critical.total_seconds()),
     ]
     facts = state.last_facts
     if facts is not None:
         for permission, enabled in facts.permissions.items():
-            out.append((PERMISSION, (*base, permission), float(enabled)))
+            out.append(_sample(PERMISSION, (*base, permission), float(enabled)))
         if facts.ip_restricted is not None:
-            out.append((IP_RESTRICTED, base, float(facts.ip_restricted)))
+            out.append(_sample(IP_RESTRICTED, base, float(facts.ip_restricted)))
         untrusted = untrusted_ip_count(facts, trusted_ips)  # type: ignore[arg-type]
         if untrusted is not None:
-            out.append((UNTRUSTED_IPS, base, float(untrusted)))
+            out.append(_sample(UNTRUSTED_IPS, base, float(untrusted)))
         if facts.created_at is not None:
-            out.append((CREATED, base, facts.created_at.timestamp()))
+            out.append(_sample(CREATED, base, facts.created_at.timestamp()))
         for deadline in facts.deadlines:
-            out.append((DEADLINE, (*base, deadline.kind), deadline.at.timestamp()))
+            out.append(_sample(DEADLINE, (*base, deadline.kind), deadline.at.timestamp()))
     firing = {(f.rule, f.severity, f.permission or "") for f in state.findings()}
     for check in state.checks():
         for severity in check.severities:
             labels = (str(check.rule), str(severity), check.permission or "")
             firing_now = (check.rule, severity, check.permission or "") in firing
-            out.append((FINDING, (*base, *labels), float(firing_now)))
+            out.append(_sample(FINDING, (*base, *labels), float(firing_now)))
     for field_name, count in sorted(state.changes.items()):
-        out.append((CHANGES, (*base, field_name), float(count)))
+        out.append(_sample(CHANGES, (*base, field_name), float(count)))
     result = state.last_result
     if result is not None:
-        out.append((AUDIT_OK, base, float(result.ok)))
+        out.append(_sample(AUDIT_OK, base, float(result.ok)))
         if result.error is not None:
-            out.append((AUDIT_ERROR, (*base, str(result.error.reason)), 1.0))
+            out.append(_sample(AUDIT_ERROR, (*base, str(result.error.reason)), 1.0))
     if state.last_success is not None:
-        out.append((LAST_SUCCESS, base, state.last_success.timestamp()))
+        out.append(_sample(LAST_SUCCESS, base, state.last_success.timestamp()))
     return out
 
 
@@ -189,9 +193,8 @@ def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-def _line(family: Family, labels: tuple[str, ...], value: float) -> str:
-    names = KEY_LABELS + family.labels
-    pairs = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, labels, strict=True))
+def _line(family: Family, labels: Labels, value: float) -> str:
+    pairs = ",".join(f'{n}="{_escape(v)}"' for n, v in labels)
     return f"{family.sample_name}{{{pairs}}} {_go_float(value)}\n"
 
 
@@ -240,10 +243,9 @@ class AuditCollector(Collector):
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             family.name: _metric_family(family) for family in KEY_FAMILIES
         }
-        # GaugeMetricFamily and CounterMetricFamily both have add_metric(labels, value).
         for rendered in self._rendered():
             for family, labels, value in rendered.samples:
-                families[family.name].add_metric(list(labels), value)
+                families[family.name].add_sample(family.sample_name, dict(labels), value)
         yield from families.values()
 
     def render_text(self) -> str:

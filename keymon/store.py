@@ -119,7 +119,7 @@ class Store:
                     if rejudge_all or (state.policy_name, state.policy) != (policy_name, policy):
                         state.policy_name, state.policy = policy_name, policy
                         self._rejudge(state)
-                    state.interval = settings.audit.interval
+                    state.interval = settings.interval_for(key)
                     state.version += 1
                 else:
                     state = KeyState(
@@ -127,7 +127,7 @@ class Store:
                         policy_name,
                         policy,
                         self._coverage[key.exchange],
-                        settings.audit.interval,
+                        settings.interval_for(key),
                     )
                     fresh.append(key.name)
                 states[key.name] = state

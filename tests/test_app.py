@@ -621,3 +621,52 @@ def test_promtool_accepts_a_real_scrape(daemon: Any, sim2: BinanceSimulator) -> 
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_per_policy_and_per_key_intervals() -> None:
+    """A key's own interval wins over its policy's, which wins over audit.interval."""
+    keys = [
+        {"name": "plain", "client": "c", "exchange": "binance", "api_key": "k", "api_secret": "s"},
+        {
+            "name": "by-policy",
+            "client": "c",
+            "exchange": "binance",
+            "api_key": "k",
+            "api_secret": "s",
+            "policy": "watchful",
+        },
+        {
+            "name": "own",
+            "client": "c",
+            "exchange": "binance",
+            "api_key": "k",
+            "api_secret": "s",
+            "policy": "watchful",
+            "interval": "30s",
+        },
+    ]
+    settings = make_settings(*keys, policies={"market-maker": {}, "watchful": {"interval": "1m"}})
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    plans = plan_schedule(["plain", "by-policy", "own"], settings, now)
+    jitter = settings.audit.jitter
+    assert plans["plain"].every + jitter == timedelta(minutes=5)
+    assert plans["by-policy"].every + jitter == timedelta(minutes=1)
+    assert plans["own"].every + jitter == timedelta(seconds=30)
+
+
+async def test_key_labels_ride_on_the_info_series(tmp_path: Path, sim2: BinanceSimulator) -> None:
+    """A key's configured labels appear on keymon_key_info, and only there."""
+    config = write_config(tmp_path, TWO_KEYS)
+    data = yaml.safe_load(config.read_text())
+    data["keys"][0]["labels"] = {"desk": "eu"}
+    config.write_text(yaml.safe_dump(data))
+    app = App(load(config), transport_factory=lambda _n: sim2.transport())
+    await app.start(schedule=False)
+    try:
+        await app.audit_all()
+        s = await scrape(app)
+    finally:
+        await app.stop()
+    assert value(s, "keymon_key_info", key="doc-key", desk="eu") == 1
+    assert value(s, "keymon_key_audit_ok", key="doc-key", desk="eu") is None
+    assert value(s, "keymon_key_info", key="other-key", desk="eu") is None

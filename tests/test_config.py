@@ -1122,3 +1122,18 @@ def test_validate_config_accepts_the_shipped_minimal_yaml(
     status, out, err = run_cli(["validate-config", "--config", str(MINIMAL)], capsys)
     assert status == 0, err
     assert "valid (1 key(s)" in out
+
+
+def test_key_interval_must_exceed_jitter(tmp_path: Path) -> None:
+    """A per-key interval not longer than audit.jitter is refused, with its location."""
+    path = tmp_path / "k.yaml"
+    path.write_text(
+        "audit: {jitter: 10s}\n"
+        "keys:\n"
+        "  - {name: a, client: c, exchange: binance, api_key: k, api_secret: s, interval: 5s}\n"
+    )
+    with pytest.raises(ConfigError) as exc:
+        load(path)
+    assert exc.value.problems == [
+        "keys[0].interval: 5s must be at least 1s and longer than audit.jitter (10s)"
+    ]
