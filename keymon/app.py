@@ -50,6 +50,8 @@ from keymon.exchanges import EXCHANGES
 from keymon.exchanges.base import Clock
 from keymon.metrics import AuditCollector, SelfMetrics, render
 from keymon.model import AuditResult
+from keymon.notify import Notifier, Sender, apprise_send
+from keymon.state import StateDB
 from keymon.store import Store
 
 log = structlog.get_logger(__name__)
@@ -130,6 +132,7 @@ class App:
         monotonic: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         watch_interval: float = WATCH_INTERVAL,
+        send: Sender = apprise_send,
     ) -> None:
         self.config_path = loaded.path
         self.settings = loaded.settings
@@ -144,6 +147,17 @@ class App:
         self.metrics = SelfMetrics(self._self_registry, EXCHANGES)
         coverage = {name: cls.coverage for name, cls in EXCHANGES.items()}
         self.store = Store(self.settings, coverage)
+        self.db = StateDB(self.settings.data_dir)
+        for name, stored in self.db.load_keys().items():
+            self.store.restore(name, stored.facts, stored.rejected, stored.success_at)
+        self.notifier = Notifier(
+            self.settings.notify,
+            self.db,
+            clock=clock,
+            on_outcome=lambda outcome: self.metrics.notifications.labels(outcome).inc(),
+            send=send,
+        )
+        self._deliver_task: asyncio.Task[None] | None = None
         self.collector = AuditCollector(self.store, self.settings.trusted_ips)
         self.registry.register(self._self_registry)
         self.registry.register(self.collector)
@@ -185,6 +199,7 @@ class App:
             self.scheduler.start()
             self._schedule(list(self.store.names()))
             self._watch_task = asyncio.create_task(self._watch_config(), name="config-watch")
+            self._deliver_task = asyncio.create_task(self.notifier.run(), name="notify")
         log.info(
             "keymon_started",
             keys=len(self.settings.keys),
@@ -205,13 +220,15 @@ class App:
         self._stopped.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)  # cancels the running audit tasks
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+        for task in (self._watch_task, self._deliver_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.auditor.aclose()
         if self._runner is not None:
             await self._runner.cleanup()
+        self.db.close()
         log.info("keymon_stopped")
 
     # ------------------------------------------------------------------ audits
@@ -269,6 +286,28 @@ class App:
 
     def _record(self, exchange: str, result: AuditResult) -> None:
         changes = self.store.record(result)
+        state = self.store.get(result.key)
+        if state is not None:
+            # Facts, journal, alert state and queued notifications: one atomic write.
+            with self.db.transaction() as conn:
+                StateDB.save_key(
+                    conn,
+                    state.name,
+                    state.last_facts,
+                    state.rejected,
+                    state.last_success,
+                    result.checked_at,
+                )
+                if changes:
+                    StateDB.add_changes(
+                        conn,
+                        state.name,
+                        state.key.client,
+                        state.key.exchange,
+                        changes,
+                        result.checked_at,
+                    )
+                self.notifier.evaluate(conn, state, changes, result.checked_at)
         self.metrics.audit_duration.labels(exchange).observe(result.duration)
         if result.error is not None:
             self.metrics.audit_errors.labels(exchange, str(result.error.reason)).inc()
@@ -320,6 +359,7 @@ class App:
             )
         else:
             self.auditor.settings = new
+        self.notifier.configure(new.notify)
         self.collector.trusted_ips = new.trusted_ips
         self.collector.invalidate()
         before = set(self.store.names())
@@ -327,6 +367,8 @@ class App:
         after = set(self.store.names())
         removed = sorted(before - after)
         self._unschedule(removed)
+        if removed:
+            self.db.forget_keys(sorted(after))
         if old.audit != new.audit or _intervals(old) != _intervals(new):
             self._schedule(sorted(after))  # new timetable for every key
         else:

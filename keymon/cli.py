@@ -1,4 +1,4 @@
-"""The command line: ``keymon run | check | validate-config | demo``.
+"""The command line: ``keymon run | check | validate-config | demo | history``.
 
 Exit statuses (documented in the README):
 
@@ -9,6 +9,8 @@ Exit statuses (documented in the README):
 * ``run``: 0 after a clean stop (SIGTERM, SIGINT), 2 for an invalid configuration or command
   line, 1 when it cannot start (the listen address is taken, say).
 * ``demo``: as ``run``; 0 after Ctrl-C.
+* ``history``: 0 (also when nothing was recorded yet), 2 for an invalid configuration, command
+  line or ``--since``, 1 when the state database cannot be read.
 
 No command prints a traceback for bad input, and none prints a secret.
 """
@@ -92,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate-config", help="check the configuration, exit 0 or 2")
     config_option(validate)
 
+    history = commands.add_parser("history", help="the change journal: what changed, when")
+    config_option(history)
+    history.add_argument(
+        "--key", action="append", default=[], metavar="NAME", help="only this key (repeatable)"
+    )
+    history.add_argument(
+        "--since", default="7d", metavar="DURATION", help="how far back (default 7d)"
+    )
+    history.add_argument("--format", choices=("table", "json"), default="table")
+
     demo = commands.add_parser(
         "demo", help="run keymon against a local simulated exchange with demo keys"
     )
@@ -120,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check(args.config, keys=args.key, fmt=args.format)
         if args.command == "run":
             return run(args.config)
+        if args.command == "history":
+            return history(args.config, keys=args.key, since=args.since, fmt=args.format)
         if args.command == "demo":
             from keymon.demo import run_demo
 
@@ -170,6 +184,83 @@ def serve(loaded: LoadedConfig, **kwargs: Any) -> int:
             file=sys.stderr,
         )
         return EXIT_RUNTIME
+
+
+def history(
+    path: Path,
+    *,
+    keys: Sequence[str] = (),
+    since: str = "7d",
+    fmt: str = "table",
+    out: TextIO | None = None,
+) -> int:
+    """``keymon history``: the change journal, newest first."""
+    from keymon.config import parse_duration
+    from keymon.state import StateDB, StateError
+
+    out = out or sys.stdout
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:  # PydanticCustomError is a ValueError
+        print(f"keymon: --since {since}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    loaded = load_or_report(path, out=sys.stderr)
+    if loaded is None:
+        return EXIT_CONFIG
+    data_dir = loaded.settings.data_dir
+    start = datetime.now(UTC) - window
+    try:
+        db = StateDB(data_dir, read_only=True)
+    except StateError as exc:
+        if not (data_dir / "keymon.sqlite3").exists():
+            rows = []
+        else:
+            print(f"keymon: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME
+    else:
+        try:
+            rows = db.history(keys=keys, since=start)
+        finally:
+            db.close()
+    if fmt == "json":
+        json.dump(
+            [
+                {
+                    "key": r.key,
+                    "client": r.client,
+                    "exchange": r.exchange,
+                    "field": r.field,
+                    "before": r.before,
+                    "after": r.after,
+                    "seen_at": r.seen_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                }
+                for r in rows
+            ],
+            out,
+            indent=2,
+        )
+        out.write("\n")
+        return EXIT_OK
+    if not rows:
+        print(f"no changes recorded since {start:%Y-%m-%d %H:%M} UTC", file=out)
+        return EXIT_OK
+    table = [("SEEN (UTC)", "KEY", "CLIENT", "EXCHANGE", "CHANGE")]
+    table += [
+        (
+            f"{r.seen_at:%Y-%m-%d %H:%M:%S}",
+            r.key,
+            r.client,
+            r.exchange,
+            f"{r.field}: {r.before} -> {r.after}",
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        print(
+            "  ".join(c.ljust(widths[i]) for i, c in enumerate(row[:4])) + "  " + row[4], file=out
+        )
+    return EXIT_OK
 
 
 def validate_config(path: Path) -> int:

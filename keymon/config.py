@@ -25,6 +25,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -441,12 +442,35 @@ KeyConfig = Annotated[BinanceKey, Field(discriminator="exchange")]
 EXCHANGE_NAMES: tuple[str, ...] = ("binance",)
 
 
+def _apprise_url(value: Secret) -> Secret:
+    """A channel URL Apprise can use; the message names the scheme, never the tokens."""
+    import apprise  # only configurations with notifications pay for the import
+
+    url = value.get()
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if not scheme or apprise.Apprise.instantiate(url, suppress_exceptions=True) is None:
+        raise PydanticCustomError(
+            "url",
+            "not a notification URL Apprise understands (scheme '{scheme}'); see "
+            "https://github.com/caronc/apprise/wiki",
+            {"scheme": scheme[:20] or "none"},
+        )
+    return value
+
+
 class NotifySettings(_Model):
     """``notify:``: Apprise URLs for desks without Alertmanager."""
 
-    urls: tuple[SecretRef, ...] = ()
+    urls: tuple[Annotated[SecretRef, AfterValidator(_apprise_url)], ...] = ()
     reminder: Duration = timedelta(hours=4)
     send_resolved: bool = True
+
+    @field_validator("reminder")
+    @classmethod
+    def _reminder_floor(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise PydanticCustomError("duration", "must be at least 1s")
+        return value
 
 
 TrustedNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -144,6 +144,29 @@ class Store:
                 now=state.last_result.checked_at,
             )
 
+    def restore(
+        self, name: str, facts: KeyFacts | None, rejected: bool | None, success_at: datetime | None
+    ) -> None:
+        """Seed a key with what the state database remembers from before a restart.
+
+        Changes made while keymon was down are then seen by the first audit; the remembered
+        facts are exported (with their age) until that audit replaces them.
+        """
+        with self._lock:
+            state = self._states.get(name)
+            if state is None:
+                return
+            state.last_facts, state.rejected, state.last_success = facts, rejected, success_at
+            if facts is not None and success_at is not None:
+                state.fact_evaluation = evaluate(
+                    facts,
+                    state.policy,
+                    policy_name=state.policy_name,
+                    trusted_ips=self._settings.trusted_ips,
+                    now=success_at,
+                )
+            state.version += 1
+
     def record(self, result: AuditResult) -> list[Change]:
         """Store one audit's result; returns the facts that changed since the last one."""
         with self._lock:

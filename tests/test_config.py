@@ -133,6 +133,13 @@ _PERMISSION_LIST = (
 #: ``{tmp}`` the test's temporary directory.
 INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
     (
+        "invalid-notify-url.yaml",
+        (
+            "notify.urls[0]: not a notification URL Apprise understands (scheme 'slak')",
+            "notify.reminder: must be at least 1s",
+        ),
+    ),
+    (
         "invalid-unknown-top-level-typo.yaml",
         ("trusted_ip: unknown field (did you mean 'trusted_ips'?)",),
     ),
@@ -439,7 +446,7 @@ keys:
 
 notify:
   urls:
-    - "slack://TOKEN_A/TOKEN_B/TOKEN_C/#ops"
+    - "slack://T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX/#ops"
     - {{env: KMTEST_NOTIFY_URL}}
   reminder: 1h30m
   send_resolved: false
@@ -507,7 +514,7 @@ def test_product_example_shape_loads_every_field(
     assert s.policy_for(beta) == ("read-only", ro)
 
     assert [u.get() for u in s.notify.urls] == [
-        "slack://TOKEN_A/TOKEN_B/TOKEN_C/#ops",
+        "slack://T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX/#ops",
         "json://hooks.example/keymon",
     ]
     assert s.notify.reminder == timedelta(hours=1, minutes=30)

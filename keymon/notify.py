@@ -1,0 +1,425 @@
+"""Built-in notifications through Apprise URLs, for desks without Alertmanager.
+
+Alert state lives in the state database, per (key, rule, permission):
+
+* a finding that **starts firing** queues one message: key, client, exchange, rule, severity,
+  what changed (``withdraw: off -> on``), when it was first seen and what to do;
+* while it **keeps firing**, a reminder every ``notify.reminder``; a change of severity
+  (a deadline moving from warning to critical) is announced at once;
+* when it **stops firing**, one resolved message (``notify.send_resolved``).
+
+Transitions are computed inside the audit's own transaction (:meth:`Notifier.evaluate`), so a
+restart, a reload or a repeated audit never queues a message twice, and a crash never loses
+one. Every message goes into the outbox once per channel; :meth:`Notifier.deliver_due` sends
+what is due and deletes a message only once its channel accepted it. A message that could not
+be delivered (channel down, 5xx, 429, refused connection) stays, and is retried with
+exponential backoff, across restarts, until it is delivered.
+
+Channel URLs carry tokens: they are secrets. The outbox stores a fingerprint, logs show the
+Apprise "privacy" form of a URL, never the URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from keymon import log as logging_setup
+from keymon.audit import mask_key_id
+from keymon.changes import Change
+from keymon.config import NotifySettings, Secret
+from keymon.exchanges.base import Clock
+from keymon.model import Finding, Rule, Severity
+from keymon.state import AlertRow, OutboxRow, StateDB
+from keymon.store import KeyState
+
+log = structlog.get_logger(__name__)
+
+#: Retry delays grow from this, doubling, up to MAX_BACKOFF.
+FIRST_BACKOFF = timedelta(seconds=5)
+MAX_BACKOFF = timedelta(minutes=5)
+#: One delivery attempt may take this long before it counts as failed.
+SEND_TIMEOUT = 30.0
+
+#: What to do, per rule: the last line of every firing message.
+REMEDIATION: Mapping[Rule, str] = {
+    Rule.WITHDRAW_ENABLED: (
+        "Have the client switch withdrawals off on this key now (Binance: API Management, "
+        "Edit restrictions, untick Enable Withdrawals) or delete it; check the account for "
+        "withdrawals since first seen."
+    ),
+    Rule.IP_UNRESTRICTED: (
+        "Have the client restrict the key to the desk's trusted IPs. An unrestricted Binance "
+        "key also loses Spot & Margin Trading 30 days after it was enabled."
+    ),
+    Rule.UNTRUSTED_IP: (
+        "Have the client remove the addresses outside the desk's trusted IPs from the key's "
+        "whitelist."
+    ),
+    Rule.FORBIDDEN_PERMISSION: "Have the client switch {permission} off on this key.",
+    Rule.MISSING_PERMISSION: (
+        "Have the client switch {permission} back on; the bots need it to trade."
+    ),
+    Rule.REVIEW_DEADLINE: (
+        "Have the client renew the permission before the deadline, or restrict the key to the "
+        "desk's IPs (IP-restricted Binance keys do not expire)."
+    ),
+    Rule.KEY_TOO_OLD: (
+        "Rotate the key: the client creates a new one and hands it over, then deletes this one."
+    ),
+    Rule.KEY_REJECTED: (
+        "The exchange refuses the key: check that it still exists, that the secret keymon "
+        "holds is right, and that this egress IP is on its whitelist."
+    ),
+    Rule.AUDIT_FAILING: (
+        "keymon cannot audit this key: its audit_failed log lines give the reason (network, "
+        "exchange down, rate limits, clock)."
+    ),
+}
+
+#: Which journal field tells what changed for each rule.
+_CHANGE_FIELD: Mapping[Rule, Callable[[Finding], str]] = {
+    Rule.WITHDRAW_ENABLED: lambda f: "withdraw",
+    Rule.IP_UNRESTRICTED: lambda f: "ip_restricted",
+    Rule.UNTRUSTED_IP: lambda f: "ip_list",
+    Rule.FORBIDDEN_PERMISSION: lambda f: f.permission or "",
+    Rule.MISSING_PERMISSION: lambda f: f.permission or "",
+    Rule.REVIEW_DEADLINE: lambda f: "deadline_",
+    Rule.KEY_REJECTED: lambda f: "rejected",
+}
+
+Sender = Callable[[str, str, str, str], bool]  # (url, title, body, severity) -> delivered
+
+
+def channel_id(url: str) -> str:
+    """A channel's fingerprint: what the outbox stores instead of the URL."""
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def apprise_send(url: str, title: str, body: str, severity: str) -> bool:
+    """Send one message through one Apprise URL; True when the channel accepted it."""
+    import apprise  # heavy; only the daemon with notifications configured pays for it
+
+    notifier = apprise.Apprise()
+    if not notifier.add(url):
+        return False
+    kind = {
+        "critical": apprise.NotifyType.FAILURE,
+        "warning": apprise.NotifyType.WARNING,
+        "resolved": apprise.NotifyType.SUCCESS,
+    }.get(severity, apprise.NotifyType.INFO)
+    return bool(notifier.notify(body=body, title=title, notify_type=kind))
+
+
+def private_url(url: str) -> str:
+    """The URL with its tokens hidden, for logs (Apprise's privacy rendering)."""
+    try:
+        import apprise
+
+        plugin = apprise.Apprise.instantiate(url)
+        if plugin is not None:
+            return str(plugin.url(privacy=True))  # type: ignore[no-untyped-call]
+    except Exception:  # noqa: S110 - a log label must never break delivery
+        pass
+    return url.split("://", 1)[0] + "://..."
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    kind: str
+    finding: Finding
+    title: str
+    body: str
+
+
+class Notifier:
+    """Alert transitions into the outbox, and the outbox out to the channels."""
+
+    def __init__(
+        self,
+        settings: NotifySettings,
+        db: StateDB,
+        *,
+        clock: Clock = time.time,
+        on_outcome: Callable[[str], None] | None = None,
+        send: Sender = apprise_send,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._on_outcome = on_outcome or (lambda _outcome: None)
+        self._send = send
+        self._wake = asyncio.Event()
+        self.configure(settings)
+
+    def configure(self, settings: NotifySettings) -> None:
+        """Adopt (re)loaded channel URLs; messages for dropped channels are discarded."""
+        self.settings = settings
+        self._channels: dict[str, Secret] = {channel_id(u.get()): u for u in settings.urls}
+        dropped = self._db.drop_channels(list(self._channels))
+        if dropped:
+            log.warning(
+                "notifications_dropped",
+                count=dropped,
+                detail="their channel is no longer configured",
+            )
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), tz=UTC)
+
+    # ------------------------------------------------------------------ transitions
+
+    def evaluate(
+        self, db: sqlite3.Connection, state: KeyState, changes: Sequence[Change], now: datetime
+    ) -> int:
+        """Turn the key's findings into alert transitions and queued messages; returns how many.
+
+        Runs inside the caller's transaction, together with the facts and journal rows.
+        """
+        current = {(f.rule.value, f.permission or ""): f for f in state.findings()}
+        existing = StateDB.alerts_for(db, state.name)
+        messages: list[Message] = []
+        for ident, finding in current.items():
+            alert = existing.get(ident)
+            if alert is None:
+                alert = AlertRow(
+                    state.name,
+                    ident[0],
+                    ident[1],
+                    finding.severity.value,
+                    finding.message,
+                    now,
+                    now,
+                )
+                messages.append(self._firing("firing", state, finding, alert, changes))
+            elif alert.severity != finding.severity.value:
+                alert = AlertRow(
+                    alert.key,
+                    alert.rule,
+                    alert.permission,
+                    finding.severity.value,
+                    finding.message,
+                    alert.firing_since,
+                    now,
+                )
+                messages.append(
+                    self._firing(
+                        "escalated" if finding.severity is Severity.CRITICAL else "changed",
+                        state,
+                        finding,
+                        alert,
+                        changes,
+                    )
+                )
+            elif alert.last_notified is None or now - alert.last_notified >= self.settings.reminder:
+                alert = AlertRow(
+                    alert.key,
+                    alert.rule,
+                    alert.permission,
+                    alert.severity,
+                    finding.message,
+                    alert.firing_since,
+                    now,
+                )
+                messages.append(self._firing("reminder", state, finding, alert, changes))
+            elif alert.message != finding.message:
+                alert = AlertRow(
+                    alert.key,
+                    alert.rule,
+                    alert.permission,
+                    alert.severity,
+                    finding.message,
+                    alert.firing_since,
+                    alert.last_notified,
+                )
+            else:
+                continue
+            StateDB.put_alert(db, alert)
+        for ident, alert in existing.items():
+            if ident in current:
+                continue
+            StateDB.drop_alert(db, alert.key, alert.rule, alert.permission)
+            if self.settings.send_resolved:
+                messages.append(self._resolved(state, alert, now))
+        channels = list(self._channels)
+        for message in messages:
+            if channels:
+                StateDB.enqueue(
+                    db,
+                    channels,
+                    message.kind,
+                    state.name,
+                    message.finding.rule.value,
+                    message.finding.severity.value if message.kind != "resolved" else "resolved",
+                    message.title,
+                    message.body,
+                    now,
+                )
+            log.info(
+                "notification_queued",
+                key=state.name,
+                rule=message.finding.rule.value,
+                kind=message.kind,
+                channels=len(channels),
+            )
+        if messages and channels:
+            self._wake.set()
+        return len(messages)
+
+    def _firing(
+        self,
+        kind: str,
+        state: KeyState,
+        finding: Finding,
+        alert: AlertRow,
+        changes: Sequence[Change],
+    ) -> Message:
+        key = state.key
+        severity = finding.severity.value.upper()
+        what = {
+            "firing": "",
+            "reminder": " (still firing)",
+            "escalated": " (now critical)",
+            "changed": " (severity changed)",
+        }[kind]
+        subject = finding.rule.value + (f"[{finding.permission}]" if finding.permission else "")
+        title = f"[{severity}] {key.name}: {subject}{what}"
+        lines = [
+            f"{severity} {subject} on key {key.name}",
+            f"client {key.client}, exchange {key.exchange}, key id "
+            f"{mask_key_id(key.api_key.get())}, policy {state.policy_name}",
+            f"Finding: {finding.message}",
+            f"What changed: {_what_changed(finding, changes)}",
+            f"First seen: {_stamp(alert.firing_since)}",
+        ]
+        if kind == "reminder":
+            since = _age(alert.last_notified or alert.firing_since, alert.firing_since)
+            lines.append(f"Still firing: {since}")
+        remedy = REMEDIATION.get(finding.rule, "").format(permission=finding.permission or "")
+        if remedy:
+            lines.append(f"What to do: {remedy}")
+        return Message(kind, finding, _clean(title), _clean("\n".join(lines)))
+
+    def _resolved(self, state: KeyState, alert: AlertRow, now: datetime) -> Message:
+        key = state.key
+        finding = Finding(
+            Rule(alert.rule), Severity(alert.severity), alert.message, alert.permission or None
+        )
+        subject = alert.rule + (f"[{alert.permission}]" if alert.permission else "")
+        title = f"[RESOLVED] {key.name}: {subject}"
+        body = "\n".join(
+            [
+                f"RESOLVED {subject} on key {key.name}",
+                f"client {key.client}, exchange {key.exchange}, key id "
+                f"{mask_key_id(key.api_key.get())}",
+                f"Was: {alert.message} ({alert.severity})",
+                f"Firing from {_stamp(alert.firing_since)} to {_stamp(now)}",
+            ]
+        )
+        return Message("resolved", finding, _clean(title), _clean(body))
+
+    # ------------------------------------------------------------------ delivery
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def deliver_due(self) -> int:
+        """Try every message that is due, oldest first; returns how many were delivered."""
+        delivered = 0
+        for row in await asyncio.to_thread(self._db.due, self.now()):
+            url = self._channels.get(row.channel)
+            if url is None:
+                continue  # configure() drops these
+            if row.attempts:
+                self._on_outcome("retried")
+            ok, error = await self._attempt(url, row)
+            if ok:
+                await asyncio.to_thread(self._db.delivered, row.id)
+                self._on_outcome("sent")
+                delivered += 1
+                log.info(
+                    "notification_sent",
+                    key=row.key,
+                    rule=row.rule,
+                    kind=row.kind,
+                    channel=private_url(url.get()),
+                    attempts=row.attempts + 1,
+                )
+            else:
+                delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2**row.attempts)
+                await asyncio.to_thread(self._db.retry_later, row.id, self.now() + delay, error)
+                self._on_outcome("failed")
+                log.warning(
+                    "notification_failed",
+                    key=row.key,
+                    rule=row.rule,
+                    kind=row.kind,
+                    channel=private_url(url.get()),
+                    attempts=row.attempts + 1,
+                    retry_in_s=delay.total_seconds(),
+                    error=error,
+                )
+        return delivered
+
+    async def _attempt(self, url: Secret, row: OutboxRow) -> tuple[bool, str]:
+        try:
+            ok = await asyncio.wait_for(
+                asyncio.to_thread(self._send, url.get(), row.title, row.body, row.severity),
+                SEND_TIMEOUT,
+            )
+        except TimeoutError:
+            return False, "timed out"
+        except Exception as exc:  # a channel plugin failing must not stop delivery
+            return False, logging_setup.redactor.redact(f"{type(exc).__name__}: {exc}")
+        return ok, "" if ok else "the channel did not accept the message"
+
+    async def run(self, *, idle: float = 30.0) -> None:
+        """Deliver forever: when woken by new messages, or when the next retry is due."""
+        while True:
+            try:
+                await self.deliver_due()
+            except Exception:  # the delivery loop must outlive any one failure
+                log.exception("notification_loop_failed")
+            self._wake.clear()
+            next_due = await asyncio.to_thread(self._db.next_due)
+            timeout = idle
+            if next_due is not None:
+                timeout = max(0.05, min(idle, (next_due - self.now()).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+
+def _what_changed(finding: Finding, changes: Sequence[Change]) -> str:
+    field = _CHANGE_FIELD.get(finding.rule)
+    if field is not None:
+        name = field(finding)
+        relevant = [
+            c
+            for c in changes
+            if c.field == name or (name.endswith("_") and c.field.startswith(name))
+        ]
+        if relevant:
+            return "; ".join(str(c) for c in relevant)
+    return "no change seen by keymon: the key was like this when keymon first audited it"
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _age(now: datetime, since: datetime) -> str:
+    minutes = int((now - since).total_seconds() // 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}m" if hours else f"{minutes}m"
+
+
+def _clean(text: str) -> str:
+    """Belt and braces: no configured secret leaves in a message."""
+    return logging_setup.redactor.redact(text)

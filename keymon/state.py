@@ -1,0 +1,438 @@
+"""Embedded state in ``data_dir`` (SQLite): last facts, change journal, alert state, outbox.
+
+Everything an audit changes is written in **one transaction**: the key's last facts, the
+journal rows of what changed, the alert state of each finding and the notifications those
+transitions queue. SQLite in WAL mode with ``synchronous=FULL`` makes a committed
+transaction durable and an interrupted one invisible, so a crash at any instant (kill -9
+included) loses nothing already recorded and leaves no half-written state.
+
+The schema is versioned (``PRAGMA user_version``) and migrated forward on start; a database
+written by a newer keymon is refused rather than guessed at.
+
+Channel URLs are secrets: the outbox stores a channel's SHA-256 fingerprint, never its URL.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from keymon.changes import Change
+from keymon.model import Coverage, Deadline, KeyFacts
+
+DB_NAME = "keymon.sqlite3"
+
+#: Each entry migrates the schema from version ``index`` to ``index + 1``.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE key_facts (
+        key           TEXT PRIMARY KEY,
+        facts         TEXT,            -- JSON of the last successful audit's facts
+        rejected      INTEGER,         -- 1/0 from the last audit that could tell, else NULL
+        success_at    TEXT,            -- RFC 3339, last successful audit
+        updated_at    TEXT NOT NULL
+    );
+    CREATE TABLE journal (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        key           TEXT NOT NULL,
+        client        TEXT NOT NULL,
+        exchange      TEXT NOT NULL,
+        field         TEXT NOT NULL,
+        before        TEXT NOT NULL,
+        after         TEXT NOT NULL,
+        seen_at       TEXT NOT NULL    -- when keymon first saw the new value
+    );
+    CREATE INDEX journal_key_seen ON journal (key, seen_at);
+    CREATE INDEX journal_seen ON journal (seen_at);
+    CREATE TABLE alerts (
+        key           TEXT NOT NULL,
+        rule          TEXT NOT NULL,
+        permission    TEXT NOT NULL DEFAULT '',
+        severity      TEXT NOT NULL,
+        message       TEXT NOT NULL,
+        firing_since  TEXT NOT NULL,
+        last_notified TEXT,
+        PRIMARY KEY (key, rule, permission)
+    );
+    CREATE TABLE outbox (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel       TEXT NOT NULL,   -- SHA-256 of the channel URL, never the URL
+        kind          TEXT NOT NULL,   -- firing | reminder | resolved
+        key           TEXT NOT NULL,
+        rule          TEXT NOT NULL,
+        severity      TEXT NOT NULL,
+        title         TEXT NOT NULL,
+        body          TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        next_attempt  TEXT NOT NULL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        last_error    TEXT
+    );
+    CREATE INDEX outbox_due ON outbox (next_attempt);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StateError(Exception):
+    """The state database cannot be used (newer schema, unreadable file)."""
+
+
+def iso(moment: datetime) -> str:
+    """RFC 3339 in UTC, second precision kept to the microsecond for ordering."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """What the database remembers of a key across restarts."""
+
+    facts: KeyFacts | None
+    rejected: bool | None
+    success_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    key: str
+    rule: str
+    permission: str
+    severity: str
+    message: str
+    firing_since: datetime
+    last_notified: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    channel: str
+    kind: str
+    key: str
+    rule: str
+    severity: str
+    title: str
+    body: str
+    created_at: datetime
+    next_attempt: datetime
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRow:
+    key: str
+    client: str
+    exchange: str
+    field: str
+    before: str
+    after: str
+    seen_at: datetime
+
+
+class StateDB:
+    """One SQLite database per ``data_dir``; safe to share between threads."""
+
+    def __init__(self, data_dir: Path, *, read_only: bool = False) -> None:
+        self.path = Path(data_dir) / DB_NAME
+        self._lock = threading.RLock()
+        if read_only:
+            if not self.path.exists():
+                raise StateError(f"{self.path}: no state yet (has keymon run with this data_dir?)")
+            uri = f"file:{self.path}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Autocommit mode: transactions are begun and committed explicitly below.
+                self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            except (OSError, sqlite3.Error) as exc:
+                raise StateError(f"{self.path}: cannot open: {exc}") from None
+        self._db.row_factory = sqlite3.Row
+        try:
+            if not read_only:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._migrate()
+            else:
+                self._check_version()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{self.path}: not a keymon state database: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _check_version(self) -> int:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path}: written by a newer keymon (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}); refusing to touch it"
+            )
+        return version
+
+    def _migrate(self) -> None:
+        with self._lock:
+            version = self._check_version()
+            for index in range(version, SCHEMA_VERSION):
+                # Each migration is one transaction, its version bump included.
+                self._db.executescript(
+                    f"BEGIN; {MIGRATIONS[index]}; PRAGMA user_version = {index + 1}; COMMIT;"
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: everything inside commits together or not at all."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ facts and journal
+
+    def load_keys(self) -> dict[str, StoredKey]:
+        """Every key's remembered facts, for change detection across restarts."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, facts, rejected, success_at FROM key_facts"
+            ).fetchall()
+        return {
+            row["key"]: StoredKey(
+                facts_from_json(row["facts"]) if row["facts"] else None,
+                None if row["rejected"] is None else bool(row["rejected"]),
+                parse_iso(row["success_at"]) if row["success_at"] else None,
+            )
+            for row in rows
+        }
+
+    @staticmethod
+    def save_key(
+        db: sqlite3.Connection,
+        key: str,
+        facts: KeyFacts | None,
+        rejected: bool | None,
+        success_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        db.execute(
+            "INSERT INTO key_facts (key, facts, rejected, success_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET facts=excluded.facts, "
+            "rejected=excluded.rejected, success_at=excluded.success_at, "
+            "updated_at=excluded.updated_at",
+            (
+                key,
+                facts_to_json(facts) if facts else None,
+                None if rejected is None else int(rejected),
+                iso(success_at) if success_at else None,
+                iso(now),
+            ),
+        )
+
+    @staticmethod
+    def add_changes(
+        db: sqlite3.Connection,
+        key: str,
+        client: str,
+        exchange: str,
+        changes: Sequence[Change],
+        seen_at: datetime,
+    ) -> None:
+        db.executemany(
+            "INSERT INTO journal (key, client, exchange, field, before, after, seen_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(key, client, exchange, c.field, c.before, c.after, iso(seen_at)) for c in changes],
+        )
+
+    def history(
+        self, *, keys: Sequence[str] = (), since: datetime | None = None
+    ) -> list[JournalRow]:
+        """The change journal, newest first."""
+        query = "SELECT * FROM journal WHERE 1=1"
+        params: list[Any] = []
+        if keys:
+            query += f" AND key IN ({','.join('?' * len(keys))})"
+            params += list(keys)
+        if since is not None:
+            query += " AND seen_at >= ?"
+            params.append(iso(since))
+        query += " ORDER BY seen_at DESC, id DESC"
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        return [
+            JournalRow(
+                r["key"],
+                r["client"],
+                r["exchange"],
+                r["field"],
+                r["before"],
+                r["after"],
+                parse_iso(r["seen_at"]),
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ alerts and outbox
+
+    @staticmethod
+    def alerts_for(db: sqlite3.Connection, key: str) -> dict[tuple[str, str], AlertRow]:
+        rows = db.execute("SELECT * FROM alerts WHERE key = ?", (key,)).fetchall()
+        return {(r["rule"], r["permission"]): _alert(r) for r in rows}
+
+    def alerts(self) -> list[AlertRow]:
+        with self._lock:
+            return [_alert(r) for r in self._db.execute("SELECT * FROM alerts ORDER BY key")]
+
+    @staticmethod
+    def put_alert(db: sqlite3.Connection, alert: AlertRow) -> None:
+        db.execute(
+            "INSERT INTO alerts (key, rule, permission, severity, message, firing_since, "
+            "last_notified) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key, rule, permission) DO "
+            "UPDATE SET severity=excluded.severity, message=excluded.message, "
+            "firing_since=excluded.firing_since, last_notified=excluded.last_notified",
+            (
+                alert.key,
+                alert.rule,
+                alert.permission,
+                alert.severity,
+                alert.message,
+                iso(alert.firing_since),
+                iso(alert.last_notified) if alert.last_notified else None,
+            ),
+        )
+
+    @staticmethod
+    def drop_alert(db: sqlite3.Connection, key: str, rule: str, permission: str) -> None:
+        db.execute(
+            "DELETE FROM alerts WHERE key=? AND rule=? AND permission=?", (key, rule, permission)
+        )
+
+    def forget_keys(self, keep: Sequence[str]) -> None:
+        """Drop facts and alert state of keys no longer configured (the journal stays)."""
+        marks = ",".join("?" * len(keep))
+        with self.transaction() as db:
+            db.execute(f"DELETE FROM key_facts WHERE key NOT IN ({marks})", list(keep))  # noqa: S608
+            db.execute(f"DELETE FROM alerts WHERE key NOT IN ({marks})", list(keep))  # noqa: S608
+
+    @staticmethod
+    def enqueue(
+        db: sqlite3.Connection,
+        channels: Sequence[str],
+        kind: str,
+        key: str,
+        rule: str,
+        severity: str,
+        title: str,
+        body: str,
+        now: datetime,
+    ) -> None:
+        db.executemany(
+            "INSERT INTO outbox (channel, kind, key, rule, severity, title, body, created_at, "
+            "next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(c, kind, key, rule, severity, title, body, iso(now), iso(now)) for c in channels],
+        )
+
+    def due(self, now: datetime, limit: int = 50) -> list[OutboxRow]:
+        """Messages whose next attempt is due, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM outbox WHERE next_attempt <= ? ORDER BY id LIMIT ?",
+                (iso(now), limit),
+            ).fetchall()
+        return [_outbox(r) for r in rows]
+
+    def pending(self) -> list[OutboxRow]:
+        with self._lock:
+            return [_outbox(r) for r in self._db.execute("SELECT * FROM outbox ORDER BY id")]
+
+    def next_due(self) -> datetime | None:
+        with self._lock:
+            row = self._db.execute("SELECT MIN(next_attempt) FROM outbox").fetchone()
+        return parse_iso(row[0]) if row and row[0] else None
+
+    def delivered(self, message_id: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+
+    def retry_later(self, message_id: int, when: datetime, error: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? "
+                "WHERE id = ?",
+                (iso(when), error[:500], message_id),
+            )
+
+    def drop_channels(self, keep: Sequence[str]) -> int:
+        """Drop queued messages for channels no longer configured; returns how many."""
+        marks = ",".join("?" * len(keep))
+        with self.transaction() as db:
+            query = f"DELETE FROM outbox WHERE channel NOT IN ({marks})"  # noqa: S608 - only ?s
+            cursor = db.execute(query, list(keep))
+            return cursor.rowcount
+
+
+def _alert(r: sqlite3.Row) -> AlertRow:
+    return AlertRow(
+        r["key"],
+        r["rule"],
+        r["permission"],
+        r["severity"],
+        r["message"],
+        parse_iso(r["firing_since"]),
+        parse_iso(r["last_notified"]) if r["last_notified"] else None,
+    )
+
+
+def _outbox(r: sqlite3.Row) -> OutboxRow:
+    return OutboxRow(
+        r["id"],
+        r["channel"],
+        r["kind"],
+        r["key"],
+        r["rule"],
+        r["severity"],
+        r["title"],
+        r["body"],
+        parse_iso(r["created_at"]),
+        parse_iso(r["next_attempt"]),
+        r["attempts"],
+    )
+
+
+def facts_to_json(facts: KeyFacts) -> str:
+    return json.dumps(
+        {
+            "coverage": str(facts.coverage),
+            "permissions": dict(facts.permissions),
+            "ip_restricted": facts.ip_restricted,
+            "ip_list": list(facts.ip_list) if facts.ip_list is not None else None,
+            "created_at": iso(facts.created_at) if facts.created_at else None,
+            "deadlines": [{"kind": d.kind, "at": iso(d.at)} for d in facts.deadlines],
+        }
+    )
+
+
+def facts_from_json(text: str) -> KeyFacts:
+    data = json.loads(text)
+    return KeyFacts(
+        coverage=Coverage(data["coverage"]),
+        permissions={str(k): bool(v) for k, v in data["permissions"].items()},
+        ip_restricted=data["ip_restricted"],
+        ip_list=tuple(data["ip_list"]) if data["ip_list"] is not None else None,
+        created_at=parse_iso(data["created_at"]) if data["created_at"] else None,
+        deadlines=tuple(Deadline(d["kind"], parse_iso(d["at"])) for d in data["deadlines"]),
+    )
