@@ -28,7 +28,7 @@ import gzip
 import hashlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -149,7 +149,7 @@ class App:
         self.store = Store(self.settings, coverage)
         self.db = StateDB(self.settings.data_dir)
         for name, stored in self.db.load_keys().items():
-            self.store.restore(name, stored.facts, stored.rejected, stored.success_at)
+            self.store.restore(name, stored, self.now())
         self.notifier = Notifier(
             self.settings.notify,
             self.db,
@@ -274,7 +274,10 @@ class App:
         if state is None:
             return None
         result = await self.auditor.audit(state.key, self.settings)
-        self._record(state.key.exchange, result)
+        try:
+            self._record(state.key.exchange, result)
+        except Exception:  # a full disk must not kill the audit job; memory was rolled back
+            log.exception("state_write_failed", key=name)
         return result
 
     async def audit_all(self) -> list[AuditResult]:
@@ -285,16 +288,19 @@ class App:
         return results
 
     def _record(self, exchange: str, result: AuditResult) -> None:
+        rollback = self.store.checkpoint(result.key)
         changes = self.store.record(result)
         state = self.store.get(result.key)
         if state is not None:
-            # Facts, journal, alert state and queued notifications: one atomic write.
-            with self.db.transaction() as conn:
+            # Facts, journal, alert state and queued notifications: one atomic write. If it
+            # fails, memory goes back too, so the next audit sees (and journals) the change.
+            with self.db.transaction() as conn, _undo_on_error(rollback):
                 StateDB.save_key(
                     conn,
                     state.name,
                     state.last_facts,
                     state.rejected,
+                    state.rejection.message if state.rejection else None,
                     state.last_success,
                     result.checked_at,
                 )
@@ -382,16 +388,23 @@ class App:
         )
 
     async def _watch_config(self) -> None:
+        """Every few seconds: reload if a watched file changed; re-judge stalled audits."""
         while True:
             await asyncio.sleep(self._watch_interval)
             try:
                 current = _fingerprint_paths(self._watched_paths())
+                if current != self._fingerprint[1]:
+                    log.info("config_changed", path=str(self.config_path))
+                    await self.reload()
+                self._sweep()
             except Exception:  # the watcher must never die; the next round tries again
                 log.exception("config_watch_failed")
-                continue
-            if current != self._fingerprint[1]:
-                log.info("config_changed", path=str(self.config_path))
-                await self.reload()
+
+    def _sweep(self) -> None:
+        now = self.now()
+        for state in self.store.sweep(now):
+            with self.db.transaction() as conn:
+                self.notifier.evaluate(conn, state, [], now)
 
     def _watched_paths(self) -> list[Path]:
         return self._fingerprint[0]
@@ -442,6 +455,15 @@ class App:
 
     async def _index(self, request: web.Request) -> web.Response:
         return web.Response(text="keymon: see /metrics, /healthz, /readyz\n")
+
+
+@contextlib.contextmanager
+def _undo_on_error(undo: Callable[[], None]) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        undo()
+        raise
 
 
 def _fingerprint(loaded: LoadedConfig) -> tuple[list[Path], tuple[Any, ...]]:

@@ -109,6 +109,11 @@ REVIEW_CRITICAL = Family(
 CHANGES = Family(
     "keymon_key_changes", "counter", "Observed changes of a fact between two audits.", ("field",)
 )
+AUDIT_INTERVAL = Family(
+    "keymon_key_audit_interval_seconds",
+    "gauge",
+    "How often the key is audited: its own interval, its policy's, or audit.interval.",
+)
 AUDIT_OK = Family("keymon_key_audit_ok", "gauge", "1 if the key's last audit succeeded.")
 LAST_SUCCESS = Family(
     "keymon_key_last_audit_success_timestamp_seconds",
@@ -132,6 +137,7 @@ KEY_FAMILIES: tuple[Family, ...] = (
     FINDING,
     REVIEW_WARNING,
     REVIEW_CRITICAL,
+    AUDIT_INTERVAL,
     CHANGES,
     AUDIT_OK,
     LAST_SUCCESS,
@@ -157,6 +163,7 @@ def key_samples(state: KeyState, trusted_ips: Sequence[object]) -> list[Sample]:
         _sample(INFO, info, 1.0, tuple(sorted(key.labels.items()))),
         _sample(REVIEW_WARNING, base, state.policy.review_warning.total_seconds()),
         _sample(REVIEW_CRITICAL, base, state.policy.review_critical.total_seconds()),
+        _sample(AUDIT_INTERVAL, base, state.interval.total_seconds()),
     ]
     facts = state.last_facts
     if facts is not None:

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from keymon.changes import Change
 from keymon.config import NotifySettings, Secret
 from keymon.exchanges.base import Clock
 from keymon.model import Finding, Rule, Severity
-from keymon.state import AlertRow, OutboxRow, StateDB
+from keymon.state import AlertRow, OutboxRow, StateDB, iso
 from keymon.store import KeyState
 
 log = structlog.get_logger(__name__)
@@ -120,16 +121,12 @@ def apprise_send(url: str, title: str, body: str, severity: str) -> bool:
 
 
 def private_url(url: str) -> str:
-    """The URL with its tokens hidden, for logs (Apprise's privacy rendering)."""
-    try:
-        import apprise
+    """Only the scheme of a channel URL: hosts, paths, queries and headers may all hold tokens.
 
-        plugin = apprise.Apprise.instantiate(url)
-        if plugin is not None:
-            return str(plugin.url(privacy=True))  # type: ignore[no-untyped-call]
-    except Exception:  # noqa: S110 - a log label must never break delivery
-        pass
-    return url.split("://", 1)[0] + "://..."
+    (Apprise's own "privacy" rendering keeps a json:// path and its headers in clear.)
+    """
+    scheme = url.split("://", 1)[0] if "://" in url else "?"
+    return f"{scheme}://..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +160,11 @@ class Notifier:
         """Adopt (re)loaded channel URLs; messages for dropped channels are discarded."""
         self.settings = settings
         self._channels: dict[str, Secret] = {channel_id(u.get()): u for u in settings.urls}
+        # How logs name a channel: its place in the configuration and its scheme, nothing more.
+        self._labels = {
+            channel_id(u.get()): f"notify.urls[{i}] ({private_url(u.get())})"
+            for i, u in enumerate(settings.urls)
+        }
         dropped = self._db.drop_channels(list(self._channels))
         if dropped:
             log.warning(
@@ -215,7 +217,7 @@ class Notifier:
                         state,
                         finding,
                         alert,
-                        changes,
+                        _fired_by(db, alert, changes),
                     )
                 )
             elif alert.last_notified is None or now - alert.last_notified >= self.settings.reminder:
@@ -228,7 +230,9 @@ class Notifier:
                     alert.firing_since,
                     now,
                 )
-                messages.append(self._firing("reminder", state, finding, alert, changes))
+                messages.append(
+                    self._firing("reminder", state, finding, alert, _fired_by(db, alert, changes))
+                )
             elif alert.message != finding.message:
                 alert = AlertRow(
                     alert.key,
@@ -331,15 +335,28 @@ class Notifier:
         self._wake.set()
 
     async def deliver_due(self) -> int:
-        """Try every message that is due, oldest first; returns how many were delivered."""
-        delivered = 0
+        """Try every message that is due; returns how many were delivered.
+
+        Channels are served concurrently, so one that hangs holds up no other; within a channel
+        messages go oldest first, and the first failure postpones the rest of its queue.
+        """
+        by_channel: dict[str, list[OutboxRow]] = {}
         for row in await asyncio.to_thread(self._db.due, self.now()):
-            url = self._channels.get(row.channel)
-            if url is None:
-                continue  # configure() drops these
+            if row.channel in self._channels:  # configure() drops the others
+                by_channel.setdefault(row.channel, []).append(row)
+        counts = await asyncio.gather(
+            *(self._deliver_channel(rows) for rows in by_channel.values())
+        )
+        return sum(counts)
+
+    async def _deliver_channel(self, rows: list[OutboxRow]) -> int:
+        delivered = 0
+        for index, row in enumerate(rows):
+            url = self._channels[row.channel]
             if row.attempts:
                 self._on_outcome("retried")
             ok, error = await self._attempt(url, row)
+            label = self._labels.get(row.channel, "?")
             if ok:
                 await asyncio.to_thread(self._db.delivered, row.id)
                 self._on_outcome("sent")
@@ -349,29 +366,33 @@ class Notifier:
                     key=row.key,
                     rule=row.rule,
                     kind=row.kind,
-                    channel=private_url(url.get()),
+                    channel=label,
                     attempts=row.attempts + 1,
                 )
-            else:
-                delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2**row.attempts)
-                await asyncio.to_thread(self._db.retry_later, row.id, self.now() + delay, error)
-                self._on_outcome("failed")
-                log.warning(
-                    "notification_failed",
-                    key=row.key,
-                    rule=row.rule,
-                    kind=row.kind,
-                    channel=private_url(url.get()),
-                    attempts=row.attempts + 1,
-                    retry_in_s=delay.total_seconds(),
-                    error=error,
-                )
+                continue
+            delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2**row.attempts)
+            retry_at = self.now() + delay
+            await asyncio.to_thread(self._db.retry_later, row.id, retry_at, error)
+            # The channel is down: the rest of its queue waits as long, in order.
+            await asyncio.to_thread(self._db.postpone, [r.id for r in rows[index + 1 :]], retry_at)
+            self._on_outcome("failed")
+            log.warning(
+                "notification_failed",
+                key=row.key,
+                rule=row.rule,
+                kind=row.kind,
+                channel=label,
+                attempts=row.attempts + 1,
+                retry_in_s=delay.total_seconds(),
+                error=error,
+            )
+            break
         return delivered
 
     async def _attempt(self, url: Secret, row: OutboxRow) -> tuple[bool, str]:
         try:
             ok = await asyncio.wait_for(
-                asyncio.to_thread(self._send, url.get(), row.title, row.body, row.severity),
+                _in_daemon_thread(self._send, url.get(), row.title, row.body, row.severity),
                 SEND_TIMEOUT,
             )
         except TimeoutError:
@@ -394,6 +415,50 @@ class Notifier:
                 timeout = max(0.05, min(idle, (next_due - self.now()).total_seconds()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+
+def _fired_by(db: sqlite3.Connection, alert: AlertRow, changes: Sequence[Change]) -> list[Change]:
+    """This audit's changes plus those journaled when the alert started firing.
+
+    A reminder still says what changed to start it (``withdraw: off -> on``).
+    """
+    rows = db.execute(
+        "SELECT field, before, after FROM journal WHERE key = ? AND seen_at = ? ORDER BY id",
+        (alert.key, iso(alert.firing_since)),
+    ).fetchall()
+    return [*changes, *(Change(r["field"], r["before"], r["after"]) for r in rows)]
+
+
+async def _in_daemon_thread(fn: Sender, *args: str) -> bool:
+    """Run a blocking send on a daemon thread.
+
+    Unlike the loop's executor, a daemon thread never holds up the process at exit: a channel
+    that hangs cannot delay a SIGTERM (its message stays in the outbox for the next start).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[bool] = loop.create_future()
+
+    def settle(result: bool | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(bool(result))
+
+    def work() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed to the awaiting task
+            error: BaseException | None = exc
+            result = None
+        else:
+            error = None
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="notify-send", daemon=True).start()
+    return await future
 
 
 def _what_changed(finding: Finding, changes: Sequence[Change]) -> str:

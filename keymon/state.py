@@ -77,6 +77,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_due ON outbox (next_attempt);
     """,
+    """
+    -- The key_rejected finding's message while rejected, so a restart keeps it firing.
+    ALTER TABLE key_facts ADD COLUMN rejection TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -87,7 +91,8 @@ class StateError(Exception):
 
 def iso(moment: datetime) -> str:
     """RFC 3339 in UTC, second precision kept to the microsecond for ordering."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    # Always six fractional digits, so that text order is time order.
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_iso(text: str) -> datetime:
@@ -100,6 +105,7 @@ class StoredKey:
 
     facts: KeyFacts | None
     rejected: bool | None
+    rejection: str | None
     success_at: datetime | None
 
 
@@ -209,12 +215,13 @@ class StateDB:
         """Every key's remembered facts, for change detection across restarts."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT key, facts, rejected, success_at FROM key_facts"
+                "SELECT key, facts, rejected, rejection, success_at FROM key_facts"
             ).fetchall()
         return {
             row["key"]: StoredKey(
                 facts_from_json(row["facts"]) if row["facts"] else None,
                 None if row["rejected"] is None else bool(row["rejected"]),
+                row["rejection"],
                 parse_iso(row["success_at"]) if row["success_at"] else None,
             )
             for row in rows
@@ -226,18 +233,20 @@ class StateDB:
         key: str,
         facts: KeyFacts | None,
         rejected: bool | None,
+        rejection: str | None,
         success_at: datetime | None,
         now: datetime,
     ) -> None:
         db.execute(
-            "INSERT INTO key_facts (key, facts, rejected, success_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET facts=excluded.facts, "
-            "rejected=excluded.rejected, success_at=excluded.success_at, "
-            "updated_at=excluded.updated_at",
+            "INSERT INTO key_facts (key, facts, rejected, rejection, success_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET facts=excluded.facts, "
+            "rejected=excluded.rejected, rejection=excluded.rejection, "
+            "success_at=excluded.success_at, updated_at=excluded.updated_at",
             (
                 key,
                 facts_to_json(facts) if facts else None,
                 None if rejected is None else int(rejected),
+                rejection,
                 iso(success_at) if success_at else None,
                 iso(now),
             ),
@@ -374,6 +383,16 @@ class StateDB:
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? "
                 "WHERE id = ?",
                 (iso(when), error[:500], message_id),
+            )
+
+    def postpone(self, message_ids: Sequence[int], when: datetime) -> None:
+        """Move messages to ``when`` without counting an attempt (their channel is down)."""
+        if not message_ids:
+            return
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE outbox SET next_attempt = ? WHERE id = ?",
+                [(iso(when), message_id) for message_id in message_ids],
             )
 
     def drop_channels(self, keep: Sequence[str]) -> int:

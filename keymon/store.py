@@ -11,9 +11,10 @@ from the latest audit that could tell.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -31,6 +32,7 @@ from keymon.model import (
     Severity,
 )
 from keymon.policy import audit_failing, evaluate
+from keymon.state import StoredKey
 
 _AUDIT_FAILING_CHECK = RuleCheck(Rule.AUDIT_FAILING, (Severity.WARNING,))
 _REJECTED_CHECK = RuleCheck(Rule.KEY_REJECTED, (Severity.CRITICAL,))
@@ -144,28 +146,61 @@ class Store:
                 now=state.last_result.checked_at,
             )
 
-    def restore(
-        self, name: str, facts: KeyFacts | None, rejected: bool | None, success_at: datetime | None
-    ) -> None:
+    def restore(self, name: str, stored: StoredKey, now: datetime) -> None:
         """Seed a key with what the state database remembers from before a restart.
 
         Changes made while keymon was down are then seen by the first audit; the remembered
-        facts are exported (with their age) until that audit replaces them.
+        facts and findings (a rejection included) stay exported, with their age, until that
+        audit replaces them, so a restart never makes a firing alert look resolved.
         """
         with self._lock:
             state = self._states.get(name)
             if state is None:
                 return
-            state.last_facts, state.rejected, state.last_success = facts, rejected, success_at
-            if facts is not None and success_at is not None:
+            state.last_facts, state.last_success = stored.facts, stored.success_at
+            state.rejected = stored.rejected
+            if stored.facts is not None and stored.success_at is not None:
                 state.fact_evaluation = evaluate(
-                    facts,
+                    stored.facts,
                     state.policy,
                     policy_name=state.policy_name,
                     trusted_ips=self._settings.trusted_ips,
-                    now=success_at,
+                    now=now,
                 )
+            if stored.rejected:
+                state.rejection = Finding(
+                    Rule.KEY_REJECTED,
+                    Severity.CRITICAL,
+                    stored.rejection or "the exchange rejected the key at the last audit",
+                )
+            state.first_attempt = now
+            state.failing = audit_failing(
+                last_success=state.last_success, first_attempt=now, now=now, interval=state.interval
+            )
             state.version += 1
+
+    def sweep(self, now: datetime) -> list[KeyState]:
+        """Re-judge ``audit_failing`` for every key at ``now``; returns the keys that changed.
+
+        Audits re-judge it when they finish; the sweep catches keys whose audits stopped
+        finishing at all (a stalled exchange call, a scheduler that fell behind).
+        """
+        changed = []
+        with self._lock:
+            for state in self._states.values():
+                if state.first_attempt is None:
+                    continue
+                failing = audit_failing(
+                    last_success=state.last_success,
+                    first_attempt=state.first_attempt,
+                    now=now,
+                    interval=state.interval,
+                )
+                if (failing is None) != (state.failing is None):
+                    state.failing = failing
+                    state.version += 1
+                    changed.append(state)
+        return changed
 
     def record(self, result: AuditResult) -> list[Change]:
         """Store one audit's result; returns the facts that changed since the last one."""
@@ -202,6 +237,26 @@ class Store:
                 state.changes[change.field] += 1
             state.version += 1
             return changes
+
+    def checkpoint(self, name: str) -> Callable[[], None]:
+        """A way back to the key's current state, should persisting the next record fail.
+
+        Memory and the state database must not drift apart: a change kept in memory but never
+        journaled would never be journaled at all.
+        """
+        with self._lock:
+            state = self._states.get(name)
+            saved = copy.copy(state) if state is not None else None
+            if saved is not None:
+                saved.changes = Counter(saved.changes)
+
+        def rollback() -> None:
+            with self._lock:
+                if saved is not None and name in self._states:
+                    saved.version += 1  # renderers must notice
+                    self._states[name] = saved
+
+        return rollback
 
     def snapshot(self) -> list[KeyState]:
         """The states in configuration order. Treat them as read-only."""

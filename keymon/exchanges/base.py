@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
+import aiohttp
 import httpx
+from aiohttp.http_exceptions import HttpProcessingError
+from httpx_aiohttp import AiohttpTransport
 
 from keymon.errors import ExchangeError, ExchangeUnavailable, ForbiddenRequest
 from keymon.model import Coverage, KeyFacts, Reason
@@ -81,6 +84,70 @@ class ReadOnlyTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+def _as_httpx_error(exc: BaseException) -> httpx.TransportError | None:
+    """The httpx error httpx's own transport would raise for an aiohttp failure, or None.
+
+    httpx-aiohttp 0.2.0 maps every ``aiohttp.ClientConnectionError`` (a refused connection, a
+    server that hung up) to ``httpx.ConnectTimeout``, which would read as reason ``timeout``,
+    and lets a malformed response escape as aiohttp's own exception; this puts each failure
+    where httpx puts it, so :func:`translate_transport_error` keeps its reasons.
+    """
+    cause = exc.__cause__ if isinstance(exc, httpx.TransportError) else None
+    original = cause if cause is not None else exc
+    message = str(original) or type(original).__name__
+    if isinstance(original, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(message)
+    if isinstance(original, TimeoutError):  # aiohttp's socket and total timeouts
+        return httpx.ReadTimeout(message)
+    if isinstance(original, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(message)
+    if isinstance(original, aiohttp.ClientPayloadError | aiohttp.ClientConnectionError):
+        return httpx.ReadError(message)
+    if isinstance(original, HttpProcessingError | aiohttp.ClientResponseError):
+        return httpx.RemoteProtocolError(message)
+    if isinstance(exc, httpx.TransportError):
+        return exc
+    if isinstance(original, aiohttp.ClientError):
+        return httpx.TransportError(message)
+    return None
+
+
+class _MappedStream(httpx.AsyncByteStream):
+    """A response body whose read errors are mapped like the request's."""
+
+    def __init__(self, inner: httpx.AsyncByteStream) -> None:
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except Exception as exc:
+            mapped = _as_httpx_error(exc)
+            if mapped is None or mapped is exc:
+                raise
+            raise mapped from exc
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _AiohttpTransport(AiohttpTransport):
+    """httpx's API on an aiohttp session (httpx-aiohttp), with httpx's error classes."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = await super().handle_async_request(request)
+        except Exception as exc:
+            mapped = _as_httpx_error(exc)
+            if mapped is None or mapped is exc:
+                raise
+            raise mapped from exc
+        if isinstance(response.stream, httpx.AsyncByteStream):
+            response.stream = _MappedStream(response.stream)
+        return response
+
+
 def build_client(
     *,
     exchange: str,
@@ -89,8 +156,13 @@ def build_client(
     timeout: float,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
-    """An httpx client for one exchange, guarded by its read-only allowlist."""
-    inner = transport or httpx.AsyncHTTPTransport(retries=0)
+    """An httpx client for one exchange, guarded by its read-only allowlist.
+
+    The default transport sends through aiohttp (httpx-aiohttp): under keymon's concurrency
+    httpx's own transport (httpcore) costs several times the CPU per request (see
+    ``bench/``). Its aiohttp session is created on the first request, inside the running loop.
+    """
+    inner = transport or _AiohttpTransport(trust_env=False)
     guarded = ReadOnlyTransport(inner, base_url=base_url, allowlist=allowlist, exchange=exchange)
     return httpx.AsyncClient(
         base_url=base_url,
