@@ -1,0 +1,334 @@
+"""The shipped alert rules, their unit tests, the Alertmanager configuration and the runbook."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from keymon.app import App
+from keymon.config import load
+from keymon.metrics import KEY_FAMILIES, NOTIFY_OUTCOMES, SelfMetrics
+from keymon.model import Reason, Rule
+from keymon.simulator.binance import BinanceSimulator
+from tests.conftest import DOC_API_KEY, DOC_SECRET
+from tests.deploy import (
+    ALERTMANAGER_CONFIG,
+    ALERTMANAGER_TEMPLATES,
+    PROMETHEUS_CONFIG,
+    RULE_TESTS,
+    RULES,
+    RUNBOOK,
+    require_tool,
+)
+from tests.test_app import write_config
+
+RUNBOOK_BASE = "https://github.com/keymon/keymon/blob/main/deploy/RUNBOOK.md#"
+SEVERITIES = {"info", "warning", "critical"}
+#: The one alert whose severity comes from the series (the policy's severity for the permission).
+SEVERITY_FROM_SERIES = {"KeymonKeyForbiddenPermission": "{{ $labels.severity }}"}
+#: Labels Prometheus adds to every scraped series.
+TARGET_LABELS = {"instance", "job"}
+#: Rules never evaluated for a Binance key (it does not show its own IP list).
+NOT_ON_BINANCE = {str(Rule.UNTRUSTED_IP)}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """Every alerting rule of the shipped rules file."""
+    data = yaml.safe_load(RULES.read_text())
+    return [rule for group in data["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def runbook_anchors() -> dict[str, str]:
+    """{anchor: heading} for every heading of RUNBOOK.md."""
+    anchors = {}
+    for line in RUNBOOK.read_text().splitlines():
+        match = re.match(r"#{1,6}\s+(.+)", line)
+        if match:
+            anchors[_slug(match.group(1))] = match.group(1).strip()
+    return anchors
+
+
+def _names_in(expr: str) -> set[str]:
+    """Metric names in a PromQL expression (keymon's, and Prometheus's own ``up``)."""
+    return set(re.findall(r"\bkeymon_[a-z0-9_]+\b", expr)) | set(re.findall(r"\b(up)\s*\{", expr))
+
+
+def _matchers(expr: str) -> Iterator[tuple[str, str]]:
+    """(label, value) of every equality matcher in a PromQL expression."""
+    for selector in re.findall(r"\{([^}]*)\}", expr):
+        yield from re.findall(r'(\w+)\s*=\s*"([^"]*)"', selector)
+
+
+def _grouping_labels(expr: str) -> set[str]:
+    """Label names in ``by (...)``, ``without (...)``, ``on (...)`` and ``group_left (...)``."""
+    labels: set[str] = set()
+    for group in re.findall(
+        r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", expr
+    ):
+        labels |= {name.strip() for name in group.split(",") if name.strip()}
+    return labels
+
+
+def declared_metric_names() -> set[str]:
+    """Every sample name keymon.metrics can export."""
+    names = {family.sample_name for family in KEY_FAMILIES}
+    registry = CollectorRegistry()
+    SelfMetrics(registry, ["binance"])
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    for metric in registry.collect():
+        # Labelled families have no samples until first used: derive the names from the type.
+        names |= {metric.name + suffix for suffix in suffixes.get(metric.type, ("",))}
+        names |= {sample.name for sample in metric.samples}
+    return names
+
+
+# ----------------------------------------------------------------------------- the tools
+
+
+def test_promtool_check_rules() -> None:
+    """`promtool check rules` accepts the rules file."""
+    promtool = require_tool("promtool")
+    result = _run(promtool, "check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+
+
+def test_promtool_unit_tests_pass() -> None:
+    """`promtool test rules` passes every unit test of the rules."""
+    promtool = require_tool("promtool")
+    result = _run(promtool, "test", "rules", str(RULE_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_check_example_prometheus_config() -> None:
+    """`promtool check config` accepts the example prometheus.yml and the rules it loads."""
+    promtool = require_tool("promtool")
+    result = _run(promtool, "check", "config", str(PROMETHEUS_CONFIG))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 rule files found" in result.stdout
+
+
+def test_amtool_check_config() -> None:
+    """`amtool check-config` accepts alertmanager.yml with its templates and inhibit rule."""
+    amtool = require_tool("amtool")
+    result = _run(amtool, "check-config", str(ALERTMANAGER_CONFIG))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 inhibit rules" in result.stdout
+    assert "1 templates" in result.stdout
+
+
+def test_notification_templates_render(tmp_path: Path) -> None:
+    """The Slack and Telegram templates render a firing and a resolved alert, HTML-escaped."""
+    amtool = require_tool("amtool")
+    labels = {"severity": "critical", "key": "acme-main", "client": "acme", "exchange": "binance"}
+    url = RUNBOOK_BASE + "keymonkeywithdrawenabled"
+
+    def alert(status: str, name: str, summary: str) -> dict[str, Any]:
+        return {
+            "status": status,
+            "labels": {"alertname": name, **labels},
+            "annotations": {"summary": summary, "description": "a <b> & c", "runbook_url": url},
+            "startsAt": "2026-11-23T22:57:10Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "",
+            "fingerprint": name,
+        }
+
+    data = {
+        "receiver": "ops-telegram",
+        "status": "firing",
+        "alerts": [
+            alert("firing", "KeymonKeyWithdrawEnabled", "Withdrawals are enabled"),
+            alert("resolved", "KeymonKeyIpUnrestricted", "Any IP"),
+        ],
+        "groupLabels": {"key": "acme-main"},
+        "commonLabels": labels,
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+    }
+    data_file = tmp_path / "data.json"
+    data_file.write_text(json.dumps(data))
+
+    def render(name: str) -> str:
+        result = _run(
+            amtool,
+            "template",
+            "render",
+            f"--template.glob={ALERTMANAGER_TEMPLATES}",
+            f"--template.data={data_file}",
+            f'--template.text={{{{ template "{name}" . }}}}',
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    assert render("keymon.title").strip() == "[FIRING:1] acme-main (acme, binance)"
+    slack = render("keymon.slack.text")
+    assert "*CRITICAL* Withdrawals are enabled" in slack
+    assert "*RESOLVED* Any IP" in slack
+    assert f"Runbook: {url}" in slack
+    telegram = render("keymon.telegram.message")
+    assert "<b>CRITICAL</b> Withdrawals are enabled" in telegram
+    assert "a &lt;b&gt; &amp; c" in telegram  # annotations cannot break parse_mode HTML
+    assert f'<a href="{url}">Runbook</a>' in telegram
+
+
+# ----------------------------------------------------------------------------- the contract
+
+
+def test_every_alert_has_severity_summary_description_and_runbook() -> None:
+    """Each alert has a severity label and summary, description and runbook_url annotations."""
+    rules = alert_rules()
+    assert len({rule["alert"] for rule in rules}) == len(rules), "alert names must be unique"
+    for rule in rules:
+        name = rule["alert"]
+        severity = rule.get("labels", {}).get("severity")
+        assert severity in SEVERITIES or severity == SEVERITY_FROM_SERIES.get(name), name
+        annotations = rule.get("annotations", {})
+        assert set(annotations) >= {"summary", "description", "runbook_url"}, name
+        for field in ("summary", "description"):
+            assert annotations[field].strip(), f"{name}: empty {field}"
+        if name.startswith(("KeymonKey", "KeymonAudits")):
+            for label in ("key", "client", "exchange"):
+                assert f"$labels.{label}" in annotations["description"], (name, label)
+
+
+def test_runbook_urls_point_at_runbook_sections() -> None:
+    """Every runbook_url is RUNBOOK.md's anchor of a heading named after the alert."""
+    anchors = runbook_anchors()
+    for rule in alert_rules():
+        name, url = rule["alert"], rule["annotations"]["runbook_url"]
+        assert url.startswith(RUNBOOK_BASE), name
+        anchor = url.removeprefix(RUNBOOK_BASE)
+        assert anchor in anchors, f"{name}: no heading for #{anchor} in RUNBOOK.md"
+        assert anchors[anchor] == name, f"{name}: #{anchor} is the section {anchors[anchor]!r}"
+    # Links inside the runbook itself lead somewhere too.
+    for anchor in re.findall(r"\]\(#([^)]+)\)", RUNBOOK.read_text()):
+        assert anchor in anchors, f"RUNBOOK.md links to #{anchor}, which has no heading"
+
+
+def test_security_alerts_fire_without_waiting() -> None:
+    """Withdrawals, IP restriction, untrusted IP and rejected key alerts have no `for:`."""
+    security = {
+        "KeymonKeyWithdrawEnabled",
+        "KeymonKeyIpUnrestricted",
+        "KeymonKeyUntrustedIp",
+        "KeymonKeyRejected",
+    }
+    rules = {rule["alert"]: rule for rule in alert_rules()}
+    assert security <= set(rules)
+    for name in security:
+        assert "for" not in rules[name], name
+        assert rules[name]["labels"]["severity"] == "critical", name
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    assert all("interval" in group for group in groups), "evaluation interval must be explicit"
+
+
+def test_every_alert_has_firing_and_quiet_unit_tests() -> None:
+    """The promtool tests make each alert fire, stay quiet, and cover the no-series case."""
+    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for case in tests:
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    names = {rule["alert"] for rule in alert_rules()}
+    assert names <= firing, f"never tested firing: {sorted(names - firing)}"
+    assert names <= quiet, f"never tested quiet: {sorted(names - quiet)}"
+    (empty,) = [case for case in tests if not case.get("input_series")]
+    checked = {check["alertname"]: check["exp_alerts"] for check in empty["alert_rule_test"]}
+    assert set(checked) == names, "the no-series test must cover every alert"
+    assert [name for name, exp in checked.items() if exp] == ["KeymonAbsent"]
+
+
+def test_rules_use_only_metrics_and_label_values_keymon_exports() -> None:
+    """Metric names, `rule`/`outcome`/`reason` values in the rules exist in keymon.metrics."""
+    declared = declared_metric_names() | {"up"}
+    allowed_values = {
+        "rule": {str(rule) for rule in Rule},
+        "outcome": set(NOTIFY_OUTCOMES),
+        "reason": {str(reason) for reason in Reason},
+        "job": {"keymon"},
+    }
+    for rule in alert_rules():
+        expr, name = rule["expr"], rule["alert"]
+        names = _names_in(expr)
+        assert names, name
+        assert names <= declared, f"{name}: {sorted(names - declared)} not exported by keymon"
+        for label, value in _matchers(expr):
+            assert label in allowed_values, f"{name}: unexpected matcher {label}"
+            assert value in allowed_values[label], f"{name}: {label}={value!r} does not exist"
+        text = " ".join(rule["annotations"].values())
+        mentioned = set(re.findall(r"\bkeymon_[a-z0-9_]+\b", text))
+        assert mentioned <= declared, f"{name}: annotations name {sorted(mentioned - declared)}"
+
+
+async def test_rules_match_a_real_scrape(tmp_path: Path) -> None:
+    """Each metric, `rule` value and grouping label the rules use appears in a real scrape."""
+    sim = BinanceSimulator()
+    sim.add_key(DOC_API_KEY, hmac_secret=DOC_SECRET)
+    # Unrestricted, so it has a trading-authority deadline; max_age, so key_too_old is judged.
+    expires_ms = int((time.time() + 2 * 86400) * 1000)
+    sim.update_key(DOC_API_KEY, ipRestrict=False, tradingAuthorityExpirationTime=expires_ms)
+    config = write_config(
+        tmp_path,
+        [("doc-key", DOC_API_KEY, DOC_SECRET)],
+        policies={"mm": {"max_age": "365d"}},
+        default_policy="mm",
+    )
+    app = App(load(config), transport_factory=lambda _n: sim.transport())
+    await app.start(serve_http=False, schedule=False)
+    try:
+        await app.audit_all()
+        text = app.render_metrics().decode()
+    finally:
+        await app.stop()
+    names: set[str] = set()
+    labels: set[str] = set()
+    rule_values: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            names.add(sample.name)
+            labels |= set(sample.labels)
+            if sample.name == "keymon_key_finding":
+                rule_values.add(sample.labels["rule"])
+    for rule in alert_rules():
+        expr, name = rule["expr"], rule["alert"]
+        missing = _names_in(expr) - names - {"up"}
+        assert not missing, f"{name}: {sorted(missing)} not in a real scrape"
+        grouping = _grouping_labels(expr) - TARGET_LABELS
+        assert grouping <= labels, f"{name}: labels {sorted(grouping - labels)} never exported"
+        used = {value for label, value in _matchers(expr) if label == "rule"} - NOT_ON_BINANCE
+        assert used <= rule_values, f"{name}: rule {sorted(used - rule_values)} not in a scrape"
+
+
+@pytest.mark.parametrize(
+    ("heading", "anchor"),
+    [
+        ("KeymonKeyWithdrawEnabled", "keymonkeywithdrawenabled"),
+        ("How the rules behave", "how-the-rules-behave"),
+    ],
+)
+def test_slug_follows_github(heading: str, anchor: str) -> None:
+    """The anchor helper turns a heading into GitHub's anchor for it."""
+    assert _slug(heading) == anchor
