@@ -261,6 +261,32 @@ def test_every_alert_has_firing_and_quiet_unit_tests() -> None:
     assert [name for name, exp in checked.items() if exp] == ["KeymonAbsent"]
 
 
+def test_audits_stale_follows_each_keys_own_interval() -> None:
+    """KeymonAuditsStale compares each key's last success with 3 times that key's interval."""
+    (rule,) = [rule for rule in alert_rules() if rule["alert"] == "KeymonAuditsStale"]
+    expr = " ".join(rule["expr"].split())
+    assert "3 * max by (key, client, exchange) (" in expr
+    assert "last_over_time(keymon_key_audit_interval_seconds[15m])" in expr
+    assert "last_over_time(keymon_key_last_audit_success_timestamp_seconds[15m])" in expr
+    assert not re.search(r"[<>]=?\s*\d", expr), "no fixed threshold: the key's interval decides"
+    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    stale = [
+        case
+        for case in tests
+        if any(
+            c["alertname"] == "KeymonAuditsStale" and c["exp_alerts"]
+            for c in case.get("alert_rule_test", [])
+        )
+    ]
+    intervals = {
+        series["values"].split("x")[0]
+        for case in stale
+        for series in case["input_series"]
+        if series["series"].startswith("keymon_key_audit_interval_seconds{")
+    }
+    assert len(intervals) >= 3, f"test several per-key intervals, not only {sorted(intervals)}"
+
+
 def test_rules_use_only_metrics_and_label_values_keymon_exports() -> None:
     """Metric names, `rule`/`outcome`/`reason` values in the rules exist in keymon.metrics."""
     declared = declared_metric_names() | {"up"}

@@ -1,0 +1,109 @@
+# keymon container image.
+#
+#   docker build -t keymon .
+#   docker run --read-only -p 9877:9877 \
+#     -v "$PWD/keymon.yaml:/etc/keymon/keymon.yaml:ro" \
+#     -v "$PWD/secrets:/run/secrets/keymon:ro" \
+#     -v keymon-data:/var/lib/keymon keymon
+#
+# Two stages. The builder installs the runtime dependencies from requirements/runtime.lock
+# (every file hash-checked) into a virtual environment at /opt/keymon and adds the keymon wheel,
+# built offline by a hash-checked hatchling. The final stage copies that environment onto a
+# clean base: no compiler, no build backend, no pip, no lock files.
+#
+# The base is pinned by tag. Pin it by digest as well (python:3.11-slim-bookworm@sha256:...)
+# where the build can reach a registry to look the digest up; it could not be looked up where
+# this file was written (offline), and a guessed digest is worse than none. Both stages must use
+# the same image: the virtual environment's interpreter is a link to the base's Python.
+#
+# The running container writes only to /var/lib/keymon (data_dir: SQLite state, temporary
+# files). It runs as UID 10001 with a read-only root filesystem; Python writes no bytecode at
+# run time (everything is compiled here). Secrets are never part of the image: mount them as
+# files (Docker/Kubernetes secrets) and point the configuration at them with {file: PATH}.
+
+FROM python:3.11-slim-bookworm AS builder
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /src
+
+# The build backend (hatchling and its dependencies), hash-pinned: their entries are taken
+# from requirements/dev.lock, so the image builds with exactly the backend the tests use.
+COPY requirements/dev.lock requirements/runtime.lock requirements/
+RUN awk -v want=" hatchling packaging pathspec pluggy trove-classifiers " \
+        '/^[A-Za-z0-9]/ { split($1, name, "=="); keep = index(want, " " name[1] " ") > 0 } \
+         keep && !/^[[:space:]]*#/' \
+        requirements/dev.lock > requirements/build.lock \
+ && python -m venv /opt/build \
+ && /opt/build/bin/python -m pip install --no-deps --require-hashes --only-binary=:all: \
+        -r requirements/build.lock \
+ && python -m venv /opt/keymon \
+ && /opt/keymon/bin/python -m pip install --require-hashes --only-binary=:all: \
+        -r requirements/runtime.lock
+
+COPY pyproject.toml README.md ./
+COPY keymon/ keymon/
+RUN /opt/build/bin/python -m pip wheel --no-deps --no-build-isolation --no-index \
+        --wheel-dir /tmp/dist . \
+ && /opt/keymon/bin/python -m pip install --no-deps --no-index /tmp/dist/keymon-*.whl \
+ && /opt/keymon/bin/python -m pip check \
+ && /opt/keymon/bin/python -m pip uninstall --yes pip setuptools \
+ && /opt/keymon/bin/python -m compileall -q /opt/keymon/lib
+
+
+FROM python:3.11-slim-bookworm
+
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG CREATED=unknown
+
+LABEL org.opencontainers.image.title="keymon" \
+      org.opencontainers.image.description="Continuous health monitoring of exchange API keys: permissions, IP restriction, deadlines." \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/keymon/keymon" \
+      org.opencontainers.image.documentation="https://github.com/keymon/keymon/blob/main/deploy/README.md" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11-slim-bookworm" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}"
+
+# A fixed numeric UID/GID, so that Kubernetes' runAsNonRoot can verify it and volume
+# permissions can be planned (fsGroup 10001, or chown 10001 on a bind mount).
+# The standard library is byte-compiled here because the official image ships it without .pyc
+# files and the read-only root filesystem would otherwise make every start (and every health
+# check) compile it again in memory.
+RUN groupadd --system --gid 10001 keymon \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin keymon \
+ && mkdir -p /etc/keymon /var/lib/keymon \
+ && chown 10001:10001 /var/lib/keymon \
+ && chmod 0750 /var/lib/keymon \
+ && python -m compileall -q -x '/(test|tests|idle_test|lib2to3|tkinter|idlelib|turtledemo)/' \
+        /usr/local/lib/python3.11
+
+COPY --from=builder /opt/keymon /opt/keymon
+
+# KEYMON_DATA_DIR overrides `data_dir` of the configuration file: state always lands on the
+# volume. TMPDIR points there too (SQLite and Python temporary files), since nothing else is
+# writable.
+ENV PATH=/opt/keymon/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    KEYMON_DATA_DIR=/var/lib/keymon \
+    TMPDIR=/var/lib/keymon
+
+VOLUME ["/var/lib/keymon"]
+WORKDIR /var/lib/keymon
+USER 10001:10001
+EXPOSE 9877
+
+# /healthz answers 200 while the process and its scheduler live. python, not curl: the slim
+# image has no curl. The port follows KEYMON_LISTEN when it is set (default 0.0.0.0:9877).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('KEYMON_LISTEN', ':9877').rpartition(':')[2]; sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status == 200 else 1)"]
+
+ENTRYPOINT ["keymon"]
+CMD ["run", "--config", "/etc/keymon/keymon.yaml"]
