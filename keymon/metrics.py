@@ -20,11 +20,12 @@ Sample output::
 
 (lines folded here; each sample is one line).
 
-Cardinality per key: 1 info, 1 per permission the exchange reports (11 for Binance),
-ip_restricted, created, review windows (2), audit_ok, last success, one ``keymon_key_finding``
-per evaluated rule and severity (about 14 for a Binance key under the default policy, 16 with
-a deadline), one ``keymon_key_deadline_timestamp_seconds`` per deadline, one error series
-while failing, one changes counter per field that ever changed: about 33 series per key.
+Cardinality per key: 1 info, 1 per permission the exchange reports (11 for Binance), the
+audit interval, ip_restricted, created, review windows (2), audit_ok, last success, one
+``keymon_key_finding`` per evaluated rule and severity (12 for a Binance key under the default
+policy, 14 with a deadline), one ``keymon_key_deadline_timestamp_seconds`` per deadline, one
+error series while failing, one changes counter per field that ever changed: 31 to 37 series
+per key (the README's cardinality budget).
 """
 
 from __future__ import annotations
