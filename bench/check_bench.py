@@ -1,0 +1,217 @@
+"""(a) ``keymon check`` over 1,000 keys, beside a minimal reference client.
+
+What is measured, per run, of one child process (:func:`bench.common.run_measured`): wall
+time, CPU time (user + system, from ``wait4``) divided by the number of keys, and peak RSS
+(``ru_maxrss``). Each run audits the same 1,000 keys against the Binance simulator served for
+real on 127.0.0.1 with 20 ms latency, in its own process. The runs:
+
+* ``reference``: :mod:`bench.reference`, a hand-signed aiohttp loop at keymon's concurrency;
+* ``keymon``: ``python -m keymon check --config ... --format json``, as shipped (whatever
+  transport :func:`keymon.exchanges.base.build_client` picks by default);
+* ``httpx`` and ``aiohttp``: the same ``check`` through :mod:`bench.check_runner`, with
+  httpx's default transport and with ``httpx_aiohttp.AiohttpTransport`` (the transport
+  question);
+* ``startup``: ``python -m keymon check`` of one key, the fixed cost in every figure above
+  (interpreter, imports, configuration, one clock sync, one audit).
+
+Several rounds are run, each against a fresh simulator (so its per-minute weight window never
+limits a run), in a rotating order; the figures are the medians. A run only counts if every
+key was audited successfully: the JSON output is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    PYTHON,
+    BenchError,
+    KeySet,
+    Simulator,
+    Usage,
+    child_env,
+    make_keyset,
+    run_measured,
+    write_config,
+)
+from keymon.audit import DEFAULT_CONCURRENCY
+
+#: keymon check needs no throttling here: one pass, far below any limit.
+CHECK_BUDGET = 100_000
+RUN_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    name: str
+    label: str
+    argv: Callable[[str, Path, KeySet], list[str]]
+    reference: bool = False
+
+
+def _reference(url: str, config: Path, keyset: KeySet) -> list[str]:
+    return [
+        PYTHON,
+        "-m",
+        "bench.reference",
+        "--base-url",
+        url,
+        "--keys",
+        str(keyset.reference_keys_file),
+        "--concurrency",
+        str(DEFAULT_CONCURRENCY),
+    ]
+
+
+def _keymon(url: str, config: Path, keyset: KeySet) -> list[str]:
+    return [PYTHON, "-m", "keymon", "check", "--config", str(config), "--format", "json"]
+
+
+def _runner(transport: str) -> Callable[[str, Path, KeySet], list[str]]:
+    def argv(url: str, config: Path, keyset: KeySet) -> list[str]:
+        return [
+            PYTHON,
+            "-m",
+            "bench.check_runner",
+            "--transport",
+            transport,
+            "--config",
+            str(config),
+        ]
+
+    return argv
+
+
+def default_transport_name() -> str:
+    """The class of the transport ``build_client`` uses when none is given."""
+    from keymon.exchanges.base import build_client
+
+    client = build_client(
+        exchange="binance",
+        base_url="http://127.0.0.1:1",
+        allowlist=frozenset(),
+        timeout=1.0,
+    )
+    guard = getattr(client, "_transport", None)
+    inner = getattr(guard, "_inner", guard)
+    return type(inner).__name__
+
+
+def variants() -> list[Variant]:
+    return [
+        Variant("reference", "reference: hand-signed aiohttp loop", _reference, reference=True),
+        Variant("keymon", f"keymon check (default: {default_transport_name()})", _keymon),
+        Variant("httpx", "keymon check, httpx AsyncHTTPTransport", _runner("httpx")),
+        Variant("aiohttp", "keymon check, httpx_aiohttp.AiohttpTransport", _runner("aiohttp")),
+    ]
+
+
+def _audited_ok(variant: Variant, output: Path) -> int:
+    """How many keys the run reports audited successfully (0 if the output is unreadable)."""
+    try:
+        data = json.loads(output.read_text())
+    except (OSError, ValueError):
+        return 0
+    if variant.reference:
+        return int(data.get("ok", 0))
+    return sum(1 for key in data.get("keys", []) if key.get("audit_ok") is True)
+
+
+def _summary(name: str, label: str, keys: int, samples: list[tuple[Usage, int]]) -> dict[str, Any]:
+    per_key = [u.cpu_s * 1000 / keys for u, _ in samples]
+    return {
+        "name": name,
+        "label": label,
+        "keys": keys,
+        "wall_s": statistics.median(u.wall_s for u, _ in samples),
+        "cpu_s": statistics.median(u.cpu_s for u, _ in samples),
+        "cpu_ms_per_key": statistics.median(per_key),
+        "cpu_ms_per_key_min": min(per_key),
+        "cpu_ms_per_key_max": max(per_key),
+        "maxrss_mb": statistics.median(u.maxrss_mb for u, _ in samples),
+        "ok_min": min(ok for _, ok in samples),
+        "all_ok": all(ok == keys and u.returncode == 0 for u, ok in samples),
+        "samples": [
+            {
+                "wall_s": round(u.wall_s, 4),
+                "user_s": round(u.user_s, 4),
+                "sys_s": round(u.sys_s, 4),
+                "maxrss_kb": u.maxrss_kb,
+                "returncode": u.returncode,
+                "ok": ok,
+            }
+            for u, ok in samples
+        ],
+    }
+
+
+def run(
+    workdir: Path, *, keys: int = 1000, rounds: int = 3, deadline: float, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Run phase (a); returns its figures (JSON-ready)."""
+    keyset = make_keyset(keys, workdir / "check")
+    one_key = make_keyset(1, workdir / "check-1")
+    runs = variants()
+    samples: dict[str, list[tuple[Usage, int]]] = {v.name: [] for v in runs}
+    startup: list[tuple[Usage, int]] = []
+    # Round 0 warms the page cache and the bytecode caches; it is not counted.
+    for round_no in range(rounds + 1):
+        if time.perf_counter() > deadline:
+            raise BenchError("phase (a) ran out of time")
+        with Simulator(keyset.sim_keys_file) as sim:
+            config = write_config(
+                workdir / "check" / f"check-{round_no}.yaml",
+                keyset,
+                base_url=sim.url,
+                max_weight_per_minute=CHECK_BUDGET,
+            )
+            one_config = write_config(
+                workdir / "check-1" / f"check-{round_no}.yaml",
+                one_key,
+                base_url=sim.url,
+                max_weight_per_minute=CHECK_BUDGET,
+            )
+            shift = round_no % len(runs)
+            for variant in runs[shift:] + runs[:shift]:
+                out = workdir / "check" / f"{variant.name}-{round_no}.json"
+                usage = run_measured(
+                    variant.argv(sim.url, config, keyset),
+                    env=child_env(keyset.env),
+                    stdout_path=out,
+                    timeout=RUN_TIMEOUT,
+                )
+                ok = _audited_ok(variant, out)
+                if round_no:
+                    samples[variant.name].append((usage, ok))
+                log(
+                    f"  round {round_no}: {variant.name:9} {usage.wall_s:5.2f} s wall, "
+                    f"{usage.cpu_s * 1000 / keys:5.2f} ms CPU/key, {usage.maxrss_mb:5.1f} MB, "
+                    f"{ok}/{keys} ok" + ("" if round_no else " (warm-up, not counted)")
+                )
+            out = workdir / "check-1" / f"keymon-{round_no}.json"
+            usage = run_measured(
+                _keymon(sim.url, one_config, one_key),
+                env=child_env(one_key.env),
+                stdout_path=out,
+                timeout=RUN_TIMEOUT,
+            )
+            if round_no:
+                startup.append((usage, _audited_ok(runs[1], out)))
+    results = {v.name: _summary(v.name, v.label, keys, samples[v.name]) for v in runs}
+    start = _summary("startup", "keymon check, 1 key (fixed start-up cost)", 1, startup)
+    marginal = (results["keymon"]["cpu_s"] - start["cpu_s"]) * 1000 / (keys - 1)
+    return {
+        "keys": keys,
+        "concurrency": DEFAULT_CONCURRENCY,
+        "rounds": rounds,
+        "default_transport": default_transport_name(),
+        "runs": results,
+        "startup": start,
+        "keymon_marginal_cpu_ms_per_key": marginal,
+    }
