@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import hashlib
 import signal
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,7 +39,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from keymon import log as logging_setup
 from keymon.audit import Auditor, TransportFactory
@@ -273,7 +273,12 @@ class App:
         state = self.store.get(name)
         if state is None:
             return None
-        result = await self.auditor.audit(state.key, self.settings)
+        try:
+            result = await self.auditor.audit(state.key, self.settings)
+        except asyncio.CancelledError:
+            if self._stopped.is_set():
+                return None  # stopping: a cancelled audit is expected, not an error to log
+            raise
         try:
             self._record(state.key.exchange, result)
         except Exception:  # a full disk must not kill the audit job; memory was rolled back
@@ -288,6 +293,13 @@ class App:
         return results
 
     def _record(self, exchange: str, result: AuditResult) -> None:
+        self._persist(exchange, result)
+        state = self.store.get(result.key)
+        if state is not None:
+            # Render its series now, at audit time: scrapes then only join text.
+            self.collector.render_key(state)
+
+    def _persist(self, exchange: str, result: AuditResult) -> None:
         rollback = self.store.checkpoint(result.key)
         changes = self.store.record(result)
         state = self.store.get(result.key)
@@ -429,13 +441,28 @@ class App:
         """The ``/metrics`` body, from the latest snapshot; never calls an exchange."""
         return render(self._self_registry, self.collector)
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        body = await asyncio.to_thread(self.render_metrics)
-        headers = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
-        if "gzip" in request.headers.get("Accept-Encoding", "") and len(body) > 1024:
-            body = await asyncio.to_thread(gzip.compress, body, 1)
-            headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, headers=headers)
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        # Streamed chunk by chunk: at 10,000 keys the body is tens of MB, never held whole.
+        head = generate_latest(self._self_registry)
+        rendered = await asyncio.to_thread(self.collector.snapshot)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        )
+        compressor = None
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip, fast
+            response.headers["Content-Encoding"] = "gzip"
+        await response.prepare(request)
+        for text in (head.decode(), *AuditCollector.iter_text(rendered)):
+            data = text.encode()
+            if compressor is not None:
+                data = await asyncio.to_thread(compressor.compress, data)
+            if data:
+                await response.write(data)
+        if compressor is not None:
+            await response.write(compressor.flush())
+        await response.write_eof()
+        return response
 
     async def _healthz(self, request: web.Request) -> web.Response:
         alive = not self._stopped.is_set() and self.scheduler.running

@@ -626,7 +626,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = _parse_yaml(text)
     except yaml.MarkedYAMLError as exc:
         # PyYAML's own rendering quotes the offending line, which may hold a literal secret:
         # say where and what, never the line itself.
@@ -648,6 +648,18 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of settings"])
     return data
+
+
+def _parse_yaml(text: str) -> Any:
+    """libyaml's C parser where available (a 10,000-key file loads in a fraction of the time);
+    on an error, the pure-Python parser again, whose messages say where and what precisely."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            return yaml.load(text, Loader=fast)  # noqa: S506 - a safe loader, in C
+        except yaml.YAMLError:
+            pass
+    return yaml.safe_load(text)
 
 
 def _cross_check(raw: Mapping[str, Any]) -> list[str]:

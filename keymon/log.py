@@ -20,6 +20,8 @@ import structlog
 REDACTED = "[REDACTED]"
 #: Shorter fragments are not redacted on their own: they would mangle ordinary words.
 MIN_FRAGMENT = 12
+#: Needles are indexed by this many leading characters.
+_PREFIX = 8
 
 
 class Redactor:
@@ -27,7 +29,8 @@ class Redactor:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._needles: tuple[str, ...] = ()
+        self._index: dict[str, list[str]] = {}
+        self._short: list[str] = []
 
     def update(self, secrets: Iterable[str]) -> None:
         """Replace the set of secrets to hide (at start and on every reload)."""
@@ -40,14 +43,32 @@ class Redactor:
             needles.update(
                 line.strip() for line in secret.splitlines() if len(line.strip()) >= MIN_FRAGMENT
             )
+        # Thousands of keys mean thousands of needles: index them by their first characters
+        # so that a log line is scanned once, not once per secret.
+        index: dict[str, list[str]] = {}
+        short: list[str] = []
+        for needle in needles:
+            if len(needle) >= _PREFIX:
+                index.setdefault(needle[:_PREFIX], []).append(needle)
+            else:
+                short.append(needle)
         with self._lock:
-            # Longest first, so a fragment never leaves the rest of its secret behind.
-            self._needles = tuple(sorted(needles, key=len, reverse=True))
+            self._index, self._short = index, short
 
     def redact(self, text: str) -> str:
-        for needle in self._needles:
-            if needle in text:
-                text = text.replace(needle, REDACTED)
+        """``text`` with every secret (and long fragment of one) replaced."""
+        index, short = self._index, self._short
+        if not index and not short:
+            return text
+        found = {needle for needle in short if needle in text}
+        if index:
+            for start in range(len(text) - _PREFIX + 1):
+                candidates = index.get(text[start : start + _PREFIX])
+                if candidates:
+                    found.update(n for n in candidates if text.startswith(n, start))
+        # Longest first, so a fragment never leaves the rest of its secret behind.
+        for needle in sorted(found, key=len, reverse=True):
+            text = text.replace(needle, REDACTED)
         return text
 
     def _scrub(self, value: Any) -> Any:
@@ -64,7 +85,7 @@ class Redactor:
     def __call__(
         self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        if not self._needles:
+        if not self._index and not self._short:
             return event_dict
         return {key: self._scrub(value) for key, value in event_dict.items()}
 
@@ -90,7 +111,13 @@ def configure(*, fmt: str = "json", level: str = "info", stream: TextIO | None =
         tracebacks: list[structlog.types.Processor] = [structlog.processors.format_exc_info]
     else:
         renderer = structlog.processors.JSONRenderer()
-        tracebacks = [structlog.processors.dict_tracebacks]
+        # Without frame locals: a local may hold the whole configuration, and rendering
+        # thousands of them (cancelled audits at shutdown) would take seconds.
+        tracebacks = [
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+        ]
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

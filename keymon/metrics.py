@@ -2,10 +2,10 @@
 
 :class:`AuditCollector` turns :meth:`Store.snapshot` into the per-key families of PRODUCT.md;
 it never calls an exchange. Each key's samples are computed once per change of that key
-(``KeyState.version``) and cached, rendered both as sample tuples (for ``collect()``) and as
-exposition text (for :func:`render`), so a scrape of 10,000 keys is a join of cached
-strings rather than hundreds of thousands of freshly formatted lines. Both come from the same
-sample list, so they cannot disagree.
+(``KeyState.version``) and cached as exposition text (for :func:`render`), so a scrape of
+10,000 keys is a join of cached strings rather than hundreds of thousands of freshly formatted
+lines. ``collect()`` computes the same samples afresh (:func:`key_samples`), so the two cannot
+disagree, and the cache holds each key's series once, as text.
 
 Sample output::
 
@@ -209,8 +209,7 @@ def _line(family: Family, labels: Labels, value: float) -> str:
 @dataclass(slots=True)
 class _Rendered:
     version: int
-    samples: list[Sample]
-    text: dict[str, str]  # family name -> lines
+    text: dict[str, str]  # family name -> exposition lines; only text is kept (memory)
 
 
 class AuditCollector(Collector):
@@ -229,11 +228,11 @@ class AuditCollector(Collector):
             for state in states:
                 cached = self._cache.get(state.name)
                 if cached is None or cached.version != state.version:
-                    samples = key_samples(state, self.trusted_ips)
                     text: dict[str, str] = {}
-                    for family, labels, value in samples:
-                        text[family.name] = text.get(family.name, "") + _line(family, labels, value)
-                    cached = _Rendered(state.version, samples, text)
+                    for family, labels, value in key_samples(state, self.trusted_ips):
+                        line = _line(family, labels, value)
+                        text[family.name] = text.get(family.name, "") + line
+                    cached = _Rendered(state.version, text)
                 fresh[state.name] = cached
             self._cache = fresh  # forget removed keys
             return list(fresh.values())
@@ -251,20 +250,38 @@ class AuditCollector(Collector):
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             family.name: _metric_family(family) for family in KEY_FAMILIES
         }
-        for rendered in self._rendered():
-            for family, labels, value in rendered.samples:
+        # The slow path (tests, other registries): samples computed afresh, nothing cached.
+        for state in self._store.snapshot():
+            for family, labels, value in key_samples(state, self.trusted_ips):
                 families[family.name].add_sample(family.sample_name, dict(labels), value)
         yield from families.values()
 
+    def render_key(self, state: KeyState) -> None:
+        """Render one key's series now (after its audit), so that scrapes only join text."""
+        text: dict[str, str] = {}
+        for family, labels, value in key_samples(state, self.trusted_ips):
+            text[family.name] = text.get(family.name, "") + _line(family, labels, value)
+        with self._lock:
+            self._cache[state.name] = _Rendered(state.version, text)
+
+    def snapshot(self) -> list[_Rendered]:
+        """Every key's current rendering (stale ones rendered now); cheap when all are fresh."""
+        return self._rendered()
+
+    @staticmethod
+    def iter_text(rendered: list[_Rendered], batch: int = 1000) -> Iterator[str]:
+        """The per-key families, in exposition format, a batch of keys per chunk."""
+        for family in KEY_FAMILIES:
+            yield (
+                f"# HELP {family.sample_name} {family.help}\n"
+                f"# TYPE {family.sample_name} {family.kind}\n"
+            )
+            for start in range(0, len(rendered), batch):
+                yield "".join(r.text.get(family.name, "") for r in rendered[start : start + batch])
+
     def render_text(self) -> str:
         """The per-key families in the text exposition format, from the cached renderings."""
-        rendered = self._rendered()
-        parts: list[str] = []
-        for family in KEY_FAMILIES:
-            parts.append(f"# HELP {family.sample_name} {family.help}\n")
-            parts.append(f"# TYPE {family.sample_name} {family.kind}\n")
-            parts.extend(r.text.get(family.name, "") for r in rendered)
-        return "".join(parts)
+        return "".join(self.iter_text(self._rendered()))
 
 
 def _metric_family(family: Family) -> GaugeMetricFamily | CounterMetricFamily:
@@ -339,5 +356,6 @@ class SelfMetrics:
 
 
 def render(registry: CollectorRegistry, collector: AuditCollector) -> bytes:
-    """The full ``/metrics`` body: self-metrics, then the per-key families."""
+    """The full ``/metrics`` body: self-metrics, then the per-key families (the HTTP handler
+    streams the same text chunk by chunk)."""
     return generate_latest(registry) + collector.render_text().encode()

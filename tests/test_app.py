@@ -670,3 +670,23 @@ async def test_key_labels_ride_on_the_info_series(tmp_path: Path, sim2: BinanceS
     assert value(s, "keymon_key_info", key="doc-key", desk="eu") == 1
     assert value(s, "keymon_key_audit_ok", key="doc-key", desk="eu") is None
     assert value(s, "keymon_key_info", key="other-key", desk="eu") is None
+
+
+async def test_metrics_served_plain_and_gzipped_alike(
+    started: Callable[..., Any], sim2: BinanceSimulator
+) -> None:
+    """A scrape asking for gzip gets a gzip body with the same samples as a plain one."""
+    import gzip
+
+    app = await started()
+    await app.audit_all()
+    url = f"http://127.0.0.1:{app.port}/metrics"
+    async with httpx.AsyncClient() as client:
+        plain = await client.get(url, headers={"Accept-Encoding": "identity"})
+        async with client.stream("GET", url, headers={"Accept-Encoding": "gzip"}) as zipped:
+            compressed = b"".join([chunk async for chunk in zipped.aiter_raw()])
+            encoding = zipped.headers.get("Content-Encoding")
+    assert "Content-Encoding" not in plain.headers
+    assert encoding == "gzip"
+    assert gzip.decompress(compressed) == plain.content
+    assert b'keymon_key_audit_ok{key="doc-key"' in plain.content
