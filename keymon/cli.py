@@ -7,7 +7,7 @@ Exit statuses (documented in the README):
   is wrong).
 * ``validate-config``: 0 valid, 2 invalid (every problem listed on stderr).
 * ``run``: 0 after a clean stop (SIGTERM, SIGINT), 2 for an invalid configuration or command
-  line, 1 when it cannot start (the listen address is taken, say).
+  line, 1 when it cannot start (the listen address is taken, the data_dir unusable).
 * ``demo``: as ``run``; 0 after Ctrl-C.
 * ``history``: 0 (also when nothing was recorded yet), 2 for an invalid configuration, command
   line or ``--since``, 1 when the state database cannot be read.
@@ -176,8 +176,13 @@ def serve(loaded: LoadedConfig, **kwargs: Any) -> int:
     log = structlog.get_logger("keymon")
     for warning in loaded.warnings:
         log.warning("config_warning", detail=warning)
+    from keymon.state import StateError
+
     try:
         return asyncio.run(run_daemon(loaded, **kwargs))
+    except StateError as exc:
+        print(f"keymon: cannot start: data_dir: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     except OSError as exc:
         print(
             f"keymon: cannot start: listen {settings.listen}: {exc.strerror or exc}",

@@ -690,3 +690,20 @@ async def test_metrics_served_plain_and_gzipped_alike(
     assert encoding == "gzip"
     assert gzip.decompress(compressed) == plain.content
     assert b'keymon_key_audit_ok{key="doc-key"' in plain.content
+
+
+def test_unusable_data_dir_is_a_message(tmp_path: Path) -> None:
+    """A data_dir that cannot hold the state database: one line saying so, exit 1."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the data directory should be")
+    config = write_config(tmp_path, TWO_KEYS, data_dir=str(blocker / "data"))
+    proc = subprocess.run(
+        [*KEYMON, "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "cannot start: data_dir" in proc.stderr
+    assert "Traceback" not in proc.stderr
