@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -425,6 +423,11 @@ def detect_binance_key_type(secret: str) -> BinanceKeyType:
     if "-----BEGIN" not in secret:
         return "hmac"
     try:
+        # Imported here: only self-generated (PEM) keys need cryptography, and its import
+        # costs every short-lived `keymon check` start-up time and memory.
+        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
         key = load_pem_private_key(secret.encode(), password=None)
     except (ValueError, TypeError):
         # Never echo the material: the exception text may quote it.

@@ -29,9 +29,6 @@ from urllib.parse import quote
 
 import httpx
 import structlog
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
 
 from keymon.config import BinanceKey, BinanceSettings, Secret
@@ -100,6 +97,11 @@ def hmac_signer(secret: str) -> Signer:
 
 def pem_signer(pem: str) -> Signer:
     """Ed25519 or RSA (PKCS#1 v1.5, SHA-256) over the payload, base64 (self-generated keys)."""
+    # Imported here, as in config: HMAC keys never pay for cryptography.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
     private = load_pem_private_key(pem.encode(), password=None)
     if isinstance(private, ed25519.Ed25519PrivateKey):
         ed_key = private
