@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -202,47 +202,21 @@ class Notifier:
                 )
                 messages.append(self._firing("firing", state, finding, alert, changes))
             elif alert.severity != finding.severity.value:
-                alert = AlertRow(
-                    alert.key,
-                    alert.rule,
-                    alert.permission,
-                    finding.severity.value,
-                    finding.message,
-                    alert.firing_since,
-                    now,
+                alert = replace(
+                    alert,
+                    severity=finding.severity.value,
+                    message=finding.message,
+                    last_notified=now,
                 )
-                messages.append(
-                    self._firing(
-                        "escalated" if finding.severity is Severity.CRITICAL else "changed",
-                        state,
-                        finding,
-                        alert,
-                        _fired_by(db, alert, changes),
-                    )
-                )
+                kind = "escalated" if finding.severity is Severity.CRITICAL else "changed"
+                fired_by = _fired_by(db, alert, changes)
+                messages.append(self._firing(kind, state, finding, alert, fired_by))
             elif alert.last_notified is None or now - alert.last_notified >= self.settings.reminder:
-                alert = AlertRow(
-                    alert.key,
-                    alert.rule,
-                    alert.permission,
-                    alert.severity,
-                    finding.message,
-                    alert.firing_since,
-                    now,
-                )
-                messages.append(
-                    self._firing("reminder", state, finding, alert, _fired_by(db, alert, changes))
-                )
+                alert = replace(alert, message=finding.message, last_notified=now)
+                fired_by = _fired_by(db, alert, changes)
+                messages.append(self._firing("reminder", state, finding, alert, fired_by))
             elif alert.message != finding.message:
-                alert = AlertRow(
-                    alert.key,
-                    alert.rule,
-                    alert.permission,
-                    alert.severity,
-                    finding.message,
-                    alert.firing_since,
-                    alert.last_notified,
-                )
+                alert = replace(alert, message=finding.message)
             else:
                 continue
             StateDB.put_alert(db, alert)
