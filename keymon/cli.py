@@ -170,13 +170,13 @@ def run(path: Path) -> int:
 def serve(loaded: LoadedConfig, **kwargs: Any) -> int:
     """Run the daemon for a loaded configuration; a start-up failure is a message, not a trace."""
     from keymon.app import run_daemon
+    from keymon.state import StateError
 
     settings = loaded.settings
     logging_setup.configure(fmt=settings.log.format, level=settings.log.level)
     log = structlog.get_logger("keymon")
     for warning in loaded.warnings:
         log.warning("config_warning", detail=warning)
-    from keymon.state import StateError
 
     try:
         return asyncio.run(run_daemon(loaded, **kwargs))
@@ -293,9 +293,11 @@ def check(
     if loaded is None:
         return EXIT_UNKNOWN
     settings = loaded.settings
+    # The findings go to stdout; stderr carries only what went wrong (warnings and errors),
+    # unless the configuration asks for debug (or only errors). A terminal gets readable lines.
     logging_setup.configure(
         fmt="console" if sys.stderr.isatty() else settings.log.format,
-        level=settings.log.level if settings.log.level != "info" else "warning",
+        level=settings.log.level if settings.log.level in ("debug", "error") else "warning",
     )
     log = structlog.get_logger("keymon.cli")
     for warning in loaded.warnings:
