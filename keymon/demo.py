@@ -10,6 +10,8 @@ their secrets from files, and runs the daemon against it, printing where to look
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -138,7 +140,7 @@ def run_demo(*, fmt: str = "table", once: bool = False, listen: str = "127.0.0.1
                 f"""keymon is auditing every 15 s. Look at:
   {base}/metrics        Prometheus metrics (try: curl -s {base}/metrics | grep finding)
   {base}/readyz         ready once every key was audited
-  keymon check --config {config}
+  {_keymon_command()} check --config {config}
                         the same findings as a table (exit status 2: critical)
 Change a key at the exchange and watch the metrics follow, e.g.:
   curl -X PATCH {url}/_simulator/keys/{keys[0].api_key} -d '{{"enableWithdrawals": true}}'
@@ -147,6 +149,16 @@ Ctrl-C stops the demo.""",
             )
 
         return serve(loaded, on_started=started)
+
+
+def _keymon_command() -> str:
+    """How to call keymon from another shell: the venv's script if it is not on PATH."""
+    script = Path(sys.executable).parent / "keymon"
+    if script.exists() and shutil.which("keymon") != str(script):
+        return (
+            os.path.relpath(script) if not os.path.relpath(script).startswith("..") else str(script)
+        )
+    return "keymon"
 
 
 def _describe(url: str, keys: list[DemoKey]) -> None:
