@@ -230,3 +230,48 @@ def test_demo_runs_and_shows_each_state() -> None:
         "delta-binance": {"key_rejected"},
         "echo-binance": {"forbidden_permission"},
     }
+
+
+def test_demo_daemon_serves_metrics_and_stops_on_ctrl_c() -> None:
+    """`keymon demo` runs the daemon: ready, findings in /metrics, exit 0 on Ctrl-C."""
+    import signal
+    import socket
+
+    import httpx
+
+    from tests.conftest import wait_until
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keymon", "demo", "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, timeout=30)
+        text = httpx.get(f"{base}/metrics", timeout=5).text
+        assert (
+            'keymon_key_finding{key="bravo-binance",client="bravo",exchange="binance",'
+            'rule="withdraw_enabled",severity="critical",permission=""} 1.0'
+        ) in text
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert f"{base}/metrics" in out
+    assert "check --config" in out
+    assert "Traceback" not in err
