@@ -89,7 +89,7 @@ def plan_schedule(
     """The schedule of every key (see the module docstring). A pure function of its inputs."""
     keys = {key.name: key for key in settings.keys}
     jitter = settings.audit.jitter
-    warm_default = warmup if warmup is not None else warmup_for(len(names), settings)
+    warm_default = warmup if warmup is not None else warmup_for(names, settings)
     plans = {}
     for name in names:
         key = keys.get(name)
@@ -102,21 +102,33 @@ def plan_schedule(
     return plans
 
 
-def warmup_for(keys: int, settings: Settings) -> timedelta:
+def warmup_for(names: list[str], settings: Settings) -> timedelta:
     """How long the first round takes: as fast as the tightest budget allows, within reason."""
-    budget = min(settings.exchanges.binance.max_weight_per_minute, 10**9)
-    seconds = keys * 60.0 / (budget * WARMUP_BUDGET_SHARE)
+    exchange_of = {key.name: key.exchange for key in settings.keys}
+    per_exchange: dict[str, int] = {}
+    for name in names:
+        exchange = exchange_of.get(name, "binance")
+        per_exchange[exchange] = per_exchange.get(exchange, 0) + 1
+    seconds = max(
+        (
+            count * 60.0 / (budget(settings, exchange) * WARMUP_BUDGET_SHARE)
+            for exchange, count in per_exchange.items()
+        ),
+        default=0.0,
+    )
     return min(settings.audit.interval, max(MIN_WARMUP, timedelta(seconds=seconds)))
+
+
+def budget(settings: Settings, exchange: str) -> int:
+    """keymon's weight budget per minute on ``exchange``."""
+    return settings.exchanges.for_exchange(exchange).max_weight_per_minute
 
 
 def budget_limits(settings: Settings) -> dict[str, ExchangeLimits]:
     """Each exchange's weight budget and the per-IP limits behind its used-weight headers."""
-    binance = settings.exchanges.binance
     return {
-        "binance": ExchangeLimits(
-            binance.max_weight_per_minute,
-            {"X-SAPI-USED-IP-WEIGHT-1M": 12_000, "X-MBX-USED-WEIGHT-1M": 6_000},
-        )
+        name: ExchangeLimits(budget(settings, name), adapter.ip_limit_headers)
+        for name, adapter in EXCHANGES.items()
     }
 
 
@@ -522,16 +534,20 @@ def _shortest_interval(settings: Settings) -> float:
 
 
 def _warn_if_budget_short(settings: Settings) -> None:
-    per_minute = sum(60 / settings.interval_for(key).total_seconds() for key in settings.keys)
-    budget = settings.exchanges.binance.max_weight_per_minute
-    if per_minute > budget:
-        log.warning(
-            "budget_too_small",
-            keys=len(settings.keys),
-            needed_weight_per_minute=round(per_minute),
-            budget=budget,
-            detail="not every key can be audited every interval; raise the budget or interval",
+    needed: dict[str, float] = {}
+    for key in settings.keys:
+        needed[key.exchange] = (
+            needed.get(key.exchange, 0.0) + 60 / settings.interval_for(key).total_seconds()
         )
+    for exchange, per_minute in needed.items():
+        if per_minute > budget(settings, exchange):
+            log.warning(
+                "budget_too_small",
+                exchange=exchange,
+                needed_weight_per_minute=round(per_minute),
+                budget=budget(settings, exchange),
+                detail="not every key can be audited every interval; raise the budget or interval",
+            )
 
 
 async def run_daemon(

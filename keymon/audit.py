@@ -17,11 +17,10 @@ from typing import Any
 import httpx
 import structlog
 
-from keymon.config import BinanceKey, Settings
+from keymon.config import KeyBase, Settings
 from keymon.errors import ExchangeError, KeymonError
 from keymon.exchanges import EXCHANGES, build_client
-from keymon.exchanges.base import Clock, RequestObserver
-from keymon.exchanges.binance import BinanceAdapter, RequestGate
+from keymon.exchanges.base import Clock, ExchangeAdapter, RequestGate, RequestObserver
 from keymon.model import AuditError, AuditResult, KeyFacts, Reason
 from keymon.policy import evaluate, evaluate_error
 
@@ -49,10 +48,10 @@ class Auditor:
         self._clock = clock
         self._monotonic = monotonic
         self._clients: list[httpx.AsyncClient] = []
-        self.adapters: dict[str, BinanceAdapter] = {}
+        self.adapters: dict[str, ExchangeAdapter] = {}
         timeout = settings.audit.timeout.total_seconds()
         for name, adapter_cls in EXCHANGES.items():
-            exchange_settings = getattr(settings.exchanges, name)
+            exchange_settings = settings.exchanges.for_exchange(name)
             transport = transport_factory(name) if transport_factory else None
             client = build_client(
                 exchange=name,
@@ -84,7 +83,7 @@ class Auditor:
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), tz=UTC)
 
-    async def audit(self, key: BinanceKey, settings: Settings | None = None) -> AuditResult:
+    async def audit(self, key: KeyBase, settings: Settings | None = None) -> AuditResult:
         """Audit one key and judge it. Never raises (cancellation aside)."""
         settings = settings or self.settings
         started = self._monotonic()
@@ -122,12 +121,12 @@ class Auditor:
         return result
 
     async def audit_all(
-        self, keys: Iterable[BinanceKey], *, concurrency: int = DEFAULT_CONCURRENCY
+        self, keys: Iterable[KeyBase], *, concurrency: int = DEFAULT_CONCURRENCY
     ) -> list[AuditResult]:
         """Audit every key, at most ``concurrency`` at once, results in the keys' order."""
         slots = asyncio.Semaphore(concurrency)
 
-        async def one(key: BinanceKey) -> AuditResult:
+        async def one(key: KeyBase) -> AuditResult:
             async with slots:
                 return await self.audit(key)
 

@@ -1,7 +1,7 @@
 """The weight budget: keymon spends at most its share of an exchange's per-IP rate limit.
 
 keymon shares its egress IP, and so the exchange's per-IP limit, with the trading bots; the
-bots come first. :class:`WeightBudget` is the :class:`~keymon.exchanges.binance.RequestGate`
+bots come first. :class:`WeightBudget` is the :class:`~keymon.exchanges.base.RequestGate`
 every adapter passes each request through:
 
 * **Own budget.** At most ``max_weight_per_minute`` weight is spent in any sliding 60 s
@@ -36,8 +36,7 @@ import httpx
 import structlog
 
 from keymon.errors import ExchangeRateLimited
-from keymon.exchanges.base import Clock, parse_retry_after
-from keymon.exchanges.binance import RequestGate
+from keymon.exchanges.base import Clock, RequestGate, parse_retry_after
 from keymon.model import Reason
 
 log = structlog.get_logger(__name__)

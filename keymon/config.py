@@ -237,12 +237,12 @@ class AuditSettings(_Model):
         return self
 
 
-class BinanceSettings(_Model):
-    """``exchanges.binance:``."""
+class ExchangeSettingsBase(_Model):
+    """What every ``exchanges.<name>:`` section has; each exchange sets its own defaults."""
 
-    base_url: str = BINANCE_BASE_URL
-    recv_window: Duration = BINANCE_RECV_WINDOW
-    max_weight_per_minute: int = Field(default=BINANCE_MAX_WEIGHT_PER_MINUTE, gt=0)
+    base_url: str
+    #: keymon's own share of the exchange's per-IP rate limit (the bots share the IP).
+    max_weight_per_minute: int = Field(gt=0)
     time_sync_interval: Duration = timedelta(minutes=10)
 
     @field_validator("base_url")
@@ -256,6 +256,14 @@ class BinanceSettings(_Model):
             )
         return value.rstrip("/")
 
+
+class BinanceSettings(ExchangeSettingsBase):
+    """``exchanges.binance:``."""
+
+    base_url: str = BINANCE_BASE_URL
+    recv_window: Duration = BINANCE_RECV_WINDOW
+    max_weight_per_minute: int = Field(default=BINANCE_MAX_WEIGHT_PER_MINUTE, gt=0)
+
     @field_validator("recv_window")
     @classmethod
     def _recv_window_range(cls, value: timedelta) -> timedelta:
@@ -265,9 +273,15 @@ class BinanceSettings(_Model):
 
 
 class ExchangesSettings(_Model):
-    """``exchanges:``: optional per-exchange settings."""
+    """``exchanges:``: optional per-exchange settings, one field per supported exchange."""
 
     binance: BinanceSettings = BinanceSettings()
+
+    def for_exchange(self, name: str) -> ExchangeSettingsBase:
+        """The settings section of exchange ``name``."""
+        section = getattr(self, name)
+        assert isinstance(section, ExchangeSettingsBase)
+        return section
 
 
 class Policy(_Model):
@@ -346,8 +360,11 @@ _RESERVED_LABELS = frozenset(
 
 
 class KeyBase(_Model):
-    """Fields every key has, whatever its exchange."""
+    """Fields every key has, whatever its exchange. Each exchange's key model narrows
+    ``exchange`` to its name (the discriminator) and adds what it needs (a passphrase, a key
+    type)."""
 
+    exchange: str
     name: str
     client: str = Field(min_length=1)
     api_key: SecretRef
@@ -536,12 +553,12 @@ class Settings(BaseSettings):
         parse_listen(value)
         return value
 
-    def policy_for(self, key: BinanceKey) -> tuple[str, Policy]:
+    def policy_for(self, key: KeyBase) -> tuple[str, Policy]:
         """The name and policy that apply to ``key``."""
         name = key.policy or self.default_policy
         return name, self.policies[name]
 
-    def interval_for(self, key: BinanceKey) -> timedelta:
+    def interval_for(self, key: KeyBase) -> timedelta:
         """How often ``key`` is audited: its own interval, its policy's, or ``audit.interval``."""
         policy = self.policies.get(key.policy or self.default_policy)
         return key.interval or (policy.interval if policy else None) or self.audit.interval
@@ -566,9 +583,18 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> set[str]:
         """Every secret value in the configuration, for the log redaction step."""
-        values = {s.get() for key in self.keys for s in (key.api_key, key.api_secret)}
+        values = {s.get() for key in self.keys for s in key_secrets(key)}
         values.update(url.get() for url in self.notify.urls)
         return values
+
+
+def key_secrets(key: KeyBase) -> list[Secret]:
+    """Every secret of a key: API key, secret, and a passphrase where the exchange uses one."""
+    secrets = [key.api_key, key.api_secret]
+    passphrase = getattr(key, "passphrase", None)
+    if isinstance(passphrase, Secret):
+        secrets.append(passphrase)
+    return secrets
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from keymon.changes import Change, diff_facts, diff_rejected
-from keymon.config import BinanceKey, Policy, Settings
+from keymon.config import KeyBase, Policy, Settings, key_secrets
 from keymon.model import (
     AuditResult,
     Coverage,
@@ -42,7 +42,7 @@ _REJECTED_CHECK = RuleCheck(Rule.KEY_REJECTED, (Severity.CRITICAL,))
 class KeyState:
     """Everything keymon knows about one configured key."""
 
-    key: BinanceKey
+    key: KeyBase
     policy_name: str
     policy: Policy
     coverage: Coverage
@@ -286,9 +286,7 @@ def _rejected(result: AuditResult) -> bool | None:
     return None
 
 
-def _same_credentials(old: BinanceKey, new: BinanceKey) -> bool:
-    return (
-        old.exchange == new.exchange
-        and old.api_key.get() == new.api_key.get()
-        and old.api_secret.get() == new.api_secret.get()
-    )
+def _same_credentials(old: KeyBase, new: KeyBase) -> bool:
+    return old.exchange == new.exchange and [s.get() for s in key_secrets(old)] == [
+        s.get() for s in key_secrets(new)
+    ]

@@ -7,9 +7,16 @@ parameters and a row in the README's exchange table.
 
 from __future__ import annotations
 
-from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, build_client
+from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGate, build_client
 from keymon.exchanges.binance import BinanceAdapter
 
-EXCHANGES: dict[str, type[BinanceAdapter]] = {"binance": BinanceAdapter}
+EXCHANGES: dict[str, type[ExchangeAdapter]] = {"binance": BinanceAdapter}
 
-__all__ = ["EXCHANGES", "BinanceAdapter", "ExchangeAdapter", "ReadOnlyTransport", "build_client"]
+__all__ = [
+    "EXCHANGES",
+    "BinanceAdapter",
+    "ExchangeAdapter",
+    "ReadOnlyTransport",
+    "RequestGate",
+    "build_client",
+]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
@@ -32,13 +32,41 @@ Clock = Callable[[], float]
 RequestObserver = Callable[[str, str, str, float], None]
 
 
+class RequestGate:
+    """Hooks around every exchange request; the daemon's weight budget implements these.
+
+    The default lets everything through: ``keymon check`` makes one pass and stays far below
+    any limit.
+    """
+
+    async def acquire(self, exchange: str, weight: int) -> None:
+        """Wait until ``weight`` may be spent; raise ExchangeRateLimited while banned."""
+
+    def observe(self, exchange: str, response: httpx.Response) -> None:
+        """Learn from a response (used-weight headers, 429/418 with Retry-After)."""
+
+
 class ExchangeAdapter(Protocol):
-    """What keymon needs from an exchange."""
+    """What keymon needs from an exchange. Adapters are built by the Auditor as
+    ``cls(client, settings, clock=, monotonic=, gate=, observer=)``."""
 
     name: ClassVar[str]
     coverage: ClassVar[Coverage]
     #: (METHOD, path) pairs this adapter may call; everything else is refused unsent.
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]]
+    #: Used-weight response headers -> the exchange's per-IP limit behind each (for the budget).
+    ip_limit_headers: ClassVar[Mapping[str, int]]
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        settings: Any,
+        *,
+        clock: Clock = ...,
+        monotonic: Clock = ...,
+        gate: RequestGate | None = ...,
+        observer: RequestObserver | None = ...,
+    ) -> None: ...
 
     async def audit(self, key: Any) -> KeyFacts:
         """Return the facts the exchange shows about ``key``, the key that signs the call."""

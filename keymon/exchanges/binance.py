@@ -42,6 +42,7 @@ from keymon.errors import (
 )
 from keymon.exchanges.base import (
     Clock,
+    RequestGate,
     RequestObserver,
     parse_retry_after,
     translate_transport_error,
@@ -199,20 +200,6 @@ class ApiRestrictions(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class RequestGate:
-    """Hooks around every request; the daemon's weight budget implements these.
-
-    The default lets everything through: ``keymon check`` makes one pass and stays far below
-    any limit.
-    """
-
-    async def acquire(self, exchange: str, weight: int) -> None:
-        """Wait until ``weight`` may be spent; raise ExchangeRateLimited while banned."""
-
-    def observe(self, exchange: str, response: httpx.Response) -> None:
-        """Learn from a response (used-weight headers, 429/418 with Retry-After)."""
-
-
 class BinanceAdapter:
     """Audits Binance keys. One instance per process, shared by every Binance key."""
 
@@ -221,6 +208,11 @@ class BinanceAdapter:
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
         {("GET", TIME_PATH), ("GET", RESTRICTIONS_PATH)}
     )
+    #: Binance's used-weight headers and the per-IP limits behind them (§1.8).
+    ip_limit_headers: ClassVar[Mapping[str, int]] = {
+        "X-SAPI-USED-IP-WEIGHT-1M": 12_000,
+        "X-MBX-USED-WEIGHT-1M": 6_000,
+    }
     #: Request weight per endpoint (§1.7): both are weight 1.
     weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, RESTRICTIONS_PATH: 1}
 

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from keymon.audit import Auditor
 from keymon.config import Settings
 from keymon.errors import ForbiddenRequest
-from keymon.exchanges.binance import BinanceAdapter, BinanceAuth, RequestGate, hmac_signer
+from keymon.exchanges.base import RequestGate
+from keymon.exchanges.binance import BinanceAdapter, BinanceAuth, hmac_signer
 from keymon.model import AuditResult, Coverage, Reason, Rule, Severity
 from keymon.simulator.binance import BinanceSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET, FakeClock, key_entry, make_settings
@@ -51,6 +52,13 @@ def exchange(request: pytest.FixtureRequest, sim: BinanceSimulator) -> Iterator[
     else:
         with sim.serve_in_thread() as url:
             yield Exchange(url, None)
+
+
+def binance_adapter(auditor: Auditor) -> BinanceAdapter:
+    """The auditor's Binance adapter, typed as such."""
+    adapter = auditor.adapters["binance"]
+    assert isinstance(adapter, BinanceAdapter)
+    return adapter
 
 
 def doc_key(**extra: Any) -> dict[str, Any]:
@@ -318,7 +326,7 @@ async def test_server_errors_are_exchange_unavailable(
     """A 503 is exchange_unavailable, never healthy, and no finding is invented."""
     settings = exchange.settings(doc_key())
     async with Auditor(settings, transport_factory=exchange.transport) as auditor:
-        await auditor.adapters["binance"].sync_time()
+        await binance_adapter(auditor).sync_time()
         sim.fail_next(1, status=503)
         result = await auditor.audit(settings.keys[0])
     assert result.error is not None
@@ -331,7 +339,7 @@ async def test_truncated_json_is_bad_response(sim: BinanceSimulator, exchange: E
     """A 200 whose body is cut off is bad_response."""
     settings = exchange.settings(doc_key())
     async with Auditor(settings, transport_factory=exchange.transport) as auditor:
-        await auditor.adapters["binance"].sync_time()
+        await binance_adapter(auditor).sync_time()
         sim.truncate_next(1)
         result = await auditor.audit(settings.keys[0])
     assert result.error is not None
@@ -455,7 +463,7 @@ async def adapter_client(sim: BinanceSimulator) -> AsyncIterator[httpx.AsyncClie
     """The guarded client an Auditor builds for Binance, over the simulator."""
     settings = make_settings(doc_key())
     async with Auditor(settings, transport_factory=lambda _n: sim.transport()) as auditor:
-        yield auditor.adapters["binance"]._client
+        yield binance_adapter(auditor)._client
 
 
 @pytest.mark.parametrize(
