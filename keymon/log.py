@@ -10,6 +10,7 @@ the output.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from collections.abc import Iterable, MutableMapping
@@ -20,6 +21,9 @@ import structlog
 REDACTED = "[REDACTED]"
 #: Shorter fragments are not redacted on their own: they would mangle ordinary words.
 MIN_FRAGMENT = 12
+#: Parts of a URL secret (path segments, user, password, query values) this long are hidden.
+MIN_URL_FRAGMENT = 10
+_URL_PARTS = re.compile(r"[/:@?&=#+,;]+")
 #: Needles are indexed by this many leading characters.
 _PREFIX = 8
 
@@ -43,6 +47,12 @@ class Redactor:
             needles.update(
                 line.strip() for line in secret.splitlines() if len(line.strip()) >= MIN_FRAGMENT
             )
+            if "://" in secret:
+                # A channel URL's tokens may surface alone (a library's log line quoting a
+                # path segment or a header): hide every long part of it too.
+                needles.update(
+                    part for part in _URL_PARTS.split(secret) if len(part) >= MIN_URL_FRAGMENT
+                )
         # Thousands of keys mean thousands of needles: index them by their first characters
         # so that a log line is scanned once, not once per secret.
         index: dict[str, list[str]] = {}
