@@ -50,6 +50,14 @@ BINANCE_BASE_URL = "https://api.binance.com"
 BINANCE_MAX_WEIGHT_PER_MINUTE = 1200
 BINANCE_RECV_WINDOW = timedelta(seconds=5)
 BINANCE_MAX_RECV_WINDOW = timedelta(seconds=60)
+BYBIT_BASE_URL = "https://api.bybit.com"
+#: Bybit counts requests, not weights: ``GET /v5/user/query-api`` allows 10 requests/s (600/min)
+#: per UID and the whole IP allows 600 requests per 5 s (exchange-apis.md §2.1). keymon takes a
+#: tenth of the endpoint's limit, 60 requests/min, and leaves the rest to the bots on the IP.
+BYBIT_MAX_WEIGHT_PER_MINUTE = 60
+BYBIT_RECV_WINDOW = timedelta(seconds=5)
+#: Bybit does not document a maximum recv_window; keymon keeps Binance's 60 s bound.
+BYBIT_MAX_RECV_WINDOW = timedelta(seconds=60)
 
 # ----------------------------------------------------------------------------- durations
 
@@ -272,10 +280,26 @@ class BinanceSettings(ExchangeSettingsBase):
         return value
 
 
+class BybitSettings(ExchangeSettingsBase):
+    """``exchanges.bybit:``."""
+
+    base_url: str = BYBIT_BASE_URL
+    recv_window: Duration = BYBIT_RECV_WINDOW
+    max_weight_per_minute: int = Field(default=BYBIT_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+    @field_validator("recv_window")
+    @classmethod
+    def _recv_window_range(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= BYBIT_MAX_RECV_WINDOW:
+            raise PydanticCustomError("duration", "must be more than 0s and at most 60s")
+        return value
+
+
 class ExchangesSettings(_Model):
     """``exchanges:``: optional per-exchange settings, one field per supported exchange."""
 
     binance: BinanceSettings = BinanceSettings()
+    bybit: BybitSettings = BybitSettings()
 
     def for_exchange(self, name: str) -> ExchangeSettingsBase:
         """The settings section of exchange ``name``."""
@@ -458,8 +482,16 @@ def detect_binance_key_type(secret: str) -> BinanceKeyType:
     raise PydanticCustomError("secret", "is a PEM private key of a type Binance does not use")
 
 
-KeyConfig = Annotated[BinanceKey, Field(discriminator="exchange")]
-EXCHANGE_NAMES: tuple[str, ...] = ("binance",)
+class BybitKey(KeyBase):
+    """A Bybit key. Only system-generated (HMAC) keys are supported: an RSA key's secret is
+    its private key, which this release does not sign with."""
+
+    exchange: Literal["bybit"]
+
+
+KeyConfig = Annotated[BinanceKey | BybitKey, Field(discriminator="exchange")]
+EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit")
+_KEY_MODELS: dict[str, type[KeyBase]] = {"binance": BinanceKey, "bybit": BybitKey}
 
 
 def _apprise_url(value: Secret) -> Secret:
@@ -837,11 +869,19 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
     elif len(parent) == 1 and isinstance(parent[0], str) and parent[0] in _FIELD_NAMES:
         candidates = _FIELD_NAMES[parent[0]]
     elif parent[0] == "keys":
-        candidates = tuple(BinanceKey.model_fields)
+        exchange = next((p for p in parent[1:] if p in _KEY_MODELS), None)
+        if exchange is not None:
+            candidates = tuple(_KEY_MODELS[str(exchange)].model_fields)
+        else:
+            candidates = tuple(
+                dict.fromkeys(f for m in _KEY_MODELS.values() for f in m.model_fields)
+            )
     elif parent[0] == "policies":
         candidates = tuple(Policy.model_fields)
     elif parent[:2] == ("exchanges", "binance"):
         candidates = tuple(BinanceSettings.model_fields)
+    elif parent[:2] == ("exchanges", "bybit"):
+        candidates = tuple(BybitSettings.model_fields)
     else:
         return ""
     close = difflib.get_close_matches(name, candidates, n=1)

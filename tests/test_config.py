@@ -190,11 +190,11 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "invalid-exchange-unknown.yaml",
-        ("keys[0].exchange: unknown exchange 'kraken2' (supported: binance)",),
+        ("keys[0].exchange: unknown exchange 'kraken2' (supported: binance, bybit)",),
     ),
     (
         "invalid-exchange-missing.yaml",
-        ("keys[0].exchange: exchange is missing (supported: binance)",),
+        ("keys[0].exchange: exchange is missing (supported: binance, bybit)",),
     ),
     (
         "invalid-duplicate-key-names.yaml",
@@ -501,6 +501,8 @@ def test_product_example_shape_loads_every_field(
     assert s.default_policy == "market-maker"
 
     acme, beta = s.keys
+    assert isinstance(acme, BinanceKey)
+    assert isinstance(beta, BinanceKey)
     assert (acme.name, acme.client, acme.exchange) == ("acme-binance-main", "acme", "binance")
     assert acme.api_key.get() == TEST_SECRETS["KMTEST_ACME_KEY"]
     assert acme.api_secret.get() == "acme-file-secret"
@@ -675,6 +677,8 @@ keys:
     api_secret: {{env: KMTEST_PEM}}
 """
     detected, explicit = load(write(tmp_path, text)).settings.keys
+    assert isinstance(detected, BinanceKey)
+    assert isinstance(explicit, BinanceKey)
     assert detected.resolved_key_type == kind
     assert explicit.resolved_key_type == kind
     assert detected.api_secret.get() == pem.removesuffix("\n")
@@ -1144,3 +1148,32 @@ def test_key_interval_must_exceed_jitter(tmp_path: Path) -> None:
     assert exc.value.problems == [
         "keys[0].interval: 5s must be at least 1s and longer than audit.jitter (10s)"
     ]
+
+
+def test_bybit_key_and_settings(tmp_path: Path) -> None:
+    """A Bybit key loads with the Bybit defaults; typos get Bybit-specific suggestions."""
+    from keymon.config import BybitKey
+
+    text = """
+exchanges:
+  bybit: {recv_windw: 5s}
+keys:
+  - name: acme-bybit
+    client: acme
+    exchange: bybit
+    api_key: k
+    api_secret: s
+    key_typ: hmac
+"""
+    problems = problems_of(write(tmp_path, text))
+    assert "exchanges.bybit.recv_windw: unknown field (did you mean 'recv_window'?)" in problems
+    assert "keys[0].key_typ: unknown field" in problems  # Bybit keys have no key_type
+    good = text.replace("  bybit: {recv_windw: 5s}", "  bybit: {}").replace(
+        "    key_typ: hmac\n", ""
+    )
+    settings = load(write(tmp_path, good)).settings
+    (key,) = settings.keys
+    assert isinstance(key, BybitKey)
+    assert settings.exchanges.bybit.base_url == "https://api.bybit.com"
+    assert settings.exchanges.bybit.recv_window.total_seconds() == 5
+    assert settings.exchanges.bybit.max_weight_per_minute == 60

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGate, build_client
 from keymon.exchanges.binance import BinanceAdapter
+from keymon.exchanges.bybit import BybitAdapter
 
-EXCHANGES: dict[str, type[ExchangeAdapter]] = {"binance": BinanceAdapter}
+EXCHANGES: dict[str, type[ExchangeAdapter]] = {"binance": BinanceAdapter, "bybit": BybitAdapter}
 
 __all__ = [
     "EXCHANGES",
     "BinanceAdapter",
+    "BybitAdapter",
     "ExchangeAdapter",
     "ReadOnlyTransport",
     "RequestGate",

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from keymon.audit import Auditor
-from keymon.config import Settings
+from keymon.config import BinanceKey, Settings
 from keymon.errors import ForbiddenRequest
 from keymon.exchanges.base import RequestGate
 from keymon.exchanges.binance import BinanceAdapter, BinanceAuth, hmac_signer
@@ -150,7 +150,9 @@ async def test_three_key_types_are_accepted(
         secret, public = _pem(private)
         sim.add_key("typedKey", public_key_pem=public)
     settings = exchange.settings(key_entry("typed", "typedKey", secret))
-    assert settings.keys[0].key_type == key_type
+    typed = settings.keys[0]
+    assert isinstance(typed, BinanceKey)
+    assert typed.key_type == key_type
     result = await exchange.audit(settings)
     assert result.ok, result.error
     assert result.facts is not None

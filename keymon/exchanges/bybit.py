@@ -1,0 +1,473 @@
+"""Bybit: the key's own facts from ``GET /v5/user/query-api`` (exchange-apis.md §2.1).
+
+Signing (docs ``guide.mdx``, "Authentication"): ``hex(HMAC-SHA256(secret, timestamp + apiKey +
+recvWindow + payload))``, where the payload of a GET is its raw query string (empty here). The
+headers ``X-BAPI-API-KEY``, ``X-BAPI-TIMESTAMP``, ``X-BAPI-RECV-WINDOW`` and ``X-BAPI-SIGN`` are
+added by :class:`BybitAuth` inside httpx's auth flow, i.e. when the request is sent, so a
+request that waited for the budget still carries a fresh timestamp. ``X-BAPI-SIGN-TYPE`` is
+left out: ``2`` (HMAC) is the default. Only system-generated (HMAC) keys are supported.
+
+Bybit accepts ``server_time - recv_window <= timestamp < server_time + 1000``. The timestamp is
+the local clock plus the offset measured on ``GET /v5/market/time`` (the envelope's ``time``),
+refreshed every ``time_sync_interval``; a ``10002`` answer forces one re-sync and one retry
+before the audit fails with ``clock_skew``.
+
+Unlike Binance, Bybit shows a key its own IP list (``ips``; ``["*"]`` means not bound), so
+``untrusted_ip`` is evaluated for Bybit keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Callable, Generator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Final
+
+import httpx
+import structlog
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+
+from keymon.config import BybitKey, BybitSettings, Secret
+from keymon.errors import (
+    ExchangeAuthError,
+    ExchangeBadResponse,
+    ExchangeClockError,
+    ExchangeError,
+    ExchangeRateLimited,
+    ExchangeUnavailable,
+)
+from keymon.exchanges.base import (
+    Clock,
+    RequestGate,
+    RequestObserver,
+    translate_transport_error,
+    utc_from_ms,
+)
+from keymon.model import Coverage, Deadline, KeyFacts, Reason
+
+log = structlog.get_logger(__name__)
+
+NAME: Final = "bybit"
+TIME_PATH: Final = "/v5/market/time"
+QUERY_API_PATH: Final = "/v5/user/query-api"
+
+#: (group, value) in ``permissions`` -> keymon permission (exchange-apis.md §4's table).
+#: ``ContractTrade`` maps as a whole group: any entry in it is derivatives trading.
+PERMISSION_ENTRIES: Final[Mapping[tuple[str, str], str]] = {
+    ("Spot", "SpotTrade"): "spot_trade",
+    ("Derivatives", "DerivativesTrade"): "futures_trade",
+    ("Options", "OptionsTrade"): "options_trade",
+    ("Wallet", "Withdraw"): "withdraw",
+    ("Wallet", "AccountTransfer"): "universal_transfer",
+    ("Wallet", "SubMemberTransfer"): "internal_transfer",
+    ("Wallet", "SubMemberTransferList"): "internal_transfer",
+}
+#: keymon permission -> the groups whose presence makes it observable.
+_PERMISSION_GROUPS: Final[Mapping[str, tuple[str, ...]]] = {
+    "spot_trade": ("Spot",),
+    "futures_trade": ("ContractTrade", "Derivatives"),
+    "options_trade": ("Options",),
+    "withdraw": ("Wallet",),
+    "universal_transfer": ("Wallet",),
+    "internal_transfer": ("Wallet",),
+}
+
+# docs error.mdx (exchange-apis.md §2.1). 33004 and -2015 are the legacy "API key expired".
+KEY_REJECTED_CODES: Final = frozenset({10003, 10004, 10005, 10007, 10010, 33004, -2015})
+IP_REFUSED: Final = 10010
+INVALID_TIMESTAMP: Final = 10002
+#: 10006 "too many visits" is documented in §2.1; 10018 ("exceeded the IP rate limit") is from
+#: Bybit's v5 error list, not from exchange-apis.md.
+RATE_LIMIT_CODES: Final = frozenset({10006, 10018})
+#: 10000 "server timeout" and 10016 "server error": Bybit's v5 error list, not exchange-apis.md.
+UNAVAILABLE_CODES: Final = frozenset({10000, 10016})
+#: HTTP 403: "access too frequent" (600 requests per 5 s per IP), wait at least 10 minutes.
+IP_BAN_SECONDS: Final = 600.0
+SYNC_RETRY_SECONDS: Final = 30.0
+_IP = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:]+:[0-9A-Fa-f]*)\b")
+
+_unknown_entries_logged: set[str] = set()
+
+# ----------------------------------------------------------------------------- signing
+
+
+def sign(secret: str, prehash: str) -> str:
+    """Lowercase hex HMAC-SHA256 of the pre-hash string (Bybit HMAC keys)."""
+    return hmac.new(secret.encode(), prehash.encode(), hashlib.sha256).hexdigest()
+
+
+class BybitAuth(httpx.Auth):
+    """Adds ``X-BAPI-API-KEY``, ``-TIMESTAMP``, ``-RECV-WINDOW`` and ``-SIGN`` when sent."""
+
+    requires_request_body = True
+
+    def __init__(
+        self, api_key: Secret, secret: Secret, now_ms: Callable[[], int], recv_window_ms: int
+    ) -> None:
+        self._api_key = api_key
+        self._secret = secret
+        self._now_ms = now_ms
+        self._recv_window_ms = recv_window_ms
+
+    def __repr__(self) -> str:
+        return "BybitAuth(...)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        timestamp = str(self._now_ms())
+        window = str(self._recv_window_ms)
+        api_key = self._api_key.get()
+        # GET: the raw query string as sent; POST: the body exactly as sent.
+        payload = (
+            request.url.query.decode("ascii")
+            if request.method == "GET"
+            else request.content.decode()
+        )
+        request.headers["X-BAPI-API-KEY"] = api_key
+        request.headers["X-BAPI-TIMESTAMP"] = timestamp
+        request.headers["X-BAPI-RECV-WINDOW"] = window
+        request.headers["X-BAPI-SIGN"] = sign(
+            self._secret.get(), timestamp + api_key + window + payload
+        )
+        yield request
+
+
+class _SendTime(httpx.Auth):
+    """Notes the local time when the request is actually sent (after any queueing)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.sent: float | None = None
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        self.sent = self._clock()
+        yield request
+
+
+# ----------------------------------------------------------------------------- responses
+
+
+class Envelope(BaseModel):
+    """Every v5 answer: ``{retCode, retMsg, result, retExtInfo, time}``."""
+
+    model_config = ConfigDict(extra="ignore")
+    retCode: StrictInt
+    retMsg: str = ""
+    result: Any = None
+    time: StrictInt | None = None
+
+
+class ApiKeyInfo(BaseModel):
+    """``result`` of ``GET /v5/user/query-api``. ``permissions`` is required: a body without
+    it says nothing the security rules can stand on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    apiKey: StrictStr
+    readOnly: StrictInt = 0
+    permissions: dict[str, list[StrictStr]]
+    ips: list[StrictStr] | None = None
+    deadlineDay: StrictInt | None = None
+    expiredAt: StrictStr | None = None
+    createdAt: StrictStr | None = None
+
+
+# ----------------------------------------------------------------------------- adapter
+
+
+class BybitAdapter:
+    """Audits Bybit keys. One instance per process, shared by every Bybit key."""
+
+    name: ClassVar[str] = NAME
+    coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
+    read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {("GET", TIME_PATH), ("GET", QUERY_API_PATH)}
+    )
+    #: Empty on purpose: Bybit's ``X-Bapi-Limit``/``-Limit-Status``/``-Limit-Reset-Timestamp``
+    #: report the *remaining* requests of one endpoint for one UID, not a per-IP used weight,
+    #: so the budget (which reads used-weight-per-IP headers) has nothing to learn from them.
+    ip_limit_headers: ClassVar[Mapping[str, int]] = {}
+    #: Bybit counts requests: every call costs 1.
+    weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, QUERY_API_PATH: 1}
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        settings: BybitSettings,
+        *,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+        gate: RequestGate | None = None,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._clock = clock
+        self._monotonic = monotonic
+        self._gate = gate or RequestGate()
+        self._observer = observer
+        self._offset_ms = 0.0
+        self._next_sync: float | None = None
+        self._sync_lock = asyncio.Lock()
+        #: Monotonic end of a 403 IP ban. The budget knows only Binance's 418, so the adapter
+        #: itself sends nothing to Bybit until Bybit's documented 10-minute pause has passed.
+        self._banned_until = 0.0
+
+    @property
+    def weight_used(self) -> int | None:
+        """Always None: Bybit reports no per-IP used weight."""
+        return None
+
+    @property
+    def clock_offset_ms(self) -> float:
+        """Server time minus local time, as last measured."""
+        return self._offset_ms
+
+    def now_ms(self) -> int:
+        """Bybit's idea of now, in ms: the local clock corrected by the last sync."""
+        return int(self._clock() * 1000 + self._offset_ms)
+
+    async def audit(self, key: BybitKey) -> KeyFacts:
+        """The key's permissions, IP list and expiry, mapped onto keymon's vocabulary."""
+        await self._ensure_synced()
+        auth = BybitAuth(
+            key.api_key,
+            key.api_secret,
+            self.now_ms,
+            int(self._settings.recv_window.total_seconds() * 1000),
+        )
+        try:
+            result = await self._get(QUERY_API_PATH, auth=auth)
+        except ExchangeClockError:
+            await self._ensure_synced(force=True)
+            result = await self._get(QUERY_API_PATH, auth=auth)
+        return self._facts(result, key.api_key.get())
+
+    async def sync_time(self) -> None:
+        """Measure the offset between the local clock and Bybit's server time."""
+        stamp = _SendTime(self._clock)
+        envelope = await self._envelope(TIME_PATH, auth=stamp)
+        received = self._clock()
+        sent = stamp.sent if stamp.sent is not None else received
+        if envelope.time is None:
+            raise ExchangeBadResponse(f"bybit: {TIME_PATH} answered without a time", exchange=NAME)
+        self._offset_ms = envelope.time - (sent + received) / 2 * 1000
+        self._next_sync = self._monotonic() + self._settings.time_sync_interval.total_seconds()
+        log.debug("clock_synced", exchange=NAME, offset_ms=round(self._offset_ms, 1))
+
+    async def _ensure_synced(self, *, force: bool = False) -> None:
+        async with self._sync_lock:
+            if not force and self._next_sync is not None and self._monotonic() < self._next_sync:
+                return
+            try:
+                await self.sync_time()
+            except ExchangeError as exc:
+                log.warning("clock_sync_failed", exchange=NAME, reason=str(exc.reason))
+                interval = self._settings.time_sync_interval.total_seconds()
+                self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
+
+    async def _get(self, path: str, *, auth: httpx.Auth) -> Any:
+        return (await self._envelope(path, auth=auth)).result
+
+    async def _envelope(self, path: str, *, auth: httpx.Auth) -> Envelope:
+        left = self._banned_until - self._monotonic()
+        if left > 0:
+            raise ExchangeRateLimited(
+                f"bybit: this IP is paused after HTTP 403 (too many requests); {left:.0f} s left",
+                exchange=NAME,
+                reason=Reason.BANNED,
+                retry_after=left,
+            )
+        await self._gate.acquire(NAME, self.weights[path])
+        started = self._monotonic()
+        try:
+            response = await self._client.get(path, auth=auth)
+        except httpx.HTTPError as exc:
+            error = translate_transport_error(exc, NAME, path)
+            self._observe(path, str(error.reason), started)
+            raise error from exc
+        self._observe(path, str(response.status_code), started)
+        self._gate.observe(NAME, response)
+        try:
+            body = json.loads(response.content)
+            envelope = Envelope.model_validate(body)
+        except (ValueError, UnicodeDecodeError, ValidationError):
+            raise self._http_error(response, path) from None
+        if envelope.retCode != 0:
+            raise self._code_error(envelope, response)
+        if response.status_code != httpx.codes.OK:
+            raise self._http_error(response, path)
+        return envelope
+
+    def _observe(self, path: str, status: str, started: float) -> None:
+        if self._observer is not None:
+            self._observer(NAME, path, status, self._monotonic() - started)
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        reset = response.headers.get("X-Bapi-Limit-Reset-Timestamp")
+        if reset is None or not reset.isdigit():
+            return None
+        return max(0.0, int(reset) / 1000 - self._clock())
+
+    def _http_error(self, response: httpx.Response, path: str) -> ExchangeError:
+        """An answer without a readable envelope (or a non-200 with retCode 0)."""
+        status = response.status_code
+        if status == 403:
+            self._banned_until = self._monotonic() + IP_BAN_SECONDS
+            return ExchangeRateLimited(
+                "bybit: HTTP 403, this IP sent too many requests (600 per 5 s; Bybit asks for"
+                " a 10-minute pause) or is in a blocked region",
+                exchange=NAME,
+                reason=Reason.BANNED,
+                retry_after=IP_BAN_SECONDS,
+            )
+        if status == 429:
+            retry_after = self._retry_after(response)
+            return ExchangeRateLimited(
+                f"bybit: HTTP 429, system rate limit (retry after {retry_after or 'unknown'} s)",
+                exchange=NAME,
+                retry_after=retry_after,
+            )
+        if status == 401:
+            return ExchangeAuthError(
+                "bybit rejects the request: HTTP 401, the auth headers are missing or invalid",
+                exchange=NAME,
+            )
+        if status >= 500:
+            return ExchangeUnavailable(f"bybit: HTTP {status}", exchange=NAME)
+        if status == 200:
+            return ExchangeBadResponse(
+                f"bybit: {path} answered HTTP 200 with a body that is not a v5 envelope "
+                f"({len(response.content)} bytes; truncated?)",
+                exchange=NAME,
+            )
+        return ExchangeBadResponse(f"bybit: {path} answered HTTP {status}", exchange=NAME)
+
+    def _code_error(self, envelope: Envelope, response: httpx.Response) -> ExchangeError:
+        code = envelope.retCode
+        msg = envelope.retMsg[:300]
+        detail = f"bybit {code}: {msg or 'no message'}"
+        if code in RATE_LIMIT_CODES:
+            retry_after = self._retry_after(response)
+            return ExchangeRateLimited(
+                f"{detail} (rate limited; retry after {retry_after or 'unknown'} s)",
+                exchange=NAME,
+                code=code,
+                retry_after=retry_after,
+            )
+        if code == INVALID_TIMESTAMP:
+            return ExchangeClockError(
+                f"{detail} (local clock offset {self._offset_ms:+.0f} ms after sync)",
+                exchange=NAME,
+                code=code,
+            )
+        if code in KEY_REJECTED_CODES:
+            match = _IP.search(msg) if code == IP_REFUSED else None
+            refused_ip = match.group(1) if match else None
+            return ExchangeAuthError(
+                _rejection_message(code, detail, refused_ip),
+                exchange=NAME,
+                code=code,
+                refused_ip=refused_ip,
+            )
+        if code in UNAVAILABLE_CODES or response.status_code >= 500:
+            return ExchangeUnavailable(detail, exchange=NAME, code=code)
+        return ExchangeBadResponse(
+            f"{detail} (HTTP {response.status_code})", exchange=NAME, code=code
+        )
+
+    def _facts(self, result: Any, api_key: str) -> KeyFacts:
+        try:
+            info = ApiKeyInfo.model_validate(result)
+        except ValidationError as exc:
+            fields = ", ".join(
+                sorted({".".join(map(str, e["loc"])) or "result" for e in exc.errors()})
+            )
+            raise ExchangeBadResponse(
+                f"bybit: {QUERY_API_PATH} answered an unexpected shape ({fields})",
+                exchange=NAME,
+            ) from None
+        if info.apiKey != api_key:
+            raise ExchangeBadResponse(
+                f"bybit: {QUERY_API_PATH} describes another key than the one that signed",
+                exchange=NAME,
+            )
+        return KeyFacts(
+            coverage=Coverage.INTROSPECTION,
+            permissions=_permissions(info),
+            ip_restricted=_ip_restricted(info.ips),
+            ip_list=tuple(ip for ip in info.ips or () if ip != "*"),
+            created_at=_parse_time(info.createdAt),
+            deadlines=self._deadlines(info),
+            raw={k: v for k, v in dict(result).items() if k != "secret"},
+        )
+
+    def _deadlines(self, info: ApiKeyInfo) -> tuple[Deadline, ...]:
+        expires = _parse_time(info.expiredAt)
+        if expires is not None and expires.year > 1970:
+            return (Deadline("key_expiry", expires),)
+        if info.expiredAt is None and info.deadlineDay is not None and info.deadlineDay > 0:
+            # No datetime but a day count: the day count, counted from now.
+            now = utc_from_ms(self.now_ms())
+            return (Deadline("key_expiry", now + timedelta(days=info.deadlineDay)),)
+        return ()  # absent, or the epoch: IP-bound keys do not expire
+
+
+def _permissions(info: ApiKeyInfo) -> dict[str, bool]:
+    groups = info.permissions
+    permissions: dict[str, bool] = {"read": True}  # any key can read (docs: "read always")
+    for permission, sources in _PERMISSION_GROUPS.items():
+        if any(group in groups for group in sources):
+            permissions[permission] = False  # the group is shown: absence is observed
+    for group, values in groups.items():
+        if group == "ContractTrade" and values:
+            permissions["futures_trade"] = True
+            continue
+        for value in values:
+            mapped = PERMISSION_ENTRIES.get((group, value))
+            if mapped is not None:
+                permissions[mapped] = True
+            elif group != "ContractTrade":
+                raw = f"{group}:{value}"
+                permissions[raw] = True
+                if raw not in _unknown_entries_logged:
+                    _unknown_entries_logged.add(raw)
+                    log.info("unmapped_permission", exchange=NAME, permission=raw)
+    if info.readOnly == 1:
+        # A read-only key can trade or move nothing, whatever the groups list.
+        permissions = {name: name == "read" for name in permissions}
+    return permissions
+
+
+def _ip_restricted(ips: list[str] | None) -> bool:
+    return bool(ips) and "*" not in (ips or ())
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _rejection_message(code: int, detail: str, refused_ip: str | None) -> str:
+    causes = {
+        10003: "the key is unknown to Bybit (deleted?) or belongs to the other environment",
+        10004: "the signature is not valid: wrong secret",
+        10005: "the key lacks the permission for this request",
+        10007: "Bybit could not authenticate the user",
+        10010: "this egress IP is not bound to the key",
+        33004: "the key has expired",
+        -2015: "the key has expired",
+    }
+    text = f"bybit rejects the key ({detail}): {causes[code]}"
+    if refused_ip:
+        text += f"; Bybit refused egress IP {refused_ip}"
+    return text

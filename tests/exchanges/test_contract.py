@@ -1,0 +1,498 @@
+"""The adapter contract: every exchange gives the same findings and reasons for the same facts.
+
+Each exchange has a small venue object that knows how to put its simulator into a state
+(withdraw on, IP restriction dropped, key deleted, ...). Every scenario runs against every
+adapter, both in-process and served on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import pytest
+import yaml
+
+from keymon.audit import Auditor
+from keymon.cli import check
+from keymon.config import Settings
+from keymon.model import AuditResult, Reason, Rule, Severity
+from keymon.simulator.binance import BinanceSimulator
+from keymon.simulator.bybit import BybitSimulator
+from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock
+
+BYBIT_KEY = "bybitContractKey"
+BYBIT_SECRET = "bybitContractSecret"
+UNTRUSTED = "198.51.100.9"
+REFUSED_ONLY = "10.9.9.9"
+
+
+class Venue(Protocol):
+    """One exchange's simulator and how to put it into each scenario's state."""
+
+    name: str
+    api_key: str
+    secret: str
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """An in-process transport onto the simulator."""
+        ...
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        """Serve the simulator on 127.0.0.1; yields the base URL."""
+        ...
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        """Create the guide's key (optionally with the smallest rate limit)."""
+        ...
+
+    def withdraw_on(self) -> None:
+        """Switch withdrawals on for the key."""
+        ...
+
+    def drop_ip_restriction(self) -> None:
+        """Unbind the key from any IP."""
+        ...
+
+    def untrusted_ip(self) -> bool:
+        """Bind an IP outside trusted_ips; False where the exchange does not show IPs."""
+        ...
+
+    def expiry_near(self, at: datetime) -> None:
+        """Make the key's deadline ``at``."""
+        ...
+
+    def delete(self) -> None:
+        """Delete the key."""
+        ...
+
+    def refuse_ip(self) -> None:
+        """Bind the key to an IP that is not the client's."""
+        ...
+
+    def fail(self, n: int, status: int) -> None:
+        """Answer the next ``n`` requests with ``status``."""
+        ...
+
+    def garbage(self, n: int) -> None:
+        """Truncate the next ``n`` bodies."""
+        ...
+
+
+@dataclass
+class BinanceVenue:
+    """Binance: apiRestrictions flags; no visible IP list."""
+
+    clock: FakeClock
+    name: str = "binance"
+    api_key: str = DOC_API_KEY
+    secret: str = DOC_SECRET
+    sim: BinanceSimulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = BinanceSimulator(clock=self.clock)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self.sim.transport()
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        return self.sim.serve_in_thread()
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        if rate_limited:
+            self.sim = BinanceSimulator(clock=self.clock, sapi_ip_weight_limit=1)
+        self.sim.add_key(self.api_key, hmac_secret=self.secret)
+
+    def withdraw_on(self) -> None:
+        self.sim.update_key(self.api_key, enableWithdrawals=True)
+
+    def drop_ip_restriction(self) -> None:
+        self.sim.update_key(self.api_key, ipRestrict=False)
+
+    def untrusted_ip(self) -> bool:
+        return False  # Binance does not show a key its IP list
+
+    def expiry_near(self, at: datetime) -> None:
+        # Binance's only deadline: trading authority, on a key without IP restriction.
+        self.sim.update_key(
+            self.api_key,
+            ipRestrict=False,
+            tradingAuthorityExpirationTime=int(at.timestamp() * 1000),
+        )
+
+    def delete(self) -> None:
+        self.sim.delete_key(self.api_key)
+
+    def refuse_ip(self) -> None:
+        self.sim.set_ip_whitelist(self.api_key, [REFUSED_ONLY])
+
+    def fail(self, n: int, status: int) -> None:
+        self.sim.fail_next(n, status)
+
+    def garbage(self, n: int) -> None:
+        self.sim.truncate_next(n)
+
+
+@dataclass
+class BybitVenue:
+    """Bybit: grouped permissions, a visible IP list, key_expiry for unbound keys."""
+
+    clock: FakeClock
+    name: str = "bybit"
+    api_key: str = BYBIT_KEY
+    secret: str = BYBIT_SECRET
+    sim: BybitSimulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = BybitSimulator(clock=self.clock)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self.sim.transport()
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        return self.sim.serve_in_thread()
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        if rate_limited:
+            self.sim.set_key_limit(1)
+        self.sim.add_key(self.api_key, self.secret, ips=["127.0.0.1"])
+
+    def withdraw_on(self) -> None:
+        self.sim.update_key(self.api_key, permissions={"Wallet": ["Withdraw"]})
+
+    def drop_ip_restriction(self) -> None:
+        self.sim.update_key(self.api_key, ips=["*"])
+
+    def untrusted_ip(self) -> bool:
+        self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
+        return True
+
+    def expiry_near(self, at: datetime) -> None:
+        self.sim.update_key(self.api_key, ips=["*"], expired_at=at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    def delete(self) -> None:
+        self.sim.delete_key(self.api_key)
+
+    def refuse_ip(self) -> None:
+        self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
+
+    def fail(self, n: int, status: int) -> None:
+        self.sim.fail_next(n, status)
+
+    def garbage(self, n: int) -> None:
+        self.sim.truncate_next(n)
+
+
+VENUES: dict[str, Callable[[FakeClock], Venue]] = {"binance": BinanceVenue, "bybit": BybitVenue}
+
+
+@dataclass
+class Harness:
+    """A venue reached one way (in-process or served), with settings pointing at it."""
+
+    venue: Venue
+    served: bool
+    clock: FakeClock
+    stack: contextlib.ExitStack
+
+    def settings(self, **overrides: Any) -> tuple[Settings, Callable[[str], Any] | None]:
+        """Settings with the venue's one key; and the transport factory to use."""
+        if self.served:
+            base_url = self.stack.enter_context(self.venue.serve())
+            factory = None
+        else:
+            base_url = f"http://{self.venue.name}.test"
+            transport = self.venue.transport()
+
+            def factory(name: str) -> httpx.AsyncBaseTransport | None:
+                return transport if name == self.venue.name else None
+
+        key = {
+            "name": "contract-key",
+            "client": "acme",
+            "exchange": self.venue.name,
+            "api_key": self.venue.api_key,
+            "api_secret": self.venue.secret,
+        }
+        data: dict[str, Any] = {
+            "keys": [key],
+            "exchanges": {self.venue.name: {"base_url": base_url}},
+            "trusted_ips": ["127.0.0.1/32"],
+            **overrides,
+        }
+        return Settings(**data), factory
+
+    async def audit(self, times: int = 1, clock: Callable[[], float] | None = None) -> AuditResult:
+        """Audit the key ``times`` times with one auditor; the last result."""
+        settings, factory = self.settings()
+        async with Auditor(
+            settings, transport_factory=factory, clock=clock or self.clock
+        ) as auditor:
+            result = None
+            for _ in range(times):
+                result = await auditor.audit(settings.keys[0])
+        assert result is not None
+        return result
+
+
+@pytest.fixture(params=list(VENUES))
+def venue_name(request: pytest.FixtureRequest) -> str:
+    """Each exchange in turn."""
+    return str(request.param)
+
+
+@pytest.fixture(params=["in-process", "served"])
+def harness(request: pytest.FixtureRequest, venue_name: str, clock: FakeClock) -> Iterator[Harness]:
+    """Each exchange reached both ways."""
+    with contextlib.ExitStack() as stack:
+        yield Harness(VENUES[venue_name](clock), request.param == "served", clock, stack)
+
+
+def fired(result: AuditResult) -> set[tuple[str, str]]:
+    """(rule, severity) of every finding."""
+    return {(str(f.rule), str(f.severity)) for f in result.findings}
+
+
+def reason(result: AuditResult) -> Reason | None:
+    """The failed audit's reason, or None."""
+    return result.error.reason if result.error is not None else None
+
+
+# ----------------------------------------------------------------------------- findings
+
+
+async def test_healthy_key_has_no_findings(harness: Harness) -> None:
+    """The guide's key audits cleanly on every exchange."""
+    harness.venue.healthy()
+    result = await harness.audit()
+    assert result.ok, result.error
+    assert result.findings == ()
+    assert result.facts is not None
+    assert result.facts.permissions["read"] is True
+    assert result.facts.permissions["spot_trade"] is True
+    assert result.facts.permissions["withdraw"] is False
+
+
+async def test_withdraw_on_is_critical(harness: Harness) -> None:
+    """Withdrawals switched on fire withdraw_enabled, critical."""
+    harness.venue.healthy()
+    harness.venue.withdraw_on()
+    assert (Rule.WITHDRAW_ENABLED, Severity.CRITICAL) in fired(await harness.audit())
+
+
+async def test_dropped_ip_restriction_fires(harness: Harness) -> None:
+    """A key bound to no IP fires ip_unrestricted."""
+    harness.venue.healthy()
+    harness.venue.drop_ip_restriction()
+    rules = {rule for rule, _ in fired(await harness.audit())}
+    assert Rule.IP_UNRESTRICTED in rules
+
+
+async def test_untrusted_ip_fires_where_visible(harness: Harness) -> None:
+    """An IP outside trusted_ips fires untrusted_ip where the exchange shows the IP list."""
+    harness.venue.healthy()
+    if not harness.venue.untrusted_ip():
+        pytest.skip(f"{harness.venue.name} does not show a key its IP list")
+    result = await harness.audit()
+    assert Rule.UNTRUSTED_IP in {rule for rule, _ in fired(result)}
+    assert result.facts is not None
+    assert result.facts.ip_list is not None
+    assert UNTRUSTED in result.facts.ip_list
+
+
+async def test_near_deadline_is_critical(harness: Harness) -> None:
+    """A deadline two days out fires review_deadline, critical (inside the 3-day window)."""
+    harness.venue.healthy()
+    at = datetime.fromtimestamp(harness.clock.now, UTC) + timedelta(days=2)
+    harness.venue.expiry_near(at)
+    result = await harness.audit()
+    assert (Rule.REVIEW_DEADLINE, Severity.CRITICAL) in fired(result)
+    assert result.facts is not None
+    assert result.facts.deadlines
+
+
+# ----------------------------------------------------------------------------- reasons
+
+
+async def test_deleted_key_is_key_rejected(harness: Harness) -> None:
+    """A deleted key fails with key_rejected."""
+    harness.venue.healthy()
+    harness.venue.delete()
+    assert reason(await harness.audit()) is Reason.KEY_REJECTED
+
+
+async def test_refused_ip_is_key_rejected(harness: Harness) -> None:
+    """A key bound to another IP fails with key_rejected."""
+    harness.venue.healthy()
+    harness.venue.refuse_ip()
+    assert reason(await harness.audit()) is Reason.KEY_REJECTED
+
+
+class JumpyClock:
+    """A clock that runs 10 s per reading: no re-sync can keep up with it."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        self.now += 10
+        return self.now
+
+
+async def test_persistent_skew_is_clock_skew(harness: Harness) -> None:
+    """When a re-sync does not help, the audit fails with clock_skew."""
+    harness.venue.healthy()
+    result = await harness.audit(clock=JumpyClock(harness.clock.now))
+    assert reason(result) is Reason.CLOCK_SKEW
+
+
+async def test_rate_limit_is_rate_limited(harness: Harness) -> None:
+    """Past the exchange's limit, the audit fails with rate_limited."""
+    harness.venue.healthy(rate_limited=True)
+    assert reason(await harness.audit(times=2)) is Reason.RATE_LIMITED
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+async def test_5xx_is_exchange_unavailable(harness: Harness, status: int) -> None:
+    """A 5xx answer (time sync and audit both) is exchange_unavailable."""
+    harness.venue.healthy()
+    harness.venue.fail(5, status)
+    assert reason(await harness.audit()) is Reason.EXCHANGE_UNAVAILABLE
+
+
+async def test_garbage_is_bad_response(harness: Harness) -> None:
+    """A truncated body is bad_response."""
+    harness.venue.healthy()
+    harness.venue.garbage(5)
+    assert reason(await harness.audit()) is Reason.BAD_RESPONSE
+
+
+async def test_no_httpx_error_or_secret_escapes(harness: Harness) -> None:
+    """Every failure returns an AuditResult whose message carries no secret and no URL."""
+    venue = harness.venue
+    venue.healthy()
+    settings, factory = harness.settings()
+    async with Auditor(settings, transport_factory=factory, clock=harness.clock) as auditor:
+        results = []
+        for fault in ("fail", "garbage", "delete"):
+            if fault == "fail":
+                venue.fail(5, 500)
+            elif fault == "garbage":
+                venue.garbage(5)
+            else:
+                venue.delete()
+            results.append(await auditor.audit(settings.keys[0]))
+    for result in results:
+        assert result.error is not None
+        text = json.dumps([result.error.message, str(result.error.code)])
+        assert venue.secret not in text
+        assert "http://" not in text
+
+
+class _Broken(httpx.AsyncBaseTransport):
+    """A transport whose every request fails with one httpx error."""
+
+    def __init__(self, error: httpx.HTTPError) -> None:
+        self._error = error
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise self._error
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (httpx.ConnectError("refused"), Reason.NETWORK),
+        (httpx.ReadTimeout("slow"), Reason.TIMEOUT),
+        (httpx.RemoteProtocolError("garbled"), Reason.NETWORK),
+    ],
+    ids=["connect", "timeout", "protocol"],
+)
+async def test_httpx_errors_become_reasons(
+    venue_name: str, clock: FakeClock, error: httpx.HTTPError, expected: Reason
+) -> None:
+    """No adapter lets an httpx error out: each becomes an audit error with a reason."""
+    venue = VENUES[venue_name](clock)
+    key = {
+        "name": "k",
+        "client": "acme",
+        "exchange": venue_name,
+        "api_key": venue.api_key,
+        "api_secret": SENTINEL,
+    }
+    settings = Settings(keys=[key], trusted_ips=["127.0.0.1/32"])
+    async with Auditor(settings, transport_factory=lambda _n: _Broken(error)) as auditor:
+        result = await auditor.audit(settings.keys[0])
+    assert reason(result) is expected
+    assert result.error is not None
+    assert SENTINEL not in result.error.message
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+async def test_bybit_unified_account_default_derivatives_is_a_warning(clock: FakeClock) -> None:
+    """A UTA key's default DerivativesTrade is a futures_trade warning under market-maker."""
+    venue = BybitVenue(clock)
+    venue.sim.add_key(venue.api_key, venue.secret, uta=True)
+    with contextlib.ExitStack() as stack:
+        result = await Harness(venue, False, clock, stack).audit()
+    assert result.facts is not None
+    assert result.facts.permissions["futures_trade"] is True
+    assert fired(result) == {(Rule.FORBIDDEN_PERMISSION, Severity.WARNING)}
+    assert result.findings[0].permission == "futures_trade"
+
+
+# ----------------------------------------------------------------------------- keymon check
+
+
+def test_check_mixes_binance_and_bybit_keys(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`keymon check` audits a Binance and a Bybit key in one run, each on its exchange."""
+    binance = BinanceSimulator()
+    binance.add_key(DOC_API_KEY, hmac_secret=DOC_SECRET)
+    bybit = BybitSimulator()
+    bybit.add_key(BYBIT_KEY, BYBIT_SECRET)
+    bybit.update_key(BYBIT_KEY, permissions={"Wallet": ["Withdraw"]})
+    config = {
+        "exchanges": {
+            "binance": {"base_url": "http://binance.test"},
+            "bybit": {"base_url": "http://bybit.test"},
+        },
+        "trusted_ips": ["127.0.0.1/32"],
+        "keys": [
+            {
+                "name": "acme-binance",
+                "client": "acme",
+                "exchange": "binance",
+                "api_key": DOC_API_KEY,
+                "api_secret": DOC_SECRET,
+            },
+            {
+                "name": "acme-bybit",
+                "client": "acme",
+                "exchange": "bybit",
+                "api_key": BYBIT_KEY,
+                "api_secret": BYBIT_SECRET,
+            },
+        ],
+    }
+    path = tmp_path / "keymon.yaml"
+    path.write_text(yaml.safe_dump(config))
+    transports = {"binance": binance.transport(), "bybit": bybit.transport()}
+    status = check(path, fmt="json", transport_factory=transports.__getitem__)
+    out, _ = capsys.readouterr()
+    assert status == 2  # the Bybit key can withdraw
+    assert BYBIT_SECRET not in out
+    assert DOC_SECRET not in out
+    report = json.loads(out)
+    assert "acme-binance" in out
+    assert "acme-bybit" in out
+    assert "withdraw_enabled" in json.dumps(report)
