@@ -227,19 +227,20 @@ class Notifier:
             if self.settings.send_resolved:
                 messages.append(self._resolved(state, alert, now))
         channels = list(self._channels)
-        for message in messages:
-            if channels:
-                StateDB.enqueue(
-                    db,
-                    channels,
-                    message.kind,
-                    state.name,
-                    message.finding.rule.value,
-                    message.finding.severity.value if message.kind != "resolved" else "resolved",
-                    message.title,
-                    message.body,
-                    now,
-                )
+        for message in messages if channels else ():
+            # Alert state is kept even without channels, so adding one later does not replay
+            # every finding that is already firing; only its own reminders reach it.
+            StateDB.enqueue(
+                db,
+                channels,
+                message.kind,
+                state.name,
+                message.finding.rule.value,
+                message.finding.severity.value if message.kind != "resolved" else "resolved",
+                message.title,
+                message.body,
+                now,
+            )
             log.info(
                 "notification_queued",
                 key=state.name,
