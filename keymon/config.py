@@ -58,6 +58,11 @@ BYBIT_MAX_WEIGHT_PER_MINUTE = 60
 BYBIT_RECV_WINDOW = timedelta(seconds=5)
 #: Bybit does not document a maximum recv_window; keymon keeps Binance's 60 s bound.
 BYBIT_MAX_RECV_WINDOW = timedelta(seconds=60)
+BITGET_BASE_URL = "https://api.bitget.com"
+#: Bitget counts requests: ``GET /api/v2/spot/account/info`` allows 1 request/s per UID
+#: (exchange-apis.md §2.5). The budget counts weight per minute, so 60 is the most keymon may
+#: ever spend there; keymon keeps that ceiling as its default (one audit per second at most).
+BITGET_MAX_WEIGHT_PER_MINUTE = 60
 
 # ----------------------------------------------------------------------------- durations
 
@@ -295,11 +300,19 @@ class BybitSettings(ExchangeSettingsBase):
         return value
 
 
+class BitgetSettings(ExchangeSettingsBase):
+    """``exchanges.bitget:``. No recv_window: Bitget's signature has none."""
+
+    base_url: str = BITGET_BASE_URL
+    max_weight_per_minute: int = Field(default=BITGET_MAX_WEIGHT_PER_MINUTE, gt=0, le=60)
+
+
 class ExchangesSettings(_Model):
     """``exchanges:``: optional per-exchange settings, one field per supported exchange."""
 
     binance: BinanceSettings = BinanceSettings()
     bybit: BybitSettings = BybitSettings()
+    bitget: BitgetSettings = BitgetSettings()
 
     def for_exchange(self, name: str) -> ExchangeSettingsBase:
         """The settings section of exchange ``name``."""
@@ -489,9 +502,21 @@ class BybitKey(KeyBase):
     exchange: Literal["bybit"]
 
 
-KeyConfig = Annotated[BinanceKey | BybitKey, Field(discriminator="exchange")]
-EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit")
-_KEY_MODELS: dict[str, type[KeyBase]] = {"binance": BinanceKey, "bybit": BybitKey}
+class BitgetKey(KeyBase):
+    """A Bitget key: the passphrase chosen when the key was created is sent with every
+    request (``ACCESS-PASSPHRASE``), so it is required."""
+
+    exchange: Literal["bitget"]
+    passphrase: SecretRef
+
+
+KeyConfig = Annotated[BinanceKey | BybitKey | BitgetKey, Field(discriminator="exchange")]
+EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit", "bitget")
+_KEY_MODELS: dict[str, type[KeyBase]] = {
+    "binance": BinanceKey,
+    "bybit": BybitKey,
+    "bitget": BitgetKey,
+}
 
 
 def _apprise_url(value: Secret) -> Secret:
@@ -882,6 +907,8 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
         candidates = tuple(BinanceSettings.model_fields)
     elif parent[:2] == ("exchanges", "bybit"):
         candidates = tuple(BybitSettings.model_fields)
+    elif parent[:2] == ("exchanges", "bitget"):
+        candidates = tuple(BitgetSettings.model_fields)
     else:
         return ""
     close = difflib.get_close_matches(name, candidates, n=1)

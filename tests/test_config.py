@@ -27,6 +27,9 @@ from keymon.config import (
     AuditSettings,
     BinanceKey,
     BinanceSettings,
+    BitgetKey,
+    BitgetSettings,
+    BybitSettings,
     ExchangesSettings,
     LoadedConfig,
     LogSettings,
@@ -190,11 +193,11 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "invalid-exchange-unknown.yaml",
-        ("keys[0].exchange: unknown exchange 'kraken2' (supported: binance, bybit)",),
+        ("keys[0].exchange: unknown exchange 'kraken2' (supported: binance, bybit, bitget)",),
     ),
     (
         "invalid-exchange-missing.yaml",
-        ("keys[0].exchange: exchange is missing (supported: binance, bybit)",),
+        ("keys[0].exchange: exchange is missing (supported: binance, bybit, bitget)",),
     ),
     (
         "invalid-duplicate-key-names.yaml",
@@ -1049,7 +1052,14 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     text = EXAMPLE.read_text(encoding="utf-8")
     assert "/run/secrets/acme_binance_secret" in text
     (tmp_path / "acme_binance_secret").write_text("example-file-secret\n", encoding="utf-8")
-    for name in ("ACME_BINANCE_KEY", "GLOBEX_BINANCE_KEY", "GLOBEX_BINANCE_SECRET"):
+    for name in (
+        "ACME_BINANCE_KEY",
+        "GLOBEX_BINANCE_KEY",
+        "GLOBEX_BINANCE_SECRET",
+        "INITECH_BITGET_KEY",
+        "INITECH_BITGET_SECRET",
+        "INITECH_BITGET_PASSPHRASE",
+    ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
     monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
     return text.replace("/run/secrets/acme_binance_secret", f"{tmp_path}/acme_binance_secret")
@@ -1062,8 +1072,14 @@ def test_example_yaml_loads_without_warnings(
     loaded = load(write(tmp_path, _example_text(tmp_path, monkeypatch)))
     assert loaded.warnings == ()
     s = loaded.settings
-    assert [k.name for k in s.keys] == ["acme-binance-main", "globex-binance-futures"]
-    acme, globex = s.keys
+    assert [k.name for k in s.keys] == [
+        "acme-binance-main",
+        "globex-binance-futures",
+        "initech-bitget-spot",
+    ]
+    acme, globex, initech = s.keys
+    assert isinstance(initech, BitgetKey)
+    assert initech.passphrase.get() == "example-initech_bitget_passphrase"
     assert acme.api_secret.get() == "example-file-secret"
     assert s.policy_for(acme)[0] == "market-maker"
     assert s.policy_for(globex)[0] == "futures-desk"
@@ -1079,9 +1095,12 @@ def test_example_yaml_sets_every_field() -> None:
     assert set(raw["exchanges"]) == set(ExchangesSettings.model_fields)
     assert set(raw["exchanges"]["binance"]) == set(BinanceSettings.model_fields)
     assert set().union(*raw["policies"].values()) == set(Policy.model_fields)
-    assert set().union(*raw["keys"]) == set(BinanceKey.model_fields)
+    assert set(raw["exchanges"]["bybit"]) == set(BybitSettings.model_fields)
+    assert set(raw["exchanges"]["bitget"]) == set(BitgetSettings.model_fields)
+    assert set().union(*raw["keys"]) == set(BinanceKey.model_fields) | set(BitgetKey.model_fields)
     assert set(raw["notify"]) == set(NotifySettings.model_fields)
     secrets = [s for k in raw["keys"] for s in (k["api_key"], k["api_secret"])]
+    secrets += [k["passphrase"] for k in raw["keys"] if "passphrase" in k]
     secrets += raw["notify"]["urls"]
     assert all(isinstance(s, dict) and set(s) <= {"env", "file"} for s in secrets)
 

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGate, build_client
 from keymon.exchanges.binance import BinanceAdapter
+from keymon.exchanges.bitget import BitgetAdapter
 from keymon.exchanges.bybit import BybitAdapter
 
-EXCHANGES: dict[str, type[ExchangeAdapter]] = {"binance": BinanceAdapter, "bybit": BybitAdapter}
+EXCHANGES: dict[str, type[ExchangeAdapter]] = {
+    "binance": BinanceAdapter,
+    "bybit": BybitAdapter,
+    "bitget": BitgetAdapter,
+}
 
 __all__ = [
     "EXCHANGES",
     "BinanceAdapter",
+    "BitgetAdapter",
     "BybitAdapter",
     "ExchangeAdapter",
     "ReadOnlyTransport",

@@ -14,6 +14,7 @@ from keymon.simulator.binance import (
     signed_payload,
     verify_hmac,
 )
+from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.server import (
     ADMIN_PREFIX,
@@ -29,6 +30,7 @@ __all__ = [
     "ADMIN_PREFIX",
     "API_KEY_HEADER",
     "BinanceSimulator",
+    "BitgetSimulator",
     "BybitSimulator",
     "Handler",
     "LoggedRequest",

@@ -24,6 +24,7 @@ from keymon.cli import check
 from keymon.config import Settings
 from keymon.model import AuditResult, Reason, Rule, Severity
 from keymon.simulator.binance import BinanceSimulator
+from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock
 
@@ -31,6 +32,9 @@ BYBIT_KEY = "bybitContractKey"
 BYBIT_SECRET = "bybitContractSecret"
 UNTRUSTED = "198.51.100.9"
 REFUSED_ONLY = "10.9.9.9"
+BITGET_KEY = "bg_contractKey"
+BITGET_SECRET = "bitgetContractSecret"
+BITGET_PASSPHRASE = "bitgetContractPassphrase"
 
 
 class Venue(Protocol):
@@ -189,7 +193,61 @@ class BybitVenue:
         self.sim.truncate_next(n)
 
 
-VENUES: dict[str, Callable[[FakeClock], Venue]] = {"binance": BinanceVenue, "bybit": BybitVenue}
+@dataclass
+class BitgetVenue:
+    """Bitget: authority codes, an IP whitelist string, a passphrase; no key expiry."""
+
+    clock: FakeClock
+    name: str = "bitget"
+    api_key: str = BITGET_KEY
+    secret: str = BITGET_SECRET
+    key_fields: dict[str, str] = field(default_factory=lambda: {"passphrase": BITGET_PASSPHRASE})
+    sim: BitgetSimulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = BitgetSimulator(clock=self.clock)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self.sim.transport()
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        return self.sim.serve_in_thread()
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        # Bitget's documented limit (1/s) is already the smallest: rate_limited changes nothing.
+        self.sim.add_key(self.api_key, self.secret, BITGET_PASSPHRASE, ips=["127.0.0.1"])
+
+    def withdraw_on(self) -> None:
+        self.sim.update_key(self.api_key, authorities=["stor", "stow", "wwow"])
+
+    def drop_ip_restriction(self) -> None:
+        self.sim.update_key(self.api_key, ips=[])
+
+    def untrusted_ip(self) -> bool:
+        self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
+        return True
+
+    def expiry_near(self, at: datetime) -> None:
+        pytest.skip("bitget shows no expiry for a key")
+
+    def delete(self) -> None:
+        self.sim.delete_key(self.api_key)
+
+    def refuse_ip(self) -> None:
+        self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
+
+    def fail(self, n: int, status: int) -> None:
+        self.sim.fail_next(n, status)
+
+    def garbage(self, n: int) -> None:
+        self.sim.truncate_next(n)
+
+
+VENUES: dict[str, Callable[[FakeClock], Venue]] = {
+    "binance": BinanceVenue,
+    "bybit": BybitVenue,
+    "bitget": BitgetVenue,
+}
 
 
 @dataclass
@@ -219,6 +277,7 @@ class Harness:
             "exchange": self.venue.name,
             "api_key": self.venue.api_key,
             "api_secret": self.venue.secret,
+            **getattr(self.venue, "key_fields", {}),
         }
         data: dict[str, Any] = {
             "keys": [key],
@@ -335,13 +394,14 @@ async def test_refused_ip_is_key_rejected(harness: Harness) -> None:
 
 
 class JumpyClock:
-    """A clock that runs 10 s per reading: no re-sync can keep up with it."""
+    """A clock that runs 100 s per reading: no re-sync can keep up with it, whatever the
+    exchange's timestamp window (Bitget's is 30 s either side)."""
 
     def __init__(self, start: float) -> None:
         self.now = start
 
     def __call__(self) -> float:
-        self.now += 10
+        self.now += 100
         return self.now
 
 
@@ -425,6 +485,7 @@ async def test_httpx_errors_become_reasons(
         "exchange": venue_name,
         "api_key": venue.api_key,
         "api_secret": SENTINEL,
+        **getattr(venue, "key_fields", {}),
     }
     settings = Settings(keys=[key], trusted_ips=["127.0.0.1/32"])
     async with Auditor(settings, transport_factory=lambda _n: _Broken(error)) as auditor:
@@ -452,19 +513,23 @@ async def test_bybit_unified_account_default_derivatives_is_a_warning(clock: Fak
 # ----------------------------------------------------------------------------- keymon check
 
 
-def test_check_mixes_binance_and_bybit_keys(
+def test_check_mixes_binance_bybit_and_bitget_keys(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`keymon check` audits a Binance and a Bybit key in one run, each on its exchange."""
+    """`keymon check` audits a Binance, a Bybit and a Bitget key in one run, each on its
+    exchange."""
     binance = BinanceSimulator()
     binance.add_key(DOC_API_KEY, hmac_secret=DOC_SECRET)
     bybit = BybitSimulator()
     bybit.add_key(BYBIT_KEY, BYBIT_SECRET)
     bybit.update_key(BYBIT_KEY, permissions={"Wallet": ["Withdraw"]})
+    bitget = BitgetSimulator()
+    bitget.add_key(BITGET_KEY, BITGET_SECRET, BITGET_PASSPHRASE)
     config = {
         "exchanges": {
             "binance": {"base_url": "http://binance.test"},
             "bybit": {"base_url": "http://bybit.test"},
+            "bitget": {"base_url": "http://bitget.test"},
         },
         "trusted_ips": ["127.0.0.1/32"],
         "keys": [
@@ -482,17 +547,32 @@ def test_check_mixes_binance_and_bybit_keys(
                 "api_key": BYBIT_KEY,
                 "api_secret": BYBIT_SECRET,
             },
+            {
+                "name": "acme-bitget",
+                "client": "acme",
+                "exchange": "bitget",
+                "api_key": BITGET_KEY,
+                "api_secret": BITGET_SECRET,
+                "passphrase": BITGET_PASSPHRASE,
+            },
         ],
     }
     path = tmp_path / "keymon.yaml"
     path.write_text(yaml.safe_dump(config))
-    transports = {"binance": binance.transport(), "bybit": bybit.transport()}
+    transports = {
+        "binance": binance.transport(),
+        "bybit": bybit.transport(),
+        "bitget": bitget.transport(),
+    }
     status = check(path, fmt="json", transport_factory=transports.__getitem__)
     out, _ = capsys.readouterr()
     assert status == 2  # the Bybit key can withdraw
     assert BYBIT_SECRET not in out
     assert DOC_SECRET not in out
+    assert BITGET_SECRET not in out
+    assert BITGET_PASSPHRASE not in out
     report = json.loads(out)
     assert "acme-binance" in out
     assert "acme-bybit" in out
+    assert "acme-bitget" in out
     assert "withdraw_enabled" in json.dumps(report)

@@ -1,0 +1,405 @@
+"""Bitget: the key's own facts from ``GET /api/v2/spot/account/info`` (exchange-apis.md §2.5).
+
+Signing (Bitget docs "Signature"): ``base64(HMAC-SHA256(secret, timestamp + METHOD +
+requestPath + ("?" + queryString if any) + body))``, sent with ``ACCESS-KEY``, ``ACCESS-SIGN``,
+``ACCESS-TIMESTAMP`` (ms) and ``ACCESS-PASSPHRASE`` (the key's passphrase, in plain text).
+:class:`BitgetAuth` adds them inside httpx's auth flow, i.e. when the request is sent, so a
+request that waited for the budget still carries a fresh timestamp.
+
+The timestamp is the local clock plus the offset measured on ``GET /api/v2/public/time``
+(``data.serverTime``), refreshed every ``time_sync_interval``; a ``40008`` (timestamp expired)
+answer forces one re-sync and one retry before the audit fails with ``clock_skew``.
+
+Bitget shows a key its IP whitelist (``ips``, one string) and its permission codes
+(``authorities``). It shows no creation time or expiry for the key: ``regisTime`` is the
+*account's* registration time, so ``created_at`` stays unknown and there are no deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, ClassVar, Final
+
+import httpx
+import structlog
+from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
+
+from keymon.config import BitgetKey, BitgetSettings, Secret
+from keymon.errors import (
+    ExchangeAuthError,
+    ExchangeBadResponse,
+    ExchangeClockError,
+    ExchangeError,
+    ExchangeRateLimited,
+    ExchangeUnavailable,
+)
+from keymon.exchanges.base import (
+    Clock,
+    RequestGate,
+    RequestObserver,
+    parse_retry_after,
+    translate_transport_error,
+)
+from keymon.model import Coverage, KeyFacts
+
+log = structlog.get_logger(__name__)
+
+NAME: Final = "bitget"
+TIME_PATH: Final = "/api/v2/public/time"
+ACCOUNT_INFO_PATH: Final = "/api/v2/spot/account/info"
+SUCCESS: Final = "00000"
+
+#: ``authorities`` code -> keymon permission (exchange-apis.md §4's table).
+AUTHORITY_CODES: Final[Mapping[str, str]] = {
+    "stow": "spot_trade",
+    "smow": "margin_trade",
+    "coow": "futures_trade",
+    "cpow": "futures_trade",
+    "wwow": "withdraw",
+    "wtow": "universal_transfer",
+}
+#: Read-only codes from the English doc page; any other code ending in ``r`` (``*r``/``*or``)
+#: that is not a write code is read as well.
+READ_CODES: Final = frozenset(
+    {"coor", "cpor", "stor", "smor", "ttor", "wtor", "taxr", "chor", "p2pr", "pllr"}
+)
+
+# Error codes (exchange-apis.md §2.5, from ccxt's map: third-party).
+KEY_REJECTED_CODES: Final = frozenset({"40006", "40009", "40012", "40014", "40018"})
+IP_REFUSED: Final = "40018"
+TIMESTAMP_EXPIRED: Final = "40008"
+#: Bitget answers a rate-limited request with HTTP 429 and code ``429``.
+RATE_LIMIT_CODES: Final = frozenset({"429"})
+#: Third-party report: a Unified Trading Account is sent to the v3 API with ``40085``.
+UTA_CODE: Final = "40085"
+SYNC_RETRY_SECONDS: Final = 30.0
+_IP = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:]+:[0-9A-Fa-f]*)\b")
+
+_unknown_codes_logged: set[str] = set()
+
+# ----------------------------------------------------------------------------- signing
+
+
+def prehash(timestamp: str, method: str, request_path: str, query: str, body: str) -> str:
+    """Bitget's pre-hash: ``timestamp + METHOD + requestPath + ("?" + query if any) + body``."""
+    return timestamp + method.upper() + request_path + (f"?{query}" if query else "") + body
+
+
+def sign(secret: str, text: str) -> str:
+    """Base64 of the HMAC-SHA256 digest of ``text`` under ``secret``."""
+    digest = hmac.new(secret.encode(), text.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+class BitgetAuth(httpx.Auth):
+    """Adds ``ACCESS-KEY``, ``-SIGN``, ``-TIMESTAMP`` and ``-PASSPHRASE`` when sent."""
+
+    requires_request_body = True
+
+    def __init__(
+        self, api_key: Secret, secret: Secret, passphrase: Secret, now_ms: Callable[[], int]
+    ) -> None:
+        self._api_key = api_key
+        self._secret = secret
+        self._passphrase = passphrase
+        self._now_ms = now_ms
+
+    def __repr__(self) -> str:
+        return "BitgetAuth(...)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        timestamp = str(self._now_ms())
+        text = prehash(
+            timestamp,
+            request.method,
+            request.url.raw_path.split(b"?", 1)[0].decode("ascii"),
+            request.url.query.decode("ascii"),
+            request.content.decode(),
+        )
+        request.headers["ACCESS-KEY"] = self._api_key.get()
+        request.headers["ACCESS-SIGN"] = sign(self._secret.get(), text)
+        request.headers["ACCESS-TIMESTAMP"] = timestamp
+        request.headers["ACCESS-PASSPHRASE"] = self._passphrase.get()
+        request.headers["locale"] = "en-US"
+        yield request
+
+
+class _SendTime(httpx.Auth):
+    """Notes the local time when the request is actually sent (after any queueing)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.sent: float | None = None
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        self.sent = self._clock()
+        yield request
+
+
+# ----------------------------------------------------------------------------- responses
+
+
+class Envelope(BaseModel):
+    """Every v2 answer: ``{code, msg, requestTime, data}``; ``code`` is ``"00000"`` on success."""
+
+    model_config = ConfigDict(extra="ignore")
+    code: StrictStr
+    msg: str = ""
+    requestTime: int | None = None
+    data: Any = None
+
+
+class AccountInfo(BaseModel):
+    """``data`` of ``GET /api/v2/spot/account/info``. ``authorities`` is required: a body
+    without it says nothing the security rules can stand on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    authorities: list[StrictStr]
+    ips: StrictStr | None = None
+
+
+# ----------------------------------------------------------------------------- adapter
+
+
+class BitgetAdapter:
+    """Audits Bitget keys. One instance per process, shared by every Bitget key."""
+
+    name: ClassVar[str] = NAME
+    coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
+    read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {("GET", TIME_PATH), ("GET", ACCOUNT_INFO_PATH)}
+    )
+    #: Empty on purpose: exchange-apis.md documents no Bitget response header reporting a
+    #: per-IP used weight, so the budget has nothing to learn from Bitget's headers.
+    ip_limit_headers: ClassVar[Mapping[str, int]] = {}
+    #: Bitget counts requests: every call costs 1.
+    weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, ACCOUNT_INFO_PATH: 1}
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        settings: BitgetSettings,
+        *,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+        gate: RequestGate | None = None,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._clock = clock
+        self._monotonic = monotonic
+        self._gate = gate or RequestGate()
+        self._observer = observer
+        self._offset_ms = 0.0
+        self._next_sync: float | None = None
+        self._sync_lock = asyncio.Lock()
+
+    @property
+    def weight_used(self) -> int | None:
+        """Always None: Bitget reports no per-IP used weight."""
+        return None
+
+    @property
+    def clock_offset_ms(self) -> float:
+        """Server time minus local time, as last measured."""
+        return self._offset_ms
+
+    def now_ms(self) -> int:
+        """Bitget's idea of now, in ms: the local clock corrected by the last sync."""
+        return int(self._clock() * 1000 + self._offset_ms)
+
+    async def audit(self, key: BitgetKey) -> KeyFacts:
+        """The key's permissions and IP whitelist, mapped onto keymon's vocabulary."""
+        await self._ensure_synced()
+        auth = BitgetAuth(key.api_key, key.api_secret, key.passphrase, self.now_ms)
+        try:
+            data = await self._get(ACCOUNT_INFO_PATH, auth=auth)
+        except ExchangeClockError:
+            await self._ensure_synced(force=True)
+            data = await self._get(ACCOUNT_INFO_PATH, auth=auth)
+        return self._facts(data)
+
+    async def sync_time(self) -> None:
+        """Measure the offset between the local clock and Bitget's server time."""
+        stamp = _SendTime(self._clock)
+        data = await self._get(TIME_PATH, auth=stamp)
+        received = self._clock()
+        sent = stamp.sent if stamp.sent is not None else received
+        server = data.get("serverTime") if isinstance(data, dict) else None
+        if not isinstance(server, str | int) or not str(server).isdigit():
+            raise ExchangeBadResponse(
+                f"bitget: {TIME_PATH} answered without a serverTime", exchange=NAME
+            )
+        self._offset_ms = int(server) - (sent + received) / 2 * 1000
+        self._next_sync = self._monotonic() + self._settings.time_sync_interval.total_seconds()
+        log.debug("clock_synced", exchange=NAME, offset_ms=round(self._offset_ms, 1))
+
+    async def _ensure_synced(self, *, force: bool = False) -> None:
+        async with self._sync_lock:
+            if not force and self._next_sync is not None and self._monotonic() < self._next_sync:
+                return
+            try:
+                await self.sync_time()
+            except ExchangeError as exc:
+                log.warning("clock_sync_failed", exchange=NAME, reason=str(exc.reason))
+                interval = self._settings.time_sync_interval.total_seconds()
+                self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
+
+    async def _get(self, path: str, *, auth: httpx.Auth) -> Any:
+        await self._gate.acquire(NAME, self.weights[path])
+        started = self._monotonic()
+        try:
+            response = await self._client.get(path, auth=auth)
+        except httpx.HTTPError as exc:
+            error = translate_transport_error(exc, NAME, path)
+            self._observe(path, str(error.reason), started)
+            raise error from exc
+        self._observe(path, str(response.status_code), started)
+        self._gate.observe(NAME, response)
+        try:
+            envelope = Envelope.model_validate(json.loads(response.content))
+        except (ValueError, UnicodeDecodeError, ValidationError):
+            raise self._http_error(response, path) from None
+        if envelope.code != SUCCESS:
+            raise self._code_error(envelope, response)
+        if response.status_code != httpx.codes.OK:
+            raise self._http_error(response, path)
+        return envelope.data
+
+    def _observe(self, path: str, status: str, started: float) -> None:
+        if self._observer is not None:
+            self._observer(NAME, path, status, self._monotonic() - started)
+
+    def _http_error(self, response: httpx.Response, path: str) -> ExchangeError:
+        """An answer without a readable envelope (or a non-200 with code 00000)."""
+        status = response.status_code
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            return ExchangeRateLimited(
+                "bitget: HTTP 429, too many requests (1/s on the account-info endpoint)",
+                exchange=NAME,
+                retry_after=retry_after,
+            )
+        if status >= 500:
+            return ExchangeUnavailable(f"bitget: HTTP {status}", exchange=NAME)
+        if status == 200:
+            return ExchangeBadResponse(
+                f"bitget: {path} answered HTTP 200 with a body that is not a v2 envelope "
+                f"({len(response.content)} bytes; truncated?)",
+                exchange=NAME,
+            )
+        return ExchangeBadResponse(f"bitget: {path} answered HTTP {status}", exchange=NAME)
+
+    def _code_error(self, envelope: Envelope, response: httpx.Response) -> ExchangeError:
+        code = envelope.code
+        msg = envelope.msg[:300]
+        detail = f"bitget {code}: {msg or 'no message'}"
+        if code in RATE_LIMIT_CODES or response.status_code == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            return ExchangeRateLimited(
+                f"{detail} (rate limited)", exchange=NAME, code=code, retry_after=retry_after
+            )
+        if code == TIMESTAMP_EXPIRED:
+            return ExchangeClockError(
+                f"{detail} (local clock offset {self._offset_ms:+.0f} ms after sync)",
+                exchange=NAME,
+                code=code,
+            )
+        if code in KEY_REJECTED_CODES:
+            match = _IP.search(msg) if code == IP_REFUSED else None
+            refused_ip = match.group(1) if match else None
+            return ExchangeAuthError(
+                _rejection_message(code, detail, refused_ip),
+                exchange=NAME,
+                code=code,
+                refused_ip=refused_ip,
+            )
+        if code == UTA_CODE:
+            return ExchangeBadResponse(
+                f"{detail} (a Unified Trading Account? Bitget serves those on its v3 API,"
+                " which keymon does not use yet)",
+                exchange=NAME,
+                code=code,
+            )
+        if response.status_code >= 500:
+            return ExchangeUnavailable(detail, exchange=NAME, code=code)
+        return ExchangeBadResponse(
+            f"{detail} (HTTP {response.status_code})", exchange=NAME, code=code
+        )
+
+    def _facts(self, data: Any) -> KeyFacts:
+        try:
+            info = AccountInfo.model_validate(data)
+        except ValidationError as exc:
+            fields = ", ".join(
+                sorted({".".join(map(str, e["loc"])) or "data" for e in exc.errors()})
+            )
+            raise ExchangeBadResponse(
+                f"bitget: {ACCOUNT_INFO_PATH} answered an unexpected shape ({fields})",
+                exchange=NAME,
+            ) from None
+        ip_list = parse_ips(info.ips)
+        return KeyFacts(
+            coverage=Coverage.INTROSPECTION,
+            permissions=permissions(info.authorities),
+            ip_restricted=bool(ip_list),
+            ip_list=ip_list,
+            created_at=None,  # regisTime is the account's registration, not the key's
+            deadlines=(),  # Bitget shows no expiry for a key
+            raw=dict(data),
+        )
+
+
+def permissions(authorities: list[str]) -> dict[str, bool]:
+    """``authorities`` codes -> keymon permissions; unknown codes are kept raw (True).
+
+    The list is the key's whole set of codes, so a mapped permission whose codes are absent
+    is observed off (False).
+    """
+    result: dict[str, bool] = {"read": True}  # every key can read its own account info
+    for permission in AUTHORITY_CODES.values():
+        result.setdefault(permission, False)
+    for raw in authorities:
+        code = raw.strip().lower()
+        mapped = AUTHORITY_CODES.get(code)
+        if mapped is not None:
+            result[mapped] = True
+        elif code in READ_CODES or code == "readonly":
+            result["read"] = True
+        else:
+            result[raw] = True
+            if raw not in _unknown_codes_logged:
+                _unknown_codes_logged.add(raw)
+                log.info("unmapped_permission", exchange=NAME, permission=raw)
+    return result
+
+
+def parse_ips(value: str | None) -> tuple[str, ...]:
+    """``ips`` is one string; several IPs are assumed comma-separated (unconfirmed), and
+    whitespace or semicolons are accepted as separators too. Empty means no whitelist."""
+    if not value:
+        return ()
+    return tuple(part for part in re.split(r"[,;\s]+", value) if part)
+
+
+def _rejection_message(code: str, detail: str, refused_ip: str | None) -> str:
+    causes = {
+        "40006": "the key is unknown to Bitget (deleted?)",
+        "40009": "the signature is not valid: wrong secret",
+        "40012": "the key or its passphrase is wrong",
+        "40014": "the key lacks the permission for this request (Spot read)",
+        "40018": "this egress IP is not in the key's IP whitelist",
+    }
+    text = f"bitget rejects the key ({detail}): {causes[code]}"
+    if refused_ip:
+        text += f"; Bitget refused egress IP {refused_ip}"
+    return text
