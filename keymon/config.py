@@ -58,6 +58,14 @@ BYBIT_MAX_WEIGHT_PER_MINUTE = 60
 BYBIT_RECV_WINDOW = timedelta(seconds=5)
 #: Bybit does not document a maximum recv_window; keymon keeps Binance's 60 s bound.
 BYBIT_MAX_RECV_WINDOW = timedelta(seconds=60)
+KUCOIN_BASE_URL = "https://api.kucoin.com"
+#: ``GET /api/v1/user/api-key`` costs 20 in KuCoin's "Management" pool (exchange-apis.md §2.3).
+#: The docs give no pool size keymon can rely on; keymon allows itself 30 calls a minute
+#: (600 weight), a small share that leaves the rest of the pool to the bots.
+KUCOIN_MAX_WEIGHT_PER_MINUTE = 600
+#: KuCoin's documented key versions; the universal SDK sends "3".
+KUCOIN_KEY_VERSIONS = (2, 3)
+KUCOIN_DEFAULT_KEY_VERSION: Literal[2, 3] = 3
 
 # ----------------------------------------------------------------------------- durations
 
@@ -295,11 +303,20 @@ class BybitSettings(ExchangeSettingsBase):
         return value
 
 
+class KucoinSettings(ExchangeSettingsBase):
+    """``exchanges.kucoin:``. KuCoin has no recv_window: a timestamp must lie within 5 s of
+    the server's time."""
+
+    base_url: str = KUCOIN_BASE_URL
+    max_weight_per_minute: int = Field(default=KUCOIN_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
 class ExchangesSettings(_Model):
     """``exchanges:``: optional per-exchange settings, one field per supported exchange."""
 
     binance: BinanceSettings = BinanceSettings()
     bybit: BybitSettings = BybitSettings()
+    kucoin: KucoinSettings = KucoinSettings()
 
     def for_exchange(self, name: str) -> ExchangeSettingsBase:
         """The settings section of exchange ``name``."""
@@ -489,9 +506,23 @@ class BybitKey(KeyBase):
     exchange: Literal["bybit"]
 
 
-KeyConfig = Annotated[BinanceKey | BybitKey, Field(discriminator="exchange")]
-EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit")
-_KEY_MODELS: dict[str, type[KeyBase]] = {"binance": BinanceKey, "bybit": BybitKey}
+class KucoinKey(KeyBase):
+    """A KuCoin key: API key, secret and the passphrase chosen when the key was created.
+    ``key_version`` is the key's API version (2 or 3; the universal SDK sends 3); for both the
+    passphrase is sent HMAC-signed."""
+
+    exchange: Literal["kucoin"]
+    passphrase: SecretRef
+    key_version: Literal[2, 3] = KUCOIN_DEFAULT_KEY_VERSION
+
+
+KeyConfig = Annotated[BinanceKey | BybitKey | KucoinKey, Field(discriminator="exchange")]
+EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit", "kucoin")
+_KEY_MODELS: dict[str, type[KeyBase]] = {
+    "binance": BinanceKey,
+    "bybit": BybitKey,
+    "kucoin": KucoinKey,
+}
 
 
 def _apprise_url(value: Secret) -> Secret:
@@ -766,8 +797,9 @@ def _reference_problems(policies: object, default: object, keys: object) -> list
 def _literal_secret_warnings(settings: Settings) -> Iterator[str]:
     advice = "secret written literally in the configuration; use {env: NAME} or {file: PATH}"
     for index, key in enumerate(settings.keys):
-        for field_name in ("api_key", "api_secret"):
-            if getattr(key, field_name).origin == "literal":
+        for field_name in ("api_key", "api_secret", "passphrase"):
+            secret = getattr(key, field_name, None)
+            if isinstance(secret, Secret) and secret.origin == "literal":
                 yield f"keys[{index}].{field_name}: {advice} outside trials"
     for index, url in enumerate(settings.notify.urls):
         if url.origin == "literal":
@@ -882,6 +914,8 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
         candidates = tuple(BinanceSettings.model_fields)
     elif parent[:2] == ("exchanges", "bybit"):
         candidates = tuple(BybitSettings.model_fields)
+    elif parent[:2] == ("exchanges", "kucoin"):
+        candidates = tuple(KucoinSettings.model_fields)
     else:
         return ""
     close = difflib.get_close_matches(name, candidates, n=1)

@@ -28,6 +28,8 @@ from keymon.config import (
     BinanceKey,
     BinanceSettings,
     ExchangesSettings,
+    KucoinKey,
+    KucoinSettings,
     LoadedConfig,
     LogSettings,
     NotifySettings,
@@ -190,11 +192,11 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "invalid-exchange-unknown.yaml",
-        ("keys[0].exchange: unknown exchange 'kraken2' (supported: binance, bybit)",),
+        ("keys[0].exchange: unknown exchange 'kraken2' (supported: binance, bybit, kucoin)",),
     ),
     (
         "invalid-exchange-missing.yaml",
-        ("keys[0].exchange: exchange is missing (supported: binance, bybit)",),
+        ("keys[0].exchange: exchange is missing (supported: binance, bybit, kucoin)",),
     ),
     (
         "invalid-duplicate-key-names.yaml",
@@ -1049,7 +1051,14 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     text = EXAMPLE.read_text(encoding="utf-8")
     assert "/run/secrets/acme_binance_secret" in text
     (tmp_path / "acme_binance_secret").write_text("example-file-secret\n", encoding="utf-8")
-    for name in ("ACME_BINANCE_KEY", "GLOBEX_BINANCE_KEY", "GLOBEX_BINANCE_SECRET"):
+    for name in (
+        "ACME_BINANCE_KEY",
+        "GLOBEX_BINANCE_KEY",
+        "GLOBEX_BINANCE_SECRET",
+        "INITECH_KUCOIN_KEY",
+        "INITECH_KUCOIN_SECRET",
+        "INITECH_KUCOIN_PASSPHRASE",
+    ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
     monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
     return text.replace("/run/secrets/acme_binance_secret", f"{tmp_path}/acme_binance_secret")
@@ -1062,8 +1071,15 @@ def test_example_yaml_loads_without_warnings(
     loaded = load(write(tmp_path, _example_text(tmp_path, monkeypatch)))
     assert loaded.warnings == ()
     s = loaded.settings
-    assert [k.name for k in s.keys] == ["acme-binance-main", "globex-binance-futures"]
-    acme, globex = s.keys
+    assert [k.name for k in s.keys] == [
+        "acme-binance-main",
+        "globex-binance-futures",
+        "initech-kucoin-spot",
+    ]
+    acme, globex, initech = s.keys
+    assert isinstance(initech, KucoinKey)
+    assert initech.passphrase.get() == "example-initech_kucoin_passphrase"
+    assert initech.key_version == 3
     assert acme.api_secret.get() == "example-file-secret"
     assert s.policy_for(acme)[0] == "market-maker"
     assert s.policy_for(globex)[0] == "futures-desk"
@@ -1079,9 +1095,14 @@ def test_example_yaml_sets_every_field() -> None:
     assert set(raw["exchanges"]) == set(ExchangesSettings.model_fields)
     assert set(raw["exchanges"]["binance"]) == set(BinanceSettings.model_fields)
     assert set().union(*raw["policies"].values()) == set(Policy.model_fields)
-    assert set().union(*raw["keys"]) == set(BinanceKey.model_fields)
+    assert set(raw["exchanges"]["kucoin"]) == set(KucoinSettings.model_fields)
+    assert set().union(*raw["keys"]) == set(BinanceKey.model_fields) | set(KucoinKey.model_fields)
     assert set(raw["notify"]) == set(NotifySettings.model_fields)
-    secrets = [s for k in raw["keys"] for s in (k["api_key"], k["api_secret"])]
+    secrets = [
+        s
+        for k in raw["keys"]
+        for s in (k["api_key"], k["api_secret"], k.get("passphrase", {"env": "-"}))
+    ]
     secrets += raw["notify"]["urls"]
     assert all(isinstance(s, dict) and set(s) <= {"env", "file"} for s in secrets)
 

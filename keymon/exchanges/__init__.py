@@ -10,14 +10,20 @@ from __future__ import annotations
 from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGate, build_client
 from keymon.exchanges.binance import BinanceAdapter
 from keymon.exchanges.bybit import BybitAdapter
+from keymon.exchanges.kucoin import KucoinAdapter
 
-EXCHANGES: dict[str, type[ExchangeAdapter]] = {"binance": BinanceAdapter, "bybit": BybitAdapter}
+EXCHANGES: dict[str, type[ExchangeAdapter]] = {
+    "binance": BinanceAdapter,
+    "bybit": BybitAdapter,
+    "kucoin": KucoinAdapter,
+}
 
 __all__ = [
     "EXCHANGES",
     "BinanceAdapter",
     "BybitAdapter",
     "ExchangeAdapter",
+    "KucoinAdapter",
     "ReadOnlyTransport",
     "RequestGate",
     "build_client",

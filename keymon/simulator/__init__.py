@@ -15,6 +15,7 @@ from keymon.simulator.binance import (
     verify_hmac,
 )
 from keymon.simulator.bybit import BybitSimulator
+from keymon.simulator.kucoin import KucoinSimulator
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     Handler,
@@ -31,6 +32,7 @@ __all__ = [
     "BinanceSimulator",
     "BybitSimulator",
     "Handler",
+    "KucoinSimulator",
     "LoggedRequest",
     "SimResponse",
     "SimulatorAsyncTransport",
