@@ -1198,3 +1198,28 @@ keys:
     assert settings.exchanges.bybit.base_url == "https://api.bybit.com"
     assert settings.exchanges.bybit.recv_window.total_seconds() == 5
     assert settings.exchanges.bybit.max_weight_per_minute == 60
+
+
+def test_kucoin_key_passphrase_is_a_secret(tmp_path: Path) -> None:
+    """A KuCoin key needs a passphrase; a literal one warns like any literal secret."""
+    text = """\
+keys:
+  - name: k
+    client: acme
+    exchange: kucoin
+    api_key: {env: KMTEST_ACME_KEY}
+    api_secret: {env: KMTEST_ACME_SECRET}
+    passphrase: literal-passphrase
+"""
+    loaded = load(write(tmp_path, text))
+    (key,) = loaded.settings.keys
+    assert isinstance(key, KucoinKey)
+    assert key.passphrase.get() == "literal-passphrase"
+    assert key.key_version == 3
+    assert any(
+        w.startswith("keys[0].passphrase: secret written literally") for w in loaded.warnings
+    )
+    assert all("literal-passphrase" not in w for w in loaded.warnings)
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, text.replace("    passphrase: literal-passphrase\n", "")))
+    assert "passphrase" in str(caught.value)

@@ -527,10 +527,10 @@ async def test_bybit_unified_account_default_derivatives_is_a_warning(clock: Fak
 # ----------------------------------------------------------------------------- keymon check
 
 
-def test_check_mixes_binance_and_bybit_keys(
+def test_check_mixes_binance_bybit_and_kucoin_keys(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`keymon check` audits a Binance and a Bybit key in one run, each on its exchange."""
+    """`keymon check` audits a Binance, a Bybit and a KuCoin key in one run, each on its own."""
     binance = BinanceSimulator()
     binance.add_key(DOC_API_KEY, hmac_secret=DOC_SECRET)
     bybit = BybitSimulator()
@@ -557,12 +557,26 @@ def test_check_mixes_binance_and_bybit_keys(
                 "api_key": BYBIT_KEY,
                 "api_secret": BYBIT_SECRET,
             },
+            {
+                "name": "acme-kucoin",
+                "client": "acme",
+                "exchange": "kucoin",
+                "api_key": KUCOIN_KEY,
+                "api_secret": KUCOIN_SECRET,
+                "passphrase": KUCOIN_PASSPHRASE,
+            },
         ],
     }
     path = tmp_path / "keymon.yaml"
     path.write_text(yaml.safe_dump(config))
-    transports = {"binance": binance.transport(), "bybit": bybit.transport()}
-    status = check(path, fmt="json", transport_factory=transports.get)
+    kucoin = KucoinSimulator()
+    kucoin.add_key(KUCOIN_KEY, KUCOIN_SECRET, KUCOIN_PASSPHRASE)
+    transports = {
+        "binance": binance.transport(),
+        "bybit": bybit.transport(),
+        "kucoin": kucoin.transport(),
+    }
+    status = check(path, fmt="json", transport_factory=transports.__getitem__)
     out, _ = capsys.readouterr()
     assert status == 2  # the Bybit key can withdraw
     assert BYBIT_SECRET not in out
@@ -570,4 +584,7 @@ def test_check_mixes_binance_and_bybit_keys(
     report = json.loads(out)
     assert "acme-binance" in out
     assert "acme-bybit" in out
+    assert "acme-kucoin" in out
+    assert KUCOIN_SECRET not in out
+    assert KUCOIN_PASSPHRASE not in out
     assert "withdraw_enabled" in json.dumps(report)
