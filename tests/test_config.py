@@ -1223,3 +1223,26 @@ keys:
     with pytest.raises(ConfigError) as caught:
         load(write(tmp_path, text.replace("    passphrase: literal-passphrase\n", "")))
     assert "passphrase" in str(caught.value)
+
+
+def test_kucoin_typos_get_kucoin_suggestions(tmp_path: Path) -> None:
+    """Typos under exchanges.kucoin and in a KuCoin key are matched against KuCoin's fields."""
+    text = """
+exchanges:
+  kucoin: {max_weight_per_minut: 600, recv_window: 5s}
+keys:
+  - name: acme-kucoin
+    client: acme
+    exchange: kucoin
+    api_key: k
+    api_secret: s
+    passphrase: p
+    key_versoin: 2
+"""
+    problems = problems_of(write(tmp_path, text))
+    assert (
+        "exchanges.kucoin.max_weight_per_minut: unknown field"
+        " (did you mean 'max_weight_per_minute'?)" in problems
+    )
+    assert any(p.startswith("exchanges.kucoin.recv_window: unknown field") for p in problems)
+    assert "keys[0].key_versoin: unknown field (did you mean 'key_version'?)" in problems
