@@ -63,6 +63,14 @@ BITGET_BASE_URL = "https://api.bitget.com"
 #: (exchange-apis.md §2.5). The budget counts weight per minute, so 60 is the most keymon may
 #: ever spend there; keymon keeps that ceiling as its default (one audit per second at most).
 BITGET_MAX_WEIGHT_PER_MINUTE = 60
+KUCOIN_BASE_URL = "https://api.kucoin.com"
+#: ``GET /api/v1/user/api-key`` costs 20 in KuCoin's "Management" pool (exchange-apis.md §2.3).
+#: The docs give no pool size keymon can rely on; keymon allows itself 30 calls a minute
+#: (600 weight), a small share that leaves the rest of the pool to the bots.
+KUCOIN_MAX_WEIGHT_PER_MINUTE = 600
+#: KuCoin's documented key versions; the universal SDK sends "3".
+KUCOIN_KEY_VERSIONS = (2, 3)
+KUCOIN_DEFAULT_KEY_VERSION: Literal[2, 3] = 3
 
 # ----------------------------------------------------------------------------- durations
 
@@ -307,12 +315,21 @@ class BitgetSettings(ExchangeSettingsBase):
     max_weight_per_minute: int = Field(default=BITGET_MAX_WEIGHT_PER_MINUTE, gt=0, le=60)
 
 
+class KucoinSettings(ExchangeSettingsBase):
+    """``exchanges.kucoin:``. KuCoin has no recv_window: a timestamp must lie within 5 s of
+    the server's time."""
+
+    base_url: str = KUCOIN_BASE_URL
+    max_weight_per_minute: int = Field(default=KUCOIN_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
 class ExchangesSettings(_Model):
     """``exchanges:``: optional per-exchange settings, one field per supported exchange."""
 
     binance: BinanceSettings = BinanceSettings()
     bybit: BybitSettings = BybitSettings()
     bitget: BitgetSettings = BitgetSettings()
+    kucoin: KucoinSettings = KucoinSettings()
 
     def for_exchange(self, name: str) -> ExchangeSettingsBase:
         """The settings section of exchange ``name``."""
@@ -510,11 +527,24 @@ class BitgetKey(KeyBase):
     passphrase: SecretRef
 
 
-KeyConfig = Annotated[BinanceKey | BybitKey | BitgetKey, Field(discriminator="exchange")]
-EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit", "bitget")
+class KucoinKey(KeyBase):
+    """A KuCoin key: API key, secret and the passphrase chosen when the key was created.
+    ``key_version`` is the key's API version (2 or 3; the universal SDK sends 3); for both the
+    passphrase is sent HMAC-signed."""
+
+    exchange: Literal["kucoin"]
+    passphrase: SecretRef
+    key_version: Literal[2, 3] = KUCOIN_DEFAULT_KEY_VERSION
+
+
+KeyConfig = Annotated[
+    BinanceKey | BybitKey | KucoinKey | BitgetKey, Field(discriminator="exchange")
+]
+EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit", "kucoin", "bitget")
 _KEY_MODELS: dict[str, type[KeyBase]] = {
     "binance": BinanceKey,
     "bybit": BybitKey,
+    "kucoin": KucoinKey,
     "bitget": BitgetKey,
 }
 
@@ -791,8 +821,9 @@ def _reference_problems(policies: object, default: object, keys: object) -> list
 def _literal_secret_warnings(settings: Settings) -> Iterator[str]:
     advice = "secret written literally in the configuration; use {env: NAME} or {file: PATH}"
     for index, key in enumerate(settings.keys):
-        for field_name in ("api_key", "api_secret"):
-            if getattr(key, field_name).origin == "literal":
+        for field_name in ("api_key", "api_secret", "passphrase"):
+            secret = getattr(key, field_name, None)
+            if isinstance(secret, Secret) and secret.origin == "literal":
                 yield f"keys[{index}].{field_name}: {advice} outside trials"
     for index, url in enumerate(settings.notify.urls):
         if url.origin == "literal":
@@ -909,6 +940,8 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
         candidates = tuple(BybitSettings.model_fields)
     elif parent[:2] == ("exchanges", "bitget"):
         candidates = tuple(BitgetSettings.model_fields)
+    elif parent[:2] == ("exchanges", "kucoin"):
+        candidates = tuple(KucoinSettings.model_fields)
     else:
         return ""
     close = difflib.get_close_matches(name, candidates, n=1)

@@ -31,6 +31,8 @@ from keymon.config import (
     BitgetSettings,
     BybitSettings,
     ExchangesSettings,
+    KucoinKey,
+    KucoinSettings,
     LoadedConfig,
     LogSettings,
     NotifySettings,
@@ -193,11 +195,14 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "invalid-exchange-unknown.yaml",
-        ("keys[0].exchange: unknown exchange 'kraken2' (supported: binance, bybit, bitget)",),
+        (
+            "keys[0].exchange: unknown exchange 'kraken2' "
+            "(supported: binance, bybit, kucoin, bitget)",
+        ),
     ),
     (
         "invalid-exchange-missing.yaml",
-        ("keys[0].exchange: exchange is missing (supported: binance, bybit, bitget)",),
+        ("keys[0].exchange: exchange is missing (supported: binance, bybit, kucoin, bitget)",),
     ),
     (
         "invalid-duplicate-key-names.yaml",
@@ -1059,6 +1064,9 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "INITECH_BITGET_KEY",
         "INITECH_BITGET_SECRET",
         "INITECH_BITGET_PASSPHRASE",
+        "INITECH_KUCOIN_KEY",
+        "INITECH_KUCOIN_SECRET",
+        "INITECH_KUCOIN_PASSPHRASE",
     ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
     monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
@@ -1076,10 +1084,14 @@ def test_example_yaml_loads_without_warnings(
         "acme-binance-main",
         "globex-binance-futures",
         "initech-bitget-spot",
+        "initech-kucoin-spot",
     ]
-    acme, globex, initech = s.keys
-    assert isinstance(initech, BitgetKey)
-    assert initech.passphrase.get() == "example-initech_bitget_passphrase"
+    acme, globex, bitget, kucoin = s.keys
+    assert isinstance(bitget, BitgetKey)
+    assert bitget.passphrase.get() == "example-initech_bitget_passphrase"
+    assert isinstance(kucoin, KucoinKey)
+    assert kucoin.passphrase.get() == "example-initech_kucoin_passphrase"
+    assert kucoin.key_version == 3
     assert acme.api_secret.get() == "example-file-secret"
     assert s.policy_for(acme)[0] == "market-maker"
     assert s.policy_for(globex)[0] == "futures-desk"
@@ -1097,7 +1109,10 @@ def test_example_yaml_sets_every_field() -> None:
     assert set().union(*raw["policies"].values()) == set(Policy.model_fields)
     assert set(raw["exchanges"]["bybit"]) == set(BybitSettings.model_fields)
     assert set(raw["exchanges"]["bitget"]) == set(BitgetSettings.model_fields)
-    assert set().union(*raw["keys"]) == set(BinanceKey.model_fields) | set(BitgetKey.model_fields)
+    assert set(raw["exchanges"]["kucoin"]) == set(KucoinSettings.model_fields)
+    assert set().union(*raw["keys"]) == (
+        set(BinanceKey.model_fields) | set(BitgetKey.model_fields) | set(KucoinKey.model_fields)
+    )
     assert set(raw["notify"]) == set(NotifySettings.model_fields)
     secrets = [s for k in raw["keys"] for s in (k["api_key"], k["api_secret"])]
     secrets += [k["passphrase"] for k in raw["keys"] if "passphrase" in k]
@@ -1196,3 +1211,51 @@ keys:
     assert settings.exchanges.bybit.base_url == "https://api.bybit.com"
     assert settings.exchanges.bybit.recv_window.total_seconds() == 5
     assert settings.exchanges.bybit.max_weight_per_minute == 60
+
+
+def test_kucoin_key_passphrase_is_a_secret(tmp_path: Path) -> None:
+    """A KuCoin key needs a passphrase; a literal one warns like any literal secret."""
+    text = """\
+keys:
+  - name: k
+    client: acme
+    exchange: kucoin
+    api_key: {env: KMTEST_ACME_KEY}
+    api_secret: {env: KMTEST_ACME_SECRET}
+    passphrase: literal-passphrase
+"""
+    loaded = load(write(tmp_path, text))
+    (key,) = loaded.settings.keys
+    assert isinstance(key, KucoinKey)
+    assert key.passphrase.get() == "literal-passphrase"
+    assert key.key_version == 3
+    assert any(
+        w.startswith("keys[0].passphrase: secret written literally") for w in loaded.warnings
+    )
+    assert all("literal-passphrase" not in w for w in loaded.warnings)
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, text.replace("    passphrase: literal-passphrase\n", "")))
+    assert "passphrase" in str(caught.value)
+
+
+def test_kucoin_typos_get_kucoin_suggestions(tmp_path: Path) -> None:
+    """Typos under exchanges.kucoin and in a KuCoin key are matched against KuCoin's fields."""
+    text = """
+exchanges:
+  kucoin: {max_weight_per_minut: 600, recv_window: 5s}
+keys:
+  - name: acme-kucoin
+    client: acme
+    exchange: kucoin
+    api_key: k
+    api_secret: s
+    passphrase: p
+    key_versoin: 2
+"""
+    problems = problems_of(write(tmp_path, text))
+    assert (
+        "exchanges.kucoin.max_weight_per_minut: unknown field"
+        " (did you mean 'max_weight_per_minute'?)" in problems
+    )
+    assert any(p.startswith("exchanges.kucoin.recv_window: unknown field") for p in problems)
+    assert "keys[0].key_versoin: unknown field (did you mean 'key_version'?)" in problems

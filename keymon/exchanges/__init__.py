@@ -11,11 +11,13 @@ from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGat
 from keymon.exchanges.binance import BinanceAdapter
 from keymon.exchanges.bitget import BitgetAdapter
 from keymon.exchanges.bybit import BybitAdapter
+from keymon.exchanges.kucoin import KucoinAdapter
 
 EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "binance": BinanceAdapter,
     "bybit": BybitAdapter,
     "bitget": BitgetAdapter,
+    "kucoin": KucoinAdapter,
 }
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "BitgetAdapter",
     "BybitAdapter",
     "ExchangeAdapter",
+    "KucoinAdapter",
     "ReadOnlyTransport",
     "RequestGate",
     "build_client",

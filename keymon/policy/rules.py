@@ -67,7 +67,13 @@ def untrusted_ips(facts: KeyFacts, policy: Policy, ctx: Context) -> Outcome:
             Rule.UNTRUSTED_IP,
             C,
             f"the IP whitelist holds {len(outside)} address(es) outside trusted_ips: "
-            + ", ".join(outside),
+            + ", ".join(outside)
+            + (
+                " (masked entries: no trusted address fits their visible parts; masked entries"
+                " that some trusted address fits are counted as probably trusted)"
+                if any("*" in entry for entry in outside)
+                else ""
+            ),
         )
     return [(RuleCheck(Rule.UNTRUSTED_IP, (C,)), finding)]
 
@@ -79,7 +85,30 @@ def untrusted_ip_count(facts: KeyFacts, trusted: Sequence[TrustedNetwork]) -> in
     return sum(1 for entry in facts.ip_list if not _trusted(entry, trusted))
 
 
+def masked_could_match(entry: str, network: TrustedNetwork) -> bool:
+    """Whether some address of ``network`` fits a masked IPv4 entry such as ``203.**.154``.
+
+    KuCoin shows a key's whitelist masked: only the first octet and the last segment are
+    visible, the ``*`` part hides the rest. An entry no trusted address can fit is certainly
+    untrusted; one that some trusted address fits is counted as (probably) trusted.
+    """
+    parts = entry.strip().split(".")
+    if (
+        network.version != 4
+        or len(parts) < 2
+        or not all(p.isdigit() for p in (parts[0], parts[-1]))
+    ):
+        return False
+    first, last = int(parts[0]), int(parts[-1])
+    if network.prefixlen >= 24:  # at most 256 addresses: try them
+        return any(a.packed[0] == first and a.packed[3] == last for a in network)
+    # A /23 or wider spans every last octet; only the first octet can rule it out.
+    return network.network_address.packed[0] <= first <= network.broadcast_address.packed[0]
+
+
 def _trusted(entry: str, trusted: Sequence[TrustedNetwork]) -> bool:
+    if "*" in entry:
+        return any(masked_could_match(entry, t) for t in trusted)
     try:
         network = ipaddress.ip_network(entry.strip(), strict=False)
     except ValueError:

@@ -16,6 +16,7 @@ from keymon.simulator.binance import (
 )
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
+from keymon.simulator.kucoin import KucoinSimulator
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     Handler,
@@ -33,6 +34,7 @@ __all__ = [
     "BitgetSimulator",
     "BybitSimulator",
     "Handler",
+    "KucoinSimulator",
     "LoggedRequest",
     "SimResponse",
     "SimulatorAsyncTransport",

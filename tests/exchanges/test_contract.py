@@ -26,15 +26,19 @@ from keymon.model import AuditResult, Reason, Rule, Severity
 from keymon.simulator.binance import BinanceSimulator
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
+from keymon.simulator.kucoin import KucoinSimulator, mask
 from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock
 
 BYBIT_KEY = "bybitContractKey"
 BYBIT_SECRET = "bybitContractSecret"
-UNTRUSTED = "198.51.100.9"
-REFUSED_ONLY = "10.9.9.9"
 BITGET_KEY = "bg_contractKey"
 BITGET_SECRET = "bitgetContractSecret"
 BITGET_PASSPHRASE = "bitgetContractPassphrase"
+KUCOIN_KEY = "kucoinContractKey"
+KUCOIN_SECRET = "kucoinContractSecret"
+KUCOIN_PASSPHRASE = "kucoinContractPassphrase"
+UNTRUSTED = "198.51.100.9"
+REFUSED_ONLY = "10.9.9.9"
 
 
 class Venue(Protocol):
@@ -43,6 +47,10 @@ class Venue(Protocol):
     name: str
     api_key: str
     secret: str
+    #: Key fields beyond api_key/api_secret (a passphrase, a key version).
+    key_extra: dict[str, Any]
+    #: How the exchange shows UNTRUSTED in the key's IP list (KuCoin masks it).
+    untrusted_shown: str
 
     def transport(self) -> httpx.AsyncBaseTransport:
         """An in-process transport onto the simulator."""
@@ -68,8 +76,8 @@ class Venue(Protocol):
         """Bind an IP outside trusted_ips; False where the exchange does not show IPs."""
         ...
 
-    def expiry_near(self, at: datetime) -> None:
-        """Make the key's deadline ``at``."""
+    def expiry_near(self, at: datetime) -> bool:
+        """Make the key's deadline ``at``; False where the exchange shows no deadline."""
         ...
 
     def delete(self) -> None:
@@ -97,6 +105,8 @@ class BinanceVenue:
     name: str = "binance"
     api_key: str = DOC_API_KEY
     secret: str = DOC_SECRET
+    key_extra: dict[str, Any] = field(default_factory=dict)
+    untrusted_shown: str = UNTRUSTED
     sim: BinanceSimulator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -122,13 +132,14 @@ class BinanceVenue:
     def untrusted_ip(self) -> bool:
         return False  # Binance does not show a key its IP list
 
-    def expiry_near(self, at: datetime) -> None:
+    def expiry_near(self, at: datetime) -> bool:
         # Binance's only deadline: trading authority, on a key without IP restriction.
         self.sim.update_key(
             self.api_key,
             ipRestrict=False,
             tradingAuthorityExpirationTime=int(at.timestamp() * 1000),
         )
+        return True
 
     def delete(self) -> None:
         self.sim.delete_key(self.api_key)
@@ -151,6 +162,8 @@ class BybitVenue:
     name: str = "bybit"
     api_key: str = BYBIT_KEY
     secret: str = BYBIT_SECRET
+    key_extra: dict[str, Any] = field(default_factory=dict)
+    untrusted_shown: str = UNTRUSTED
     sim: BybitSimulator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -177,8 +190,63 @@ class BybitVenue:
         self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
         return True
 
-    def expiry_near(self, at: datetime) -> None:
+    def expiry_near(self, at: datetime) -> bool:
         self.sim.update_key(self.api_key, ips=["*"], expired_at=at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return True
+
+    def delete(self) -> None:
+        self.sim.delete_key(self.api_key)
+
+    def refuse_ip(self) -> None:
+        self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
+
+    def fail(self, n: int, status: int) -> None:
+        self.sim.fail_next(n, status)
+
+    def garbage(self, n: int) -> None:
+        self.sim.truncate_next(n)
+
+
+@dataclass
+class KucoinVenue:
+    """KuCoin: a comma-separated permission list, a masked IP list, no deadline."""
+
+    clock: FakeClock
+    name: str = "kucoin"
+    api_key: str = KUCOIN_KEY
+    secret: str = KUCOIN_SECRET
+    key_extra: dict[str, Any] = field(
+        default_factory=lambda: {"passphrase": KUCOIN_PASSPHRASE, "key_version": 3}
+    )
+    untrusted_shown: str = mask(UNTRUSTED)
+    sim: KucoinSimulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = KucoinSimulator(clock=self.clock)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self.sim.transport()
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        return self.sim.serve_in_thread()
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        if rate_limited:  # room for one key-info call (weight 20) per window
+            self.sim = KucoinSimulator(clock=self.clock, pool_limit=20)
+        self.sim.add_key(self.api_key, self.secret, KUCOIN_PASSPHRASE, ips=["127.0.0.1"])
+
+    def withdraw_on(self) -> None:
+        self.sim.update_key(self.api_key, permissions=["General", "Spot", "Transfer"])
+
+    def drop_ip_restriction(self) -> None:
+        self.sim.update_key(self.api_key, ips=[])
+
+    def untrusted_ip(self) -> bool:
+        self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
+        return True
+
+    def expiry_near(self, at: datetime) -> bool:
+        return False  # KuCoin shows a key no expiry
 
     def delete(self) -> None:
         self.sim.delete_key(self.api_key)
@@ -201,7 +269,8 @@ class BitgetVenue:
     name: str = "bitget"
     api_key: str = BITGET_KEY
     secret: str = BITGET_SECRET
-    key_fields: dict[str, str] = field(default_factory=lambda: {"passphrase": BITGET_PASSPHRASE})
+    key_extra: dict[str, Any] = field(default_factory=lambda: {"passphrase": BITGET_PASSPHRASE})
+    untrusted_shown: str = UNTRUSTED
     sim: BitgetSimulator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -227,8 +296,8 @@ class BitgetVenue:
         self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
         return True
 
-    def expiry_near(self, at: datetime) -> None:
-        pytest.skip("bitget shows no expiry for a key")
+    def expiry_near(self, at: datetime) -> bool:
+        return False  # Bitget shows a key no expiry
 
     def delete(self) -> None:
         self.sim.delete_key(self.api_key)
@@ -246,6 +315,7 @@ class BitgetVenue:
 VENUES: dict[str, Callable[[FakeClock], Venue]] = {
     "binance": BinanceVenue,
     "bybit": BybitVenue,
+    "kucoin": KucoinVenue,
     "bitget": BitgetVenue,
 }
 
@@ -277,7 +347,7 @@ class Harness:
             "exchange": self.venue.name,
             "api_key": self.venue.api_key,
             "api_secret": self.venue.secret,
-            **getattr(self.venue, "key_fields", {}),
+            **self.venue.key_extra,
         }
         data: dict[str, Any] = {
             "keys": [key],
@@ -362,14 +432,15 @@ async def test_untrusted_ip_fires_where_visible(harness: Harness) -> None:
     assert Rule.UNTRUSTED_IP in {rule for rule, _ in fired(result)}
     assert result.facts is not None
     assert result.facts.ip_list is not None
-    assert UNTRUSTED in result.facts.ip_list
+    assert harness.venue.untrusted_shown in result.facts.ip_list
 
 
 async def test_near_deadline_is_critical(harness: Harness) -> None:
     """A deadline two days out fires review_deadline, critical (inside the 3-day window)."""
     harness.venue.healthy()
     at = datetime.fromtimestamp(harness.clock.now, UTC) + timedelta(days=2)
-    harness.venue.expiry_near(at)
+    if not harness.venue.expiry_near(at):
+        pytest.skip(f"{harness.venue.name} shows a key no deadline")
     result = await harness.audit()
     assert (Rule.REVIEW_DEADLINE, Severity.CRITICAL) in fired(result)
     assert result.facts is not None
@@ -485,7 +556,7 @@ async def test_httpx_errors_become_reasons(
         "exchange": venue_name,
         "api_key": venue.api_key,
         "api_secret": SENTINEL,
-        **getattr(venue, "key_fields", {}),
+        **venue.key_extra,
     }
     settings = Settings(keys=[key], trusted_ips=["127.0.0.1/32"])
     async with Auditor(settings, transport_factory=lambda _n: _Broken(error)) as auditor:
@@ -513,23 +584,19 @@ async def test_bybit_unified_account_default_derivatives_is_a_warning(clock: Fak
 # ----------------------------------------------------------------------------- keymon check
 
 
-def test_check_mixes_binance_bybit_and_bitget_keys(
+def test_check_mixes_four_exchanges(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`keymon check` audits a Binance, a Bybit and a Bitget key in one run, each on its
-    exchange."""
+    """`keymon check` audits a Binance, a Bybit, a KuCoin and a Bitget key in one run."""
     binance = BinanceSimulator()
     binance.add_key(DOC_API_KEY, hmac_secret=DOC_SECRET)
     bybit = BybitSimulator()
     bybit.add_key(BYBIT_KEY, BYBIT_SECRET)
     bybit.update_key(BYBIT_KEY, permissions={"Wallet": ["Withdraw"]})
-    bitget = BitgetSimulator()
-    bitget.add_key(BITGET_KEY, BITGET_SECRET, BITGET_PASSPHRASE)
     config = {
         "exchanges": {
             "binance": {"base_url": "http://binance.test"},
             "bybit": {"base_url": "http://bybit.test"},
-            "bitget": {"base_url": "http://bitget.test"},
         },
         "trusted_ips": ["127.0.0.1/32"],
         "keys": [
@@ -555,13 +622,26 @@ def test_check_mixes_binance_bybit_and_bitget_keys(
                 "api_secret": BITGET_SECRET,
                 "passphrase": BITGET_PASSPHRASE,
             },
+            {
+                "name": "acme-kucoin",
+                "client": "acme",
+                "exchange": "kucoin",
+                "api_key": KUCOIN_KEY,
+                "api_secret": KUCOIN_SECRET,
+                "passphrase": KUCOIN_PASSPHRASE,
+            },
         ],
     }
     path = tmp_path / "keymon.yaml"
     path.write_text(yaml.safe_dump(config))
+    bitget = BitgetSimulator()
+    bitget.add_key(BITGET_KEY, BITGET_SECRET, BITGET_PASSPHRASE)
+    kucoin = KucoinSimulator()
+    kucoin.add_key(KUCOIN_KEY, KUCOIN_SECRET, KUCOIN_PASSPHRASE)
     transports = {
         "binance": binance.transport(),
         "bybit": bybit.transport(),
+        "kucoin": kucoin.transport(),
         "bitget": bitget.transport(),
     }
     status = check(path, fmt="json", transport_factory=transports.__getitem__)
@@ -569,10 +649,13 @@ def test_check_mixes_binance_bybit_and_bitget_keys(
     assert status == 2  # the Bybit key can withdraw
     assert BYBIT_SECRET not in out
     assert DOC_SECRET not in out
-    assert BITGET_SECRET not in out
-    assert BITGET_PASSPHRASE not in out
     report = json.loads(out)
     assert "acme-binance" in out
     assert "acme-bybit" in out
+    assert "acme-kucoin" in out
     assert "acme-bitget" in out
+    assert BITGET_SECRET not in out
+    assert BITGET_PASSPHRASE not in out
+    assert KUCOIN_SECRET not in out
+    assert KUCOIN_PASSPHRASE not in out
     assert "withdraw_enabled" in json.dumps(report)

@@ -19,6 +19,7 @@ from keymon.model import (
     Severity,
 )
 from keymon.policy import audit_failing, evaluate, evaluate_error
+from keymon.policy.rules import masked_could_match
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TRUSTED = (
@@ -267,3 +268,21 @@ def test_checks_list_every_evaluated_rule_and_severity() -> None:
     assert checks[("forbidden_permission", "futures_trade")] == ("warning",)
     assert checks[("withdraw_enabled", None)] == ("critical",)
     assert checks[("key_rejected", None)] == ("critical",)
+
+
+@pytest.mark.parametrize(
+    ("entry", "network", "fits"),
+    [
+        ("203.**.10", "203.0.113.10/32", True),
+        ("203.**.10", "203.0.113.11/32", False),
+        ("203.**.10", "203.0.113.0/24", True),
+        ("203.**.10", "204.0.0.0/24", False),
+        ("203.**.10", "200.0.0.0/5", True),  # wider than /24: only the first octet can rule out
+        ("203.**.10", "10.0.0.0/8", False),
+        ("203.**.10", "2001:db8::/32", False),
+        ("**", "0.0.0.0/0", False),  # nothing visible: cannot vouch for it
+    ],
+)
+def test_masked_entries_match_on_their_visible_parts(entry: str, network: str, fits: bool) -> None:
+    """KuCoin's masked whitelist entries are compared on the first and last octet only."""
+    assert masked_could_match(entry, ipaddress.ip_network(network)) is fits

@@ -1,0 +1,417 @@
+"""KuCoin: the key's own facts from ``GET /api/v1/user/api-key`` (exchange-apis.md §2.3).
+
+Signing (KuCoin docs "Authentication"; universal SDK): ``KC-API-SIGN = base64(HMAC-SHA256(
+secret, timestamp + METHOD + endpoint + body))`` where ``endpoint`` carries ``?query`` for a GET.
+For key versions 2 and 3 the passphrase is itself signed: ``KC-API-PASSPHRASE =
+base64(HMAC-SHA256(secret, passphrase))``. :class:`KucoinAuth` adds the ``KC-API-*`` headers
+inside httpx's auth flow, i.e. when the request is sent, so a queued request carries a fresh
+timestamp.
+
+The timestamp must lie within 5 s of server time (``400002``). The timestamp is the local clock
+plus the offset measured on ``GET /api/v1/timestamp`` (``data`` is the server time in ms),
+refreshed every ``time_sync_interval``; a ``400002`` answer forces one re-sync and one retry
+before the audit fails with ``clock_skew``.
+
+KuCoin shows a key its IP whitelist, but **masked** (``203.**.154``): the facts carry the masked
+entries as they are, and ``untrusted_ip`` matches a masked entry against ``trusted_ips`` on its
+visible parts only (see :func:`keymon.policy.rules.masked_could_match`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, ClassVar, Final
+
+import httpx
+import structlog
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+
+from keymon.config import KucoinKey, KucoinSettings, Secret
+from keymon.errors import (
+    ExchangeAuthError,
+    ExchangeBadResponse,
+    ExchangeClockError,
+    ExchangeError,
+    ExchangeRateLimited,
+    ExchangeUnavailable,
+)
+from keymon.exchanges.base import (
+    Clock,
+    RequestGate,
+    RequestObserver,
+    parse_retry_after,
+    translate_transport_error,
+    utc_from_ms,
+)
+from keymon.model import Coverage, KeyFacts
+
+log = structlog.get_logger(__name__)
+
+NAME: Final = "kucoin"
+TIME_PATH: Final = "/api/v1/timestamp"
+API_KEY_PATH: Final = "/api/v1/user/api-key"
+OK: Final = "200000"
+
+#: ``permission`` entry -> keymon permissions (exchange-apis.md §4). ``Transfer`` covers
+#: withdrawals (KuCoin support article 900006465403), so it maps to ``withdraw``.
+PERMISSIONS: Final[Mapping[str, tuple[str, ...]]] = {
+    "General": ("read",),
+    "Spot": ("spot_trade",),
+    "Margin": ("margin_trade", "margin_loan"),
+    "Futures": ("futures_trade",),
+    "InnerTransfer": ("internal_transfer",),
+    "Transfer": ("withdraw",),
+}
+
+# Error codes (exchange-apis.md §2.3).
+MISSING_HEADERS: Final = "400001"
+INVALID_TIMESTAMP: Final = "400002"
+KEY_MISSING: Final = "400003"
+BAD_PASSPHRASE: Final = "400004"  # noqa: S105 (an error code)
+BAD_SIGNATURE: Final = "400005"
+IP_REFUSED: Final = "400006"
+ACCESS_DENIED: Final = "400007"
+USER_FROZEN: Final = "411100"
+RATE_LIMITED: Final = "429000"
+KEY_REJECTED_CODES: Final = frozenset(
+    {MISSING_HEADERS, KEY_MISSING, BAD_PASSPHRASE, BAD_SIGNATURE, IP_REFUSED, ACCESS_DENIED,
+     USER_FROZEN}
+)  # fmt: skip
+SYNC_RETRY_SECONDS: Final = 30.0
+_IP = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:]+:[0-9A-Fa-f]*)\b")
+
+_unknown_entries_logged: set[str] = set()
+
+# ----------------------------------------------------------------------------- signing
+
+
+def sign(secret: str, text: str) -> str:
+    """base64 of HMAC-SHA256(secret, text): KuCoin's signature and signed passphrase."""
+    digest = hmac.new(secret.encode(), text.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+class KucoinAuth(httpx.Auth):
+    """Adds the ``KC-API-*`` headers when the request is sent."""
+
+    requires_request_body = True
+
+    def __init__(
+        self,
+        api_key: Secret,
+        secret: Secret,
+        passphrase: Secret,
+        key_version: int,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self._api_key = api_key
+        self._secret = secret
+        self._passphrase = passphrase
+        self._key_version = key_version
+        self._now_ms = now_ms
+
+    def __repr__(self) -> str:
+        return "KucoinAuth(...)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        timestamp = str(self._now_ms())
+        secret = self._secret.get()
+        # The endpoint is the path plus ``?query`` exactly as sent; the body as sent.
+        endpoint = request.url.raw_path.decode("ascii")
+        body = request.content.decode()
+        request.headers["KC-API-KEY"] = self._api_key.get()
+        request.headers["KC-API-TIMESTAMP"] = timestamp
+        request.headers["KC-API-SIGN"] = sign(secret, timestamp + request.method + endpoint + body)
+        # Key versions 2 and 3 (the only ones keymon accepts) send the passphrase signed.
+        request.headers["KC-API-PASSPHRASE"] = sign(secret, self._passphrase.get())
+        request.headers["KC-API-KEY-VERSION"] = str(self._key_version)
+        yield request
+
+
+class _SendTime(httpx.Auth):
+    """Notes the local time when the request is actually sent (after any queueing)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.sent: float | None = None
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        self.sent = self._clock()
+        yield request
+
+
+# ----------------------------------------------------------------------------- responses
+
+
+class Envelope(BaseModel):
+    """Every answer: ``{code, data}`` on success, ``{code, msg}`` on failure."""
+
+    model_config = ConfigDict(extra="ignore")
+    code: StrictStr
+    msg: str = ""
+    data: Any = None
+
+
+class ApiKeyInfo(BaseModel):
+    """``data`` of ``GET /api/v1/user/api-key``. ``permission`` is required: a body without it
+    says nothing the security rules can stand on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    apiKey: StrictStr
+    permission: StrictStr
+    ipWhitelist: StrictStr | None = None
+    createdAt: StrictInt | None = None
+    apiVersion: StrictInt | None = None
+
+
+# ----------------------------------------------------------------------------- adapter
+
+
+class KucoinAdapter:
+    """Audits KuCoin keys. One instance per process, shared by every KuCoin key."""
+
+    name: ClassVar[str] = NAME
+    coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
+    read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {("GET", TIME_PATH), ("GET", API_KEY_PATH)}
+    )
+    #: Empty on purpose: KuCoin's ``gw-ratelimit-limit``/``-remaining``/``-reset`` headers
+    #: (names unconfirmed, exchange-apis.md §2.3) report the *remaining* quota of a pool, not a
+    #: per-IP used weight, so the budget (which reads used-weight-per-IP headers) has nothing
+    #: to learn from them.
+    ip_limit_headers: ClassVar[Mapping[str, int]] = {}
+    #: Weight 20 for the key info ("Management" pool); the public timestamp is counted as 1.
+    weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, API_KEY_PATH: 20}
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        settings: KucoinSettings,
+        *,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+        gate: RequestGate | None = None,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._clock = clock
+        self._monotonic = monotonic
+        self._gate = gate or RequestGate()
+        self._observer = observer
+        self._offset_ms = 0.0
+        self._next_sync: float | None = None
+        self._sync_lock = asyncio.Lock()
+
+    @property
+    def weight_used(self) -> int | None:
+        """Always None: KuCoin reports no per-IP used weight."""
+        return None
+
+    @property
+    def clock_offset_ms(self) -> float:
+        """Server time minus local time, as last measured."""
+        return self._offset_ms
+
+    def now_ms(self) -> int:
+        """KuCoin's idea of now, in ms: the local clock corrected by the last sync."""
+        return int(self._clock() * 1000 + self._offset_ms)
+
+    async def audit(self, key: KucoinKey) -> KeyFacts:
+        """The key's permissions, (masked) IP list and creation time in keymon's vocabulary."""
+        await self._ensure_synced()
+        auth = KucoinAuth(key.api_key, key.api_secret, key.passphrase, key.key_version, self.now_ms)
+        try:
+            data = await self._get(API_KEY_PATH, auth=auth)
+        except ExchangeClockError:
+            await self._ensure_synced(force=True)
+            data = await self._get(API_KEY_PATH, auth=auth)
+        return self._facts(data, key.api_key.get())
+
+    async def sync_time(self) -> None:
+        """Measure the offset between the local clock and KuCoin's server time."""
+        stamp = _SendTime(self._clock)
+        data = await self._get(TIME_PATH, auth=stamp)
+        received = self._clock()
+        sent = stamp.sent if stamp.sent is not None else received
+        if not isinstance(data, int) or isinstance(data, bool):
+            raise ExchangeBadResponse(f"kucoin: {TIME_PATH} answered without a time", exchange=NAME)
+        self._offset_ms = data - (sent + received) / 2 * 1000
+        self._next_sync = self._monotonic() + self._settings.time_sync_interval.total_seconds()
+        log.debug("clock_synced", exchange=NAME, offset_ms=round(self._offset_ms, 1))
+
+    async def _ensure_synced(self, *, force: bool = False) -> None:
+        async with self._sync_lock:
+            if not force and self._next_sync is not None and self._monotonic() < self._next_sync:
+                return
+            try:
+                await self.sync_time()
+            except ExchangeError as exc:
+                log.warning("clock_sync_failed", exchange=NAME, reason=str(exc.reason))
+                interval = self._settings.time_sync_interval.total_seconds()
+                self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
+
+    async def _get(self, path: str, *, auth: httpx.Auth) -> Any:
+        await self._gate.acquire(NAME, self.weights[path])
+        started = self._monotonic()
+        try:
+            response = await self._client.get(path, auth=auth)
+        except httpx.HTTPError as exc:
+            error = translate_transport_error(exc, NAME, path)
+            self._observe(path, str(error.reason), started)
+            raise error from exc
+        self._observe(path, str(response.status_code), started)
+        self._gate.observe(NAME, response)
+        try:
+            envelope = Envelope.model_validate(json.loads(response.content))
+        except (ValueError, UnicodeDecodeError, ValidationError):
+            raise self._http_error(response, path) from None
+        if envelope.code != OK:
+            raise self._code_error(envelope, response)
+        if response.status_code != httpx.codes.OK:
+            raise self._http_error(response, path)
+        return envelope.data
+
+    def _observe(self, path: str, status: str, started: float) -> None:
+        if self._observer is not None:
+            self._observer(NAME, path, status, self._monotonic() - started)
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        # gw-ratelimit-reset: milliseconds until the pool refills (name unconfirmed, §2.3).
+        reset = response.headers.get("gw-ratelimit-reset")
+        if reset is not None and reset.isdigit():
+            return int(reset) / 1000
+        return parse_retry_after(response.headers.get("Retry-After"), now=self._clock())
+
+    def _http_error(self, response: httpx.Response, path: str) -> ExchangeError:
+        """An answer without a readable envelope (or a non-200 with code 200000)."""
+        status = response.status_code
+        if status == 429:
+            retry_after = self._retry_after(response)
+            return ExchangeRateLimited(
+                f"kucoin: HTTP 429, too many requests (retry after {retry_after or 'unknown'} s)",
+                exchange=NAME,
+                retry_after=retry_after,
+            )
+        if status == 401:
+            return ExchangeAuthError(
+                "kucoin rejects the request: HTTP 401, the auth headers are missing or invalid",
+                exchange=NAME,
+            )
+        if status >= 500:
+            return ExchangeUnavailable(f"kucoin: HTTP {status}", exchange=NAME)
+        if status == 200:
+            return ExchangeBadResponse(
+                f"kucoin: {path} answered HTTP 200 with a body that is not an envelope "
+                f"({len(response.content)} bytes; truncated?)",
+                exchange=NAME,
+            )
+        return ExchangeBadResponse(f"kucoin: {path} answered HTTP {status}", exchange=NAME)
+
+    def _code_error(self, envelope: Envelope, response: httpx.Response) -> ExchangeError:
+        code = envelope.code
+        msg = envelope.msg[:300]
+        detail = f"kucoin {code}: {msg or 'no message'}"
+        number = int(code) if code.isdigit() else None
+        if code == RATE_LIMITED:
+            retry_after = self._retry_after(response)
+            return ExchangeRateLimited(
+                f"{detail} (rate limited; retry after {retry_after or 'unknown'} s)",
+                exchange=NAME,
+                code=number,
+                retry_after=retry_after,
+            )
+        if code == INVALID_TIMESTAMP:
+            return ExchangeClockError(
+                f"{detail} (local clock offset {self._offset_ms:+.0f} ms after sync)",
+                exchange=NAME,
+                code=number,
+            )
+        if code in KEY_REJECTED_CODES:
+            match = _IP.search(msg) if code == IP_REFUSED else None
+            refused_ip = match.group(1) if match else None
+            return ExchangeAuthError(
+                _rejection_message(code, detail, refused_ip),
+                exchange=NAME,
+                code=number,
+                refused_ip=refused_ip,
+            )
+        if response.status_code >= 500:
+            return ExchangeUnavailable(detail, exchange=NAME, code=number)
+        return ExchangeBadResponse(
+            f"{detail} (HTTP {response.status_code})", exchange=NAME, code=number
+        )
+
+    def _facts(self, data: Any, api_key: str) -> KeyFacts:
+        try:
+            info = ApiKeyInfo.model_validate(data)
+        except ValidationError as exc:
+            fields = ", ".join(
+                sorted({".".join(map(str, e["loc"])) or "data" for e in exc.errors()})
+            )
+            raise ExchangeBadResponse(
+                f"kucoin: {API_KEY_PATH} answered an unexpected shape ({fields})",
+                exchange=NAME,
+            ) from None
+        if info.apiKey != api_key:
+            raise ExchangeBadResponse(
+                f"kucoin: {API_KEY_PATH} describes another key than the one that signed",
+                exchange=NAME,
+            )
+        ips = _split(info.ipWhitelist or "")
+        return KeyFacts(
+            coverage=Coverage.INTROSPECTION,
+            permissions=_permissions(info.permission),
+            ip_restricted=bool(ips),
+            ip_list=tuple(ips),
+            created_at=utc_from_ms(info.createdAt) if info.createdAt else None,
+            deadlines=(),  # no expiry field (§2.3)
+            raw=dict(data),
+        )
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _permissions(text: str) -> dict[str, bool]:
+    # The whole list is shown, so every mapped permission absent from it is observed absent.
+    permissions = {name: False for names in PERMISSIONS.values() for name in names}
+    permissions["read"] = True  # the endpoint itself needs General: the key can read
+    for entry in _split(text):
+        mapped = PERMISSIONS.get(entry)
+        if mapped is not None:
+            permissions.update(dict.fromkeys(mapped, True))
+        else:
+            permissions[entry] = True  # Earn and anything new: kept raw
+            if entry not in _unknown_entries_logged:
+                _unknown_entries_logged.add(entry)
+                log.info("unmapped_permission", exchange=NAME, permission=entry)
+    return permissions
+
+
+def _rejection_message(code: str, detail: str, refused_ip: str | None) -> str:
+    causes = {
+        MISSING_HEADERS: "the KC-API-* headers are missing",
+        KEY_MISSING: "the key does not exist (deleted?)",
+        BAD_PASSPHRASE: "the passphrase is wrong (or key_version does not match the key)",
+        BAD_SIGNATURE: "the signature is not valid: wrong secret",
+        IP_REFUSED: "this egress IP is not in the key's IP whitelist",
+        ACCESS_DENIED: "the key lacks the permission for this request (General)",
+        USER_FROZEN: "the account is frozen",
+    }
+    text = f"kucoin rejects the key ({detail}): {causes[code]}"
+    if refused_ip:
+        text += f"; KuCoin refused egress IP {refused_ip}"
+    return text
+
+
+__all__ = ["KucoinAdapter", "KucoinAuth", "sign"]
