@@ -58,6 +58,11 @@ BYBIT_MAX_WEIGHT_PER_MINUTE = 60
 BYBIT_RECV_WINDOW = timedelta(seconds=5)
 #: Bybit does not document a maximum recv_window; keymon keeps Binance's 60 s bound.
 BYBIT_MAX_RECV_WINDOW = timedelta(seconds=60)
+OKX_BASE_URL = "https://www.okx.com"
+#: OKX counts requests: ``GET /api/v5/account/config`` allows 5 requests per 2 s (150/min) per
+#: UID (exchange-apis.md §2.2). keymon takes a fifth of that, 30 requests/min, and leaves the
+#: rest to the bots of the same account.
+OKX_MAX_WEIGHT_PER_MINUTE = 30
 
 # ----------------------------------------------------------------------------- durations
 
@@ -295,11 +300,19 @@ class BybitSettings(ExchangeSettingsBase):
         return value
 
 
+class OkxSettings(ExchangeSettingsBase):
+    """``exchanges.okx:``. OKX has no recv_window: a request expires 30 s from server time."""
+
+    base_url: str = OKX_BASE_URL
+    max_weight_per_minute: int = Field(default=OKX_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
 class ExchangesSettings(_Model):
     """``exchanges:``: optional per-exchange settings, one field per supported exchange."""
 
     binance: BinanceSettings = BinanceSettings()
     bybit: BybitSettings = BybitSettings()
+    okx: OkxSettings = OkxSettings()
 
     def for_exchange(self, name: str) -> ExchangeSettingsBase:
         """The settings section of exchange ``name``."""
@@ -489,9 +502,17 @@ class BybitKey(KeyBase):
     exchange: Literal["bybit"]
 
 
-KeyConfig = Annotated[BinanceKey | BybitKey, Field(discriminator="exchange")]
-EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit")
-_KEY_MODELS: dict[str, type[KeyBase]] = {"binance": BinanceKey, "bybit": BybitKey}
+class OkxKey(KeyBase):
+    """An OKX key. OKX keys have a passphrase, chosen at key creation and sent with every
+    signed request (``OK-ACCESS-PASSPHRASE``); it is a secret like the API secret."""
+
+    exchange: Literal["okx"]
+    passphrase: SecretRef
+
+
+KeyConfig = Annotated[BinanceKey | BybitKey | OkxKey, Field(discriminator="exchange")]
+EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit", "okx")
+_KEY_MODELS: dict[str, type[KeyBase]] = {"binance": BinanceKey, "bybit": BybitKey, "okx": OkxKey}
 
 
 def _apprise_url(value: Secret) -> Secret:
@@ -882,6 +903,8 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
         candidates = tuple(BinanceSettings.model_fields)
     elif parent[:2] == ("exchanges", "bybit"):
         candidates = tuple(BybitSettings.model_fields)
+    elif parent[:2] == ("exchanges", "okx"):
+        candidates = tuple(OkxSettings.model_fields)
     else:
         return ""
     close = difflib.get_close_matches(name, candidates, n=1)

@@ -31,6 +31,8 @@ from keymon.config import (
     LoadedConfig,
     LogSettings,
     NotifySettings,
+    OkxKey,
+    OkxSettings,
     Policy,
     Settings,
     load,
@@ -190,11 +192,11 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "invalid-exchange-unknown.yaml",
-        ("keys[0].exchange: unknown exchange 'kraken2' (supported: binance, bybit)",),
+        ("keys[0].exchange: unknown exchange 'kraken2' (supported: binance, bybit, okx)",),
     ),
     (
         "invalid-exchange-missing.yaml",
-        ("keys[0].exchange: exchange is missing (supported: binance, bybit)",),
+        ("keys[0].exchange: exchange is missing (supported: binance, bybit, okx)",),
     ),
     (
         "invalid-duplicate-key-names.yaml",
@@ -1049,7 +1051,14 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     text = EXAMPLE.read_text(encoding="utf-8")
     assert "/run/secrets/acme_binance_secret" in text
     (tmp_path / "acme_binance_secret").write_text("example-file-secret\n", encoding="utf-8")
-    for name in ("ACME_BINANCE_KEY", "GLOBEX_BINANCE_KEY", "GLOBEX_BINANCE_SECRET"):
+    for name in (
+        "ACME_BINANCE_KEY",
+        "GLOBEX_BINANCE_KEY",
+        "GLOBEX_BINANCE_SECRET",
+        "ACME_OKX_KEY",
+        "ACME_OKX_SECRET",
+        "ACME_OKX_PASSPHRASE",
+    ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
     monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
     return text.replace("/run/secrets/acme_binance_secret", f"{tmp_path}/acme_binance_secret")
@@ -1062,11 +1071,17 @@ def test_example_yaml_loads_without_warnings(
     loaded = load(write(tmp_path, _example_text(tmp_path, monkeypatch)))
     assert loaded.warnings == ()
     s = loaded.settings
-    assert [k.name for k in s.keys] == ["acme-binance-main", "globex-binance-futures"]
-    acme, globex = s.keys
+    assert [k.name for k in s.keys] == [
+        "acme-binance-main",
+        "globex-binance-futures",
+        "acme-okx-main",
+    ]
+    acme, globex, okx = s.keys
     assert acme.api_secret.get() == "example-file-secret"
     assert s.policy_for(acme)[0] == "market-maker"
     assert s.policy_for(globex)[0] == "futures-desk"
+    assert isinstance(okx, OkxKey)
+    assert okx.passphrase.get() == "example-acme_okx_passphrase"
     assert [u.get() for u in s.notify.urls] == ["json://hooks.example/keymon"]
 
 
@@ -1079,9 +1094,17 @@ def test_example_yaml_sets_every_field() -> None:
     assert set(raw["exchanges"]) == set(ExchangesSettings.model_fields)
     assert set(raw["exchanges"]["binance"]) == set(BinanceSettings.model_fields)
     assert set().union(*raw["policies"].values()) == set(Policy.model_fields)
-    assert set().union(*raw["keys"]) == set(BinanceKey.model_fields)
+    assert set(raw["exchanges"]["okx"]) == set(OkxSettings.model_fields)
+    binance_keys = [k for k in raw["keys"] if k["exchange"] == "binance"]
+    okx_keys = [k for k in raw["keys"] if k["exchange"] == "okx"]
+    assert set().union(*binance_keys) == set(BinanceKey.model_fields)
+    # The common key fields are shown on the Binance keys; the OKX key shows its own.
+    okx_fields = set().union(*okx_keys)
+    assert okx_fields <= set(OkxKey.model_fields)
+    assert set(OkxKey.model_fields) - set(BinanceKey.model_fields) <= okx_fields
     assert set(raw["notify"]) == set(NotifySettings.model_fields)
     secrets = [s for k in raw["keys"] for s in (k["api_key"], k["api_secret"])]
+    secrets += [k["passphrase"] for k in okx_keys]
     secrets += raw["notify"]["urls"]
     assert all(isinstance(s, dict) and set(s) <= {"env", "file"} for s in secrets)
 

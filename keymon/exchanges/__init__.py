@@ -10,14 +10,20 @@ from __future__ import annotations
 from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGate, build_client
 from keymon.exchanges.binance import BinanceAdapter
 from keymon.exchanges.bybit import BybitAdapter
+from keymon.exchanges.okx import OkxAdapter
 
-EXCHANGES: dict[str, type[ExchangeAdapter]] = {"binance": BinanceAdapter, "bybit": BybitAdapter}
+EXCHANGES: dict[str, type[ExchangeAdapter]] = {
+    "binance": BinanceAdapter,
+    "bybit": BybitAdapter,
+    "okx": OkxAdapter,
+}
 
 __all__ = [
     "EXCHANGES",
     "BinanceAdapter",
     "BybitAdapter",
     "ExchangeAdapter",
+    "OkxAdapter",
     "ReadOnlyTransport",
     "RequestGate",
     "build_client",

@@ -15,6 +15,7 @@ from keymon.simulator.binance import (
     verify_hmac,
 )
 from keymon.simulator.bybit import BybitSimulator
+from keymon.simulator.okx import OkxSimulator
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     Handler,
@@ -32,6 +33,7 @@ __all__ = [
     "BybitSimulator",
     "Handler",
     "LoggedRequest",
+    "OkxSimulator",
     "SimResponse",
     "SimulatorAsyncTransport",
     "SimulatorServer",
