@@ -35,6 +35,7 @@ from keymon.config import (
     OkxSettings,
     Policy,
     Settings,
+    key_secrets,
     load,
 )
 from keymon.errors import ConfigError
@@ -1200,3 +1201,36 @@ keys:
     assert settings.exchanges.bybit.base_url == "https://api.bybit.com"
     assert settings.exchanges.bybit.recv_window.total_seconds() == 5
     assert settings.exchanges.bybit.max_weight_per_minute == 60
+
+
+def test_okx_key_problems_name_the_passphrase(tmp_path: Path) -> None:
+    """An OKX key without a passphrase, or with a misspelt one, says so; okx settings have no
+    recv_window (OKX's window is a fixed 30 s)."""
+    text = """
+exchanges:
+  okx: {recv_window: 5s}
+keys:
+  - {name: a, client: acme, exchange: okx, api_key: k, api_secret: s}
+  - {name: b, client: acme, exchange: okx, api_key: k2, api_secret: s2, passphrse: p}
+"""
+    problems = problems_of(write(tmp_path, text))
+    joined = "\n".join(problems)
+    assert "keys[0].passphrase" in joined
+    assert "did you mean 'passphrase'" in joined
+    assert "exchanges.okx.recv_window" in joined
+
+
+def test_okx_passphrase_is_a_redacted_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The passphrase comes from {env: ...} and is among the values logs redact."""
+    monkeypatch.setenv("KMTEST_OKX_PASSPHRASE", SENTINEL)
+    key = {
+        "name": "k",
+        "client": "acme",
+        "exchange": "okx",
+        "api_key": "okx-key",
+        "api_secret": "okx-secret",
+        "passphrase": {"env": "KMTEST_OKX_PASSPHRASE"},
+    }
+    s = Settings(keys=[key])
+    assert SENTINEL not in repr(s.keys[0])
+    assert SENTINEL in {secret.get() for secret in key_secrets(s.keys[0])}
