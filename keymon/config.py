@@ -71,6 +71,11 @@ KUCOIN_MAX_WEIGHT_PER_MINUTE = 600
 #: KuCoin's documented key versions; the universal SDK sends "3".
 KUCOIN_KEY_VERSIONS = (2, 3)
 KUCOIN_DEFAULT_KEY_VERSION: Literal[2, 3] = 3
+OKX_BASE_URL = "https://www.okx.com"
+#: OKX counts requests: ``GET /api/v5/account/config`` allows 5 requests per 2 s (150/min) per
+#: UID (exchange-apis.md §2.2). keymon takes a fifth of that, 30 requests/min, and leaves the
+#: rest to the bots of the same account.
+OKX_MAX_WEIGHT_PER_MINUTE = 30
 
 # ----------------------------------------------------------------------------- durations
 
@@ -323,6 +328,13 @@ class KucoinSettings(ExchangeSettingsBase):
     max_weight_per_minute: int = Field(default=KUCOIN_MAX_WEIGHT_PER_MINUTE, gt=0)
 
 
+class OkxSettings(ExchangeSettingsBase):
+    """``exchanges.okx:``. OKX has no recv_window: a request expires 30 s from server time."""
+
+    base_url: str = OKX_BASE_URL
+    max_weight_per_minute: int = Field(default=OKX_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
 class ExchangesSettings(_Model):
     """``exchanges:``: optional per-exchange settings, one field per supported exchange."""
 
@@ -330,6 +342,7 @@ class ExchangesSettings(_Model):
     bybit: BybitSettings = BybitSettings()
     bitget: BitgetSettings = BitgetSettings()
     kucoin: KucoinSettings = KucoinSettings()
+    okx: OkxSettings = OkxSettings()
 
     def for_exchange(self, name: str) -> ExchangeSettingsBase:
         """The settings section of exchange ``name``."""
@@ -537,13 +550,22 @@ class KucoinKey(KeyBase):
     key_version: Literal[2, 3] = KUCOIN_DEFAULT_KEY_VERSION
 
 
+class OkxKey(KeyBase):
+    """An OKX key. OKX keys have a passphrase, chosen at key creation and sent with every
+    signed request (``OK-ACCESS-PASSPHRASE``); it is a secret like the API secret."""
+
+    exchange: Literal["okx"]
+    passphrase: SecretRef
+
+
 KeyConfig = Annotated[
-    BinanceKey | BybitKey | KucoinKey | BitgetKey, Field(discriminator="exchange")
+    BinanceKey | BybitKey | OkxKey | KucoinKey | BitgetKey, Field(discriminator="exchange")
 ]
-EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit", "kucoin", "bitget")
+EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit", "okx", "kucoin", "bitget")
 _KEY_MODELS: dict[str, type[KeyBase]] = {
     "binance": BinanceKey,
     "bybit": BybitKey,
+    "okx": OkxKey,
     "kucoin": KucoinKey,
     "bitget": BitgetKey,
 }
@@ -942,6 +964,8 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
         candidates = tuple(BitgetSettings.model_fields)
     elif parent[:2] == ("exchanges", "kucoin"):
         candidates = tuple(KucoinSettings.model_fields)
+    elif parent[:2] == ("exchanges", "okx"):
+        candidates = tuple(OkxSettings.model_fields)
     else:
         return ""
     close = difflib.get_close_matches(name, candidates, n=1)

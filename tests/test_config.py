@@ -36,8 +36,11 @@ from keymon.config import (
     LoadedConfig,
     LogSettings,
     NotifySettings,
+    OkxKey,
+    OkxSettings,
     Policy,
     Settings,
+    key_secrets,
     load,
 )
 from keymon.errors import ConfigError
@@ -197,12 +200,12 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
         "invalid-exchange-unknown.yaml",
         (
             "keys[0].exchange: unknown exchange 'kraken2' "
-            "(supported: binance, bybit, kucoin, bitget)",
+            "(supported: binance, bybit, okx, kucoin, bitget)",
         ),
     ),
     (
         "invalid-exchange-missing.yaml",
-        ("keys[0].exchange: exchange is missing (supported: binance, bybit, kucoin, bitget)",),
+        ("keys[0].exchange: exchange is missing (supported: binance, bybit, okx, kucoin, bitget)",),
     ),
     (
         "invalid-duplicate-key-names.yaml",
@@ -1067,6 +1070,9 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "INITECH_KUCOIN_KEY",
         "INITECH_KUCOIN_SECRET",
         "INITECH_KUCOIN_PASSPHRASE",
+        "ACME_OKX_KEY",
+        "ACME_OKX_SECRET",
+        "ACME_OKX_PASSPHRASE",
     ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
     monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
@@ -1085,8 +1091,9 @@ def test_example_yaml_loads_without_warnings(
         "globex-binance-futures",
         "initech-bitget-spot",
         "initech-kucoin-spot",
+        "acme-okx-main",
     ]
-    acme, globex, bitget, kucoin = s.keys
+    acme, globex, bitget, kucoin, okx = s.keys
     assert isinstance(bitget, BitgetKey)
     assert bitget.passphrase.get() == "example-initech_bitget_passphrase"
     assert isinstance(kucoin, KucoinKey)
@@ -1095,6 +1102,8 @@ def test_example_yaml_loads_without_warnings(
     assert acme.api_secret.get() == "example-file-secret"
     assert s.policy_for(acme)[0] == "market-maker"
     assert s.policy_for(globex)[0] == "futures-desk"
+    assert isinstance(okx, OkxKey)
+    assert okx.passphrase.get() == "example-acme_okx_passphrase"
     assert [u.get() for u in s.notify.urls] == ["json://hooks.example/keymon"]
 
 
@@ -1110,8 +1119,12 @@ def test_example_yaml_sets_every_field() -> None:
     assert set(raw["exchanges"]["bybit"]) == set(BybitSettings.model_fields)
     assert set(raw["exchanges"]["bitget"]) == set(BitgetSettings.model_fields)
     assert set(raw["exchanges"]["kucoin"]) == set(KucoinSettings.model_fields)
+    assert set(raw["exchanges"]["okx"]) == set(OkxSettings.model_fields)
     assert set().union(*raw["keys"]) == (
-        set(BinanceKey.model_fields) | set(BitgetKey.model_fields) | set(KucoinKey.model_fields)
+        set(BinanceKey.model_fields)
+        | set(BitgetKey.model_fields)
+        | set(KucoinKey.model_fields)
+        | set(OkxKey.model_fields)
     )
     assert set(raw["notify"]) == set(NotifySettings.model_fields)
     secrets = [s for k in raw["keys"] for s in (k["api_key"], k["api_secret"])]
@@ -1259,3 +1272,36 @@ keys:
     )
     assert any(p.startswith("exchanges.kucoin.recv_window: unknown field") for p in problems)
     assert "keys[0].key_versoin: unknown field (did you mean 'key_version'?)" in problems
+
+
+def test_okx_key_problems_name_the_passphrase(tmp_path: Path) -> None:
+    """An OKX key without a passphrase, or with a misspelt one, says so; okx settings have no
+    recv_window (OKX's window is a fixed 30 s)."""
+    text = """
+exchanges:
+  okx: {recv_window: 5s}
+keys:
+  - {name: a, client: acme, exchange: okx, api_key: k, api_secret: s}
+  - {name: b, client: acme, exchange: okx, api_key: k2, api_secret: s2, passphrse: p}
+"""
+    problems = problems_of(write(tmp_path, text))
+    joined = "\n".join(problems)
+    assert "keys[0].passphrase" in joined
+    assert "did you mean 'passphrase'" in joined
+    assert "exchanges.okx.recv_window" in joined
+
+
+def test_okx_passphrase_is_a_redacted_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The passphrase comes from {env: ...} and is among the values logs redact."""
+    monkeypatch.setenv("KMTEST_OKX_PASSPHRASE", SENTINEL)
+    key = {
+        "name": "k",
+        "client": "acme",
+        "exchange": "okx",
+        "api_key": "okx-key",
+        "api_secret": "okx-secret",
+        "passphrase": {"env": "KMTEST_OKX_PASSPHRASE"},
+    }
+    s = Settings(keys=[key])
+    assert SENTINEL not in repr(s.keys[0])
+    assert SENTINEL in {secret.get() for secret in key_secrets(s.keys[0])}

@@ -12,12 +12,14 @@ from keymon.exchanges.binance import BinanceAdapter
 from keymon.exchanges.bitget import BitgetAdapter
 from keymon.exchanges.bybit import BybitAdapter
 from keymon.exchanges.kucoin import KucoinAdapter
+from keymon.exchanges.okx import OkxAdapter
 
 EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "binance": BinanceAdapter,
     "bybit": BybitAdapter,
     "bitget": BitgetAdapter,
     "kucoin": KucoinAdapter,
+    "okx": OkxAdapter,
 }
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "BybitAdapter",
     "ExchangeAdapter",
     "KucoinAdapter",
+    "OkxAdapter",
     "ReadOnlyTransport",
     "RequestGate",
     "build_client",

@@ -17,6 +17,7 @@ from keymon.simulator.binance import (
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.kucoin import KucoinSimulator
+from keymon.simulator.okx import OkxSimulator
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     Handler,
@@ -36,6 +37,7 @@ __all__ = [
     "Handler",
     "KucoinSimulator",
     "LoggedRequest",
+    "OkxSimulator",
     "SimResponse",
     "SimulatorAsyncTransport",
     "SimulatorServer",

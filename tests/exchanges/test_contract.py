@@ -27,6 +27,7 @@ from keymon.simulator.binance import BinanceSimulator
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.kucoin import KucoinSimulator, mask
+from keymon.simulator.okx import OkxSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock
 
 BYBIT_KEY = "bybitContractKey"
@@ -34,6 +35,9 @@ BYBIT_SECRET = "bybitContractSecret"
 BITGET_KEY = "bg_contractKey"
 BITGET_SECRET = "bitgetContractSecret"
 BITGET_PASSPHRASE = "bitgetContractPassphrase"
+OKX_KEY = "okxContractKey"
+OKX_SECRET = "okxContractSecret"
+OKX_PASSPHRASE = "okxContractPassphrase"
 KUCOIN_KEY = "kucoinContractKey"
 KUCOIN_SECRET = "kucoinContractSecret"
 KUCOIN_PASSPHRASE = "kucoinContractPassphrase"
@@ -312,9 +316,62 @@ class BitgetVenue:
         self.sim.truncate_next(n)
 
 
+@dataclass
+class OkxVenue:
+    """OKX: perm and a visible IP list; a passphrase; no expiry or creation time."""
+
+    clock: FakeClock
+    name: str = "okx"
+    api_key: str = OKX_KEY
+    secret: str = OKX_SECRET
+    key_extra: dict[str, Any] = field(default_factory=lambda: {"passphrase": OKX_PASSPHRASE})
+    untrusted_shown: str = UNTRUSTED
+    sim: OkxSimulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = OkxSimulator(clock=self.clock)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self.sim.transport()
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        return self.sim.serve_in_thread()
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        if rate_limited:
+            self.sim.set_limit(1)
+        self.sim.add_key(self.api_key, self.secret, OKX_PASSPHRASE, ips=["127.0.0.1"])
+
+    def withdraw_on(self) -> None:
+        self.sim.update_key(self.api_key, perm=["read_only", "trade", "withdraw"])
+
+    def drop_ip_restriction(self) -> None:
+        self.sim.update_key(self.api_key, ips=[])
+
+    def untrusted_ip(self) -> bool:
+        self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
+        return True
+
+    def expiry_near(self, at: datetime) -> bool:
+        return False  # OKX shows a key no expiry (its 14-day idle expiry is not a field)
+
+    def delete(self) -> None:
+        self.sim.delete_key(self.api_key)
+
+    def refuse_ip(self) -> None:
+        self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
+
+    def fail(self, n: int, status: int) -> None:
+        self.sim.fail_next(n, status)
+
+    def garbage(self, n: int) -> None:
+        self.sim.truncate_next(n)
+
+
 VENUES: dict[str, Callable[[FakeClock], Venue]] = {
     "binance": BinanceVenue,
     "bybit": BybitVenue,
+    "okx": OkxVenue,
     "kucoin": KucoinVenue,
     "bitget": BitgetVenue,
 }
@@ -584,10 +641,10 @@ async def test_bybit_unified_account_default_derivatives_is_a_warning(clock: Fak
 # ----------------------------------------------------------------------------- keymon check
 
 
-def test_check_mixes_four_exchanges(
+def test_check_mixes_five_exchanges(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`keymon check` audits a Binance, a Bybit, a KuCoin and a Bitget key in one run."""
+    """`keymon check` audits a Binance, a Bybit, an OKX, a KuCoin and a Bitget key in one run."""
     binance = BinanceSimulator()
     binance.add_key(DOC_API_KEY, hmac_secret=DOC_SECRET)
     bybit = BybitSimulator()
@@ -615,6 +672,14 @@ def test_check_mixes_four_exchanges(
                 "api_secret": BYBIT_SECRET,
             },
             {
+                "name": "acme-okx",
+                "client": "acme",
+                "exchange": "okx",
+                "api_key": OKX_KEY,
+                "api_secret": OKX_SECRET,
+                "passphrase": OKX_PASSPHRASE,
+            },
+            {
                 "name": "acme-bitget",
                 "client": "acme",
                 "exchange": "bitget",
@@ -634,6 +699,8 @@ def test_check_mixes_four_exchanges(
     }
     path = tmp_path / "keymon.yaml"
     path.write_text(yaml.safe_dump(config))
+    okx = OkxSimulator()
+    okx.add_key(OKX_KEY, OKX_SECRET, OKX_PASSPHRASE)
     bitget = BitgetSimulator()
     bitget.add_key(BITGET_KEY, BITGET_SECRET, BITGET_PASSPHRASE)
     kucoin = KucoinSimulator()
@@ -643,6 +710,7 @@ def test_check_mixes_four_exchanges(
         "bybit": bybit.transport(),
         "kucoin": kucoin.transport(),
         "bitget": bitget.transport(),
+        "okx": okx.transport(),
     }
     status = check(path, fmt="json", transport_factory=transports.__getitem__)
     out, _ = capsys.readouterr()
@@ -654,6 +722,9 @@ def test_check_mixes_four_exchanges(
     assert "acme-bybit" in out
     assert "acme-kucoin" in out
     assert "acme-bitget" in out
+    assert "acme-okx" in out
+    assert OKX_SECRET not in out
+    assert OKX_PASSPHRASE not in out
     assert BITGET_SECRET not in out
     assert BITGET_PASSPHRASE not in out
     assert KUCOIN_SECRET not in out
