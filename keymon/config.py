@@ -59,6 +59,10 @@ BYBIT_RECV_WINDOW = timedelta(seconds=5)
 #: Bybit does not document a maximum recv_window; keymon keeps Binance's 60 s bound.
 BYBIT_MAX_RECV_WINDOW = timedelta(seconds=60)
 BITGET_BASE_URL = "https://api.bitget.com"
+#: HTX (formerly Huobi); the signature v2 pre-sign text includes this host, lowercase.
+HTX_BASE_URL = "https://api.huobi.pro"
+#: HTX documents no per-minute figure for ``/v2/user/api-key``; a conservative default.
+HTX_MAX_WEIGHT_PER_MINUTE = 60
 #: Bitget counts requests: ``GET /api/v2/spot/account/info`` allows 1 request/s per UID
 #: (exchange-apis.md §2.5). The budget counts weight per minute, so 60 is the most keymon may
 #: ever spend there; keymon keeps that ceiling as its default (one audit per second at most).
@@ -320,6 +324,13 @@ class BitgetSettings(ExchangeSettingsBase):
     max_weight_per_minute: int = Field(default=BITGET_MAX_WEIGHT_PER_MINUTE, gt=0, le=60)
 
 
+class HtxSettings(ExchangeSettingsBase):
+    """``exchanges.htx:``. No recv_window: signature v2 carries only a ``Timestamp``."""
+
+    base_url: str = HTX_BASE_URL
+    max_weight_per_minute: int = Field(default=HTX_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
 class KucoinSettings(ExchangeSettingsBase):
     """``exchanges.kucoin:``. KuCoin has no recv_window: a timestamp must lie within 5 s of
     the server's time."""
@@ -341,6 +352,7 @@ class ExchangesSettings(_Model):
     binance: BinanceSettings = BinanceSettings()
     bybit: BybitSettings = BybitSettings()
     bitget: BitgetSettings = BitgetSettings()
+    htx: HtxSettings = HtxSettings()
     kucoin: KucoinSettings = KucoinSettings()
     okx: OkxSettings = OkxSettings()
 
@@ -540,6 +552,15 @@ class BitgetKey(KeyBase):
     passphrase: SecretRef
 
 
+class HtxKey(KeyBase):
+    """An HTX key. ``GET /v2/user/api-key`` needs the account's ``uid`` (the numeric user id
+    shown in the HTX account settings, or answered by ``GET /v2/user/uid``), so it is
+    required. It is not a secret."""
+
+    exchange: Literal["htx"]
+    uid: str = Field(pattern=r"^[0-9]{1,20}$")
+
+
 class KucoinKey(KeyBase):
     """A KuCoin key: API key, secret and the passphrase chosen when the key was created.
     ``key_version`` is the key's API version (2 or 3; the universal SDK sends 3); for both the
@@ -559,15 +580,17 @@ class OkxKey(KeyBase):
 
 
 KeyConfig = Annotated[
-    BinanceKey | BybitKey | OkxKey | KucoinKey | BitgetKey, Field(discriminator="exchange")
+    BinanceKey | BybitKey | OkxKey | KucoinKey | BitgetKey | HtxKey,
+    Field(discriminator="exchange"),
 ]
-EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit", "okx", "kucoin", "bitget")
+EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit", "okx", "kucoin", "bitget", "htx")
 _KEY_MODELS: dict[str, type[KeyBase]] = {
     "binance": BinanceKey,
     "bybit": BybitKey,
     "okx": OkxKey,
     "kucoin": KucoinKey,
     "bitget": BitgetKey,
+    "htx": HtxKey,
 }
 
 
@@ -962,6 +985,8 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
         candidates = tuple(BybitSettings.model_fields)
     elif parent[:2] == ("exchanges", "bitget"):
         candidates = tuple(BitgetSettings.model_fields)
+    elif parent[:2] == ("exchanges", "htx"):
+        candidates = tuple(HtxSettings.model_fields)
     elif parent[:2] == ("exchanges", "kucoin"):
         candidates = tuple(KucoinSettings.model_fields)
     elif parent[:2] == ("exchanges", "okx"):

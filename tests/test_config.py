@@ -31,6 +31,8 @@ from keymon.config import (
     BitgetSettings,
     BybitSettings,
     ExchangesSettings,
+    HtxKey,
+    HtxSettings,
     KucoinKey,
     KucoinSettings,
     LoadedConfig,
@@ -200,12 +202,15 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
         "invalid-exchange-unknown.yaml",
         (
             "keys[0].exchange: unknown exchange 'kraken2' "
-            "(supported: binance, bybit, okx, kucoin, bitget)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx)",
         ),
     ),
     (
         "invalid-exchange-missing.yaml",
-        ("keys[0].exchange: exchange is missing (supported: binance, bybit, okx, kucoin, bitget)",),
+        (
+            "keys[0].exchange: exchange is missing"
+            " (supported: binance, bybit, okx, kucoin, bitget, htx)",
+        ),
     ),
     (
         "invalid-duplicate-key-names.yaml",
@@ -1073,6 +1078,8 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "ACME_OKX_KEY",
         "ACME_OKX_SECRET",
         "ACME_OKX_PASSPHRASE",
+        "GLOBEX_HTX_KEY",
+        "GLOBEX_HTX_SECRET",
     ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
     monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
@@ -1092,8 +1099,11 @@ def test_example_yaml_loads_without_warnings(
         "initech-bitget-spot",
         "initech-kucoin-spot",
         "acme-okx-main",
+        "globex-htx-spot",
     ]
-    acme, globex, bitget, kucoin, okx = s.keys
+    acme, globex, bitget, kucoin, okx, htx = s.keys
+    assert isinstance(htx, HtxKey)
+    assert htx.uid == "12345678"
     assert isinstance(bitget, BitgetKey)
     assert bitget.passphrase.get() == "example-initech_bitget_passphrase"
     assert isinstance(kucoin, KucoinKey)
@@ -1120,11 +1130,13 @@ def test_example_yaml_sets_every_field() -> None:
     assert set(raw["exchanges"]["bitget"]) == set(BitgetSettings.model_fields)
     assert set(raw["exchanges"]["kucoin"]) == set(KucoinSettings.model_fields)
     assert set(raw["exchanges"]["okx"]) == set(OkxSettings.model_fields)
+    assert set(raw["exchanges"]["htx"]) == set(HtxSettings.model_fields)
     assert set().union(*raw["keys"]) == (
         set(BinanceKey.model_fields)
         | set(BitgetKey.model_fields)
         | set(KucoinKey.model_fields)
         | set(OkxKey.model_fields)
+        | set(HtxKey.model_fields)
     )
     assert set(raw["notify"]) == set(NotifySettings.model_fields)
     secrets = [s for k in raw["keys"] for s in (k["api_key"], k["api_secret"])]

@@ -11,6 +11,7 @@ from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGat
 from keymon.exchanges.binance import BinanceAdapter
 from keymon.exchanges.bitget import BitgetAdapter
 from keymon.exchanges.bybit import BybitAdapter
+from keymon.exchanges.htx import HtxAdapter
 from keymon.exchanges.kucoin import KucoinAdapter
 from keymon.exchanges.okx import OkxAdapter
 
@@ -18,6 +19,7 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "binance": BinanceAdapter,
     "bybit": BybitAdapter,
     "bitget": BitgetAdapter,
+    "htx": HtxAdapter,
     "kucoin": KucoinAdapter,
     "okx": OkxAdapter,
 }
@@ -28,6 +30,7 @@ __all__ = [
     "BitgetAdapter",
     "BybitAdapter",
     "ExchangeAdapter",
+    "HtxAdapter",
     "KucoinAdapter",
     "OkxAdapter",
     "ReadOnlyTransport",

@@ -1,0 +1,322 @@
+"""HTX (formerly Huobi): the key's own facts from ``GET /v2/user/api-key`` (exchange-apis.md §2.15).
+
+The endpoint needs the account's ``uid`` (``HtxKey.uid``) and is called with
+``accessKey=<own key>``, so HTX answers the calling key only.
+
+Signing (signature version 2): the query carries ``AccessKeyId``, ``SignatureMethod=HmacSHA256``,
+``SignatureVersion=2`` and ``Timestamp`` (``YYYY-MM-DDThh:mm:ss``, UTC) besides the request's own
+parameters; the pre-sign text is ``METHOD + "\\n" + host + "\\n" + path + "\\n" +
+sorted_urlencoded_params`` (host lowercase) and ``Signature = base64(HMAC-SHA256(secret,
+pre-sign))`` is appended URL-encoded. :class:`HtxAuth` signs inside httpx's auth flow, i.e. when
+the request is sent, so a request that waited for the budget still carries a fresh timestamp.
+
+Fields: ``permission`` (comma string: ``readOnly`` -> read, ``trade`` -> spot_trade,
+``withdraw`` -> withdraw), ``ipAddresses`` (comma string; empty means no binding) and
+``createTime`` (ms). ``validDays`` ("days of validity left") is kept in ``raw`` only and is
+**not** a deadline: its sentinel for "permanent" is unconfirmed, and for an unbound key every
+use (keymon's polling included) extends the validity by 90 days, so a date computed from it
+would move with every audit.
+
+Errors: v2 answers ``{"code": <int>, "message": ...}`` (``200`` is success) and v1-style
+answers ``{"status": "error", "err-code": ...}``. The specific auth codes are unconfirmed, so
+only the documented ``api-signature-not-valid`` and HTTP 401/403 are read as a key rejection;
+anything else is a bad response quoting HTX's code and message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Generator, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final
+from urllib.parse import parse_qsl, quote
+
+import httpx
+import structlog
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+
+from keymon.config import HtxKey, HtxSettings, Secret
+from keymon.errors import (
+    ExchangeAuthError,
+    ExchangeBadResponse,
+    ExchangeError,
+    ExchangeRateLimited,
+    ExchangeUnavailable,
+)
+from keymon.exchanges.base import (
+    Clock,
+    RequestGate,
+    RequestObserver,
+    parse_retry_after,
+    translate_transport_error,
+)
+from keymon.model import Coverage, KeyFacts
+
+log = structlog.get_logger(__name__)
+
+NAME: Final = "htx"
+API_KEY_PATH: Final = "/v2/user/api-key"
+SUCCESS: Final = 200
+
+#: ``permission`` value -> keymon permission (exchange-apis.md §4's table).
+PERMISSION_VALUES: Final[Mapping[str, str]] = {
+    "readOnly": "read",
+    "trade": "spot_trade",
+    "withdraw": "withdraw",
+}
+#: Products HTX's ``trade`` covers besides spot: off when ``trade`` is absent.
+TRADE_COVERS: Final = ("margin_trade", "futures_trade")
+#: The one auth error code exchange-apis.md §2.15 names (v1 text code).
+KEY_REJECTED_CODES: Final = frozenset({"api-signature-not-valid"})
+
+_unknown_perms_logged: set[str] = set()
+
+# ----------------------------------------------------------------------------- signing
+
+
+def encode(value: str) -> str:
+    """Percent-encoding as in HTX's pre-sign text (``:`` becomes ``%3A``)."""
+    return quote(value, safe="-_.~")
+
+
+def presign(method: str, host: str, path: str, params: Mapping[str, str]) -> str:
+    """``METHOD\\nhost\\npath\\nsorted_urlencoded_params`` (host lowercase)."""
+    query = "&".join(f"{encode(k)}={encode(v)}" for k, v in sorted(params.items()))
+    return f"{method.upper()}\n{host.lower()}\n{path}\n{query}"
+
+
+def sign(secret: str, text: str) -> str:
+    """Base64 of the HMAC-SHA256 digest of ``text`` under ``secret``."""
+    digest = hmac.new(secret.encode(), text.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def timestamp(now: float) -> str:
+    """``YYYY-MM-DDThh:mm:ss`` in UTC."""
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+class HtxAuth(httpx.Auth):
+    """Adds the signature v2 parameters and ``Signature`` to the query when sent."""
+
+    def __init__(self, api_key: Secret, secret: Secret, now: Callable[[], float]) -> None:
+        self._api_key = api_key
+        self._secret = secret
+        self._now = now
+
+    def __repr__(self) -> str:
+        return "HtxAuth(...)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        params = dict(parse_qsl(request.url.query.decode("ascii"), keep_blank_values=True))
+        params.update(
+            {
+                "AccessKeyId": self._api_key.get(),
+                "SignatureMethod": "HmacSHA256",
+                "SignatureVersion": "2",
+                "Timestamp": timestamp(self._now()),
+            }
+        )
+        path = request.url.raw_path.split(b"?", 1)[0].decode("ascii")
+        signature = sign(
+            self._secret.get(), presign(request.method, request.url.host, path, params)
+        )
+        query = "&".join(f"{encode(k)}={encode(v)}" for k, v in sorted(params.items()))
+        request.url = request.url.copy_with(query=f"{query}&Signature={encode(signature)}".encode())
+        yield request
+
+
+# ----------------------------------------------------------------------------- responses
+
+
+class KeyInfo(BaseModel):
+    """One entry of ``data``. ``permission`` is required: without it the security rules have
+    nothing to stand on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    accessKey: StrictStr
+    permission: StrictStr
+    ipAddresses: StrictStr | None = None
+    createTime: StrictInt | None = None
+    validDays: Any = None
+
+
+# ----------------------------------------------------------------------------- adapter
+
+
+class HtxAdapter:
+    """Audits HTX keys. One instance per process, shared by every HTX key."""
+
+    name: ClassVar[str] = NAME
+    coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
+    read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset({("GET", API_KEY_PATH)})
+    #: Empty: exchange-apis.md documents no HTX header reporting a per-IP used weight.
+    ip_limit_headers: ClassVar[Mapping[str, int]] = {}
+    #: Counted as requests: every call costs 1.
+    weights: ClassVar[Mapping[str, int]] = {API_KEY_PATH: 1}
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        settings: HtxSettings,
+        *,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+        gate: RequestGate | None = None,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._clock = clock
+        self._monotonic = monotonic
+        self._gate = gate or RequestGate()
+        self._observer = observer
+
+    @property
+    def weight_used(self) -> int | None:
+        """Always None: HTX reports no per-IP used weight."""
+        return None
+
+    async def audit(self, key: HtxKey) -> KeyFacts:
+        """The key's permissions, IP binding and creation time, in keymon's vocabulary."""
+        api_key = key.api_key.get()
+        auth = HtxAuth(key.api_key, key.api_secret, self._clock)
+        data = await self._get(API_KEY_PATH, {"uid": key.uid, "accessKey": api_key}, auth)
+        return self._facts(data, api_key)
+
+    async def _get(self, path: str, params: dict[str, str], auth: httpx.Auth) -> Any:
+        await self._gate.acquire(NAME, self.weights[path])
+        started = self._monotonic()
+        try:
+            response = await self._client.get(path, params=params, auth=auth)
+        except httpx.HTTPError as exc:
+            error = translate_transport_error(exc, NAME, path)
+            self._observe(path, str(error.reason), started)
+            raise error from exc
+        self._observe(path, str(response.status_code), started)
+        self._gate.observe(NAME, response)
+        status = response.status_code
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise ExchangeRateLimited(
+                "htx: HTTP 429, too many requests", exchange=NAME, retry_after=retry_after
+            )
+        if status >= 500:
+            raise ExchangeUnavailable(f"htx: HTTP {status}", exchange=NAME)
+        try:
+            body = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            if status in (401, 403):
+                raise ExchangeAuthError(f"htx: HTTP {status}: the key is rejected", exchange=NAME)
+            raise ExchangeBadResponse(
+                f"htx: {path} answered HTTP {status} with a body that is not JSON "
+                f"({len(response.content)} bytes; truncated?)",
+                exchange=NAME,
+            )
+        body_error = _body_error(body, status)
+        if body_error is not None:
+            raise body_error
+        if status != httpx.codes.OK:
+            raise ExchangeBadResponse(f"htx: {path} answered HTTP {status}", exchange=NAME)
+        return body.get("data")
+
+    def _observe(self, path: str, status: str, started: float) -> None:
+        if self._observer is not None:
+            self._observer(NAME, path, status, self._monotonic() - started)
+
+    def _facts(self, data: Any, api_key: str) -> KeyFacts:
+        if not isinstance(data, list):
+            raise ExchangeBadResponse(
+                f"htx: {API_KEY_PATH} answered without a list of keys", exchange=NAME
+            )
+        entry = next(
+            (e for e in data if isinstance(e, dict) and e.get("accessKey") == api_key), None
+        )
+        if entry is None:
+            raise ExchangeBadResponse(
+                f"htx: {API_KEY_PATH} did not list the calling key ({len(data)} entries)",
+                exchange=NAME,
+            )
+        try:
+            info = KeyInfo.model_validate(entry)
+        except ValidationError as exc:
+            fields = ", ".join(
+                sorted({".".join(map(str, e["loc"])) or "data" for e in exc.errors()})
+            )
+            raise ExchangeBadResponse(
+                f"htx: {API_KEY_PATH} answered an unexpected shape ({fields})", exchange=NAME
+            ) from None
+        ip_list = parse_ips(info.ipAddresses)
+        created = (
+            datetime.fromtimestamp(info.createTime / 1000, UTC)
+            if info.createTime is not None and info.createTime > 0
+            else None
+        )
+        return KeyFacts(
+            coverage=Coverage.INTROSPECTION,
+            permissions=permissions(info.permission),
+            ip_restricted=bool(ip_list),
+            ip_list=ip_list,
+            created_at=created,
+            deadlines=(),  # validDays is kept raw: see the module docstring
+            raw=dict(entry),
+        )
+
+
+def _body_error(body: Mapping[str, Any], status: int) -> ExchangeError | None:
+    """The error a v2 (``code``/``message``) or v1 (``status``/``err-code``) body carries."""
+    if body.get("status") == "error":
+        code = str(body.get("err-code", ""))
+        msg = str(body.get("err-msg", ""))[:300]
+    elif "code" in body and body.get("code") != SUCCESS:
+        code = str(body.get("code"))
+        msg = str(body.get("message", ""))[:300]
+    else:
+        return None
+    detail = f"htx {code}: {msg or 'no message'}"
+    if code in KEY_REJECTED_CODES:
+        return ExchangeAuthError(
+            f"htx rejects the key ({detail}): the signature is not valid (wrong secret?)",
+            exchange=NAME,
+            code=code,
+        )
+    if status in (401, 403):
+        return ExchangeAuthError(f"htx rejects the key ({detail})", exchange=NAME, code=code)
+    return ExchangeBadResponse(f"{detail} (HTTP {status})", exchange=NAME, code=code)
+
+
+def permissions(value: str) -> dict[str, bool]:
+    """``permission`` (comma string) -> keymon permissions; unknown values are kept raw (True).
+
+    The string is the key's whole set, so a mapped permission that is absent is observed off.
+    ``read`` is on whatever the string says: the key has just read its own details.
+    """
+    values = [v.strip() for v in value.split(",") if v.strip()]
+    result: dict[str, bool] = {"read": True, "spot_trade": False, "withdraw": False}
+    for item in values:
+        mapped = PERMISSION_VALUES.get(item)
+        if mapped is not None:
+            result[mapped] = True
+        else:
+            result[item] = True
+            if item not in _unknown_perms_logged:
+                _unknown_perms_logged.add(item)
+                log.info("unmapped_permission", exchange=NAME, permission=item)
+    if "trade" not in values:
+        for name in TRADE_COVERS:
+            result[name] = False
+    return result
+
+
+def parse_ips(value: str | None) -> tuple[str, ...]:
+    """``ipAddresses`` is a comma string; empty or absent means no IP binding."""
+    if not value:
+        return ()
+    return tuple(part.strip() for part in value.split(",") if part.strip())

@@ -1,0 +1,333 @@
+"""A fake of HTX's (formerly Huobi's) REST API, limited to what a key monitor needs.
+
+`HtxSimulator` implements the behaviour exchange-apis.md §2.15 documents, written from the doc
+and not from keymon's adapter:
+
+- ``GET /v2/user/api-key?uid=<uid>[&accessKey=<key>]``, answering
+  ``{"code": 200, "data": [{accessKey, note, permission, ipAddresses, validDays, status,
+  createTime, updateTime}], "ok": true}``; ``permission`` and ``ipAddresses`` are comma strings;
+- signature version 2: ``AccessKeyId``, ``SignatureMethod=HmacSHA256``, ``SignatureVersion=2``,
+  ``Timestamp`` and ``Signature = base64(HMAC-SHA256(secret, "GET\\nhost\\npath\\n" +
+  sorted_urlencoded_params))``, recomputed from the decoded parameters;
+- a per-second request limit per key (HTTP 429);
+- fault injection: failed responses and truncated bodies.
+
+exchange-apis.md does not give HTX's error codes for an unknown key, a wrong signature, a
+foreign IP or a stale timestamp. The simulator answers all of them with the one code it names,
+the v1-style ``{"status": "error", "err-code": "api-signature-not-valid", "err-msg": ...}``,
+with HTTP 200; the message says which check failed. The timestamp window (5 minutes either
+side) is an assumption. Like the other simulators it is a pure synchronous state machine behind
+one lock, with an injectable clock. It has no admin API.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Final
+from urllib.parse import parse_qsl, quote
+
+import httpx
+
+from keymon.simulator.server import (
+    SimResponse,
+    SimulatorAsyncTransport,
+    SimulatorServer,
+    serve_in_thread,
+)
+
+__all__ = ["HtxSimulator", "presign", "sign"]
+
+API_KEY_PATH: Final = "/v2/user/api-key"
+HOST: Final = "api.huobi.pro"
+TIMESTAMP_WINDOW_S: Final = 300
+SIGNATURE_ERROR: Final = "api-signature-not-valid"
+_JSON: Final = {"Content-Type": "application/json"}
+DEFAULT_PERMISSION: Final = ("readOnly", "trade")
+
+
+def presign(method: str, host: str, path: str, params: Mapping[str, str]) -> str:
+    """``METHOD\\nhost\\npath\\nsorted_urlencoded_params``."""
+    query = "&".join(
+        f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items())
+    )
+    return f"{method.upper()}\n{host.lower()}\n{path}\n{query}"
+
+
+def sign(secret: str, text: str) -> str:
+    """Base64 of the HMAC-SHA256 digest of ``text`` under ``secret``."""
+    digest = hmac.new(secret.encode(), text.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+@dataclass
+class _Key:
+    secret: str
+    uid: str
+    permission: list[str]
+    ips: list[str]
+    create_time: int
+    valid_days: int
+
+
+class _Answer(Exception):
+    def __init__(self, response: SimResponse) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+class HtxSimulator:
+    """A thread-safe, in-memory HTX fake with an injectable clock (seconds)."""
+
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, limit_per_second: int = 10
+    ) -> None:
+        if limit_per_second < 1:
+            raise ValueError("the limit must be at least 1")
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._limit = limit_per_second
+        self._keys: dict[str, _Key] = {}
+        self._windows: dict[str, tuple[int, int]] = {}
+        self._per_key: Counter[str] = Counter()
+        self._count_429 = 0
+        self._fail_remaining = 0
+        self._fail_status = 503
+        self._truncate_remaining = 0
+
+    def __repr__(self) -> str:
+        with self._lock:
+            return f"HtxSimulator(keys={len(self._keys)})"
+
+    # ---------------------------------------------------------------- knobs
+
+    def set_limit(self, limit_per_second: int) -> None:
+        """Requests allowed per key per second."""
+        if limit_per_second < 1:
+            raise ValueError("the limit must be at least 1")
+        with self._lock:
+            self._limit = limit_per_second
+
+    def add_key(
+        self,
+        api_key: str,
+        secret: str,
+        uid: str,
+        *,
+        permission: list[str] | None = None,
+        ips: list[str] | None = None,
+        valid_days: int = -1,
+    ) -> None:
+        """Create a key (default: readOnly and trade, no IP binding)."""
+        for entry in ips or []:
+            ipaddress.ip_network(entry, strict=False)
+        with self._lock:
+            self._keys[api_key] = _Key(
+                secret,
+                uid,
+                list(permission or DEFAULT_PERMISSION),
+                list(ips or []),
+                int(self._clock() * 1000),
+                valid_days,
+            )
+
+    def update_key(
+        self,
+        api_key: str,
+        *,
+        permission: list[str] | None = None,
+        ips: list[str] | None = None,
+        valid_days: int | None = None,
+    ) -> None:
+        """Change a key's permissions, IP binding or validDays."""
+        with self._lock:
+            key = self._keys[api_key]
+            if permission is not None:
+                key.permission = list(permission)
+            if ips is not None:
+                key.ips = list(ips)
+            if valid_days is not None:
+                key.valid_days = valid_days
+
+    def delete_key(self, api_key: str) -> None:
+        """Delete a key: its requests are then refused."""
+        with self._lock:
+            del self._keys[api_key]
+
+    def fail_next(self, n: int, status: int = 503) -> None:
+        """Answer the next ``n`` requests with ``status`` and an HTML body."""
+        with self._lock:
+            self._fail_remaining = n
+            self._fail_status = status
+
+    def truncate_next(self, n: int) -> None:
+        """Cut the next ``n`` response bodies in half."""
+        with self._lock:
+            self._truncate_remaining = n
+
+    @property
+    def count_429(self) -> int:
+        """How many requests were answered 429."""
+        with self._lock:
+            return self._count_429
+
+    def requests_for(self, api_key: str) -> int:
+        """How many requests named ``api_key``."""
+        with self._lock:
+            return self._per_key[api_key]
+
+    # ---------------------------------------------------------------- serving
+
+    def transport(self, client_ip: str = "127.0.0.1") -> httpx.AsyncBaseTransport:
+        """An in-process httpx transport; requests come from ``client_ip``."""
+        return SimulatorAsyncTransport(self.handle, client_ip=client_ip)
+
+    def server(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
+        """A real HTTP server (not yet started) serving this simulator."""
+        return SimulatorServer(self.handle, host, port)
+
+    def serve_in_thread(
+        self, host: str = "127.0.0.1", port: int = 0
+    ) -> AbstractContextManager[str]:
+        """Context manager: serve on a background thread, yielding the base URL."""
+        return serve_in_thread(self.handle, host, port)
+
+    # ---------------------------------------------------------------- requests
+
+    def handle(
+        self,
+        method: str,
+        path: str,
+        raw_query: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_ip: str,
+    ) -> SimResponse:
+        """Answer one exchange request the way HTX would."""
+        with self._lock:
+            params = dict(parse_qsl(raw_query, keep_blank_values=True))
+            api_key = params.get("AccessKeyId")
+            if api_key:
+                self._per_key[api_key] += 1
+            if self._fail_remaining > 0:
+                self._fail_remaining -= 1
+                return SimResponse(
+                    self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
+                )
+            try:
+                response = self._dispatch(method.upper(), path, params, headers, client_ip)
+            except _Answer as answer:
+                response = answer.response
+            if self._truncate_remaining > 0:
+                self._truncate_remaining -= 1
+                response = replace(response, body=response.body[: len(response.body) // 2])
+            return response
+
+    def _dispatch(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        headers: Mapping[str, str],
+        client_ip: str,
+    ) -> SimResponse:
+        if path != API_KEY_PATH:
+            return SimResponse(404, {"Content-Type": "text/plain"}, b"404 Not Found")
+        if method != "GET":
+            return SimResponse(405, {"Allow": "GET"}, b"")
+        host = _header(headers, "host") or HOST
+        key = self._authenticate(method, host.split(":")[0], path, params, client_ip)
+        self._admit(params["AccessKeyId"])
+        uid = params.get("uid")
+        if uid != key.uid:
+            return _json(200, {"code": 1003, "message": "uid does not match the key", "ok": False})
+        wanted = params.get("accessKey")
+        entries = [
+            self._entry(name, k)
+            for name, k in self._keys.items()
+            if k.uid == uid and (wanted is None or name == wanted)
+        ]
+        return _json(200, {"code": 200, "data": entries, "ok": True})
+
+    def _authenticate(
+        self, method: str, host: str, path: str, params: dict[str, str], client_ip: str
+    ) -> _Key:
+        signature = params.pop("Signature", None)
+        api_key = params.get("AccessKeyId")
+        if (
+            not api_key
+            or not signature
+            or params.get("SignatureMethod") != "HmacSHA256"
+            or params.get("SignatureVersion") != "2"
+        ):
+            raise _refuse("Signature not valid: missing required parameter")
+        try:
+            stamp = datetime.strptime(params.get("Timestamp", "") + "+0000", "%Y-%m-%dT%H:%M:%S%z")
+        except ValueError:
+            raise _refuse("Signature not valid: Timestamp format invalid") from None
+        if abs(stamp.timestamp() - self._clock()) > TIMESTAMP_WINDOW_S:
+            raise _refuse("Signature not valid: Timestamp expired")
+        key = self._keys.get(api_key)
+        if key is None:
+            raise _refuse("Signature not valid: Incorrect Access key")
+        expected = sign(key.secret, presign(method, host, path, params))
+        if not hmac.compare_digest(expected, signature):
+            raise _refuse("Signature not valid: Verification failure")
+        if key.ips and not _ip_allowed(client_ip, key.ips):
+            raise _refuse(f"Signature not valid: Incorrect IP address ({client_ip})")
+        return key
+
+    def _admit(self, api_key: str) -> None:
+        second = int(self._clock())
+        start, count = self._windows.get(api_key, (second, 0))
+        count = count + 1 if start == second else 1
+        self._windows[api_key] = (second, count)
+        if count > self._limit:
+            self._count_429 += 1
+            raise _Answer(_json(429, {"status": "error", "err-code": "too-many-requests"}))
+
+    @staticmethod
+    def _entry(api_key: str, key: _Key) -> dict[str, object]:
+        return {
+            "accessKey": api_key,
+            "note": "keymon",
+            "permission": ",".join(key.permission),
+            "ipAddresses": ",".join(key.ips),
+            "validDays": key.valid_days,
+            "status": "normal",
+            "createTime": key.create_time,
+            "updateTime": key.create_time,
+        }
+
+
+def _refuse(message: str) -> _Answer:
+    return _Answer(_json(200, {"status": "error", "err-code": SIGNATURE_ERROR, "err-msg": message}))
+
+
+def _json(status: int, payload: object) -> SimResponse:
+    return SimResponse(status, dict(_JSON), json.dumps(payload).encode())
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def _ip_allowed(client_ip: str, allowed: list[str]) -> bool:
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(entry, strict=False) for entry in allowed)
