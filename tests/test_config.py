@@ -31,6 +31,7 @@ from keymon.config import (
     BitgetSettings,
     BybitSettings,
     ExchangesSettings,
+    GateKey,
     KucoinKey,
     KucoinSettings,
     LoadedConfig,
@@ -200,12 +201,15 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
         "invalid-exchange-unknown.yaml",
         (
             "keys[0].exchange: unknown exchange 'kraken2' "
-            "(supported: binance, bybit, okx, kucoin, bitget)",
+            "(supported: binance, bybit, okx, kucoin, bitget, gate)",
         ),
     ),
     (
         "invalid-exchange-missing.yaml",
-        ("keys[0].exchange: exchange is missing (supported: binance, bybit, okx, kucoin, bitget)",),
+        (
+            "keys[0].exchange: exchange is missing "
+            "(supported: binance, bybit, okx, kucoin, bitget, gate)",
+        ),
     ),
     (
         "invalid-duplicate-key-names.yaml",
@@ -1072,6 +1076,8 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "INITECH_KUCOIN_PASSPHRASE",
         "ACME_OKX_KEY",
         "ACME_OKX_SECRET",
+        "INITECH_GATE_KEY",
+        "INITECH_GATE_SECRET",
         "ACME_OKX_PASSPHRASE",
     ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
@@ -1090,10 +1096,12 @@ def test_example_yaml_loads_without_warnings(
         "acme-binance-main",
         "globex-binance-futures",
         "initech-bitget-spot",
+        "initech-gate-spot",
         "initech-kucoin-spot",
         "acme-okx-main",
     ]
-    acme, globex, bitget, kucoin, okx = s.keys
+    acme, globex, bitget, gate, kucoin, okx = s.keys
+    assert isinstance(gate, GateKey)
     assert isinstance(bitget, BitgetKey)
     assert bitget.passphrase.get() == "example-initech_bitget_passphrase"
     assert isinstance(kucoin, KucoinKey)

@@ -16,6 +16,7 @@ from keymon.simulator.binance import (
 )
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
+from keymon.simulator.gate import GateSimulator
 from keymon.simulator.kucoin import KucoinSimulator
 from keymon.simulator.okx import OkxSimulator
 from keymon.simulator.server import (
@@ -34,6 +35,7 @@ __all__ = [
     "BinanceSimulator",
     "BitgetSimulator",
     "BybitSimulator",
+    "GateSimulator",
     "Handler",
     "KucoinSimulator",
     "LoggedRequest",

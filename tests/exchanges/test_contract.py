@@ -26,6 +26,7 @@ from keymon.model import AuditResult, Reason, Rule, Severity
 from keymon.simulator.binance import BinanceSimulator
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
+from keymon.simulator.gate import GateSimulator
 from keymon.simulator.kucoin import KucoinSimulator, mask
 from keymon.simulator.okx import OkxSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock
@@ -41,6 +42,8 @@ OKX_PASSPHRASE = "okxContractPassphrase"
 KUCOIN_KEY = "kucoinContractKey"
 KUCOIN_SECRET = "kucoinContractSecret"
 KUCOIN_PASSPHRASE = "kucoinContractPassphrase"
+GATE_KEY = "gateContractKey0001"
+GATE_SECRET = "gateContractSecret"
 UNTRUSTED = "198.51.100.9"
 REFUSED_ONLY = "10.9.9.9"
 
@@ -641,10 +644,11 @@ async def test_bybit_unified_account_default_derivatives_is_a_warning(clock: Fak
 # ----------------------------------------------------------------------------- keymon check
 
 
-def test_check_mixes_five_exchanges(
+def test_check_mixes_exchanges(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`keymon check` audits a Binance, a Bybit, an OKX, a KuCoin and a Bitget key in one run."""
+    """`keymon check` audits a Binance, a Bybit, an OKX, a KuCoin, a Bitget and a Gate key in
+    one run."""
     binance = BinanceSimulator()
     binance.add_key(DOC_API_KEY, hmac_secret=DOC_SECRET)
     bybit = BybitSimulator()
@@ -695,6 +699,13 @@ def test_check_mixes_five_exchanges(
                 "api_secret": KUCOIN_SECRET,
                 "passphrase": KUCOIN_PASSPHRASE,
             },
+            {
+                "name": "acme-gate",
+                "client": "acme",
+                "exchange": "gate",
+                "api_key": GATE_KEY,
+                "api_secret": GATE_SECRET,
+            },
         ],
     }
     path = tmp_path / "keymon.yaml"
@@ -705,7 +716,10 @@ def test_check_mixes_five_exchanges(
     bitget.add_key(BITGET_KEY, BITGET_SECRET, BITGET_PASSPHRASE)
     kucoin = KucoinSimulator()
     kucoin.add_key(KUCOIN_KEY, KUCOIN_SECRET, KUCOIN_PASSPHRASE)
+    gate = GateSimulator()
+    gate.add_key(GATE_KEY, GATE_SECRET)
     transports = {
+        "gate": gate.transport(),
         "binance": binance.transport(),
         "bybit": bybit.transport(),
         "kucoin": kucoin.transport(),
@@ -723,6 +737,8 @@ def test_check_mixes_five_exchanges(
     assert "acme-kucoin" in out
     assert "acme-bitget" in out
     assert "acme-okx" in out
+    assert "acme-gate" in out
+    assert GATE_SECRET not in out
     assert OKX_SECRET not in out
     assert OKX_PASSPHRASE not in out
     assert BITGET_SECRET not in out
