@@ -69,10 +69,11 @@ WRITE_PERMS: Final[Mapping[str, str]] = {
     "loan": "margin_loan",
     "wallet": "withdraw",
 }
-#: Mapped permissions observed off when absent from ``perms``. ``withdraw`` is not among them:
-#: how Gate shows a withdrawal right is unconfirmed, so its absence proves nothing.
+#: Mapped permissions observed off when absent from ``perms`` (the key's whole list). How Gate
+#: shows a withdrawal right is unconfirmed: a writable ``wallet`` (or a perm literally named
+#: ``withdraw``) turns ``withdraw`` on; with neither it is read as off.
 OBSERVED_OFF: Final = frozenset(
-    {"spot_trade", "margin_trade", "futures_trade", "options_trade", "margin_loan"}
+    {"spot_trade", "margin_trade", "futures_trade", "options_trade", "margin_loan", "withdraw"}
 )
 
 # Error labels (exchange-apis.md §2.4, from ccxt's gate map: third-party).
@@ -413,7 +414,7 @@ def permissions(perms: list[Perm]) -> dict[str, bool]:
     """``perms`` -> keymon permissions; unknown write perms are kept raw (True).
 
     ``perms`` is the key's whole list, so a mapped trade permission that is absent is observed
-    off (False). ``withdraw`` stays unknown unless ``wallet`` is writable.
+    off (False); ``withdraw`` is on only with a writable ``wallet`` (or ``withdraw``).
     """
     result: dict[str, bool] = {"read": True}  # the key just read its own account
     for permission in OBSERVED_OFF:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 import httpx
@@ -74,6 +74,11 @@ class GateSimulator:
         self._user_id = user_id
         self._keys: dict[str, _Key] = {}
         self.main_keys_forbidden = False
+        self._fail_remaining = 0
+        self._fail_status = 503
+        self._truncate_remaining = 0
+        self._limit: int | None = None
+        self._window: tuple[int, int] = (0, 0)  # (second, signed requests in it)
 
     def __repr__(self) -> str:
         with self._lock:
@@ -112,6 +117,21 @@ class GateSimulator:
             if ips is not None:
                 key.ips = list(ips)
 
+    def fail_next(self, n: int, status: int = 503) -> None:
+        """Answer the next ``n`` requests with ``status`` and an HTML body."""
+        with self._lock:
+            self._fail_remaining, self._fail_status = n, status
+
+    def set_limit(self, per_second: int | None) -> None:
+        """Answer 429 ``TOO_MANY_REQUESTS`` past ``per_second`` signed requests a second."""
+        with self._lock:
+            self._limit = per_second
+
+    def truncate_next(self, n: int) -> None:
+        """Cut the next ``n`` bodies in half."""
+        with self._lock:
+            self._truncate_remaining = n
+
     def delete_key(self, api_key: str) -> None:
         with self._lock:
             self._keys.pop(api_key, None)
@@ -141,10 +161,19 @@ class GateSimulator:
     ) -> SimResponse:
         """Answer one request the way Gate would."""
         with self._lock:
+            if self._fail_remaining > 0:
+                self._fail_remaining -= 1
+                return SimResponse(
+                    self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
+                )
             try:
-                return self._dispatch(method.upper(), path, raw_query, body, headers, client_ip)
+                response = self._dispatch(method.upper(), path, raw_query, body, headers, client_ip)
             except _Answer as answer:
-                return answer.response
+                response = answer.response
+            if self._truncate_remaining > 0:
+                self._truncate_remaining -= 1
+                response = replace(response, body=response.body[: len(response.body) // 2])
+            return response
 
     def _dispatch(
         self,
@@ -163,6 +192,11 @@ class GateSimulator:
         if method != "GET":
             return SimResponse(405, {"Allow": "GET"}, b"")
         _, key = self._authenticate(method, path, raw_query, body, headers, client_ip, now)
+        second, count = self._window
+        count = count + 1 if second == int(now) else 1
+        self._window = (int(now), count)
+        if self._limit is not None and count > self._limit:
+            raise _error(429, "TOO_MANY_REQUESTS", "Request rate limit exceeded")
         if path == DETAIL_PATH:
             return _json(
                 200,

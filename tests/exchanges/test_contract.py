@@ -320,6 +320,58 @@ class BitgetVenue:
 
 
 @dataclass
+class GateVenue:
+    """Gate: perms from the key's masked main_keys entry, an ip_whitelist array; no expiry."""
+
+    clock: FakeClock
+    name: str = "gate"
+    api_key: str = GATE_KEY
+    secret: str = GATE_SECRET
+    key_extra: dict[str, Any] = field(default_factory=dict)
+    untrusted_shown: str = UNTRUSTED
+    sim: GateSimulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = GateSimulator(clock=self.clock)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self.sim.transport()
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        return self.sim.serve_in_thread()
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        if rate_limited:
+            self.sim.set_limit(1)
+        self.sim.add_key(self.api_key, self.secret, perms=[("spot", False)], ips=["127.0.0.1"])
+
+    def withdraw_on(self) -> None:
+        self.sim.update_key(self.api_key, perms=[("spot", False), ("wallet", False)])
+
+    def drop_ip_restriction(self) -> None:
+        self.sim.update_key(self.api_key, ips=[])
+
+    def untrusted_ip(self) -> bool:
+        self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
+        return True
+
+    def expiry_near(self, at: datetime) -> bool:
+        return False  # Gate shows a key no expiry
+
+    def delete(self) -> None:
+        self.sim.delete_key(self.api_key)
+
+    def refuse_ip(self) -> None:
+        self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
+
+    def fail(self, n: int, status: int) -> None:
+        self.sim.fail_next(n, status)
+
+    def garbage(self, n: int) -> None:
+        self.sim.truncate_next(n)
+
+
+@dataclass
 class OkxVenue:
     """OKX: perm and a visible IP list; a passphrase; no expiry or creation time."""
 
@@ -377,6 +429,7 @@ VENUES: dict[str, Callable[[FakeClock], Venue]] = {
     "okx": OkxVenue,
     "kucoin": KucoinVenue,
     "bitget": BitgetVenue,
+    "gate": GateVenue,
 }
 
 

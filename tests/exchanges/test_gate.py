@@ -142,8 +142,9 @@ def test_permissions_mapping() -> None:
     }
 
 
-def test_withdraw_stays_unknown_without_wallet_write() -> None:
-    assert "withdraw" not in permissions([Perm(name="spot", read_only=False)])
+def test_withdraw_is_off_without_wallet_write() -> None:
+    assert permissions([Perm(name="spot", read_only=False)])["withdraw"] is False
+    assert permissions([Perm(name="withdraw", read_only=False)])["withdraw"] is True
 
 
 def test_own_entry_matches_the_unmasked_prefix() -> None:

@@ -43,7 +43,7 @@ async def test_guide_key_audits_clean() -> None:
     assert result.facts is not None
     assert result.facts.ip_list == ("127.0.0.1",)
     assert result.facts.permissions["spot_trade"] is True
-    assert "withdraw" not in result.facts.permissions
+    assert result.facts.permissions["withdraw"] is False
     assert not result.findings
 
 
