@@ -67,6 +67,10 @@ HTX_MAX_WEIGHT_PER_MINUTE = 60
 #: (exchange-apis.md §2.5). The budget counts weight per minute, so 60 is the most keymon may
 #: ever spend there; keymon keeps that ceiling as its default (one audit per second at most).
 BITGET_MAX_WEIGHT_PER_MINUTE = 60
+GATE_BASE_URL = "https://api.gateio.ws"
+#: Gate documents no weight for ``account/detail`` or ``account/main_keys`` keymon can rely on;
+#: keymon allows itself 60 requests a minute (each audit costs two or three).
+GATE_MAX_WEIGHT_PER_MINUTE = 60
 KUCOIN_BASE_URL = "https://api.kucoin.com"
 #: ``GET /api/v1/user/api-key`` costs 20 in KuCoin's "Management" pool (exchange-apis.md §2.3).
 #: The docs give no pool size keymon can rely on; keymon allows itself 30 calls a minute
@@ -331,6 +335,14 @@ class HtxSettings(ExchangeSettingsBase):
     max_weight_per_minute: int = Field(default=HTX_MAX_WEIGHT_PER_MINUTE, gt=0)
 
 
+class GateSettings(ExchangeSettingsBase):
+    """``exchanges.gate:``. No recv_window: a Gate timestamp must lie within 60 s of the
+    server's time."""
+
+    base_url: str = GATE_BASE_URL
+    max_weight_per_minute: int = Field(default=GATE_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
 class KucoinSettings(ExchangeSettingsBase):
     """``exchanges.kucoin:``. KuCoin has no recv_window: a timestamp must lie within 5 s of
     the server's time."""
@@ -355,6 +367,7 @@ class ExchangesSettings(_Model):
     htx: HtxSettings = HtxSettings()
     kucoin: KucoinSettings = KucoinSettings()
     okx: OkxSettings = OkxSettings()
+    gate: GateSettings = GateSettings()
 
     def for_exchange(self, name: str) -> ExchangeSettingsBase:
         """The settings section of exchange ``name``."""
@@ -561,6 +574,12 @@ class HtxKey(KeyBase):
     uid: str = Field(pattern=r"^[0-9]{1,20}$")
 
 
+class GateKey(KeyBase):
+    """A Gate (APIv4) key: API key and secret, no passphrase."""
+
+    exchange: Literal["gate"]
+
+
 class KucoinKey(KeyBase):
     """A KuCoin key: API key, secret and the passphrase chosen when the key was created.
     ``key_version`` is the key's API version (2 or 3; the universal SDK sends 3); for both the
@@ -580,10 +599,10 @@ class OkxKey(KeyBase):
 
 
 KeyConfig = Annotated[
-    BinanceKey | BybitKey | OkxKey | KucoinKey | BitgetKey | HtxKey,
+    BinanceKey | BybitKey | OkxKey | KucoinKey | BitgetKey | HtxKey | GateKey,
     Field(discriminator="exchange"),
 ]
-EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit", "okx", "kucoin", "bitget", "htx")
+EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit", "okx", "kucoin", "bitget", "htx", "gate")
 _KEY_MODELS: dict[str, type[KeyBase]] = {
     "binance": BinanceKey,
     "bybit": BybitKey,
@@ -591,6 +610,7 @@ _KEY_MODELS: dict[str, type[KeyBase]] = {
     "kucoin": KucoinKey,
     "bitget": BitgetKey,
     "htx": HtxKey,
+    "gate": GateKey,
 }
 
 
@@ -991,6 +1011,8 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
         candidates = tuple(KucoinSettings.model_fields)
     elif parent[:2] == ("exchanges", "okx"):
         candidates = tuple(OkxSettings.model_fields)
+    elif parent[:2] == ("exchanges", "gate"):
+        candidates = tuple(GateSettings.model_fields)
     else:
         return ""
     close = difflib.get_close_matches(name, candidates, n=1)

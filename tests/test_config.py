@@ -31,6 +31,7 @@ from keymon.config import (
     BitgetSettings,
     BybitSettings,
     ExchangesSettings,
+    GateKey,
     HtxKey,
     HtxSettings,
     KucoinKey,
@@ -202,14 +203,14 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
         "invalid-exchange-unknown.yaml",
         (
             "keys[0].exchange: unknown exchange 'kraken2' "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate)",
         ),
     ),
     (
         "invalid-exchange-missing.yaml",
         (
-            "keys[0].exchange: exchange is missing"
-            " (supported: binance, bybit, okx, kucoin, bitget, htx)",
+            "keys[0].exchange: exchange is missing "
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate)",
         ),
     ),
     (
@@ -1077,6 +1078,8 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "INITECH_KUCOIN_PASSPHRASE",
         "ACME_OKX_KEY",
         "ACME_OKX_SECRET",
+        "INITECH_GATE_KEY",
+        "INITECH_GATE_SECRET",
         "ACME_OKX_PASSPHRASE",
         "GLOBEX_HTX_KEY",
         "GLOBEX_HTX_SECRET",
@@ -1097,13 +1100,15 @@ def test_example_yaml_loads_without_warnings(
         "acme-binance-main",
         "globex-binance-futures",
         "initech-bitget-spot",
+        "initech-gate-spot",
         "initech-kucoin-spot",
         "acme-okx-main",
         "globex-htx-spot",
     ]
-    acme, globex, bitget, kucoin, okx, htx = s.keys
+    acme, globex, bitget, gate, kucoin, okx, htx = s.keys
     assert isinstance(htx, HtxKey)
     assert htx.uid == "12345678"
+    assert isinstance(gate, GateKey)
     assert isinstance(bitget, BitgetKey)
     assert bitget.passphrase.get() == "example-initech_bitget_passphrase"
     assert isinstance(kucoin, KucoinKey)

@@ -11,6 +11,7 @@ from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGat
 from keymon.exchanges.binance import BinanceAdapter
 from keymon.exchanges.bitget import BitgetAdapter
 from keymon.exchanges.bybit import BybitAdapter
+from keymon.exchanges.gate import GateAdapter
 from keymon.exchanges.htx import HtxAdapter
 from keymon.exchanges.kucoin import KucoinAdapter
 from keymon.exchanges.okx import OkxAdapter
@@ -22,6 +23,7 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "htx": HtxAdapter,
     "kucoin": KucoinAdapter,
     "okx": OkxAdapter,
+    "gate": GateAdapter,
 }
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "BitgetAdapter",
     "BybitAdapter",
     "ExchangeAdapter",
+    "GateAdapter",
     "HtxAdapter",
     "KucoinAdapter",
     "OkxAdapter",

@@ -16,6 +16,7 @@ from keymon.simulator.binance import (
 )
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
+from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
 from keymon.simulator.kucoin import KucoinSimulator
 from keymon.simulator.okx import OkxSimulator
@@ -35,6 +36,7 @@ __all__ = [
     "BinanceSimulator",
     "BitgetSimulator",
     "BybitSimulator",
+    "GateSimulator",
     "Handler",
     "HtxSimulator",
     "KucoinSimulator",

@@ -26,6 +26,7 @@ from keymon.model import AuditResult, Reason, Rule, Severity
 from keymon.simulator.binance import BinanceSimulator
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
+from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
 from keymon.simulator.kucoin import KucoinSimulator, mask
 from keymon.simulator.okx import OkxSimulator
@@ -45,6 +46,8 @@ KUCOIN_PASSPHRASE = "kucoinContractPassphrase"
 HTX_KEY = "htxContractKey"
 HTX_SECRET = "htxContractSecret"
 HTX_UID = "123456"
+GATE_KEY = "gateContractKey0001"
+GATE_SECRET = "gateContractSecret"
 UNTRUSTED = "198.51.100.9"
 REFUSED_ONLY = "10.9.9.9"
 
@@ -321,6 +324,58 @@ class BitgetVenue:
 
 
 @dataclass
+class GateVenue:
+    """Gate: perms from the key's masked main_keys entry, an ip_whitelist array; no expiry."""
+
+    clock: FakeClock
+    name: str = "gate"
+    api_key: str = GATE_KEY
+    secret: str = GATE_SECRET
+    key_extra: dict[str, Any] = field(default_factory=dict)
+    untrusted_shown: str = UNTRUSTED
+    sim: GateSimulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = GateSimulator(clock=self.clock)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self.sim.transport()
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        return self.sim.serve_in_thread()
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        if rate_limited:
+            self.sim.set_limit(1)
+        self.sim.add_key(self.api_key, self.secret, perms=[("spot", False)], ips=["127.0.0.1"])
+
+    def withdraw_on(self) -> None:
+        self.sim.update_key(self.api_key, perms=[("spot", False), ("wallet", False)])
+
+    def drop_ip_restriction(self) -> None:
+        self.sim.update_key(self.api_key, ips=[])
+
+    def untrusted_ip(self) -> bool:
+        self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
+        return True
+
+    def expiry_near(self, at: datetime) -> bool:
+        return False  # Gate shows a key no expiry
+
+    def delete(self) -> None:
+        self.sim.delete_key(self.api_key)
+
+    def refuse_ip(self) -> None:
+        self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
+
+    def fail(self, n: int, status: int) -> None:
+        self.sim.fail_next(n, status)
+
+    def garbage(self, n: int) -> None:
+        self.sim.truncate_next(n)
+
+
+@dataclass
 class OkxVenue:
     """OKX: perm and a visible IP list; a passphrase; no expiry or creation time."""
 
@@ -431,6 +486,7 @@ VENUES: dict[str, Callable[[FakeClock], Venue]] = {
     "kucoin": KucoinVenue,
     "bitget": BitgetVenue,
     "htx": HtxVenue,
+    "gate": GateVenue,
 }
 
 
@@ -700,11 +756,10 @@ async def test_bybit_unified_account_default_derivatives_is_a_warning(clock: Fak
 # ----------------------------------------------------------------------------- keymon check
 
 
-def test_check_mixes_five_exchanges(
+def test_check_mixes_exchanges(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`keymon check` audits a Binance, a Bybit, an OKX, a KuCoin, a Bitget and an HTX key in
-    one run."""
+    """`keymon check` audits a key on each of seven exchanges in one run, each on its own."""
     binance = BinanceSimulator()
     binance.add_key(DOC_API_KEY, hmac_secret=DOC_SECRET)
     bybit = BybitSimulator()
@@ -763,6 +818,13 @@ def test_check_mixes_five_exchanges(
                 "api_secret": HTX_SECRET,
                 "uid": HTX_UID,
             },
+            {
+                "name": "acme-gate",
+                "client": "acme",
+                "exchange": "gate",
+                "api_key": GATE_KEY,
+                "api_secret": GATE_SECRET,
+            },
         ],
     }
     path = tmp_path / "keymon.yaml"
@@ -775,8 +837,11 @@ def test_check_mixes_five_exchanges(
     kucoin.add_key(KUCOIN_KEY, KUCOIN_SECRET, KUCOIN_PASSPHRASE)
     htx = HtxSimulator()
     htx.add_key(HTX_KEY, HTX_SECRET, HTX_UID)
+    gate = GateSimulator()
+    gate.add_key(GATE_KEY, GATE_SECRET)
     transports = {
         "htx": htx.transport(),
+        "gate": gate.transport(),
         "binance": binance.transport(),
         "bybit": bybit.transport(),
         "kucoin": kucoin.transport(),
@@ -796,6 +861,8 @@ def test_check_mixes_five_exchanges(
     assert "acme-okx" in out
     assert "acme-htx" in out
     assert HTX_SECRET not in out
+    assert "acme-gate" in out
+    assert GATE_SECRET not in out
     assert OKX_SECRET not in out
     assert OKX_PASSPHRASE not in out
     assert BITGET_SECRET not in out

@@ -1,0 +1,289 @@
+"""A fake Gate APIv4, written from exchange-apis.md §2.4 (not from keymon's adapter).
+
+Serves ``GET /api/v4/spot/time`` (``server_time`` in ms), ``GET /api/v4/account/detail`` (the
+calling key's ``ip_whitelist``) and ``GET /api/v4/account/main_keys`` (every key, ``key``
+masked). Requests are signed ``hex(HMAC-SHA512(secret, METHOD\\npath\\nquery\\nhex(SHA512(body))
+\\ntimestamp))`` with ``KEY``, ``Timestamp`` (s) and ``SIGN``; a timestamp more than 60 s from
+the server's clock is refused with ``REQUEST_EXPIRED``. Errors are ``{"label", "message"}``
+bodies with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
+from typing import Final
+
+import httpx
+
+from keymon.simulator.server import (
+    SimResponse,
+    SimulatorAsyncTransport,
+    SimulatorServer,
+    serve_in_thread,
+)
+
+__all__ = ["GateSimulator", "prehash", "sign"]
+
+TIME_PATH: Final = "/api/v4/spot/time"
+DETAIL_PATH: Final = "/api/v4/account/detail"
+MAIN_KEYS_PATH: Final = "/api/v4/account/main_keys"
+TIMESTAMP_WINDOW_S: Final = 60
+_JSON: Final = {"Content-Type": "application/json"}
+#: The default key: spot read-write only, bound to 127.0.0.1 (the guide's key).
+DEFAULT_PERMS: Final = (("spot", False),)
+
+
+def prehash(method: str, path: str, query: str, body: bytes, timestamp: str) -> str:
+    """Gate's pre-hash: ``METHOD\\npath\\nquery\\nhex(SHA512(body))\\ntimestamp``."""
+    return "\n".join((method.upper(), path, query, hashlib.sha512(body).hexdigest(), timestamp))
+
+
+def sign(secret: str, text: str) -> str:
+    """Hex HMAC-SHA512."""
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha512).hexdigest()
+
+
+@dataclass
+class _Key:
+    secret: str
+    perms: list[tuple[str, bool]]
+    ips: list[str] = field(default_factory=list)
+    created_at: int = 0
+
+
+class _Answer(Exception):
+    def __init__(self, response: SimResponse) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+class GateSimulator:
+    """A thread-safe, in-memory Gate APIv4 fake with an injectable clock (seconds)."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, user_id: int = 1667201533):
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._user_id = user_id
+        self._keys: dict[str, _Key] = {}
+        self.main_keys_forbidden = False
+        self._fail_remaining = 0
+        self._fail_status = 503
+        self._truncate_remaining = 0
+        self._limit: int | None = None
+        self._window: tuple[int, int] = (0, 0)  # (second, signed requests in it)
+
+    def __repr__(self) -> str:
+        with self._lock:
+            return f"GateSimulator(keys={len(self._keys)})"
+
+    def add_key(
+        self,
+        api_key: str,
+        secret: str,
+        *,
+        perms: list[tuple[str, bool]] | None = None,
+        ips: list[str] | None = None,
+    ) -> None:
+        """Create a key: ``perms`` is (name, read_only) pairs; ``ips`` defaults to loopback."""
+        for entry in ips or ():
+            ipaddress.ip_network(entry, strict=False)
+        with self._lock:
+            self._keys[api_key] = _Key(
+                secret,
+                list(DEFAULT_PERMS if perms is None else perms),
+                list(["127.0.0.1"] if ips is None else ips),
+                int(self._clock()),
+            )
+
+    def update_key(
+        self,
+        api_key: str,
+        *,
+        perms: list[tuple[str, bool]] | None = None,
+        ips: list[str] | None = None,
+    ) -> None:
+        with self._lock:
+            key = self._keys[api_key]
+            if perms is not None:
+                key.perms = list(perms)
+            if ips is not None:
+                key.ips = list(ips)
+
+    def fail_next(self, n: int, status: int = 503) -> None:
+        """Answer the next ``n`` requests with ``status`` and an HTML body."""
+        with self._lock:
+            self._fail_remaining, self._fail_status = n, status
+
+    def set_limit(self, per_second: int | None) -> None:
+        """Answer 429 ``TOO_MANY_REQUESTS`` past ``per_second`` signed requests a second."""
+        with self._lock:
+            self._limit = per_second
+
+    def truncate_next(self, n: int) -> None:
+        """Cut the next ``n`` bodies in half."""
+        with self._lock:
+            self._truncate_remaining = n
+
+    def delete_key(self, api_key: str) -> None:
+        with self._lock:
+            self._keys.pop(api_key, None)
+
+    def transport(self, client_ip: str = "127.0.0.1") -> httpx.AsyncBaseTransport:
+        """An in-process httpx async transport; requests come from ``client_ip``."""
+        return SimulatorAsyncTransport(self.handle, client_ip=client_ip)
+
+    def server(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
+        """A real HTTP server (not yet started) serving this simulator."""
+        return SimulatorServer(self.handle, host, port)
+
+    def serve_in_thread(
+        self, host: str = "127.0.0.1", port: int = 0
+    ) -> AbstractContextManager[str]:
+        """Context manager: serve on a background thread, yielding the base URL."""
+        return serve_in_thread(self.handle, host, port)
+
+    def handle(
+        self,
+        method: str,
+        path: str,
+        raw_query: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_ip: str,
+    ) -> SimResponse:
+        """Answer one request the way Gate would."""
+        with self._lock:
+            if self._fail_remaining > 0:
+                self._fail_remaining -= 1
+                return SimResponse(
+                    self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
+                )
+            try:
+                response = self._dispatch(method.upper(), path, raw_query, body, headers, client_ip)
+            except _Answer as answer:
+                response = answer.response
+            if self._truncate_remaining > 0:
+                self._truncate_remaining -= 1
+                response = replace(response, body=response.body[: len(response.body) // 2])
+            return response
+
+    def _dispatch(
+        self,
+        method: str,
+        path: str,
+        raw_query: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_ip: str,
+    ) -> SimResponse:
+        now = self._clock()
+        if path == TIME_PATH and method == "GET":
+            return _json(200, {"server_time": round(now * 1000)})
+        if path not in (DETAIL_PATH, MAIN_KEYS_PATH):
+            return _json(404, {"label": "NOT_FOUND", "message": "not found"})
+        if method != "GET":
+            return SimResponse(405, {"Allow": "GET"}, b"")
+        _, key = self._authenticate(method, path, raw_query, body, headers, client_ip, now)
+        second, count = self._window
+        count = count + 1 if second == int(now) else 1
+        self._window = (int(now), count)
+        if self._limit is not None and count > self._limit:
+            raise _error(429, "TOO_MANY_REQUESTS", "Request rate limit exceeded")
+        if path == DETAIL_PATH:
+            return _json(
+                200,
+                {
+                    "user_id": self._user_id,
+                    "ip_whitelist": list(key.ips),
+                    "currency_pairs": [],
+                    "key": {"mode": 1},
+                    "tier": 0,
+                    "copy_trading_role": 0,
+                },
+            )
+        if self.main_keys_forbidden:
+            raise _error(403, "FORBIDDEN", "Not allowed")
+        return _json(200, [self._entry(k, v) for k, v in self._keys.items()])
+
+    def _entry(self, api_key: str, key: _Key) -> dict[str, object]:
+        return {
+            "state": 1,
+            "mode": 1,
+            "name": "",
+            "currency_pairs": [],
+            "user_id": self._user_id,
+            "ip_whitelist": list(key.ips),
+            "perms": [{"name": name, "read_only": ro} for name, ro in key.perms],
+            "key": mask(api_key),
+            "created_at": key.created_at,
+            "updated_at": key.created_at,
+            "last_access": int(self._clock()),
+        }
+
+    def _authenticate(
+        self,
+        method: str,
+        path: str,
+        raw_query: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_ip: str,
+        now: float,
+    ) -> tuple[str, _Key]:
+        api_key = _header(headers, "KEY")
+        signature = _header(headers, "SIGN")
+        timestamp = _header(headers, "Timestamp")
+        if not api_key or not signature or not timestamp:
+            raise _error(401, "MISSING_REQUIRED_HEADER", "Missing required header")
+        try:
+            stamp = float(timestamp)
+        except ValueError:
+            raise _error(401, "INVALID_CREDENTIALS", "Invalid timestamp") from None
+        if abs(stamp - now) > TIMESTAMP_WINDOW_S:
+            raise _error(401, "REQUEST_EXPIRED", "Request timestamp expired")
+        key = self._keys.get(api_key)
+        if key is None:
+            raise _error(401, "INVALID_KEY", "Invalid key provided")
+        if not hmac.compare_digest(
+            sign(key.secret, prehash(method, path, raw_query, body, timestamp)), signature
+        ):
+            raise _error(401, "INVALID_SIGNATURE", "Signature mismatch")
+        if key.ips and not _ip_allowed(client_ip, key.ips):
+            raise _error(403, "IP_FORBIDDEN", f"Request IP {client_ip} not in whitelist")
+        return api_key, key
+
+
+def mask(api_key: str) -> str:
+    """Gate's masked form: the first 12 characters, then ``*****``."""
+    return api_key[:12] + "*****"
+
+
+def _json(status: int, payload: object) -> SimResponse:
+    return SimResponse(status, dict(_JSON), json.dumps(payload).encode())
+
+
+def _error(status: int, label: str, message: str) -> _Answer:
+    return _Answer(_json(status, {"label": label, "message": message}))
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def _ip_allowed(client_ip: str, allowed: list[str]) -> bool:
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(entry, strict=False) for entry in allowed)
