@@ -41,6 +41,7 @@ from urllib.parse import unquote
 
 import httpx
 
+from keymon.simulator.faults import FaultKnobs
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
@@ -87,7 +88,7 @@ class _Answer(Exception):
         self.response = response
 
 
-class BitgetSimulator:
+class BitgetSimulator(FaultKnobs):
     """A thread-safe, in-memory Bitget v2 fake with an injectable clock (seconds)."""
 
     def __init__(
@@ -114,52 +115,6 @@ class BitgetSimulator:
             return f"BitgetSimulator(keys={len(self._keys)})"
 
     # ---------------------------------------------------------------- knobs
-
-    def _now_ms(self) -> int:
-        return round(self._clock() * 1000) + self._clock_skew_ms
-
-    def server_time_ms(self) -> int:
-        """The simulator's server time in ms (clock plus skew)."""
-        with self._lock:
-            return self._now_ms()
-
-    @property
-    def clock_skew_ms(self) -> int:
-        """Milliseconds added to the clock to get server time."""
-        with self._lock:
-            return self._clock_skew_ms
-
-    @clock_skew_ms.setter
-    def clock_skew_ms(self, skew: int) -> None:
-        with self._lock:
-            self._clock_skew_ms = int(skew)
-
-    @property
-    def latency(self) -> float:
-        """Seconds every exchange response is delayed by."""
-        with self._lock:
-            return self._latency
-
-    @latency.setter
-    def latency(self, seconds: float) -> None:
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ValueError("latency must be a finite number >= 0")
-        with self._lock:
-            self._latency = float(seconds)
-
-    def fail_next(self, n: int, status: int = 503) -> None:
-        """Answer the next ``n`` exchange requests with ``status`` and a non-JSON body."""
-        if n < 0 or not 100 <= status <= 599:
-            raise ValueError("fail_next needs n >= 0 and an HTTP status 100-599")
-        with self._lock:
-            self._fail_remaining, self._fail_status = n, status
-
-    def truncate_next(self, n: int) -> None:
-        """Cut the body of the next ``n`` exchange responses in half."""
-        if n < 0:
-            raise ValueError("truncate_next needs n >= 0")
-        with self._lock:
-            self._truncate_remaining = n
 
     def set_limit(self, per_second: int) -> None:
         """Account-info requests per second per UID (documented: 1)."""

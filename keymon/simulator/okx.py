@@ -45,6 +45,7 @@ from urllib.parse import unquote
 
 import httpx
 
+from keymon.simulator.faults import FaultKnobs
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
@@ -109,7 +110,7 @@ class _Answer(Exception):
         self.response = response
 
 
-class OkxSimulator:
+class OkxSimulator(FaultKnobs):
     """A thread-safe, in-memory OKX v5 fake with an injectable clock (seconds)."""
 
     def __init__(
@@ -138,58 +139,12 @@ class OkxSimulator:
 
     # ---------------------------------------------------------------- knobs
 
-    def _now_ms(self) -> int:
-        return round(self._clock() * 1000) + self._clock_skew_ms
-
-    def server_time_ms(self) -> int:
-        """The simulator's server time in ms (clock plus skew)."""
-        with self._lock:
-            return self._now_ms()
-
-    @property
-    def clock_skew_ms(self) -> int:
-        """Milliseconds added to the clock to get server time."""
-        with self._lock:
-            return self._clock_skew_ms
-
-    @clock_skew_ms.setter
-    def clock_skew_ms(self, skew: int) -> None:
-        with self._lock:
-            self._clock_skew_ms = int(skew)
-
-    @property
-    def latency(self) -> float:
-        """Seconds every exchange response is delayed by."""
-        with self._lock:
-            return self._latency
-
-    @latency.setter
-    def latency(self, seconds: float) -> None:
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ValueError("latency must be a finite number >= 0")
-        with self._lock:
-            self._latency = float(seconds)
-
-    def fail_next(self, n: int, status: int = 503) -> None:
-        """Answer the next ``n`` exchange requests with ``status`` and a non-JSON body."""
-        if n < 0 or not 100 <= status <= 599:
-            raise ValueError("fail_next needs n >= 0 and an HTTP status 100-599")
-        with self._lock:
-            self._fail_remaining, self._fail_status = n, status
-
     def busy_next(self, n: int) -> None:
         """Answer the next ``n`` exchange requests with ``50013`` (HTTP 429, system busy)."""
         if n < 0:
             raise ValueError("busy_next needs n >= 0")
         with self._lock:
             self._busy_remaining = n
-
-    def truncate_next(self, n: int) -> None:
-        """Cut the body of the next ``n`` exchange responses in half."""
-        if n < 0:
-            raise ValueError("truncate_next needs n >= 0")
-        with self._lock:
-            self._truncate_remaining = n
 
     def set_limit(self, per_2s: int) -> None:
         """Requests per 2 s each account may make to account/config (5, as documented)."""
