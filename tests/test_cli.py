@@ -212,7 +212,7 @@ def test_check_against_real_server_as_subprocess(
 
 
 def test_demo_runs_and_shows_each_state() -> None:
-    """`keymon demo` serves the simulator and reports each demo key's state."""
+    """`keymon demo` serves a simulator per exchange and reports each demo key's state."""
     proc = subprocess.run(
         [sys.executable, "-m", "keymon", "demo", "--once", "--format", "json"],
         capture_output=True,
@@ -229,7 +229,16 @@ def test_demo_runs_and_shows_each_state() -> None:
         "charlie-binance": {"ip_unrestricted", "review_deadline"},
         "delta-binance": {"key_rejected"},
         "echo-binance": {"forbidden_permission"},
+        "foxtrot-bybit": {"forbidden_permission"},
+        "golf-okx": set(),
+        "hotel-kucoin": {"untrusted_ip"},
+        "india-bitget": {"withdraw_enabled"},
+        "juliet-htx": {"ip_unrestricted"},
+        "kilo-gate": set(),
     }
+    exchanges = {k["key"]: k["exchange"] for k in report["keys"]}
+    assert set(exchanges.values()) == {"binance", "bybit", "okx", "kucoin", "bitget", "htx", "gate"}
+    assert all(name.split("-")[1] == exchange for name, exchange in exchanges.items())
 
 
 def test_demo_daemon_serves_metrics_and_stops_on_ctrl_c() -> None:
@@ -263,6 +272,10 @@ def test_demo_daemon_serves_metrics_and_stops_on_ctrl_c() -> None:
         text = httpx.get(f"{base}/metrics", timeout=5).text
         assert (
             'keymon_key_finding{key="bravo-binance",client="bravo",exchange="binance",'
+            'rule="withdraw_enabled",severity="critical",permission=""} 1.0'
+        ) in text
+        assert (
+            'keymon_key_finding{key="india-bitget",client="india",exchange="bitget",'
             'rule="withdraw_enabled",severity="critical",permission=""} 1.0'
         ) in text
         proc.send_signal(signal.SIGINT)

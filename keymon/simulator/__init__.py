@@ -7,6 +7,8 @@ simulator in-process through an httpx transport, on a real local port (`Simulato
 `serve_in_thread`), or standalone with ``python -m keymon.simulator``.
 """
 
+from typing import Any
+
 from keymon.simulator.binance import (
     API_KEY_HEADER,
     BinanceSimulator,
@@ -30,9 +32,21 @@ from keymon.simulator.server import (
     serve_in_thread,
 )
 
+#: Every simulated exchange by its keymon name (``exchange:`` in the configuration).
+SIMULATORS: dict[str, type[Any]] = {
+    "binance": BinanceSimulator,
+    "bybit": BybitSimulator,
+    "okx": OkxSimulator,
+    "kucoin": KucoinSimulator,
+    "bitget": BitgetSimulator,
+    "htx": HtxSimulator,
+    "gate": GateSimulator,
+}
+
 __all__ = [
     "ADMIN_PREFIX",
     "API_KEY_HEADER",
+    "SIMULATORS",
     "BinanceSimulator",
     "BitgetSimulator",
     "BybitSimulator",
