@@ -649,7 +649,10 @@ class JumpyClock:
 async def test_persistent_skew_is_clock_skew(harness: Harness) -> None:
     """When a re-sync does not help, the audit fails with clock_skew."""
     if harness.venue.name == "htx":
-        pytest.skip("HTX: exchange-apis.md §2.15 names no timestamp error and no server clock")
+        pytest.skip(
+            "HTX: §2.15 names no timestamp error or server-time endpoint; the adapter does not"
+            " sync, so a stale stamp is api-signature-not-valid (key_rejected)"
+        )
     harness.venue.healthy()
     result = await harness.audit(clock=JumpyClock(harness.clock.now))
     assert reason(result) is Reason.CLOCK_SKEW
