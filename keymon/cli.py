@@ -33,7 +33,7 @@ from keymon import log as logging_setup
 from keymon.audit import Auditor, TransportFactory, facts_mapping, mask_key_id
 from keymon.config import DEFAULT_CONFIG_PATH, LoadedConfig, Settings, load
 from keymon.errors import ConfigError
-from keymon.model import AuditResult, Severity, worst
+from keymon.model import AuditResult, Coverage, Severity, worst
 
 EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
 EXIT_CONFIG = 2
@@ -41,6 +41,11 @@ EXIT_RUNTIME = 1
 DEMO_LISTEN = "127.0.0.1:9877"
 EXIT_INTERRUPTED = 130
 
+#: What ``check`` says for an accepted key on an exchange that shows a key nothing else.
+LIVENESS_DETAIL = (
+    "liveness only: {exchange} accepts the key from this IP; its permissions, IP whitelist "
+    "and expiry are not visible to keymon: check them by hand"
+)
 STATUS_NAMES = {
     EXIT_OK: "ok",
     EXIT_WARNING: "warning",
@@ -400,6 +405,10 @@ def render_table(
     rows: list[tuple[str, str, str, str, str]] = []
     for key, result in zip(keys, results, strict=True):
         label = STATUS_NAMES[key_status(result)].upper()
+        liveness = result.facts is not None and result.facts.coverage is Coverage.LIVENESS
+        if liveness and label == "OK":
+            # Not "OK": the exchange showed only that the key is accepted, nothing else.
+            label = "ACCEPTED"
         details = [
             f"{f.rule}"
             + (f"[{f.permission}]" if f.permission else "")
@@ -408,6 +417,8 @@ def render_table(
         ]
         if result.error is not None and not result.findings:
             details.append(f"audit failed ({result.error.reason}): {result.error.message}")
+        if not details and liveness:
+            details = [LIVENESS_DETAIL.format(exchange=key.exchange)]
         if not details:
             details = ["all rules pass"]
         rows.append((key.name, key.client, key.exchange, label, details[0]))

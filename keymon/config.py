@@ -85,6 +85,28 @@ OKX_BASE_URL = "https://www.okx.com"
 #: rest to the bots of the same account.
 OKX_MAX_WEIGHT_PER_MINUTE = 30
 
+# The liveness-only exchanges (exchange-apis.md §2.6, §2.8, §2.9, §2.11-§2.14). None documents
+# a limit for the one signed read keymon makes beyond "per IP"/"per key" limits far above it;
+# keymon counts each call as weight 1 (MEXC: the documented weight 10 of GET /api/v3/account)
+# and spends at most 60 calls a minute per exchange, leaving the rest to the bots.
+MEXC_BASE_URL = "https://api.mexc.com"
+#: ``GET /api/v3/account`` has weight 10: 600 weight/min is 60 audits a minute.
+MEXC_MAX_WEIGHT_PER_MINUTE = 600
+#: MEXC's recvWindow: 5000 ms by default, 60000 at most (exchange-apis.md §2.6).
+MEXC_RECV_WINDOW = timedelta(seconds=5)
+MEXC_MAX_RECV_WINDOW = timedelta(seconds=60)
+BITMART_BASE_URL = "https://api-cloud.bitmart.com"
+BITRUE_BASE_URL = "https://openapi.bitrue.com"
+BITRUE_RECV_WINDOW = timedelta(seconds=5)
+BITRUE_MAX_RECV_WINDOW = timedelta(seconds=60)
+XT_BASE_URL = "https://sapi.xt.com"
+XT_RECV_WINDOW = timedelta(seconds=5)
+XT_MAX_RECV_WINDOW = timedelta(seconds=60)
+LBANK_BASE_URL = "https://api.lbkex.com"
+COINSTORE_BASE_URL = "https://api.coinstore.com"
+BICONOMY_BASE_URL = "https://www.biconomy.com"
+LIVENESS_MAX_WEIGHT_PER_MINUTE = 60
+
 # ----------------------------------------------------------------------------- durations
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -358,6 +380,72 @@ class OkxSettings(ExchangeSettingsBase):
     max_weight_per_minute: int = Field(default=OKX_MAX_WEIGHT_PER_MINUTE, gt=0)
 
 
+class _RecvWindowSettings(ExchangeSettingsBase):
+    """A section whose exchange takes a ``recvWindow`` (more than 0 s, at most 60 s)."""
+
+    recv_window: Duration = timedelta(seconds=5)
+
+    @field_validator("recv_window")
+    @classmethod
+    def _recv_window_range(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= timedelta(seconds=60):
+            raise PydanticCustomError("duration", "must be more than 0s and at most 60s")
+        return value
+
+
+class MexcSettings(_RecvWindowSettings):
+    """``exchanges.mexc:`` (liveness only)."""
+
+    base_url: str = MEXC_BASE_URL
+    recv_window: Duration = MEXC_RECV_WINDOW
+    max_weight_per_minute: int = Field(default=MEXC_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
+class BitmartSettings(ExchangeSettingsBase):
+    """``exchanges.bitmart:`` (liveness only). A BitMart timestamp must lie within a minute
+    of the server's time."""
+
+    base_url: str = BITMART_BASE_URL
+    max_weight_per_minute: int = Field(default=LIVENESS_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
+class BitrueSettings(_RecvWindowSettings):
+    """``exchanges.bitrue:`` (liveness only)."""
+
+    base_url: str = BITRUE_BASE_URL
+    recv_window: Duration = BITRUE_RECV_WINDOW
+    max_weight_per_minute: int = Field(default=LIVENESS_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
+class XtSettings(_RecvWindowSettings):
+    """``exchanges.xt:`` (liveness only)."""
+
+    base_url: str = XT_BASE_URL
+    recv_window: Duration = XT_RECV_WINDOW
+    max_weight_per_minute: int = Field(default=LIVENESS_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
+class LbankSettings(ExchangeSettingsBase):
+    """``exchanges.lbank:`` (liveness only)."""
+
+    base_url: str = LBANK_BASE_URL
+    max_weight_per_minute: int = Field(default=LIVENESS_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
+class CoinstoreSettings(ExchangeSettingsBase):
+    """``exchanges.coinstore:`` (liveness only)."""
+
+    base_url: str = COINSTORE_BASE_URL
+    max_weight_per_minute: int = Field(default=LIVENESS_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
+class BiconomySettings(ExchangeSettingsBase):
+    """``exchanges.biconomy:`` (liveness only)."""
+
+    base_url: str = BICONOMY_BASE_URL
+    max_weight_per_minute: int = Field(default=LIVENESS_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
 class ExchangesSettings(_Model):
     """``exchanges:``: optional per-exchange settings, one field per supported exchange."""
 
@@ -368,6 +456,13 @@ class ExchangesSettings(_Model):
     kucoin: KucoinSettings = KucoinSettings()
     okx: OkxSettings = OkxSettings()
     gate: GateSettings = GateSettings()
+    mexc: MexcSettings = MexcSettings()
+    bitmart: BitmartSettings = BitmartSettings()
+    bitrue: BitrueSettings = BitrueSettings()
+    xt: XtSettings = XtSettings()
+    lbank: LbankSettings = LbankSettings()
+    coinstore: CoinstoreSettings = CoinstoreSettings()
+    biconomy: BiconomySettings = BiconomySettings()
 
     def for_exchange(self, name: str) -> ExchangeSettingsBase:
         """The settings section of exchange ``name``."""
@@ -598,11 +693,68 @@ class OkxKey(KeyBase):
     passphrase: SecretRef
 
 
+class MexcKey(KeyBase):
+    """A MEXC key (liveness only): API key and HMAC secret."""
+
+    exchange: Literal["mexc"]
+
+
+class BitmartKey(KeyBase):
+    """A BitMart key (liveness only). The memo chosen when the key was created is part of
+    every signature, so it is required, and kept secret like the API secret."""
+
+    exchange: Literal["bitmart"]
+    memo: SecretRef
+
+
+class BitrueKey(KeyBase):
+    """A Bitrue key (liveness only): API key and HMAC secret."""
+
+    exchange: Literal["bitrue"]
+
+
+class XtKey(KeyBase):
+    """An XT.com key (liveness only): API key and HMAC secret."""
+
+    exchange: Literal["xt"]
+
+
+class LbankKey(KeyBase):
+    """An LBank key (liveness only). Only HmacSHA256 keys, as the client guide asks; an RSA
+    key's secret is its private key, which this release does not sign with."""
+
+    exchange: Literal["lbank"]
+
+
+class CoinstoreKey(KeyBase):
+    """A Coinstore key (liveness only): API key and HMAC secret."""
+
+    exchange: Literal["coinstore"]
+
+
+class BiconomyKey(KeyBase):
+    """A Biconomy key (liveness only): API key and secret."""
+
+    exchange: Literal["biconomy"]
+
+
 KeyConfig = Annotated[
-    BinanceKey | BybitKey | OkxKey | KucoinKey | BitgetKey | HtxKey | GateKey,
+    BinanceKey
+    | BybitKey
+    | OkxKey
+    | KucoinKey
+    | BitgetKey
+    | HtxKey
+    | GateKey
+    | MexcKey
+    | BitmartKey
+    | BitrueKey
+    | XtKey
+    | LbankKey
+    | CoinstoreKey
+    | BiconomyKey,
     Field(discriminator="exchange"),
 ]
-EXCHANGE_NAMES: tuple[str, ...] = ("binance", "bybit", "okx", "kucoin", "bitget", "htx", "gate")
 _KEY_MODELS: dict[str, type[KeyBase]] = {
     "binance": BinanceKey,
     "bybit": BybitKey,
@@ -611,7 +763,15 @@ _KEY_MODELS: dict[str, type[KeyBase]] = {
     "bitget": BitgetKey,
     "htx": HtxKey,
     "gate": GateKey,
+    "mexc": MexcKey,
+    "bitmart": BitmartKey,
+    "bitrue": BitrueKey,
+    "xt": XtKey,
+    "lbank": LbankKey,
+    "coinstore": CoinstoreKey,
+    "biconomy": BiconomyKey,
 }
+EXCHANGE_NAMES: tuple[str, ...] = tuple(_KEY_MODELS)
 
 
 def _apprise_url(value: Secret) -> Secret:
@@ -741,12 +901,10 @@ class Settings(BaseSettings):
 
 
 def key_secrets(key: KeyBase) -> list[Secret]:
-    """Every secret of a key: API key, secret, and a passphrase where the exchange uses one."""
-    secrets = [key.api_key, key.api_secret]
-    passphrase = getattr(key, "passphrase", None)
-    if isinstance(passphrase, Secret):
-        secrets.append(passphrase)
-    return secrets
+    """Every secret of a key: API key, secret, and a passphrase or memo where the exchange
+    uses one (every field that holds a :class:`Secret`)."""
+    values = (getattr(key, name) for name in type(key).model_fields)
+    return [value for value in values if isinstance(value, Secret)]
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -886,7 +1044,7 @@ def _reference_problems(policies: object, default: object, keys: object) -> list
 def _literal_secret_warnings(settings: Settings) -> Iterator[str]:
     advice = "secret written literally in the configuration; use {env: NAME} or {file: PATH}"
     for index, key in enumerate(settings.keys):
-        for field_name in ("api_key", "api_secret", "passphrase"):
+        for field_name in type(key).model_fields:
             secret = getattr(key, field_name, None)
             if isinstance(secret, Secret) and secret.origin == "literal":
                 yield f"keys[{index}].{field_name}: {advice} outside trials"

@@ -14,6 +14,7 @@ from keymon.exchanges.bybit import BybitAdapter
 from keymon.exchanges.gate import GateAdapter
 from keymon.exchanges.htx import HtxAdapter
 from keymon.exchanges.kucoin import KucoinAdapter
+from keymon.exchanges.mexc import MexcAdapter
 from keymon.exchanges.okx import OkxAdapter
 
 EXCHANGES: dict[str, type[ExchangeAdapter]] = {
@@ -24,6 +25,7 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "kucoin": KucoinAdapter,
     "okx": OkxAdapter,
     "gate": GateAdapter,
+    "mexc": MexcAdapter,
 }
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "GateAdapter",
     "HtxAdapter",
     "KucoinAdapter",
+    "MexcAdapter",
     "OkxAdapter",
     "ReadOnlyTransport",
     "RequestGate",

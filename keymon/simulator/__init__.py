@@ -21,6 +21,7 @@ from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
 from keymon.simulator.kucoin import KucoinSimulator
+from keymon.simulator.mexc import MexcSimulator
 from keymon.simulator.okx import OkxSimulator
 from keymon.simulator.server import (
     ADMIN_PREFIX,
@@ -41,6 +42,7 @@ SIMULATORS: dict[str, type[Any]] = {
     "bitget": BitgetSimulator,
     "htx": HtxSimulator,
     "gate": GateSimulator,
+    "mexc": MexcSimulator,
 }
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "HtxSimulator",
     "KucoinSimulator",
     "LoggedRequest",
+    "MexcSimulator",
     "OkxSimulator",
     "SimResponse",
     "SimulatorAsyncTransport",

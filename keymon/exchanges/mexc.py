@@ -1,0 +1,109 @@
+"""MEXC (spot API v3): liveness only (exchange-apis.md §2.6).
+
+MEXC has no endpoint that shows the calling key its own permissions, IP list, creation or
+expiry. keymon makes one signed read, ``GET /api/v3/account`` (weight 10), which proves that the
+key exists, that its secret is right and that this egress IP is on its whitelist (or that it
+has none). The account-level ``canTrade``/``canWithdraw`` flags that call returns describe the
+account, not the key, so keymon does not read them as the key's permissions; the balances are
+never kept.
+
+Signing (MEXC "Signed"): the query string directly followed by the body is signed with
+HMAC-SHA256, lowercase hex, as at Binance; ``recvWindow`` and ``timestamp`` (ms, the local clock
+corrected by ``GET /api/v3/time``) are added, and the key goes in ``X-MEXC-APIKEY``. A
+``700003`` (timestamp outside recvWindow) forces one re-sync and one retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, ClassVar, Final
+from urllib.parse import quote
+
+import httpx
+
+from keymon.config import MexcKey, MexcSettings, Secret
+from keymon.exchanges.liveness import Kind, LivenessAdapter
+
+NAME: Final = "mexc"
+TIME_PATH: Final = "/api/v3/time"
+ACCOUNT_PATH: Final = "/api/v3/account"
+
+
+def sign(secret: str, total_params: bytes) -> str:
+    """Lowercase hex HMAC-SHA256 of ``total_params`` (query string, then body) under ``secret``."""
+    return hmac.new(secret.encode(), total_params, hashlib.sha256).hexdigest()
+
+
+class MexcAuth(httpx.Auth):
+    """Adds ``X-MEXC-APIKEY``, ``recvWindow``, ``timestamp`` and ``signature`` when sent."""
+
+    requires_request_body = True
+
+    def __init__(
+        self, api_key: Secret, secret: Secret, now_ms: Callable[[], int], recv_window_ms: int
+    ) -> None:
+        self._api_key = api_key
+        self._secret = secret
+        self._now_ms = now_ms
+        self._recv_window_ms = recv_window_ms
+
+    def __repr__(self) -> str:
+        return "MexcAuth(...)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        existing = request.url.query.decode("ascii")
+        query = f"recvWindow={self._recv_window_ms}&timestamp={self._now_ms()}"
+        if existing:
+            query = f"{existing}&{query}"
+        signature = sign(self._secret.get(), query.encode("ascii") + request.content)
+        query += "&signature=" + quote(signature, safe="")
+        request.url = request.url.copy_with(query=query.encode("ascii"))
+        request.headers["X-MEXC-APIKEY"] = self._api_key.get()
+        yield request
+
+
+class MexcAdapter(LivenessAdapter):
+    """Audits MEXC keys for liveness: ``GET /api/v3/account`` is accepted, or why not."""
+
+    name: ClassVar[str] = NAME
+    probe: ClassVar[tuple[str, str]] = ("GET", ACCOUNT_PATH)
+    time_path: ClassVar[str | None] = TIME_PATH
+    #: Request weights (MEXC spot v3): account 10, time 1.
+    weights: ClassVar[Mapping[str, int]] = {ACCOUNT_PATH: 10, TIME_PATH: 1}
+    #: exchange-apis.md §2.6 "Errors".
+    codes: ClassVar[Mapping[int | str, tuple[Kind, str]]] = {
+        700001: (Kind.REJECTED, "the API key is malformed or unknown to MEXC (deleted?)"),
+        700002: (Kind.REJECTED, "the signature is not valid: wrong secret"),
+        700003: (Kind.CLOCK, "the timestamp is outside recvWindow"),
+        700006: (Kind.IP_REFUSED, "this egress IP is not in the key's IP whitelist"),
+        700007: (
+            Kind.REJECTED,
+            "the key may not read the account: it lacks the View Account Details permission "
+            "the client guide asks for",
+        ),
+        429: (Kind.RATE_LIMITED, "too many requests"),
+    }
+
+    _settings: MexcSettings
+
+    def auth(self, key: MexcKey) -> httpx.Auth:
+        recv_window_ms = int(self._settings.recv_window.total_seconds() * 1000)
+        return MexcAuth(key.api_key, key.api_secret, self.now_ms, recv_window_ms)
+
+    def parse_server_time(self, body: Any) -> float | None:
+        server = body.get("serverTime") if isinstance(body, dict) else None
+        if isinstance(server, bool) or not isinstance(server, int | float):
+            return None
+        return float(server)
+
+    def error_code(self, response: httpx.Response, body: Any) -> tuple[int | str, str] | None:
+        """MEXC errors are ``{"code": 700002, "msg": "..."}`` with a 4xx status."""
+        if response.status_code == httpx.codes.OK or not isinstance(body, dict):
+            return None
+        code = body.get("code")
+        if isinstance(code, bool) or not isinstance(code, int):
+            return None
+        msg = body.get("msg")
+        return code, msg if isinstance(msg, str) else ""
