@@ -36,6 +36,7 @@ from keymon.cli import check
 from keymon.config import load
 from keymon.simulator.__main__ import build_binance
 from keymon.simulator.binance import BinanceSimulator
+from keymon.simulator.mexc import MexcSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET
 from tests.deploy import ALERTMANAGER_CONFIG, DEPLOY, ROOT, RULES, require_tool
 from tests.test_app import write_config
@@ -446,6 +447,17 @@ def test_dashboard_covers_the_fleet_findings_deadlines_audits_exchanges_and_keym
     titles = {p["title"] for p in panels()}
     for title in ("Critical", "Warning", "Audit failing", "OK", "Current findings"):
         assert title in titles
+    # Liveness-only keys are never counted OK; they have their own stat and table.
+    by_title = {p["title"]: p for p in panels()}
+    assert 'coverage="liveness"' in by_title["OK"]["targets"][0]["expr"]
+    assert (
+        "unless on (key, client, exchange) keymon_key_info" in by_title["OK"]["targets"][0]["expr"]
+    )
+    assert 'coverage="liveness"' in by_title["Liveness only"]["targets"][0]["expr"]
+    assert any(
+        'coverage="liveness"' in t["expr"] and title.startswith("Liveness-only keys")
+        for title, t in targets()
+    )
 
 
 def test_per_key_queries_follow_the_client_and_exchange_variables() -> None:
@@ -473,7 +485,22 @@ async def _audited_app(tmp_path: Path, *, serve_http: bool) -> App:
         policies={"mm": {"max_age": "365d"}},
         default_policy="mm",
     )
-    app = App(load(config), transport_factory=lambda _n: sim.transport())
+    # A key on a liveness-only exchange, for the coverage panels.
+    mexc = MexcSimulator()
+    mexc.add_key("mx0dashboardKey01", "mexcDashboardSecret")
+    data = yaml.safe_load(config.read_text())
+    data["keys"].append(
+        {
+            "name": "live-key",
+            "client": "acme",
+            "exchange": "mexc",
+            "api_key": "mx0dashboardKey01",
+            "api_secret": "mexcDashboardSecret",
+        }
+    )
+    config.write_text(yaml.safe_dump(data))
+    transports = {"binance": sim.transport(), "mexc": mexc.transport()}
+    app = App(load(config), transport_factory=transports.get)
     await app.start(serve_http=serve_http, schedule=False)
     await app.audit_all()
     return app
