@@ -29,6 +29,8 @@ from keymon.config import (
     BinanceSettings,
     BitgetKey,
     BitgetSettings,
+    BitmartKey,
+    BitmartSettings,
     BybitSettings,
     ExchangesSettings,
     GateKey,
@@ -43,6 +45,8 @@ from keymon.config import (
     OkxSettings,
     Policy,
     Settings,
+    XtKey,
+    XtSettings,
     key_secrets,
     load,
 )
@@ -1083,6 +1087,11 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "ACME_OKX_PASSPHRASE",
         "GLOBEX_HTX_KEY",
         "GLOBEX_HTX_SECRET",
+        "ACME_BITMART_KEY",
+        "ACME_BITMART_SECRET",
+        "ACME_BITMART_MEMO",
+        "GLOBEX_XT_KEY",
+        "GLOBEX_XT_SECRET",
     ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
     monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
@@ -1104,8 +1113,13 @@ def test_example_yaml_loads_without_warnings(
         "initech-kucoin-spot",
         "acme-okx-main",
         "globex-htx-spot",
+        "acme-bitmart-spot",
+        "globex-xt-spot",
     ]
-    acme, globex, bitget, gate, kucoin, okx, htx = s.keys
+    acme, globex, bitget, gate, kucoin, okx, htx, bitmart, xt = s.keys
+    assert isinstance(bitmart, BitmartKey)
+    assert bitmart.memo.get() == "example-acme_bitmart_memo"
+    assert isinstance(xt, XtKey)
     assert isinstance(htx, HtxKey)
     assert htx.uid == "12345678"
     assert isinstance(gate, GateKey)
@@ -1136,16 +1150,20 @@ def test_example_yaml_sets_every_field() -> None:
     assert set(raw["exchanges"]["kucoin"]) == set(KucoinSettings.model_fields)
     assert set(raw["exchanges"]["okx"]) == set(OkxSettings.model_fields)
     assert set(raw["exchanges"]["htx"]) == set(HtxSettings.model_fields)
+    assert set(raw["exchanges"]["bitmart"]) == set(BitmartSettings.model_fields)
+    assert set(raw["exchanges"]["xt"]) == set(XtSettings.model_fields)
     assert set().union(*raw["keys"]) == (
         set(BinanceKey.model_fields)
         | set(BitgetKey.model_fields)
         | set(KucoinKey.model_fields)
         | set(OkxKey.model_fields)
         | set(HtxKey.model_fields)
+        | set(BitmartKey.model_fields)
     )
     assert set(raw["notify"]) == set(NotifySettings.model_fields)
     secrets = [s for k in raw["keys"] for s in (k["api_key"], k["api_secret"])]
     secrets += [k["passphrase"] for k in raw["keys"] if "passphrase" in k]
+    secrets += [k["memo"] for k in raw["keys"] if "memo" in k]
     secrets += raw["notify"]["urls"]
     assert all(isinstance(s, dict) and set(s) <= {"env", "file"} for s in secrets)
 

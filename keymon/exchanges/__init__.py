@@ -10,12 +10,14 @@ from __future__ import annotations
 from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGate, build_client
 from keymon.exchanges.binance import BinanceAdapter
 from keymon.exchanges.bitget import BitgetAdapter
+from keymon.exchanges.bitmart import BitmartAdapter
 from keymon.exchanges.bybit import BybitAdapter
 from keymon.exchanges.gate import GateAdapter
 from keymon.exchanges.htx import HtxAdapter
 from keymon.exchanges.kucoin import KucoinAdapter
 from keymon.exchanges.mexc import MexcAdapter
 from keymon.exchanges.okx import OkxAdapter
+from keymon.exchanges.xt import XtAdapter
 
 EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "binance": BinanceAdapter,
@@ -26,6 +28,8 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "okx": OkxAdapter,
     "gate": GateAdapter,
     "mexc": MexcAdapter,
+    "bitmart": BitmartAdapter,
+    "xt": XtAdapter,
 }
 
 __all__ = [

@@ -132,6 +132,11 @@ class LivenessAdapter:
         """Query (GET) or form (POST) parameters of the probe, before signing."""
         return {}
 
+    def probe_body(self, key: Any) -> bytes | None:
+        """A JSON body for the probe (sent as ``application/json``), or None to send
+        :meth:`probe_params` instead (query for GET, form for POST)."""
+        return None
+
     def parse_server_time(self, body: Any) -> float | None:
         """The server time in ms from the time endpoint's answer, or None if absent."""
         return None
@@ -205,7 +210,13 @@ class LivenessAdapter:
 
     async def _call(self, key: KeyBase) -> None:
         method, path = self.probe
-        await self._send(method, path, auth=self.auth(key), params=self.probe_params(key))
+        await self._send(
+            method,
+            path,
+            auth=self.auth(key),
+            params=self.probe_params(key),
+            json_body=self.probe_body(key),
+        )
 
     async def _send(
         self,
@@ -214,12 +225,21 @@ class LivenessAdapter:
         *,
         auth: httpx.Auth,
         params: Mapping[str, str] | None = None,
+        json_body: bytes | None = None,
     ) -> Any:
         await self._gate.acquire(self.name, self.weights.get(path, 1))
         started = self._monotonic()
         try:
             if method == "GET":
                 response = await self._client.get(path, params=params or None, auth=auth)
+            elif json_body is not None:
+                response = await self._client.request(
+                    method,
+                    path,
+                    content=json_body,
+                    headers={"Content-Type": "application/json"},
+                    auth=auth,
+                )
             else:
                 response = await self._client.request(method, path, data=params, auth=auth)
         except httpx.HTTPError as exc:

@@ -17,6 +17,7 @@ from keymon.simulator.binance import (
     verify_hmac,
 )
 from keymon.simulator.bitget import BitgetSimulator
+from keymon.simulator.bitmart import BitmartSimulator
 from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
@@ -32,6 +33,7 @@ from keymon.simulator.server import (
     SimulatorSyncTransport,
     serve_in_thread,
 )
+from keymon.simulator.xt import XtSimulator
 
 #: Every simulated exchange by its keymon name (``exchange:`` in the configuration).
 SIMULATORS: dict[str, type[Any]] = {
@@ -43,6 +45,8 @@ SIMULATORS: dict[str, type[Any]] = {
     "htx": HtxSimulator,
     "gate": GateSimulator,
     "mexc": MexcSimulator,
+    "bitmart": BitmartSimulator,
+    "xt": XtSimulator,
 }
 
 __all__ = [
@@ -51,6 +55,7 @@ __all__ = [
     "SIMULATORS",
     "BinanceSimulator",
     "BitgetSimulator",
+    "BitmartSimulator",
     "BybitSimulator",
     "GateSimulator",
     "Handler",
@@ -63,6 +68,7 @@ __all__ = [
     "SimulatorAsyncTransport",
     "SimulatorServer",
     "SimulatorSyncTransport",
+    "XtSimulator",
     "serve_in_thread",
     "signed_payload",
     "verify_hmac",

@@ -27,8 +27,10 @@ from keymon.cli import check
 from keymon.config import Settings, load
 from keymon.model import AuditResult, Coverage, Reason, Rule
 from keymon.simulator.binance import BinanceSimulator
+from keymon.simulator.bitmart import BitmartSimulator
 from keymon.simulator.liveness import LivenessSimulator
 from keymon.simulator.mexc import MexcSimulator
+from keymon.simulator.xt import XtSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock
 
 #: The address a refused key is bound to instead of the client's (127.0.0.1).
@@ -61,6 +63,23 @@ VENUES: dict[str, LivenessVenue] = {
     venue.name: venue
     for venue in (
         LivenessVenue("mexc", lambda c: MexcSimulator(clock=c), "mx0contractKey01", "mexcSecret01"),
+        LivenessVenue(
+            "bitmart",
+            lambda c: BitmartSimulator(clock=c),
+            "bmContractKey01",
+            "bitmartSecret01",
+            key_extra={"memo": "bitmartMemo01"},
+            add_args=("bitmartMemo01",),
+            names_refused_ip=False,
+            states={"frozen": "frozen", "expired": "expir", "disabled": "forbidden"},
+        ),
+        LivenessVenue(
+            "xt",
+            lambda c: XtSimulator(clock=c),
+            "xtContractKey01",
+            "xtSecret01",
+            names_refused_ip=False,
+        ),
     )
 }
 

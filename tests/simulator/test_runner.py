@@ -32,12 +32,14 @@ CREDENTIALS = {
     "secret": "runnerSecret0001",
     "passphrase": "runnerPassphrase",
     "uid": "778899",
+    "memo": "runnerMemo0001",
 }
 CONFIG_FIELD = {
     "api_key": "api_key",
     "secret": "api_secret",
     "passphrase": "passphrase",
     "uid": "uid",
+    "memo": "memo",
 }
 OTHERS = sorted(name for name in SIMULATORS if name != "binance")
 
