@@ -10,10 +10,12 @@ from __future__ import annotations
 from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGate, build_client
 from keymon.exchanges.binance import BinanceAdapter
 from keymon.exchanges.bitget import BitgetAdapter
+from keymon.exchanges.bitrue import BitrueAdapter
 from keymon.exchanges.bybit import BybitAdapter
 from keymon.exchanges.gate import GateAdapter
 from keymon.exchanges.htx import HtxAdapter
 from keymon.exchanges.kucoin import KucoinAdapter
+from keymon.exchanges.lbank import LbankAdapter
 from keymon.exchanges.mexc import MexcAdapter
 from keymon.exchanges.okx import OkxAdapter
 
@@ -26,17 +28,21 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "okx": OkxAdapter,
     "gate": GateAdapter,
     "mexc": MexcAdapter,
+    "bitrue": BitrueAdapter,
+    "lbank": LbankAdapter,
 }
 
 __all__ = [
     "EXCHANGES",
     "BinanceAdapter",
     "BitgetAdapter",
+    "BitrueAdapter",
     "BybitAdapter",
     "ExchangeAdapter",
     "GateAdapter",
     "HtxAdapter",
     "KucoinAdapter",
+    "LbankAdapter",
     "MexcAdapter",
     "OkxAdapter",
     "ReadOnlyTransport",

@@ -17,10 +17,12 @@ from keymon.simulator.binance import (
     verify_hmac,
 )
 from keymon.simulator.bitget import BitgetSimulator
+from keymon.simulator.bitrue import BitrueSimulator
 from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
 from keymon.simulator.kucoin import KucoinSimulator
+from keymon.simulator.lbank import LbankSimulator
 from keymon.simulator.mexc import MexcSimulator
 from keymon.simulator.okx import OkxSimulator
 from keymon.simulator.server import (
@@ -43,6 +45,8 @@ SIMULATORS: dict[str, type[Any]] = {
     "htx": HtxSimulator,
     "gate": GateSimulator,
     "mexc": MexcSimulator,
+    "bitrue": BitrueSimulator,
+    "lbank": LbankSimulator,
 }
 
 __all__ = [
@@ -51,11 +55,13 @@ __all__ = [
     "SIMULATORS",
     "BinanceSimulator",
     "BitgetSimulator",
+    "BitrueSimulator",
     "BybitSimulator",
     "GateSimulator",
     "Handler",
     "HtxSimulator",
     "KucoinSimulator",
+    "LbankSimulator",
     "LoggedRequest",
     "MexcSimulator",
     "OkxSimulator",
