@@ -253,12 +253,17 @@ def test_adapter_declares_read_only_endpoints_and_weight() -> None:
 )
 async def test_allowlist_refuses_anything_else(method: str, url: str) -> None:
     sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
     client = build_client(
         exchange="bitrue",
         base_url="https://openapi.bitrue.com",
         allowlist=BitrueAdapter.read_only_endpoints,
         timeout=5,
-        transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200)),
+        transport=httpx.MockTransport(handler),
     )
     async with client:
         with pytest.raises(ForbiddenRequest, match="read-only allowlist"):
