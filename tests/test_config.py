@@ -29,6 +29,8 @@ from keymon.config import (
     BinanceSettings,
     BitgetKey,
     BitgetSettings,
+    BitrueKey,
+    BitrueSettings,
     BybitSettings,
     ExchangesSettings,
     GateKey,
@@ -36,6 +38,8 @@ from keymon.config import (
     HtxSettings,
     KucoinKey,
     KucoinSettings,
+    LbankKey,
+    LbankSettings,
     LoadedConfig,
     LogSettings,
     NotifySettings,
@@ -47,6 +51,7 @@ from keymon.config import (
     load,
 )
 from keymon.errors import ConfigError
+from keymon.exchanges import EXCHANGES
 from keymon.model import Severity
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,14 +208,16 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
         "invalid-exchange-unknown.yaml",
         (
             "keys[0].exchange: unknown exchange 'kraken2' "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, mexc, bitmart, "
+            "bitrue, xt, lbank, coinstore, biconomy)",
         ),
     ),
     (
         "invalid-exchange-missing.yaml",
         (
             "keys[0].exchange: exchange is missing "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, mexc, bitmart, "
+            "bitrue, xt, lbank, coinstore, biconomy)",
         ),
     ),
     (
@@ -1083,6 +1090,10 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "ACME_OKX_PASSPHRASE",
         "GLOBEX_HTX_KEY",
         "GLOBEX_HTX_SECRET",
+        "ACME_BITRUE_KEY",
+        "ACME_BITRUE_SECRET",
+        "ACME_LBANK_KEY",
+        "ACME_LBANK_SECRET",
     ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
     monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
@@ -1104,8 +1115,13 @@ def test_example_yaml_loads_without_warnings(
         "initech-kucoin-spot",
         "acme-okx-main",
         "globex-htx-spot",
+        "acme-bitrue-spot",
+        "acme-lbank-spot",
     ]
-    acme, globex, bitget, gate, kucoin, okx, htx = s.keys
+    acme, globex, bitget, gate, kucoin, okx, htx, bitrue, lbank = s.keys
+    assert isinstance(bitrue, BitrueKey)
+    assert isinstance(lbank, LbankKey)
+    assert lbank.api_secret.get() == "example-acme_lbank_secret"
     assert isinstance(htx, HtxKey)
     assert htx.uid == "12345678"
     assert isinstance(gate, GateKey)
@@ -1128,7 +1144,9 @@ def test_example_yaml_sets_every_field() -> None:
     assert set(raw) == set(Settings.model_fields)
     assert set(raw["log"]) == set(LogSettings.model_fields)
     assert set(raw["audit"]) == set(AuditSettings.model_fields)
-    assert set(raw["exchanges"]) == set(ExchangesSettings.model_fields)
+    # Every exchange keymon audits has its section (a settings model may precede its adapter).
+    assert set(raw["exchanges"]) == set(EXCHANGES)
+    assert set(raw["exchanges"]) <= set(ExchangesSettings.model_fields)
     assert set(raw["exchanges"]["binance"]) == set(BinanceSettings.model_fields)
     assert set().union(*raw["policies"].values()) == set(Policy.model_fields)
     assert set(raw["exchanges"]["bybit"]) == set(BybitSettings.model_fields)
@@ -1136,6 +1154,8 @@ def test_example_yaml_sets_every_field() -> None:
     assert set(raw["exchanges"]["kucoin"]) == set(KucoinSettings.model_fields)
     assert set(raw["exchanges"]["okx"]) == set(OkxSettings.model_fields)
     assert set(raw["exchanges"]["htx"]) == set(HtxSettings.model_fields)
+    assert set(raw["exchanges"]["bitrue"]) == set(BitrueSettings.model_fields)
+    assert set(raw["exchanges"]["lbank"]) == set(LbankSettings.model_fields)
     assert set().union(*raw["keys"]) == (
         set(BinanceKey.model_fields)
         | set(BitgetKey.model_fields)
