@@ -26,31 +26,26 @@ from keymon import cli
 from keymon.config import (
     AuditSettings,
     BinanceKey,
-    BinanceSettings,
     BitgetKey,
-    BitgetSettings,
     BitmartKey,
-    BitmartSettings,
-    BybitSettings,
+    BitrueKey,
     ExchangesSettings,
     GateKey,
     HtxKey,
-    HtxSettings,
     KucoinKey,
-    KucoinSettings,
+    LbankKey,
     LoadedConfig,
     LogSettings,
     NotifySettings,
     OkxKey,
-    OkxSettings,
     Policy,
     Settings,
     XtKey,
-    XtSettings,
     key_secrets,
     load,
 )
 from keymon.errors import ConfigError
+from keymon.exchanges import EXCHANGES
 from keymon.model import Severity
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,14 +202,16 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
         "invalid-exchange-unknown.yaml",
         (
             "keys[0].exchange: unknown exchange 'kraken2' "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, mexc, bitmart, "
+            "bitrue, xt, lbank, coinstore, biconomy)",
         ),
     ),
     (
         "invalid-exchange-missing.yaml",
         (
             "keys[0].exchange: exchange is missing "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, mexc, bitmart, "
+            "bitrue, xt, lbank, coinstore, biconomy)",
         ),
     ),
     (
@@ -1092,6 +1089,10 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "ACME_BITMART_MEMO",
         "GLOBEX_XT_KEY",
         "GLOBEX_XT_SECRET",
+        "ACME_BITRUE_KEY",
+        "ACME_BITRUE_SECRET",
+        "ACME_LBANK_KEY",
+        "ACME_LBANK_SECRET",
     ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
     monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
@@ -1105,7 +1106,9 @@ def test_example_yaml_loads_without_warnings(
     loaded = load(write(tmp_path, _example_text(tmp_path, monkeypatch)))
     assert loaded.warnings == ()
     s = loaded.settings
-    assert [k.name for k in s.keys] == [
+    keys = {k.name: k for k in s.keys}
+    assert len(keys) == len(s.keys)
+    assert set(keys) == {
         "acme-binance-main",
         "globex-binance-futures",
         "initech-bitget-spot",
@@ -1115,11 +1118,24 @@ def test_example_yaml_loads_without_warnings(
         "globex-htx-spot",
         "acme-bitmart-spot",
         "globex-xt-spot",
-    ]
-    acme, globex, bitget, gate, kucoin, okx, htx, bitmart, xt = s.keys
+        "acme-bitrue-spot",
+        "acme-lbank-spot",
+    }
+    acme, globex = keys["acme-binance-main"], keys["globex-binance-futures"]
+    bitget, gate, kucoin = (
+        keys["initech-bitget-spot"],
+        keys["initech-gate-spot"],
+        keys["initech-kucoin-spot"],
+    )
+    okx, htx = keys["acme-okx-main"], keys["globex-htx-spot"]
+    bitmart, xt = keys["acme-bitmart-spot"], keys["globex-xt-spot"]
+    bitrue, lbank = keys["acme-bitrue-spot"], keys["acme-lbank-spot"]
     assert isinstance(bitmart, BitmartKey)
     assert bitmart.memo.get() == "example-acme_bitmart_memo"
     assert isinstance(xt, XtKey)
+    assert isinstance(bitrue, BitrueKey)
+    assert isinstance(lbank, LbankKey)
+    assert lbank.api_secret.get() == "example-acme_lbank_secret"
     assert isinstance(htx, HtxKey)
     assert htx.uid == "12345678"
     assert isinstance(gate, GateKey)
@@ -1142,16 +1158,14 @@ def test_example_yaml_sets_every_field() -> None:
     assert set(raw) == set(Settings.model_fields)
     assert set(raw["log"]) == set(LogSettings.model_fields)
     assert set(raw["audit"]) == set(AuditSettings.model_fields)
-    assert set(raw["exchanges"]) == set(ExchangesSettings.model_fields)
-    assert set(raw["exchanges"]["binance"]) == set(BinanceSettings.model_fields)
+    # Every exchange keymon audits has its section (a settings model may precede its adapter).
+    assert set(raw["exchanges"]) == set(EXCHANGES)
+    assert set(raw["exchanges"]) <= set(ExchangesSettings.model_fields)
     assert set().union(*raw["policies"].values()) == set(Policy.model_fields)
-    assert set(raw["exchanges"]["bybit"]) == set(BybitSettings.model_fields)
-    assert set(raw["exchanges"]["bitget"]) == set(BitgetSettings.model_fields)
-    assert set(raw["exchanges"]["kucoin"]) == set(KucoinSettings.model_fields)
-    assert set(raw["exchanges"]["okx"]) == set(OkxSettings.model_fields)
-    assert set(raw["exchanges"]["htx"]) == set(HtxSettings.model_fields)
-    assert set(raw["exchanges"]["bitmart"]) == set(BitmartSettings.model_fields)
-    assert set(raw["exchanges"]["xt"]) == set(XtSettings.model_fields)
+    for name, section in raw["exchanges"].items():
+        model = ExchangesSettings.model_fields[name].annotation
+        assert model is not None
+        assert set(section) == set(model.model_fields), name
     assert set().union(*raw["keys"]) == (
         set(BinanceKey.model_fields)
         | set(BitgetKey.model_fields)

@@ -11,10 +11,12 @@ from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGat
 from keymon.exchanges.binance import BinanceAdapter
 from keymon.exchanges.bitget import BitgetAdapter
 from keymon.exchanges.bitmart import BitmartAdapter
+from keymon.exchanges.bitrue import BitrueAdapter
 from keymon.exchanges.bybit import BybitAdapter
 from keymon.exchanges.gate import GateAdapter
 from keymon.exchanges.htx import HtxAdapter
 from keymon.exchanges.kucoin import KucoinAdapter
+from keymon.exchanges.lbank import LbankAdapter
 from keymon.exchanges.mexc import MexcAdapter
 from keymon.exchanges.okx import OkxAdapter
 from keymon.exchanges.xt import XtAdapter
@@ -30,17 +32,21 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "mexc": MexcAdapter,
     "bitmart": BitmartAdapter,
     "xt": XtAdapter,
+    "bitrue": BitrueAdapter,
+    "lbank": LbankAdapter,
 }
 
 __all__ = [
     "EXCHANGES",
     "BinanceAdapter",
     "BitgetAdapter",
+    "BitrueAdapter",
     "BybitAdapter",
     "ExchangeAdapter",
     "GateAdapter",
     "HtxAdapter",
     "KucoinAdapter",
+    "LbankAdapter",
     "MexcAdapter",
     "OkxAdapter",
     "ReadOnlyTransport",

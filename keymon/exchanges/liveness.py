@@ -67,6 +67,10 @@ class Kind(enum.Enum):
     IP_REFUSED = "ip_refused"
     #: The request's timestamp fell outside the exchange's window.
     CLOCK = "clock"
+    #: The key *or* the timestamp was refused, and the exchange does not say which (Bitrue
+    #: -1022): keymon re-syncs and retries once, then decides from how well it knows the
+    #: server's time (:attr:`LivenessAdapter.stamp_tolerance_ms`).
+    KEY_OR_CLOCK = "key_or_clock"
     RATE_LIMITED = "rate_limited"
     BANNED = "banned"
     UNAVAILABLE = "unavailable"
@@ -90,6 +94,10 @@ class LivenessAdapter:
     ip_limit_headers: ClassVar[Mapping[str, int]] = {}
     #: Exchange error code -> (what it means, the cause an operator reads).
     codes: ClassVar[Mapping[int | str, tuple[Kind, str]]] = {}
+    #: How far off keymon's stamp may be before the exchange refuses it, in ms (for
+    #: :attr:`Kind.KEY_OR_CLOCK`): a persisting refusal reads as the key's only if the last
+    #: sync's round trip bounds keymon's error within this.
+    stamp_tolerance_ms: ClassVar[float] = 1000.0
 
     def __init__(
         self,
@@ -108,6 +116,7 @@ class LivenessAdapter:
         self._gate = gate or RequestGate()
         self._observer = observer
         self._offset_ms = 0.0
+        self._sync_rtt_ms: float | None = None
         self._next_sync: float | None = None
         self._sync_lock = asyncio.Lock()
 
@@ -145,6 +154,11 @@ class LivenessAdapter:
         """(code, message) when the answer is an exchange error; None when it is a success."""
         return None
 
+    def probe_raw(self, body: Any) -> Mapping[str, Any]:
+        """What of the accepted probe's answer to keep in ``facts.raw`` (never values that
+        could be secret or be read as the key's permissions); nothing by default."""
+        return {}
+
     # ------------------------------------------------------------------ shared machinery
 
     @property
@@ -165,17 +179,24 @@ class LivenessAdapter:
         """Make the liveness call; the key was accepted if this returns."""
         await self._ensure_synced()
         try:
-            await self._call(key)
+            body = await self._call(key)
         except ExchangeClockError:
             if self.time_path is None:
                 raise
             await self._ensure_synced(force=True)
-            await self._call(key)
+            body = await self._call(key)
+        except _KeyOrClock as first:
+            if self.time_path is None:
+                raise first.rejected from None
+            await self._ensure_synced(force=True)
+            try:
+                body = await self._call(key)
+            except _KeyOrClock as again:
+                raise self._resolve_key_or_clock(again) from None
         method, path = self.probe
-        return KeyFacts(
-            coverage=Coverage.LIVENESS,
-            raw={"liveness": {"endpoint": f"{method} {path}", "accepted": True}},
-        )
+        liveness: dict[str, Any] = {"endpoint": f"{method} {path}", "accepted": True}
+        liveness.update(self.probe_raw(body))
+        return KeyFacts(coverage=Coverage.LIVENESS, raw={"liveness": liveness})
 
     async def sync_time(self) -> None:
         """Measure the offset between the local clock and the exchange's server time."""
@@ -191,6 +212,7 @@ class LivenessAdapter:
             )
         # Assume the server read its clock halfway through the round trip.
         self._offset_ms = server - (sent + received) / 2 * 1000
+        self._sync_rtt_ms = (received - sent) * 1000
         self._next_sync = self._monotonic() + self._settings.time_sync_interval.total_seconds()
         log.debug("clock_synced", exchange=self.name, offset_ms=round(self._offset_ms, 1))
 
@@ -204,13 +226,14 @@ class LivenessAdapter:
                 await self.sync_time()
             except ExchangeError as exc:
                 # Keep the last offset: the signed call will say whether it matters.
+                self._sync_rtt_ms = None
                 log.warning("clock_sync_failed", exchange=self.name, reason=str(exc.reason))
                 interval = self._settings.time_sync_interval.total_seconds()
                 self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
 
-    async def _call(self, key: KeyBase) -> None:
+    async def _call(self, key: KeyBase) -> Any:
         method, path = self.probe
-        await self._send(
+        return await self._send(
             method,
             path,
             auth=self.auth(key),
@@ -329,6 +352,15 @@ class LivenessAdapter:
             if refused_ip:
                 text += f"; {self.name} refused egress IP {refused_ip}"
             return ExchangeAuthError(text, exchange=self.name, code=code, refused_ip=refused_ip)
+        if kind is Kind.KEY_OR_CLOCK:
+            return _KeyOrClock(
+                ExchangeAuthError(
+                    f"{self.name} rejects the key ({detail}): {cause}",
+                    exchange=self.name,
+                    code=code,
+                ),
+                exchange=self.name,
+            )
         if kind is Kind.CLOCK:
             return ExchangeClockError(
                 f"{detail} ({cause}; local clock offset {self._offset_ms:+.0f} ms after sync)",
@@ -348,6 +380,41 @@ class LivenessAdapter:
                 retry_after=retry_after,
             )
         return ExchangeUnavailable(f"{detail} ({cause})", exchange=self.name, code=code)
+
+    def _resolve_key_or_clock(self, error: _KeyOrClock) -> ExchangeError:
+        """A refusal that names neither the key nor the clock, persisting after a re-sync.
+
+        If the re-sync succeeded with a round trip that bounds keymon's stamp within
+        :attr:`stamp_tolerance_ms` of the server's clock, the stamp was good and the refusal
+        is the key's (wrong secret, deleted or unusable key). Otherwise keymon cannot vouch
+        for its own stamp, and says clock skew: the one cause it could not rule out.
+        """
+        rejected = error.rejected
+        rtt = self._sync_rtt_ms
+        if rtt is not None and rtt / 2 < self.stamp_tolerance_ms:
+            return ExchangeAuthError(
+                f"{rejected.message}; refused again after keymon re-synced with the server's "
+                f"clock (round trip {rtt:.0f} ms), so the stamp was in time and the key itself "
+                "is refused",
+                exchange=self.name,
+                code=rejected.code,
+            )
+        measured = f"round trip {rtt:.0f} ms" if rtt is not None else "the time endpoint failed"
+        return ExchangeClockError(
+            f"{self.name} {rejected.code}: the signature or the timestamp was refused, and "
+            f"keymon cannot vouch for its stamp ({measured}; {self.name} allows about "
+            f"{self.stamp_tolerance_ms:.0f} ms): check this host's clock before the key",
+            exchange=self.name,
+            code=rejected.code,
+        )
+
+
+class _KeyOrClock(ExchangeError):
+    """Internal: a refusal that may be the key's or the clock's, resolved in ``audit``."""
+
+    def __init__(self, rejected: ExchangeAuthError, *, exchange: str) -> None:
+        super().__init__(rejected.message, exchange=exchange, code=rejected.code)
+        self.rejected = rejected
 
 
 class _SendTime(httpx.Auth):

@@ -18,10 +18,12 @@ from keymon.simulator.binance import (
 )
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bitmart import BitmartSimulator
+from keymon.simulator.bitrue import BitrueSimulator
 from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
 from keymon.simulator.kucoin import KucoinSimulator
+from keymon.simulator.lbank import LbankSimulator
 from keymon.simulator.mexc import MexcSimulator
 from keymon.simulator.okx import OkxSimulator
 from keymon.simulator.server import (
@@ -47,6 +49,8 @@ SIMULATORS: dict[str, type[Any]] = {
     "mexc": MexcSimulator,
     "bitmart": BitmartSimulator,
     "xt": XtSimulator,
+    "bitrue": BitrueSimulator,
+    "lbank": LbankSimulator,
 }
 
 __all__ = [
@@ -56,11 +60,13 @@ __all__ = [
     "BinanceSimulator",
     "BitgetSimulator",
     "BitmartSimulator",
+    "BitrueSimulator",
     "BybitSimulator",
     "GateSimulator",
     "Handler",
     "HtxSimulator",
     "KucoinSimulator",
+    "LbankSimulator",
     "LoggedRequest",
     "MexcSimulator",
     "OkxSimulator",

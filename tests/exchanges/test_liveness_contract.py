@@ -28,6 +28,8 @@ from keymon.config import Settings, load
 from keymon.model import AuditResult, Coverage, Reason, Rule
 from keymon.simulator.binance import BinanceSimulator
 from keymon.simulator.bitmart import BitmartSimulator
+from keymon.simulator.bitrue import BitrueSimulator
+from keymon.simulator.lbank import LbankSimulator
 from keymon.simulator.liveness import LivenessSimulator
 from keymon.simulator.mexc import MexcSimulator
 from keymon.simulator.xt import XtSimulator
@@ -78,6 +80,22 @@ VENUES: dict[str, LivenessVenue] = {
             lambda c: XtSimulator(clock=c),
             "xtContractKey01",
             "xtSecret01",
+            names_refused_ip=False,
+        ),
+        # Bitrue's "Ip limit" names no IP; its -1022 covers every unusable key state.
+        LivenessVenue(
+            "bitrue",
+            lambda c: BitrueSimulator(clock=c),
+            "btrContractKey01",
+            "bitrueSecret01",
+            names_refused_ip=False,
+        ),
+        # LBank documents no code for a refused IP (its 10022 names none) nor for key states.
+        LivenessVenue(
+            "lbank",
+            lambda c: LbankSimulator(clock=c),
+            "lbk-contract-key-01",
+            "lbankSecret01",
             names_refused_ip=False,
         ),
     )
