@@ -8,9 +8,11 @@ parameters and a row in the README's exchange table.
 from __future__ import annotations
 
 from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGate, build_client
+from keymon.exchanges.biconomy import BiconomyAdapter
 from keymon.exchanges.binance import BinanceAdapter
 from keymon.exchanges.bitget import BitgetAdapter
 from keymon.exchanges.bybit import BybitAdapter
+from keymon.exchanges.coinstore import CoinstoreAdapter
 from keymon.exchanges.gate import GateAdapter
 from keymon.exchanges.htx import HtxAdapter
 from keymon.exchanges.kucoin import KucoinAdapter
@@ -26,13 +28,17 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "okx": OkxAdapter,
     "gate": GateAdapter,
     "mexc": MexcAdapter,
+    "coinstore": CoinstoreAdapter,
+    "biconomy": BiconomyAdapter,
 }
 
 __all__ = [
     "EXCHANGES",
+    "BiconomyAdapter",
     "BinanceAdapter",
     "BitgetAdapter",
     "BybitAdapter",
+    "CoinstoreAdapter",
     "ExchangeAdapter",
     "GateAdapter",
     "HtxAdapter",

@@ -90,6 +90,8 @@ class LivenessAdapter:
     ip_limit_headers: ClassVar[Mapping[str, int]] = {}
     #: Exchange error code -> (what it means, the cause an operator reads).
     codes: ClassVar[Mapping[int | str, tuple[Kind, str]]] = {}
+    #: How a POST probe carries :meth:`probe_params`: a form ("form") or a JSON object ("json").
+    body_format: ClassVar[str] = "form"
 
     def __init__(
         self,
@@ -220,6 +222,15 @@ class LivenessAdapter:
         try:
             if method == "GET":
                 response = await self._client.get(path, params=params or None, auth=auth)
+            elif self.body_format == "json":
+                # The exact bytes are what the exchange signs over: built here, not by httpx.
+                response = await self._client.request(
+                    method,
+                    path,
+                    content=json.dumps(dict(params or {})).encode(),
+                    headers={"Content-Type": "application/json"},
+                    auth=auth,
+                )
             else:
                 response = await self._client.request(method, path, data=params, auth=auth)
         except httpx.HTTPError as exc:

@@ -9,6 +9,7 @@ simulator in-process through an httpx transport, on a real local port (`Simulato
 
 from typing import Any
 
+from keymon.simulator.biconomy import BiconomySimulator
 from keymon.simulator.binance import (
     API_KEY_HEADER,
     BinanceSimulator,
@@ -18,6 +19,7 @@ from keymon.simulator.binance import (
 )
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
+from keymon.simulator.coinstore import CoinstoreSimulator
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
 from keymon.simulator.kucoin import KucoinSimulator
@@ -43,15 +45,19 @@ SIMULATORS: dict[str, type[Any]] = {
     "htx": HtxSimulator,
     "gate": GateSimulator,
     "mexc": MexcSimulator,
+    "coinstore": CoinstoreSimulator,
+    "biconomy": BiconomySimulator,
 }
 
 __all__ = [
     "ADMIN_PREFIX",
     "API_KEY_HEADER",
     "SIMULATORS",
+    "BiconomySimulator",
     "BinanceSimulator",
     "BitgetSimulator",
     "BybitSimulator",
+    "CoinstoreSimulator",
     "GateSimulator",
     "Handler",
     "HtxSimulator",

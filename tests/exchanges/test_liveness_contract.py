@@ -26,7 +26,9 @@ from keymon.audit import Auditor
 from keymon.cli import check
 from keymon.config import Settings, load
 from keymon.model import AuditResult, Coverage, Reason, Rule
+from keymon.simulator.biconomy import BiconomySimulator
 from keymon.simulator.binance import BinanceSimulator
+from keymon.simulator.coinstore import CoinstoreSimulator
 from keymon.simulator.liveness import LivenessSimulator
 from keymon.simulator.mexc import MexcSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock
@@ -61,6 +63,27 @@ VENUES: dict[str, LivenessVenue] = {
     venue.name: venue
     for venue in (
         LivenessVenue("mexc", lambda c: MexcSimulator(clock=c), "mx0contractKey01", "mexcSecret01"),
+        LivenessVenue(
+            "coinstore",
+            lambda c: CoinstoreSimulator(clock=c),
+            "cs0contractKey01",
+            "coinstoreSecret01",
+            # 1401 "Unauthorized" covers an unbound IP without naming it.
+            names_refused_ip=False,
+            no_clock_error=(
+                "Coinstore documents no window for X-CS-EXPIRES nor an answer to a stale one, "
+                "and no server time to compare with: keymon cannot report its clock skew"
+            ),
+        ),
+        LivenessVenue(
+            "biconomy",
+            lambda c: BiconomySimulator(clock=c),
+            "bc0contractKey01",
+            "biconomySecret01",
+            # Biconomy documents no code for a refused IP: the answer names nothing.
+            names_refused_ip=False,
+            no_clock_error="Biconomy signs no timestamp: there is no clock window to miss",
+        ),
     )
 }
 
