@@ -25,11 +25,15 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from keymon import cli
 from keymon.config import (
     AuditSettings,
+    BiconomyKey,
+    BiconomySettings,
     BinanceKey,
     BinanceSettings,
     BitgetKey,
     BitgetSettings,
     BybitSettings,
+    CoinstoreKey,
+    CoinstoreSettings,
     ExchangesSettings,
     GateKey,
     HtxKey,
@@ -1083,6 +1087,10 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "ACME_OKX_PASSPHRASE",
         "GLOBEX_HTX_KEY",
         "GLOBEX_HTX_SECRET",
+        "ACME_COINSTORE_KEY",
+        "ACME_COINSTORE_SECRET",
+        "ACME_BICONOMY_KEY",
+        "ACME_BICONOMY_SECRET",
     ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
     monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
@@ -1104,8 +1112,14 @@ def test_example_yaml_loads_without_warnings(
         "initech-kucoin-spot",
         "acme-okx-main",
         "globex-htx-spot",
+        "acme-coinstore-spot",
+        "acme-biconomy-spot",
     ]
-    acme, globex, bitget, gate, kucoin, okx, htx = s.keys
+    acme, globex, bitget, gate, kucoin, okx, htx, coinstore, biconomy = s.keys
+    assert isinstance(coinstore, CoinstoreKey)
+    assert coinstore.api_secret.get() == "example-acme_coinstore_secret"
+    assert isinstance(biconomy, BiconomyKey)
+    assert biconomy.api_key.get() == "example-acme_biconomy_key"
     assert isinstance(htx, HtxKey)
     assert htx.uid == "12345678"
     assert isinstance(gate, GateKey)
@@ -1136,12 +1150,16 @@ def test_example_yaml_sets_every_field() -> None:
     assert set(raw["exchanges"]["kucoin"]) == set(KucoinSettings.model_fields)
     assert set(raw["exchanges"]["okx"]) == set(OkxSettings.model_fields)
     assert set(raw["exchanges"]["htx"]) == set(HtxSettings.model_fields)
+    assert set(raw["exchanges"]["coinstore"]) == set(CoinstoreSettings.model_fields)
+    assert set(raw["exchanges"]["biconomy"]) == set(BiconomySettings.model_fields)
     assert set().union(*raw["keys"]) == (
         set(BinanceKey.model_fields)
         | set(BitgetKey.model_fields)
         | set(KucoinKey.model_fields)
         | set(OkxKey.model_fields)
         | set(HtxKey.model_fields)
+        | set(CoinstoreKey.model_fields)
+        | set(BiconomyKey.model_fields)
     )
     assert set(raw["notify"]) == set(NotifySettings.model_fields)
     secrets = [s for k in raw["keys"] for s in (k["api_key"], k["api_secret"])]
