@@ -207,14 +207,16 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
         "invalid-exchange-unknown.yaml",
         (
             "keys[0].exchange: unknown exchange 'kraken2' "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, mexc, bitmart, bitrue, "
+            "xt, lbank, coinstore, biconomy)",
         ),
     ),
     (
         "invalid-exchange-missing.yaml",
         (
             "keys[0].exchange: exchange is missing "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, mexc, bitmart, bitrue, "
+            "xt, lbank, coinstore, biconomy)",
         ),
     ),
     (
