@@ -851,7 +851,7 @@ def test_check_mixes_exchanges(
         "bitget": bitget.transport(),
         "okx": okx.transport(),
     }
-    status = check(path, fmt="json", transport_factory=transports.__getitem__)
+    status = check(path, fmt="json", transport_factory=transports.get)
     out, _ = capsys.readouterr()
     assert status == 2  # the Bybit key can withdraw
     assert BYBIT_SECRET not in out
