@@ -97,7 +97,9 @@ class BiconomyAdapter(LivenessAdapter):
     def error_code(self, response: httpx.Response, body: Any) -> tuple[int | str, str] | None:
         """Biconomy answers ``{"code": 0, "message": "successful", "result": {...}}``."""
         if not isinstance(body, dict):
-            return None
+            if response.status_code != httpx.codes.OK:
+                return None
+            return "missing", "an answer that is not a JSON object"
         code = body.get("code")
         if isinstance(code, bool) or not isinstance(code, int):
             if response.status_code != httpx.codes.OK:

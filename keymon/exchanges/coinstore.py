@@ -108,7 +108,9 @@ class CoinstoreAdapter(LivenessAdapter):
     def error_code(self, response: httpx.Response, body: Any) -> tuple[int | str, str] | None:
         """Coinstore answers ``{"code": 0, "data": [...]}``; anything else is an error."""
         if not isinstance(body, dict):
-            return None
+            if response.status_code != httpx.codes.OK:
+                return None
+            return "missing", "an answer that is not a JSON object"
         code = _int_code(body.get("code"))
         if code == 0 and response.status_code == httpx.codes.OK:
             return None

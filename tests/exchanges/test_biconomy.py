@@ -108,6 +108,7 @@ async def test_sends_exactly_the_documented_request() -> None:
         (502, b"<html>", Reason.EXCHANGE_UNAVAILABLE, None),
         (200, b"{trunc", Reason.BAD_RESPONSE, None),
         (200, {"result": {}}, Reason.BAD_RESPONSE, "missing"),
+        (200, [], Reason.BAD_RESPONSE, "missing"),
     ],
     ids=[
         "invalid-parameter",
@@ -121,6 +122,7 @@ async def test_sends_exactly_the_documented_request() -> None:
         "502",
         "truncated",
         "no-code",
+        "not-an-object",
     ],
 )
 async def test_errors_are_classified(
