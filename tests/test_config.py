@@ -25,10 +25,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from keymon import cli
 from keymon.config import (
     AuditSettings,
+    BiconomyKey,
     BinanceKey,
     BitgetKey,
     BitmartKey,
     BitrueKey,
+    CoinstoreKey,
     ExchangesSettings,
     GateKey,
     HtxKey,
@@ -1093,6 +1095,10 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "ACME_BITRUE_SECRET",
         "ACME_LBANK_KEY",
         "ACME_LBANK_SECRET",
+        "ACME_COINSTORE_KEY",
+        "ACME_COINSTORE_SECRET",
+        "ACME_BICONOMY_KEY",
+        "ACME_BICONOMY_SECRET",
     ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
     monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
@@ -1120,6 +1126,8 @@ def test_example_yaml_loads_without_warnings(
         "globex-xt-spot",
         "acme-bitrue-spot",
         "acme-lbank-spot",
+        "acme-coinstore-spot",
+        "acme-biconomy-spot",
     }
     acme, globex = keys["acme-binance-main"], keys["globex-binance-futures"]
     bitget, gate, kucoin = (
@@ -1136,6 +1144,11 @@ def test_example_yaml_loads_without_warnings(
     assert isinstance(bitrue, BitrueKey)
     assert isinstance(lbank, LbankKey)
     assert lbank.api_secret.get() == "example-acme_lbank_secret"
+    coinstore, biconomy = keys["acme-coinstore-spot"], keys["acme-biconomy-spot"]
+    assert isinstance(coinstore, CoinstoreKey)
+    assert coinstore.api_secret.get() == "example-acme_coinstore_secret"
+    assert isinstance(biconomy, BiconomyKey)
+    assert biconomy.api_key.get() == "example-acme_biconomy_key"
     assert isinstance(htx, HtxKey)
     assert htx.uid == "12345678"
     assert isinstance(gate, GateKey)
@@ -1173,6 +1186,8 @@ def test_example_yaml_sets_every_field() -> None:
         | set(OkxKey.model_fields)
         | set(HtxKey.model_fields)
         | set(BitmartKey.model_fields)
+        | set(CoinstoreKey.model_fields)
+        | set(BiconomyKey.model_fields)
     )
     assert set(raw["notify"]) == set(NotifySettings.model_fields)
     secrets = [s for k in raw["keys"] for s in (k["api_key"], k["api_secret"])]

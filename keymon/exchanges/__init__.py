@@ -8,11 +8,13 @@ parameters and a row in the README's exchange table.
 from __future__ import annotations
 
 from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGate, build_client
+from keymon.exchanges.biconomy import BiconomyAdapter
 from keymon.exchanges.binance import BinanceAdapter
 from keymon.exchanges.bitget import BitgetAdapter
 from keymon.exchanges.bitmart import BitmartAdapter
 from keymon.exchanges.bitrue import BitrueAdapter
 from keymon.exchanges.bybit import BybitAdapter
+from keymon.exchanges.coinstore import CoinstoreAdapter
 from keymon.exchanges.gate import GateAdapter
 from keymon.exchanges.htx import HtxAdapter
 from keymon.exchanges.kucoin import KucoinAdapter
@@ -34,14 +36,18 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "xt": XtAdapter,
     "bitrue": BitrueAdapter,
     "lbank": LbankAdapter,
+    "coinstore": CoinstoreAdapter,
+    "biconomy": BiconomyAdapter,
 }
 
 __all__ = [
     "EXCHANGES",
+    "BiconomyAdapter",
     "BinanceAdapter",
     "BitgetAdapter",
     "BitrueAdapter",
     "BybitAdapter",
+    "CoinstoreAdapter",
     "ExchangeAdapter",
     "GateAdapter",
     "HtxAdapter",

@@ -9,6 +9,7 @@ simulator in-process through an httpx transport, on a real local port (`Simulato
 
 from typing import Any
 
+from keymon.simulator.biconomy import BiconomySimulator
 from keymon.simulator.binance import (
     API_KEY_HEADER,
     BinanceSimulator,
@@ -20,6 +21,7 @@ from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bitmart import BitmartSimulator
 from keymon.simulator.bitrue import BitrueSimulator
 from keymon.simulator.bybit import BybitSimulator
+from keymon.simulator.coinstore import CoinstoreSimulator
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
 from keymon.simulator.kucoin import KucoinSimulator
@@ -51,17 +53,21 @@ SIMULATORS: dict[str, type[Any]] = {
     "xt": XtSimulator,
     "bitrue": BitrueSimulator,
     "lbank": LbankSimulator,
+    "coinstore": CoinstoreSimulator,
+    "biconomy": BiconomySimulator,
 }
 
 __all__ = [
     "ADMIN_PREFIX",
     "API_KEY_HEADER",
     "SIMULATORS",
+    "BiconomySimulator",
     "BinanceSimulator",
     "BitgetSimulator",
     "BitmartSimulator",
     "BitrueSimulator",
     "BybitSimulator",
+    "CoinstoreSimulator",
     "GateSimulator",
     "Handler",
     "HtxSimulator",

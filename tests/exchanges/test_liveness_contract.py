@@ -26,9 +26,11 @@ from keymon.audit import Auditor
 from keymon.cli import check
 from keymon.config import Settings, load
 from keymon.model import AuditResult, Coverage, Reason, Rule
+from keymon.simulator.biconomy import BiconomySimulator
 from keymon.simulator.binance import BinanceSimulator
 from keymon.simulator.bitmart import BitmartSimulator
 from keymon.simulator.bitrue import BitrueSimulator
+from keymon.simulator.coinstore import CoinstoreSimulator
 from keymon.simulator.lbank import LbankSimulator
 from keymon.simulator.liveness import LivenessSimulator
 from keymon.simulator.mexc import MexcSimulator
@@ -97,6 +99,27 @@ VENUES: dict[str, LivenessVenue] = {
             "lbk-contract-key-01",
             "lbankSecret01",
             names_refused_ip=False,
+        ),
+        LivenessVenue(
+            "coinstore",
+            lambda c: CoinstoreSimulator(clock=c),
+            "cs0contractKey01",
+            "coinstoreSecret01",
+            # 1401 "Unauthorized" covers an unbound IP without naming it.
+            names_refused_ip=False,
+            no_clock_error=(
+                "Coinstore documents no window for X-CS-EXPIRES nor an answer to a stale one, "
+                "and no server time to compare with: keymon cannot report its clock skew"
+            ),
+        ),
+        LivenessVenue(
+            "biconomy",
+            lambda c: BiconomySimulator(clock=c),
+            "bc0contractKey01",
+            "biconomySecret01",
+            # Biconomy documents no code for a refused IP: the answer names nothing.
+            names_refused_ip=False,
+            no_clock_error="Biconomy signs no timestamp: there is no clock window to miss",
         ),
     )
 }
