@@ -11,6 +11,7 @@ from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGat
 from keymon.exchanges.binance import BinanceAdapter
 from keymon.exchanges.bitget import BitgetAdapter
 from keymon.exchanges.bybit import BybitAdapter
+from keymon.exchanges.coinbase import CoinbaseAdapter
 from keymon.exchanges.gate import GateAdapter
 from keymon.exchanges.htx import HtxAdapter
 from keymon.exchanges.kucoin import KucoinAdapter
@@ -24,6 +25,7 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "kucoin": KucoinAdapter,
     "okx": OkxAdapter,
     "gate": GateAdapter,
+    "coinbase": CoinbaseAdapter,
 }
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "BinanceAdapter",
     "BitgetAdapter",
     "BybitAdapter",
+    "CoinbaseAdapter",
     "ExchangeAdapter",
     "GateAdapter",
     "HtxAdapter",

@@ -16,6 +16,7 @@ from keymon.simulator.binance import (
 )
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
+from keymon.simulator.coinbase import CoinbaseSimulator
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
 from keymon.simulator.kucoin import KucoinSimulator
@@ -36,6 +37,7 @@ __all__ = [
     "BinanceSimulator",
     "BitgetSimulator",
     "BybitSimulator",
+    "CoinbaseSimulator",
     "GateSimulator",
     "Handler",
     "HtxSimulator",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,11 +27,12 @@ from keymon.model import AuditResult, Reason, Rule, Severity
 from keymon.simulator.binance import BinanceSimulator
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
+from keymon.simulator.coinbase import CoinbaseSimulator, new_key_pair
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
 from keymon.simulator.kucoin import KucoinSimulator, mask
 from keymon.simulator.okx import OkxSimulator
-from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock
+from tests.conftest import DOC_API_KEY, DOC_SECRET, FakeClock
 
 BYBIT_KEY = "bybitContractKey"
 BYBIT_SECRET = "bybitContractSecret"
@@ -48,6 +50,11 @@ HTX_SECRET = "htxContractSecret"
 HTX_UID = "123456"
 GATE_KEY = "gateContractKey0001"
 GATE_SECRET = "gateContractSecret"
+COINBASE_KEY = (
+    "organizations/6f1c2d3e-0000-4000-8000-00000000c0de/apiKeys/0b5e7a11-0000-4000-8000-00000000beef"
+)
+#: Coinbase's secret is an EC P-256 private key; the simulator holds only its public half.
+COINBASE_SECRET, COINBASE_PUBLIC = new_key_pair("ES256")
 UNTRUSTED = "198.51.100.9"
 REFUSED_ONLY = "10.9.9.9"
 
@@ -79,8 +86,8 @@ class Venue(Protocol):
         """Switch withdrawals on for the key."""
         ...
 
-    def drop_ip_restriction(self) -> None:
-        """Unbind the key from any IP."""
+    def drop_ip_restriction(self) -> bool:
+        """Unbind the key from any IP; False where the exchange does not show the binding."""
         ...
 
     def untrusted_ip(self) -> bool:
@@ -96,7 +103,8 @@ class Venue(Protocol):
         ...
 
     def refuse_ip(self) -> None:
-        """Bind the key to an IP that is not the client's."""
+        """Bind the key to an IP that is not the client's. Every exchange refuses the call;
+        where it does not say why (Coinbase's bare 401), the reason is still key_rejected."""
         ...
 
     def fail(self, n: int, status: int) -> None:
@@ -137,8 +145,9 @@ class BinanceVenue:
     def withdraw_on(self) -> None:
         self.sim.update_key(self.api_key, enableWithdrawals=True)
 
-    def drop_ip_restriction(self) -> None:
+    def drop_ip_restriction(self) -> bool:
         self.sim.update_key(self.api_key, ipRestrict=False)
+        return True
 
     def untrusted_ip(self) -> bool:
         return False  # Binance does not show a key its IP list
@@ -194,8 +203,9 @@ class BybitVenue:
     def withdraw_on(self) -> None:
         self.sim.update_key(self.api_key, permissions={"Wallet": ["Withdraw"]})
 
-    def drop_ip_restriction(self) -> None:
+    def drop_ip_restriction(self) -> bool:
         self.sim.update_key(self.api_key, ips=["*"])
+        return True
 
     def untrusted_ip(self) -> bool:
         self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
@@ -249,8 +259,9 @@ class KucoinVenue:
     def withdraw_on(self) -> None:
         self.sim.update_key(self.api_key, permissions=["General", "Spot", "Transfer"])
 
-    def drop_ip_restriction(self) -> None:
+    def drop_ip_restriction(self) -> bool:
         self.sim.update_key(self.api_key, ips=[])
+        return True
 
     def untrusted_ip(self) -> bool:
         self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
@@ -300,8 +311,9 @@ class BitgetVenue:
     def withdraw_on(self) -> None:
         self.sim.update_key(self.api_key, authorities=["stor", "stow", "wwow"])
 
-    def drop_ip_restriction(self) -> None:
+    def drop_ip_restriction(self) -> bool:
         self.sim.update_key(self.api_key, ips=[])
+        return True
 
     def untrusted_ip(self) -> bool:
         self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
@@ -352,8 +364,9 @@ class GateVenue:
     def withdraw_on(self) -> None:
         self.sim.update_key(self.api_key, perms=[("spot", False), ("wallet", False)])
 
-    def drop_ip_restriction(self) -> None:
+    def drop_ip_restriction(self) -> bool:
         self.sim.update_key(self.api_key, ips=[])
+        return True
 
     def untrusted_ip(self) -> bool:
         self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
@@ -404,8 +417,9 @@ class OkxVenue:
     def withdraw_on(self) -> None:
         self.sim.update_key(self.api_key, perm=["read_only", "trade", "withdraw"])
 
-    def drop_ip_restriction(self) -> None:
+    def drop_ip_restriction(self) -> bool:
         self.sim.update_key(self.api_key, ips=[])
+        return True
 
     def untrusted_ip(self) -> bool:
         self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
@@ -456,8 +470,9 @@ class HtxVenue:
     def withdraw_on(self) -> None:
         self.sim.update_key(self.api_key, permission=["readOnly", "trade", "withdraw"])
 
-    def drop_ip_restriction(self) -> None:
+    def drop_ip_restriction(self) -> bool:
         self.sim.update_key(self.api_key, ips=[])
+        return True
 
     def untrusted_ip(self) -> bool:
         self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
@@ -479,6 +494,60 @@ class HtxVenue:
         self.sim.truncate_next(n)
 
 
+@dataclass
+class CoinbaseVenue:
+    """Coinbase: can_view/can_trade/can_transfer only; IP allowlist and expiry not shown; a
+    bare 401 for every refusal (deleted key, wrong private key, refused IP, bad JWT time)."""
+
+    clock: FakeClock
+    name: str = "coinbase"
+    api_key: str = COINBASE_KEY
+    secret: str = COINBASE_SECRET
+    key_extra: dict[str, Any] = field(default_factory=dict)
+    untrusted_shown: str = UNTRUSTED
+    sim: CoinbaseSimulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = CoinbaseSimulator(clock=self.clock)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self.sim.transport()
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        return self.sim.serve_in_thread()
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        if rate_limited:
+            self.sim.set_limit(1)
+        self.sim.add_key(self.api_key, COINBASE_PUBLIC, allowed_ips=["127.0.0.1"])
+
+    def withdraw_on(self) -> None:
+        self.sim.update_key(self.api_key, can_transfer=True)
+
+    def drop_ip_restriction(self) -> bool:
+        self.sim.update_key(self.api_key, allowed_ips=[])
+        return False  # Coinbase does not show a key its IP allowlist
+
+    def untrusted_ip(self) -> bool:
+        return False  # nor the addresses in it
+
+    def expiry_near(self, at: datetime) -> bool:
+        return False  # Coinbase shows a key no expiry
+
+    def delete(self) -> None:
+        self.sim.delete_key(self.api_key)
+
+    def refuse_ip(self) -> None:
+        # Coinbase answers the same bare 401 as for a deleted key: key_rejected, cause unknown.
+        self.sim.update_key(self.api_key, allowed_ips=[REFUSED_ONLY])
+
+    def fail(self, n: int, status: int) -> None:
+        self.sim.fail_next(n, status)
+
+    def garbage(self, n: int) -> None:
+        self.sim.truncate_next(n)
+
+
 VENUES: dict[str, Callable[[FakeClock], Venue]] = {
     "binance": BinanceVenue,
     "bybit": BybitVenue,
@@ -487,6 +556,7 @@ VENUES: dict[str, Callable[[FakeClock], Venue]] = {
     "bitget": BitgetVenue,
     "htx": HtxVenue,
     "gate": GateVenue,
+    "coinbase": CoinbaseVenue,
 }
 
 
@@ -586,10 +656,18 @@ async def test_withdraw_on_is_critical(harness: Harness) -> None:
 
 
 async def test_dropped_ip_restriction_fires(harness: Harness) -> None:
-    """A key bound to no IP fires ip_unrestricted."""
+    """A key bound to no IP fires ip_unrestricted where the exchange shows the binding; where
+    it does not, the rule is not evaluated (no finding, no check), never passed."""
     harness.venue.healthy()
-    harness.venue.drop_ip_restriction()
-    rules = {rule for rule, _ in fired(await harness.audit())}
+    visible = harness.venue.drop_ip_restriction()
+    result = await harness.audit()
+    rules = {rule for rule, _ in fired(result)}
+    if not visible:
+        assert result.facts is not None
+        assert result.facts.ip_restricted is None
+        assert Rule.IP_UNRESTRICTED not in rules
+        assert Rule.IP_UNRESTRICTED not in {check.rule for check in result.evaluation.checks}
+        return
     assert Rule.IP_UNRESTRICTED in rules
 
 
@@ -628,10 +706,14 @@ async def test_deleted_key_is_key_rejected(harness: Harness) -> None:
 
 
 async def test_refused_ip_is_key_rejected(harness: Harness) -> None:
-    """A key bound to another IP fails with key_rejected."""
+    """A key bound to another IP fails with key_rejected, and the message names the IP as the
+    cause, or as a possible one where the exchange does not say (Coinbase's bare 401)."""
     harness.venue.healthy()
     harness.venue.refuse_ip()
-    assert reason(await harness.audit()) is Reason.KEY_REJECTED
+    result = await harness.audit()
+    assert reason(result) is Reason.KEY_REJECTED
+    assert result.error is not None
+    assert re.search(r"\bIP\b", result.error.message), result.error.message
 
 
 class JumpyClock:
@@ -722,12 +804,15 @@ async def test_httpx_errors_become_reasons(
 ) -> None:
     """No adapter lets an httpx error out: each becomes an audit error with a reason."""
     venue = VENUES[venue_name](clock)
+    # The venue's own secret: a distinct string on every venue, and usable key material where
+    # the secret must be a private key (Coinbase).
+    secret = venue.secret
     key = {
         "name": "k",
         "client": "acme",
         "exchange": venue_name,
         "api_key": venue.api_key,
-        "api_secret": SENTINEL,
+        "api_secret": secret,
         **venue.key_extra,
     }
     settings = Settings(keys=[key], trusted_ips=["127.0.0.1/32"])
@@ -735,7 +820,7 @@ async def test_httpx_errors_become_reasons(
         result = await auditor.audit(settings.keys[0])
     assert reason(result) is expected
     assert result.error is not None
-    assert SENTINEL not in result.error.message
+    assert secret not in result.error.message
 
 
 # ----------------------------------------------------------------------------- policy
@@ -759,7 +844,7 @@ async def test_bybit_unified_account_default_derivatives_is_a_warning(clock: Fak
 def test_check_mixes_exchanges(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`keymon check` audits a key on each of seven exchanges in one run, each on its own."""
+    """`keymon check` audits a key on each of eight exchanges in one run, each on its own."""
     binance = BinanceSimulator()
     binance.add_key(DOC_API_KEY, hmac_secret=DOC_SECRET)
     bybit = BybitSimulator()
@@ -825,6 +910,13 @@ def test_check_mixes_exchanges(
                 "api_key": GATE_KEY,
                 "api_secret": GATE_SECRET,
             },
+            {
+                "name": "acme-coinbase",
+                "client": "acme",
+                "exchange": "coinbase",
+                "api_key": COINBASE_KEY,
+                "api_secret": COINBASE_SECRET,
+            },
         ],
     }
     path = tmp_path / "keymon.yaml"
@@ -839,9 +931,12 @@ def test_check_mixes_exchanges(
     htx.add_key(HTX_KEY, HTX_SECRET, HTX_UID)
     gate = GateSimulator()
     gate.add_key(GATE_KEY, GATE_SECRET)
+    coinbase = CoinbaseSimulator()
+    coinbase.add_key(COINBASE_KEY, COINBASE_PUBLIC)
     transports = {
         "htx": htx.transport(),
         "gate": gate.transport(),
+        "coinbase": coinbase.transport(),
         "binance": binance.transport(),
         "bybit": bybit.transport(),
         "kucoin": kucoin.transport(),
@@ -863,6 +958,9 @@ def test_check_mixes_exchanges(
     assert HTX_SECRET not in out
     assert "acme-gate" in out
     assert GATE_SECRET not in out
+    assert "acme-coinbase" in out
+    assert COINBASE_KEY not in out
+    assert all(line not in out for line in COINBASE_SECRET.splitlines()[1:-1])
     assert OKX_SECRET not in out
     assert OKX_PASSPHRASE not in out
     assert BITGET_SECRET not in out
