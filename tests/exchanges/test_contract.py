@@ -51,7 +51,8 @@ HTX_UID = "123456"
 GATE_KEY = "gateContractKey0001"
 GATE_SECRET = "gateContractSecret"
 COINBASE_KEY = (
-    "organizations/6f1c2d3e-0000-4000-8000-00000000c0de/apiKeys/0b5e7a11-0000-4000-8000-00000000beef"
+    "organizations/6f1c2d3e-0000-4000-8000-00000000c0de/"
+    "apiKeys/0b5e7a11-0000-4000-8000-00000000beef"
 )
 #: Coinbase's secret is an EC P-256 private key; the simulator holds only its public half.
 COINBASE_SECRET, COINBASE_PUBLIC = new_key_pair("ES256")
