@@ -307,7 +307,7 @@ class CoinbaseAdapter:
                 code=UNAUTHORIZED,
             )
         clock = (
-            "its JWT was valid by Coinbase's clock"
+            "Coinbase's clock, read around the retry, shows no skew"
             if after is not None and before is not None
             else "keymon could not read Coinbase's clock to rule out clock skew"
         )

@@ -519,7 +519,7 @@ async def test_deleted_key_message_lists_the_causes_and_no_secret() -> None:
     assert result.error.code == 401
     assert result.error.refused_ip is None  # Coinbase names no IP: keymon does not guess one
     message = result.error.message
-    assert "JWT was valid by Coinbase's clock" in message
+    assert "Coinbase's clock, read around the retry, shows no skew" in message
     for cause in ("unknown to Coinbase", "private key does not match", "IP allowlist"):
         assert cause in message
     assert NAME not in message
