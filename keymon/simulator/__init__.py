@@ -18,6 +18,7 @@ from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
+from keymon.simulator.kraken import KrakenSimulator
 from keymon.simulator.kucoin import KucoinSimulator
 from keymon.simulator.okx import OkxSimulator
 from keymon.simulator.server import (
@@ -39,6 +40,7 @@ __all__ = [
     "GateSimulator",
     "Handler",
     "HtxSimulator",
+    "KrakenSimulator",
     "KucoinSimulator",
     "LoggedRequest",
     "OkxSimulator",
