@@ -12,7 +12,9 @@ from keymon.simulator.kraken import KEY_INFO_PATH, KrakenSimulator, sign
 from tests.conftest import FakeClock
 
 #: The secret and nonce of Kraken's official example (exchange-apis.md §2.16).
-DOC_SECRET = "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg=="
+DOC_SECRET = (
+    "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg=="
+)
 DOC_NONCE = "1616492376594"
 KEY = "krakenSimulatorKey"
 
@@ -201,7 +203,7 @@ def test_faults_fail_and_truncate(sim: KrakenSimulator) -> None:
     sim.truncate_next(1)
     headers = {"API-Key": KEY, "API-Sign": sign(DOC_SECRET, KEY_INFO_PATH, "3", "nonce=3")}
     answer = sim.handle("POST", KEY_INFO_PATH, "", b"nonce=3", headers, "127.0.0.1")
-    with pytest.raises(ValueError, match="Expecting|Unterminated"):
+    with pytest.raises(ValueError, match=r"Expecting|Unterminated"):
         json.loads(answer.body)
     assert sim.request_count(KEY) == 2
 
