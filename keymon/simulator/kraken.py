@@ -42,6 +42,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -80,6 +81,8 @@ INVALID_NONCE: Final = "EAPI:Invalid nonce"
 PERMISSION_DENIED: Final = "EGeneral:Permission denied"
 RATE_LIMIT: Final = "EAPI:Rate limit exceeded"
 _JSON: Final = {"Content-Type": "application/json"}
+#: A nonce is an unsigned 64-bit integer, in ASCII digits.
+_NONCE: Final = re.compile(r"[0-9]{1,20}")
 
 
 def sign(secret: str, path: str, nonce: str, postdata: str) -> str:
@@ -317,7 +320,7 @@ class KrakenSimulator(FaultKnobs):
             raise _Answer(INVALID_KEY)
         postdata = body.decode("utf-8", "surrogateescape")
         nonce_text = _nonce_field(postdata, _header(headers, "Content-Type") or "")
-        if nonce_text is None or not nonce_text.isdigit():
+        if nonce_text is None or not _NONCE.fullmatch(nonce_text):
             raise _Answer(INVALID_NONCE)
         expected = sign(key.secret, path, nonce_text, postdata)
         given = _header(headers, "API-Sign") or ""

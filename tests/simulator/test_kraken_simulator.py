@@ -114,8 +114,9 @@ def test_json_bodies_are_signed_too(sim: KrakenSimulator) -> None:
         ),
         ({"client_ip": "10.9.9.9"}, "EGeneral:Permission denied"),
         ({"body": "foo=bar"}, "EAPI:Invalid nonce"),
+        ({"body": "nonce=%C2%B2"}, "EAPI:Invalid nonce"),
     ],
-    ids=["unknown-key", "wrong-secret", "ip-refused", "no-nonce"],
+    ids=["unknown-key", "wrong-secret", "ip-refused", "no-nonce", "not-digits"],
 )
 def test_refusals_are_http_200_with_an_error(
     sim: KrakenSimulator, kwargs: dict[str, Any], error: str
