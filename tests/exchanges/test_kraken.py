@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from keymon.audit import Auditor
 from keymon.config import Secret, Settings
 from keymon.errors import ConfigError, ExchangeAuthError, ForbiddenRequest
-from keymon.exchanges.base import build_client
+from keymon.exchanges.base import RequestGate, build_client
 from keymon.exchanges.kraken import (
     KEY_INFO_PATH,
     KrakenAdapter,
@@ -479,3 +479,27 @@ def test_key_loads_with_the_kraken_defaults(tmp_path: Any) -> None:
     s = load(path).settings
     assert s.exchanges.kraken.base_url == "https://api.kraken.com"
     assert s.exchanges.kraken.max_weight_per_minute == 60
+
+
+class RecordingGate(RequestGate):
+    """A request gate that notes every weight it is asked for."""
+
+    def __init__(self) -> None:
+        self.acquired: list[tuple[str, int]] = []
+
+    async def acquire(self, exchange: str, weight: int) -> None:
+        self.acquired.append((exchange, weight))
+
+
+async def test_every_call_passes_the_request_gate(clock: FakeClock) -> None:
+    """The weight budget sees each Kraken call, the nonce retry included."""
+    api_key = "kraken-gate"
+    sim = KrakenSimulator(clock=clock)
+    sim.add_key(api_key, DOC_SECRET)
+    sim.use_nonce(api_key, int(clock.now * 1000))  # a same-millisecond clash: one retry
+    s = settings(api_key=api_key)
+    gate = RecordingGate()
+    transport = sim.transport()
+    async with Auditor(s, transport_factory=lambda _n: transport, clock=clock, gate=gate) as a:
+        assert (await a.audit(s.keys[0])).ok
+    assert gate.acquired == [("kraken", 1), ("kraken", 1)]
