@@ -10,6 +10,7 @@ would, and exits.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -74,6 +75,8 @@ class _Venue:
     register: Callable[[Any, DemoKey], None]
     #: Key configuration fields beyond api_key/api_secret: "passphrase" (a secret file) or "uid".
     extra: tuple[str, ...] = ()
+    #: The secret in the form the exchange issues it (Kraken's is base64).
+    secret_of: Callable[[DemoKey], str] = lambda key: key.secret
 
 
 def _binance(simulator: Any, key: DemoKey) -> None:
@@ -92,6 +95,14 @@ def _with_uid(simulator: Any, key: DemoKey) -> None:
     simulator.add_key(key.api_key, key.secret, DEMO_UID, **key.state)
 
 
+def _base64_secret(key: DemoKey) -> str:
+    return base64.b64encode(bytes.fromhex(key.secret) * 2).decode()
+
+
+def _kraken(simulator: Any, key: DemoKey) -> None:
+    simulator.add_key(key.api_key, _base64_secret(key), **key.state)
+
+
 _VENUES: dict[str, _Venue] = {
     "binance": _Venue(_binance),
     "bybit": _Venue(_plain),
@@ -100,6 +111,7 @@ _VENUES: dict[str, _Venue] = {
     "bitget": _Venue(_with_passphrase, ("passphrase",)),
     "htx": _Venue(_with_uid, ("uid",)),
     "gate": _Venue(_plain),
+    "kraken": _Venue(_kraken, secret_of=_base64_secret),
 }
 
 
@@ -159,6 +171,13 @@ def demo_keys(now: float) -> list[DemoKey]:
         ),
         DemoKey("juliet-htx", "juliet", "htx", "not bound to any IP"),
         DemoKey("kilo-gate", "kilo", "gate", "healthy: spot trading, IP-bound"),
+        DemoKey(
+            "lima-kraken",
+            "lima",
+            "kraken",
+            "the key expires in 5 days (validUntil)",
+            {"valid_until": int(now + 5 * DAY)},
+        ),
     ]
 
 
@@ -180,12 +199,13 @@ def write_config(
     secrets.mkdir(parents=True, exist_ok=True)
     entries = []
     for key in keys:
+        secret = _VENUES[key.exchange].secret_of(key)
         entry: dict[str, Any] = {
             "name": key.name,
             "client": key.client,
             "exchange": key.exchange,
             "api_key": {"file": str(_secret_file(secrets, key.name, "key", key.api_key))},
-            "api_secret": {"file": str(_secret_file(secrets, key.name, "secret", key.secret))},
+            "api_secret": {"file": str(_secret_file(secrets, key.name, "secret", secret))},
         }
         for name in _VENUES[key.exchange].extra:
             if name == "passphrase":

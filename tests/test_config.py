@@ -34,6 +34,8 @@ from keymon.config import (
     GateKey,
     HtxKey,
     HtxSettings,
+    KrakenKey,
+    KrakenSettings,
     KucoinKey,
     KucoinSettings,
     LoadedConfig,
@@ -203,14 +205,14 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
         "invalid-exchange-unknown.yaml",
         (
             "keys[0].exchange: unknown exchange 'kraken2' "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, kraken)",
         ),
     ),
     (
         "invalid-exchange-missing.yaml",
         (
             "keys[0].exchange: exchange is missing "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, kraken)",
         ),
     ),
     (
@@ -243,6 +245,13 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
     (
         "invalid-secret-pem-not-a-key.yaml",
         ("keys[0].api_secret: looks like PEM but is not an unencrypted private key",),
+    ),
+    (
+        "invalid-secret-kraken-not-base64.yaml",
+        (
+            "keys[0].api_secret: the Kraken private key of key 'acme-kraken-spot' is not base64; "
+            "copy the whole 'Private key' Kraken showed when the key was created",
+        ),
     ),
     (
         "invalid-key-type-rsa-with-hmac.yaml",
@@ -1083,8 +1092,11 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "ACME_OKX_PASSPHRASE",
         "GLOBEX_HTX_KEY",
         "GLOBEX_HTX_SECRET",
+        "ACME_KRAKEN_KEY",
     ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
+    # A Kraken private key is base64 (checked at load time).
+    monkeypatch.setenv("ACME_KRAKEN_SECRET", "ZXhhbXBsZS1hY21lLWtyYWtlbi1zZWNyZXQ=")
     monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
     return text.replace("/run/secrets/acme_binance_secret", f"{tmp_path}/acme_binance_secret")
 
@@ -1101,11 +1113,13 @@ def test_example_yaml_loads_without_warnings(
         "globex-binance-futures",
         "initech-bitget-spot",
         "initech-gate-spot",
+        "acme-kraken-spot",
         "initech-kucoin-spot",
         "acme-okx-main",
         "globex-htx-spot",
     ]
-    acme, globex, bitget, gate, kucoin, okx, htx = s.keys
+    acme, globex, bitget, gate, kraken, kucoin, okx, htx = s.keys
+    assert isinstance(kraken, KrakenKey)
     assert isinstance(htx, HtxKey)
     assert htx.uid == "12345678"
     assert isinstance(gate, GateKey)
@@ -1136,6 +1150,7 @@ def test_example_yaml_sets_every_field() -> None:
     assert set(raw["exchanges"]["kucoin"]) == set(KucoinSettings.model_fields)
     assert set(raw["exchanges"]["okx"]) == set(OkxSettings.model_fields)
     assert set(raw["exchanges"]["htx"]) == set(HtxSettings.model_fields)
+    assert set(raw["exchanges"]["kraken"]) == set(KrakenSettings.model_fields)
     assert set().union(*raw["keys"]) == (
         set(BinanceKey.model_fields)
         | set(BitgetKey.model_fields)

@@ -34,6 +34,7 @@ EXPECTED: dict[str, set[str]] = {
     "india-bitget": {"withdraw_enabled"},
     "juliet-htx": {"ip_unrestricted"},
     "kilo-gate": set(),
+    "lima-kraken": {"review_deadline"},
 }
 
 

@@ -13,6 +13,7 @@ from keymon.exchanges.bitget import BitgetAdapter
 from keymon.exchanges.bybit import BybitAdapter
 from keymon.exchanges.gate import GateAdapter
 from keymon.exchanges.htx import HtxAdapter
+from keymon.exchanges.kraken import KrakenAdapter
 from keymon.exchanges.kucoin import KucoinAdapter
 from keymon.exchanges.okx import OkxAdapter
 
@@ -24,6 +25,7 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "kucoin": KucoinAdapter,
     "okx": OkxAdapter,
     "gate": GateAdapter,
+    "kraken": KrakenAdapter,
 }
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "ExchangeAdapter",
     "GateAdapter",
     "HtxAdapter",
+    "KrakenAdapter",
     "KucoinAdapter",
     "OkxAdapter",
     "ReadOnlyTransport",

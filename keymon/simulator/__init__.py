@@ -20,6 +20,7 @@ from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
+from keymon.simulator.kraken import KrakenSimulator
 from keymon.simulator.kucoin import KucoinSimulator
 from keymon.simulator.okx import OkxSimulator
 from keymon.simulator.server import (
@@ -41,6 +42,7 @@ SIMULATORS: dict[str, type[Any]] = {
     "bitget": BitgetSimulator,
     "htx": HtxSimulator,
     "gate": GateSimulator,
+    "kraken": KrakenSimulator,
 }
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "GateSimulator",
     "Handler",
     "HtxSimulator",
+    "KrakenSimulator",
     "KucoinSimulator",
     "LoggedRequest",
     "OkxSimulator",

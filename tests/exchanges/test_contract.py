@@ -7,8 +7,10 @@ adapter, both in-process and served on 127.0.0.1.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +30,7 @@ from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
+from keymon.simulator.kraken import KrakenSimulator
 from keymon.simulator.kucoin import KucoinSimulator, mask
 from keymon.simulator.okx import OkxSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock
@@ -48,8 +51,12 @@ HTX_SECRET = "htxContractSecret"
 HTX_UID = "123456"
 GATE_KEY = "gateContractKey0001"
 GATE_SECRET = "gateContractSecret"
+KRAKEN_KEY = "krakenContractKey"
+#: A Kraken private key is base64 of 64 bytes.
+KRAKEN_SECRET = base64.b64encode(b"kraken-contract-secret-".ljust(64, b"k")).decode()
 UNTRUSTED = "198.51.100.9"
 REFUSED_ONLY = "10.9.9.9"
+SENTINEL_B64 = base64.b64encode(SENTINEL.encode()).decode()
 
 
 class Venue(Protocol):
@@ -479,6 +486,66 @@ class HtxVenue:
         self.sim.truncate_next(n)
 
 
+@dataclass
+class KrakenVenue:
+    """Kraken: permission strings, an ipAllowlist array, validUntil; nonces, no clock window."""
+
+    clock: FakeClock
+    name: str = "kraken"
+    api_key: str = KRAKEN_KEY
+    secret: str = KRAKEN_SECRET
+    key_extra: dict[str, Any] = field(default_factory=dict)
+    untrusted_shown: str = UNTRUSTED
+    sim: KrakenSimulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = KrakenSimulator(clock=self.clock)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self.sim.transport()
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        return self.sim.serve_in_thread()
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        if rate_limited:  # the key's call counter holds a single call
+            self.sim.set_limit(1)
+        self.sim.add_key(self.api_key, self.secret, ips=["127.0.0.1"])
+
+    def withdraw_on(self) -> None:
+        self.sim.update_key(
+            self.api_key,
+            permissions=["query-funds", "query-open-trades", "modify-trades", "withdraw-funds"],
+        )
+
+    def drop_ip_restriction(self) -> None:
+        self.sim.update_key(self.api_key, ips=[])
+
+    def untrusted_ip(self) -> bool:
+        self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
+        return True
+
+    def expiry_near(self, at: datetime) -> bool:
+        self.sim.update_key(self.api_key, valid_until=int(at.timestamp()))
+        return True
+
+    def delete(self) -> None:
+        self.sim.delete_key(self.api_key)
+
+    def refuse_ip(self) -> None:
+        self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
+
+    def fail(self, n: int, status: int) -> None:
+        self.sim.fail_next(n, status)
+
+    def garbage(self, n: int) -> None:
+        self.sim.truncate_next(n)
+
+    def nonce_ahead(self) -> None:
+        """The key's bots sign microsecond nonces: every millisecond nonce is too small."""
+        self.sim.use_nonce(self.api_key, int(self.clock.now * 1_000_000))
+
+
 VENUES: dict[str, Callable[[FakeClock], Venue]] = {
     "binance": BinanceVenue,
     "bybit": BybitVenue,
@@ -487,6 +554,7 @@ VENUES: dict[str, Callable[[FakeClock], Venue]] = {
     "bitget": BitgetVenue,
     "htx": HtxVenue,
     "gate": GateVenue,
+    "kraken": KrakenVenue,
 }
 
 
@@ -653,6 +721,16 @@ async def test_persistent_skew_is_clock_skew(harness: Harness) -> None:
             "HTX: §2.15 names no timestamp error or server-time endpoint; the adapter does not"
             " sync, so a stale stamp is api-signature-not-valid (key_rejected)"
         )
+    if isinstance(harness.venue, KrakenVenue):
+        # Kraken has no clock window: its clock-like failure is a nonce the key has already
+        # passed (bots on a larger nonce scale), which keymon's one retry cannot cure.
+        harness.venue.healthy()
+        harness.venue.nonce_ahead()
+        result = await harness.audit()
+        assert reason(result) is Reason.CLOCK_SKEW
+        assert result.error is not None
+        assert result.error.code == "EAPI:Invalid nonce"
+        return
     harness.venue.healthy()
     result = await harness.audit(clock=JumpyClock(harness.clock.now))
     assert reason(result) is Reason.CLOCK_SKEW
@@ -725,12 +803,14 @@ async def test_httpx_errors_become_reasons(
 ) -> None:
     """No adapter lets an httpx error out: each becomes an audit error with a reason."""
     venue = VENUES[venue_name](clock)
+    # Kraken refuses a secret that is not base64 at load time: its sentinel is encoded.
+    secret = SENTINEL_B64 if venue_name == "kraken" else SENTINEL
     key = {
         "name": "k",
         "client": "acme",
         "exchange": venue_name,
         "api_key": venue.api_key,
-        "api_secret": SENTINEL,
+        "api_secret": secret,
         **venue.key_extra,
     }
     settings = Settings(keys=[key], trusted_ips=["127.0.0.1/32"])
@@ -739,6 +819,7 @@ async def test_httpx_errors_become_reasons(
     assert reason(result) is expected
     assert result.error is not None
     assert SENTINEL not in result.error.message
+    assert secret not in result.error.message
 
 
 # ----------------------------------------------------------------------------- policy
@@ -762,7 +843,7 @@ async def test_bybit_unified_account_default_derivatives_is_a_warning(clock: Fak
 def test_check_mixes_exchanges(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`keymon check` audits a key on each of seven exchanges in one run, each on its own."""
+    """`keymon check` audits a key on each of eight exchanges in one run, each on its own."""
     binance = BinanceSimulator()
     binance.add_key(DOC_API_KEY, hmac_secret=DOC_SECRET)
     bybit = BybitSimulator()
@@ -828,6 +909,13 @@ def test_check_mixes_exchanges(
                 "api_key": GATE_KEY,
                 "api_secret": GATE_SECRET,
             },
+            {
+                "name": "acme-kraken",
+                "client": "acme",
+                "exchange": "kraken",
+                "api_key": KRAKEN_KEY,
+                "api_secret": KRAKEN_SECRET,
+            },
         ],
     }
     path = tmp_path / "keymon.yaml"
@@ -842,7 +930,10 @@ def test_check_mixes_exchanges(
     htx.add_key(HTX_KEY, HTX_SECRET, HTX_UID)
     gate = GateSimulator()
     gate.add_key(GATE_KEY, GATE_SECRET)
+    kraken = KrakenSimulator()
+    kraken.add_key(KRAKEN_KEY, KRAKEN_SECRET, valid_until=int(time.time()) + 90 * 86400)
     transports = {
+        "kraken": kraken.transport(),
         "htx": htx.transport(),
         "gate": gate.transport(),
         "binance": binance.transport(),
@@ -866,6 +957,13 @@ def test_check_mixes_exchanges(
     assert HTX_SECRET not in out
     assert "acme-gate" in out
     assert GATE_SECRET not in out
+    row = next(k for k in report["keys"] if k["key"] == "acme-kraken")
+    assert row["audit_ok"] is True  # the simulator checked signature and nonce
+    assert row["facts"]["ip_list"] == ["127.0.0.1"]
+    assert row["facts"]["permissions"]["withdraw"] is False
+    assert [d["kind"] for d in row["facts"]["deadlines"]] == ["key_expiry"]
+    assert row["findings"] == []
+    assert KRAKEN_SECRET not in out
     assert OKX_SECRET not in out
     assert OKX_PASSPHRASE not in out
     assert BITGET_SECRET not in out
