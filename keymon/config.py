@@ -12,6 +12,8 @@ Durations are written ``30s``, ``5m``, ``1h``, ``14d`` (or combined, ``1h30m``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -72,6 +74,13 @@ GATE_BASE_URL = "https://api.gateio.ws"
 #: Gate documents no weight for ``account/detail`` or ``account/main_keys`` keymon can rely on;
 #: keymon allows itself 60 requests a minute (each audit costs two or three).
 GATE_MAX_WEIGHT_PER_MINUTE = 60
+KRAKEN_BASE_URL = "https://api.kraken.com"
+#: Kraken limits private REST calls with a per-key counter (each call adds 1; the counter decays
+#: by 0.33-1 per second depending on the account tier, and a call past 15-20 is refused with
+#: ``EAPI:Rate limit exceeded``). keymon adds at most two points per key per audit (one call,
+#: one retry after a nonce clash), far inside that; this process-wide ceiling of 60 calls a
+#: minute keeps a burst of many Kraken keys from crowding the IP as well.
+KRAKEN_MAX_WEIGHT_PER_MINUTE = 60
 KUCOIN_BASE_URL = "https://api.kucoin.com"
 #: ``GET /api/v1/user/api-key`` costs 20 in KuCoin's "Management" pool (exchange-apis.md §2.3).
 #: The docs give no pool size keymon can rely on; keymon allows itself 30 calls a minute
@@ -349,6 +358,14 @@ class GateSettings(ExchangeSettingsBase):
     max_weight_per_minute: int = Field(default=GATE_MAX_WEIGHT_PER_MINUTE, gt=0)
 
 
+class KrakenSettings(ExchangeSettingsBase):
+    """``exchanges.kraken:``. No recv_window: Kraken checks a strictly increasing nonce per key
+    instead of a time window, so ``time_sync_interval`` is unused."""
+
+    base_url: str = KRAKEN_BASE_URL
+    max_weight_per_minute: int = Field(default=KRAKEN_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
 class KucoinSettings(ExchangeSettingsBase):
     """``exchanges.kucoin:``. KuCoin has no recv_window: a timestamp must lie within 5 s of
     the server's time."""
@@ -382,6 +399,7 @@ class ExchangesSettings(_Model):
     kucoin: KucoinSettings = KucoinSettings()
     okx: OkxSettings = OkxSettings()
     gate: GateSettings = GateSettings()
+    kraken: KrakenSettings = KrakenSettings()
     coinbase: CoinbaseSettings = CoinbaseSettings()
 
     def for_exchange(self, name: str) -> ExchangeSettingsBase:
@@ -595,6 +613,35 @@ class GateKey(KeyBase):
     exchange: Literal["gate"]
 
 
+class KrakenKey(KeyBase):
+    """A Kraken spot key: the API key and its private key ("secret"), which is base64. Kraken
+    signs with the decoded bytes, so a secret that does not decode is refused at load time."""
+
+    exchange: Literal["kraken"]
+
+    @field_validator("api_secret")
+    @classmethod
+    def _base64_secret(cls, value: Secret, info: ValidationInfo) -> Secret:
+        if not kraken_secret_decodes(value.get()):
+            # Name the key, never quote the secret (not even a part of it).
+            name = info.data.get("name")
+            raise PydanticCustomError(
+                "secret",
+                "the Kraken private key of key '{name}' is not base64; copy the whole "
+                "'Private key' Kraken showed when the key was created",
+                {"name": str(name)[:100] if name else "?"},
+            )
+        return value
+
+
+def kraken_secret_decodes(secret: str) -> bool:
+    """True when ``secret`` is non-empty, strictly valid base64 (Kraken's private key)."""
+    try:
+        return bool(base64.b64decode(secret.strip(), validate=True))
+    except (binascii.Error, ValueError):
+        return False
+
+
 class KucoinKey(KeyBase):
     """A KuCoin key: API key, secret and the passphrase chosen when the key was created.
     ``key_version`` is the key's API version (2 or 3; the universal SDK sends 3); for both the
@@ -694,9 +741,6 @@ def coinbase_private_key(text: str) -> tuple[Any, CoinbaseAlgorithm]:
         CoinbaseKeyError: saying what is wrong, never quoting the material.
     """
     # Imported here, as for Binance: cryptography costs every `keymon check` start-up time.
-    import base64
-    import binascii
-
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
     from cryptography.hazmat.primitives.serialization import (
@@ -746,7 +790,15 @@ def coinbase_private_key(text: str) -> tuple[Any, CoinbaseAlgorithm]:
 
 
 KeyConfig = Annotated[
-    BinanceKey | BybitKey | OkxKey | KucoinKey | BitgetKey | HtxKey | GateKey | CoinbaseKey,
+    BinanceKey
+    | BybitKey
+    | OkxKey
+    | KucoinKey
+    | BitgetKey
+    | HtxKey
+    | GateKey
+    | KrakenKey
+    | CoinbaseKey,
     Field(discriminator="exchange"),
 ]
 EXCHANGE_NAMES: tuple[str, ...] = (
@@ -757,6 +809,7 @@ EXCHANGE_NAMES: tuple[str, ...] = (
     "bitget",
     "htx",
     "gate",
+    "kraken",
     "coinbase",
 )
 _KEY_MODELS: dict[str, type[KeyBase]] = {
@@ -767,6 +820,7 @@ _KEY_MODELS: dict[str, type[KeyBase]] = {
     "bitget": BitgetKey,
     "htx": HtxKey,
     "gate": GateKey,
+    "kraken": KrakenKey,
     "coinbase": CoinbaseKey,
 }
 
@@ -1170,6 +1224,8 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
         candidates = tuple(OkxSettings.model_fields)
     elif parent[:2] == ("exchanges", "gate"):
         candidates = tuple(GateSettings.model_fields)
+    elif parent[:2] == ("exchanges", "kraken"):
+        candidates = tuple(KrakenSettings.model_fields)
     elif parent[:2] == ("exchanges", "coinbase"):
         candidates = tuple(CoinbaseSettings.model_fields)
     else:

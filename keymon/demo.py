@@ -1,107 +1,223 @@
-"""``keymon demo``: keymon against a local simulated Binance, with keys in telling states.
+"""``keymon demo``: keymon against local simulated exchanges, with keys in telling states.
 
-The demo starts the bundled simulator on 127.0.0.1, registers five keys (a healthy one, one
-with withdrawals on, one without an IP restriction whose trading authority expires in two
-days, one deleted at the exchange, one with futures on), writes a configuration that reads
-their secrets from files, and runs the daemon against it, printing where to look. With
-``--once`` it audits the keys once, exactly as ``keymon check`` would, and exits.
+The demo starts the bundled simulators on 127.0.0.1 (one server per exchange), registers keys
+in states an operator should recognise (healthy, withdrawals on, no IP restriction with a
+deadline close, deleted at the exchange, futures on, an IP outside the trusted list, ...),
+writes a configuration that reads their secrets from files, and runs the daemon against it,
+printing where to look. With ``--once`` it audits the keys once, exactly as ``keymon check``
+would, and exits.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from keymon.simulator.binance import BinanceSimulator
+from keymon.simulator import SIMULATORS
 
 if TYPE_CHECKING:
     from keymon.app import App
 
 DAY = 86_400
+#: Outside the demo's trusted_ips (TEST-NET-3): what a key bound to a stranger's IP shows.
+STRANGER_IP = "203.0.113.7"
+#: The account id an HTX key configuration names (HTX reads keys per account).
+DEMO_UID = "40000001"
 
 
 @dataclass(frozen=True)
 class DemoKey:
-    """One demo key: its configured name, what the exchange holds, and what it shows."""
+    """One demo key: its configured name, what the exchange holds, and what it shows.
+
+    ``state`` holds the keyword arguments of the exchange simulator's ``add_key`` that put the
+    key into its state (for Binance: ``restrictions`` and ``ip_whitelist``).
+    """
 
     name: str
     client: str
+    exchange: str
     story: str
-    restrictions: dict[str, Any] = field(default_factory=dict)
-    ip_whitelist: list[str] | None = None
+    state: dict[str, Any] = field(default_factory=dict)
     deleted: bool = False
+
+    def _derive(self, what: str) -> str:
+        return hashlib.sha256(f"demo-{what}-{self.name}".encode()).hexdigest()
 
     @property
     def api_key(self) -> str:
-        return hashlib.sha256(f"demo-key-{self.name}".encode()).hexdigest()
+        return self._derive("key")
 
     @property
     def secret(self) -> str:
-        return hashlib.sha256(f"demo-secret-{self.name}".encode()).hexdigest()
+        return self._derive("secret")
+
+    @property
+    def passphrase(self) -> str:
+        return self._derive("passphrase")[:16]
+
+
+@dataclass(frozen=True)
+class _Venue:
+    """How the demo registers a key at one exchange's simulator and configures it in keymon."""
+
+    register: Callable[[Any, DemoKey], None]
+    #: Key configuration fields beyond api_key/api_secret: "passphrase" (a secret file) or "uid".
+    extra: tuple[str, ...] = ()
+    #: The secret in the form the exchange issues it (Kraken's is base64).
+    secret_of: Callable[[DemoKey], str] = lambda key: key.secret
+
+
+def _binance(simulator: Any, key: DemoKey) -> None:
+    simulator.add_key(key.api_key, hmac_secret=key.secret, **key.state)
+
+
+def _plain(simulator: Any, key: DemoKey) -> None:
+    simulator.add_key(key.api_key, key.secret, **key.state)
+
+
+def _with_passphrase(simulator: Any, key: DemoKey) -> None:
+    simulator.add_key(key.api_key, key.secret, key.passphrase, **key.state)
+
+
+def _with_uid(simulator: Any, key: DemoKey) -> None:
+    simulator.add_key(key.api_key, key.secret, DEMO_UID, **key.state)
+
+
+def _base64_secret(key: DemoKey) -> str:
+    return base64.b64encode(bytes.fromhex(key.secret) * 2).decode()
+
+
+def _kraken(simulator: Any, key: DemoKey) -> None:
+    simulator.add_key(key.api_key, _base64_secret(key), **key.state)
+
+
+_VENUES: dict[str, _Venue] = {
+    "binance": _Venue(_binance),
+    "bybit": _Venue(_plain),
+    "okx": _Venue(_with_passphrase, ("passphrase",)),
+    "kucoin": _Venue(_with_passphrase, ("passphrase",)),
+    "bitget": _Venue(_with_passphrase, ("passphrase",)),
+    "htx": _Venue(_with_uid, ("uid",)),
+    "gate": _Venue(_plain),
+    "kraken": _Venue(_kraken, secret_of=_base64_secret),
+}
 
 
 def demo_keys(now: float) -> list[DemoKey]:
     """The demo's keys, each in a state an operator should recognise."""
     return [
-        DemoKey("acme-binance-main", "acme", "healthy: read + spot trading, IP-restricted"),
-        DemoKey("bravo-binance", "bravo", "withdrawals switched on", {"enableWithdrawals": True}),
+        DemoKey("acme-binance-main", "acme", "binance", "healthy: read + spot trading, IP-bound"),
+        DemoKey(
+            "bravo-binance",
+            "bravo",
+            "binance",
+            "withdrawals switched on",
+            {"restrictions": {"enableWithdrawals": True}},
+        ),
         DemoKey(
             "charlie-binance",
             "charlie",
+            "binance",
             "no IP restriction; trading authority expires in 2 days",
-            {"ipRestrict": False, "tradingAuthorityExpirationTime": int((now + 2 * DAY) * 1000)},
-            ip_whitelist=["0.0.0.0/0", "::/0"],
+            {
+                "restrictions": {
+                    "ipRestrict": False,
+                    "tradingAuthorityExpirationTime": int((now + 2 * DAY) * 1000),
+                },
+                "ip_whitelist": ["0.0.0.0/0", "::/0"],
+            },
         ),
-        DemoKey("delta-binance", "delta", "deleted at the exchange", deleted=True),
-        DemoKey("echo-binance", "echo", "futures trading switched on", {"enableFutures": True}),
+        DemoKey("delta-binance", "delta", "binance", "deleted at the exchange", deleted=True),
+        DemoKey(
+            "echo-binance",
+            "echo",
+            "binance",
+            "futures trading switched on",
+            {"restrictions": {"enableFutures": True}},
+        ),
+        DemoKey(
+            "foxtrot-bybit",
+            "foxtrot",
+            "bybit",
+            "unified account: derivatives trading, as Bybit grants it",
+            {"uta": True},
+        ),
+        DemoKey("golf-okx", "golf", "okx", "healthy: read + trade, IP-bound"),
+        DemoKey(
+            "hotel-kucoin",
+            "hotel",
+            "kucoin",
+            f"IP list also holds {STRANGER_IP}, outside trusted_ips (KuCoin masks it)",
+            {"ips": ["127.0.0.1", STRANGER_IP]},
+        ),
+        DemoKey(
+            "india-bitget",
+            "india",
+            "bitget",
+            "withdrawals switched on",
+            {"authorities": ["stor", "stow", "wwow"]},
+        ),
+        DemoKey("juliet-htx", "juliet", "htx", "not bound to any IP"),
+        DemoKey("kilo-gate", "kilo", "gate", "healthy: spot trading, IP-bound"),
+        DemoKey(
+            "lima-kraken",
+            "lima",
+            "kraken",
+            "the key expires in 5 days (validUntil)",
+            {"valid_until": int(now + 5 * DAY)},
+        ),
     ]
 
 
-def build_simulator(keys: list[DemoKey]) -> BinanceSimulator:
-    """A simulator holding every demo key that still exists at the exchange."""
-    simulator = BinanceSimulator()
+def build_simulators(keys: list[DemoKey]) -> dict[str, Any]:
+    """One simulator per exchange of ``keys``, holding every key that still exists there."""
+    simulators: dict[str, Any] = {}
     for key in keys:
+        simulator = simulators.setdefault(key.exchange, SIMULATORS[key.exchange]())
         if not key.deleted:
-            simulator.add_key(
-                key.api_key,
-                hmac_secret=key.secret,
-                restrictions=key.restrictions or None,
-                ip_whitelist=key.ip_whitelist,
-            )
-    return simulator
+            _VENUES[key.exchange].register(simulator, key)
+    return simulators
 
 
-def write_config(directory: Path, base_url: str, keys: list[DemoKey], **extra: Any) -> Path:
+def write_config(
+    directory: Path, base_urls: dict[str, str], keys: list[DemoKey], **extra: Any
+) -> Path:
     """A configuration for the demo keys; secrets live in files, as in production."""
     secrets = directory / "secrets"
     secrets.mkdir(parents=True, exist_ok=True)
     entries = []
     for key in keys:
-        (secrets / f"{key.name}.key").write_text(key.api_key + "\n")
-        (secrets / f"{key.name}.secret").write_text(key.secret + "\n")
-        (secrets / f"{key.name}.secret").chmod(0o600)
-        entries.append(
-            {
-                "name": key.name,
-                "client": key.client,
-                "exchange": "binance",
-                "api_key": {"file": str(secrets / f"{key.name}.key")},
-                "api_secret": {"file": str(secrets / f"{key.name}.secret")},
-            }
-        )
+        secret = _VENUES[key.exchange].secret_of(key)
+        entry: dict[str, Any] = {
+            "name": key.name,
+            "client": key.client,
+            "exchange": key.exchange,
+            "api_key": {"file": str(_secret_file(secrets, key.name, "key", key.api_key))},
+            "api_secret": {"file": str(_secret_file(secrets, key.name, "secret", secret))},
+        }
+        for name in _VENUES[key.exchange].extra:
+            if name == "passphrase":
+                path = _secret_file(secrets, key.name, "passphrase", key.passphrase)
+                entry["passphrase"] = {"file": str(path)}
+            elif name == "uid":
+                entry["uid"] = DEMO_UID
+        entries.append(entry)
     config: dict[str, Any] = {
         "data_dir": str(directory / "data"),
         "log": {"format": "console", "level": "info"},
-        "exchanges": {"binance": {"base_url": base_url}},
+        "exchanges": {name: {"base_url": url} for name, url in base_urls.items()},
         "trusted_ips": ["127.0.0.1/32"],
         "keys": entries,
         **extra,
@@ -111,30 +227,37 @@ def write_config(directory: Path, base_url: str, keys: list[DemoKey], **extra: A
     return path
 
 
+def _secret_file(directory: Path, name: str, kind: str, value: str) -> Path:
+    path = directory / f"{name}.{kind}"
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return path
+
+
 def run_demo(*, fmt: str = "table", once: bool = False, listen: str = "127.0.0.1:9877") -> int:
     """Serve the simulator and run keymon against it (see the module docstring)."""
     from keymon.cli import check, load_or_report, serve
 
     keys = demo_keys(time.time())
-    simulator = build_simulator(keys)
-    with (
-        tempfile.TemporaryDirectory(prefix="keymon-demo-") as tmp,
-        simulator.serve_in_thread() as url,
-    ):
+    simulators = build_simulators(keys)
+    with tempfile.TemporaryDirectory(prefix="keymon-demo-") as tmp, contextlib.ExitStack() as stack:
+        urls = {
+            name: stack.enter_context(sim.serve_in_thread()) for name, sim in simulators.items()
+        }
         if once:
-            config = write_config(Path(tmp), url, keys)
-            _describe(url, keys)
+            config = write_config(Path(tmp), urls, keys)
+            _describe(urls, keys)
             check(config, fmt=fmt)
             return 0
         config = write_config(
-            Path(tmp), url, keys, listen=listen, audit={"interval": "15s", "jitter": "2s"}
+            Path(tmp), urls, keys, listen=listen, audit={"interval": "15s", "jitter": "2s"}
         )
         loaded = load_or_report(config, out=sys.stderr)
         if loaded is None:  # pragma: no cover - the demo writes a valid file
             return 2
 
         def started(app: App) -> None:
-            _describe(url, keys)
+            _describe(urls, keys)
             base = f"http://{listen.rsplit(':', 1)[0]}:{app.port}"
             print(
                 f"""keymon is auditing every 15 s. Look at:
@@ -143,7 +266,8 @@ def run_demo(*, fmt: str = "table", once: bool = False, listen: str = "127.0.0.1
   {_keymon_command()} check --config {config}
                         the same findings as a table (exit status 2: critical)
 Change a key at the exchange and watch the metrics follow, e.g.:
-  curl -X PATCH {url}/_simulator/keys/{keys[0].api_key} -d '{{"enableWithdrawals": true}}'
+  curl -X PATCH {urls["binance"]}/_simulator/keys/{keys[0].api_key} \\
+       -d '{{"enableWithdrawals": true}}'
 Ctrl-C stops the demo.""",
                 flush=True,
             )
@@ -161,8 +285,9 @@ def _keymon_command() -> str:
     return "keymon"
 
 
-def _describe(url: str, keys: list[DemoKey]) -> None:
-    print(f"keymon demo: simulated Binance at {url}", file=sys.stderr)
+def _describe(urls: dict[str, str], keys: list[DemoKey]) -> None:
+    names = ", ".join(f"{name} at {url}" for name, url in urls.items())
+    print(f"keymon demo: simulated {names}", file=sys.stderr)
     for key in keys:
-        print(f"  {key.name:<20} {key.story}", file=sys.stderr)
+        print(f"  {key.name:<18} {key.exchange:<8} {key.story}", file=sys.stderr)
     print(file=sys.stderr, flush=True)

@@ -15,6 +15,7 @@ import yaml
 from keymon.cli import check, main
 from keymon.simulator.binance import BinanceSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET
+from tests.test_mixed_fleet import EXPECTED
 
 OTHER_KEY = "otherKey0123456789abcdef"
 OTHER_SECRET = "otherSecret0123456789"
@@ -212,7 +213,7 @@ def test_check_against_real_server_as_subprocess(
 
 
 def test_demo_runs_and_shows_each_state() -> None:
-    """`keymon demo` serves the simulator and reports each demo key's state."""
+    """`keymon demo` serves a simulator per exchange and reports each demo key's state."""
     proc = subprocess.run(
         [sys.executable, "-m", "keymon", "demo", "--once", "--format", "json"],
         capture_output=True,
@@ -223,13 +224,12 @@ def test_demo_runs_and_shows_each_state() -> None:
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     rules = {k["key"]: {f["rule"] for f in k["findings"]} for k in report["keys"]}
-    assert rules == {
-        "acme-binance-main": set(),
-        "bravo-binance": {"withdraw_enabled"},
-        "charlie-binance": {"ip_unrestricted", "review_deadline"},
-        "delta-binance": {"key_rejected"},
-        "echo-binance": {"forbidden_permission"},
-    }
+    assert rules == EXPECTED
+    exchanges = {k["key"]: k["exchange"] for k in report["keys"]}
+    from keymon.simulator import SIMULATORS
+
+    assert set(exchanges.values()) == set(SIMULATORS)  # every simulated exchange shows a key
+    assert all(name.split("-")[1] == exchange for name, exchange in exchanges.items())
 
 
 def test_demo_daemon_serves_metrics_and_stops_on_ctrl_c() -> None:
@@ -263,6 +263,10 @@ def test_demo_daemon_serves_metrics_and_stops_on_ctrl_c() -> None:
         text = httpx.get(f"{base}/metrics", timeout=5).text
         assert (
             'keymon_key_finding{key="bravo-binance",client="bravo",exchange="binance",'
+            'rule="withdraw_enabled",severity="critical",permission=""} 1.0'
+        ) in text
+        assert (
+            'keymon_key_finding{key="india-bitget",client="india",exchange="bitget",'
             'rule="withdraw_enabled",severity="critical",permission=""} 1.0'
         ) in text
         proc.send_signal(signal.SIGINT)

@@ -36,6 +36,8 @@ from keymon.config import (
     GateKey,
     HtxKey,
     HtxSettings,
+    KrakenKey,
+    KrakenSettings,
     KucoinKey,
     KucoinSettings,
     LoadedConfig,
@@ -224,14 +226,14 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
         "invalid-exchange-unknown.yaml",
         (
             "keys[0].exchange: unknown exchange 'kraken2' "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, coinbase)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, kraken, coinbase)",
         ),
     ),
     (
         "invalid-exchange-missing.yaml",
         (
             "keys[0].exchange: exchange is missing "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, coinbase)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, kraken, coinbase)",
         ),
     ),
     (
@@ -264,6 +266,13 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
     (
         "invalid-secret-pem-not-a-key.yaml",
         ("keys[0].api_secret: looks like PEM but is not an unencrypted private key",),
+    ),
+    (
+        "invalid-secret-kraken-not-base64.yaml",
+        (
+            "keys[0].api_secret: the Kraken private key of key 'acme-kraken-spot' is not base64; "
+            "copy the whole 'Private key' Kraken showed when the key was created",
+        ),
     ),
     (
         "invalid-key-type-rsa-with-hmac.yaml",
@@ -1104,8 +1113,11 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "ACME_OKX_PASSPHRASE",
         "GLOBEX_HTX_KEY",
         "GLOBEX_HTX_SECRET",
+        "ACME_KRAKEN_KEY",
     ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
+    # A Kraken private key is base64 (checked at load time).
+    monkeypatch.setenv("ACME_KRAKEN_SECRET", "ZXhhbXBsZS1hY21lLWtyYWtlbi1zZWNyZXQ=")
     monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
     # Coinbase checks its key's shape and private key at load: give it real-looking ones.
     monkeypatch.setenv("ACME_COINBASE_KEY", COINBASE_EXAMPLE_NAME)
@@ -1127,12 +1139,14 @@ def test_example_yaml_loads_without_warnings(
         "globex-binance-futures",
         "initech-bitget-spot",
         "initech-gate-spot",
+        "acme-kraken-spot",
         "initech-kucoin-spot",
         "acme-okx-main",
         "globex-htx-spot",
         "acme-coinbase-spot",
     ]
-    acme, globex, bitget, gate, kucoin, okx, htx, coinbase = s.keys
+    acme, globex, bitget, gate, kraken, kucoin, okx, htx, coinbase = s.keys
+    assert isinstance(kraken, KrakenKey)
     assert isinstance(coinbase, CoinbaseKey)
     assert coinbase.api_key.get() == COINBASE_EXAMPLE_NAME
     assert isinstance(htx, HtxKey)
@@ -1165,6 +1179,7 @@ def test_example_yaml_sets_every_field() -> None:
     assert set(raw["exchanges"]["kucoin"]) == set(KucoinSettings.model_fields)
     assert set(raw["exchanges"]["okx"]) == set(OkxSettings.model_fields)
     assert set(raw["exchanges"]["htx"]) == set(HtxSettings.model_fields)
+    assert set(raw["exchanges"]["kraken"]) == set(KrakenSettings.model_fields)
     assert set(raw["exchanges"]["coinbase"]) == set(CoinbaseSettings.model_fields)
     assert set().union(*raw["keys"]) == (
         set(BinanceKey.model_fields)

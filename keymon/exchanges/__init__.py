@@ -14,6 +14,7 @@ from keymon.exchanges.bybit import BybitAdapter
 from keymon.exchanges.coinbase import CoinbaseAdapter
 from keymon.exchanges.gate import GateAdapter
 from keymon.exchanges.htx import HtxAdapter
+from keymon.exchanges.kraken import KrakenAdapter
 from keymon.exchanges.kucoin import KucoinAdapter
 from keymon.exchanges.okx import OkxAdapter
 
@@ -25,6 +26,7 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "kucoin": KucoinAdapter,
     "okx": OkxAdapter,
     "gate": GateAdapter,
+    "kraken": KrakenAdapter,
     "coinbase": CoinbaseAdapter,
 }
 
@@ -37,6 +39,7 @@ __all__ = [
     "ExchangeAdapter",
     "GateAdapter",
     "HtxAdapter",
+    "KrakenAdapter",
     "KucoinAdapter",
     "OkxAdapter",
     "ReadOnlyTransport",

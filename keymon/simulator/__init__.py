@@ -7,6 +7,8 @@ simulator in-process through an httpx transport, on a real local port (`Simulato
 `serve_in_thread`), or standalone with ``python -m keymon.simulator``.
 """
 
+from typing import Any
+
 from keymon.simulator.binance import (
     API_KEY_HEADER,
     BinanceSimulator,
@@ -19,6 +21,7 @@ from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.coinbase import CoinbaseSimulator
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
+from keymon.simulator.kraken import KrakenSimulator
 from keymon.simulator.kucoin import KucoinSimulator
 from keymon.simulator.okx import OkxSimulator
 from keymon.simulator.server import (
@@ -31,9 +34,22 @@ from keymon.simulator.server import (
     serve_in_thread,
 )
 
+#: Every simulated exchange by its keymon name (``exchange:`` in the configuration).
+SIMULATORS: dict[str, type[Any]] = {
+    "binance": BinanceSimulator,
+    "bybit": BybitSimulator,
+    "okx": OkxSimulator,
+    "kucoin": KucoinSimulator,
+    "bitget": BitgetSimulator,
+    "htx": HtxSimulator,
+    "gate": GateSimulator,
+    "kraken": KrakenSimulator,
+}
+
 __all__ = [
     "ADMIN_PREFIX",
     "API_KEY_HEADER",
+    "SIMULATORS",
     "BinanceSimulator",
     "BitgetSimulator",
     "BybitSimulator",
@@ -41,6 +57,7 @@ __all__ = [
     "GateSimulator",
     "Handler",
     "HtxSimulator",
+    "KrakenSimulator",
     "KucoinSimulator",
     "LoggedRequest",
     "OkxSimulator",

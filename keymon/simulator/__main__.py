@@ -2,30 +2,36 @@
 
 Usage::
 
-    python -m keymon.simulator binance --port 8900 --keys keys.yaml [--latency 0.02]
+    python -m keymon.simulator EXCHANGE --port 8900 --keys keys.yaml [--latency 0.02]
 
-The keys file is a YAML list; each entry has ``api_key``, exactly one of ``hmac_secret``,
-``public_key_pem_file`` (relative paths are resolved against the keys file) or
-``public_key_pem``, and optionally ``restrictions`` (apiRestrictions fields) and
-``ip_whitelist`` (addresses or CIDRs; omitted means loopback only). The server binds 127.0.0.1
-unless ``--host`` says otherwise, prints its URL on one line, and exits 0 on SIGINT or SIGTERM.
-Bad input gives a one-line message on stderr and exit status 2.
+The keys file is a YAML list of key mappings. For ``binance`` each entry has ``api_key``,
+exactly one of ``hmac_secret``, ``public_key_pem_file`` (relative paths are resolved against the
+keys file) or ``public_key_pem``, and optionally ``restrictions`` (apiRestrictions fields) and
+``ip_whitelist`` (addresses or CIDRs; omitted means loopback only). For every other exchange an
+entry's fields are the arguments of that simulator's ``add_key``: the credentials (``api_key``,
+``secret``, and ``passphrase`` or ``uid`` where the exchange has one) and the optional state
+(permissions, IP list, ...); ``python -m keymon.simulator EXCHANGE --help`` lists them.
+
+The server binds 127.0.0.1 unless ``--host`` says otherwise, prints its URL on one line, and
+exits 0 on SIGINT or SIGTERM. Bad input gives a one-line message on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import ipaddress
 import math
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, Protocol
 
 import yaml
 
+from keymon.simulator import SIMULATORS
 from keymon.simulator.binance import BinanceSimulator
 from keymon.simulator.server import SimulatorServer
 
@@ -41,6 +47,14 @@ _KEY_FIELDS = frozenset(
         "ip_whitelist",
     }
 )
+
+
+class _Simulator(Protocol):
+    latency: float
+
+    def add_key(self, api_key: str, *args: Any, **kwargs: Any) -> None: ...
+
+    def server(self, host: str = ..., port: int = ...) -> SimulatorServer: ...
 
 
 class InputError(Exception):
@@ -82,16 +96,46 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (one sub-command per simulated exchange)."""
     parser = _Parser(prog=PROG, description="Serve a fake exchange API on a local port.")
     exchanges = parser.add_subparsers(dest="exchange", required=True, metavar="EXCHANGE")
-    binance = exchanges.add_parser("binance", help="Binance spot and /sapi key endpoints")
-    binance.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    binance.add_argument(
-        "--port", type=_port, default=8900, help="port to bind, 0 for any free port (default 8900)"
-    )
-    binance.add_argument("--keys", type=Path, help="YAML file listing the keys to serve")
-    binance.add_argument(
-        "--latency", type=_latency, default=0.0, help="seconds added to every answer (default 0)"
-    )
+    for name, cls in SIMULATORS.items():
+        sub = exchanges.add_parser(
+            name,
+            help=f"the simulated {name} API ({cls.__module__})",
+            description=f"Serve the simulated {name} API. Keys file entries: {_fields_help(name)}.",
+        )
+        sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+        sub.add_argument(
+            "--port",
+            type=_port,
+            default=8900,
+            help="port to bind, 0 for any free port (default 8900)",
+        )
+        sub.add_argument("--keys", type=Path, help="YAML file listing the keys to serve")
+        sub.add_argument(
+            "--latency",
+            type=_latency,
+            default=0.0,
+            help="seconds added to every answer (default 0)",
+        )
     return parser
+
+
+def _fields_help(exchange: str) -> str:
+    if exchange == "binance":
+        return (
+            "api_key, hmac_secret | public_key_pem_file | public_key_pem, "
+            "optional restrictions, ip_whitelist"
+        )
+    required, optional = _add_key_fields(exchange)
+    return f"{', '.join(required)}, optional {', '.join(optional)}"
+
+
+def _add_key_fields(exchange: str) -> tuple[list[str], list[str]]:
+    """The required and optional fields of a key entry: the simulator's add_key arguments."""
+    parameters = inspect.signature(SIMULATORS[exchange].add_key).parameters.values()
+    fields = [p for p in parameters if p.name != "self"]
+    required = [p.name for p in fields if p.default is inspect.Parameter.empty]
+    optional = [p.name for p in fields if p.default is not inspect.Parameter.empty]
+    return required, optional
 
 
 def _load_entries(path: Path) -> list[dict[str, object]]:
@@ -180,6 +224,47 @@ def build_binance(keys_file: Path | None, latency: float) -> BinanceSimulator:
     return simulator
 
 
+def _add_generic(simulator: _Simulator, exchange: str, entry: dict[str, object]) -> None:
+    required, optional = _add_key_fields(exchange)
+    unknown = set(entry) - set(required) - set(optional)
+    if unknown:
+        raise InputError(
+            f"unknown fields {', '.join(sorted(map(str, unknown)))} "
+            f"(known: {', '.join(required + optional)})"
+        )
+    missing = [name for name in required if name not in entry]
+    if missing:
+        raise InputError(f"missing {', '.join(missing)}")
+    credentials: list[str] = []
+    for name in required:
+        value = entry[name]
+        if not isinstance(value, str):
+            # YAML turns unquoted digits into numbers; credentials must stay exact strings.
+            raise InputError(f"{name} must be a string (quote it in YAML)")
+        credentials.append(value)
+    state: dict[str, Any] = {name: entry[name] for name in optional if name in entry}
+    try:
+        simulator.add_key(*credentials, **state)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InputError(_one_line(str(exc))) from None
+
+
+def build_simulator(exchange: str, keys_file: Path | None, latency: float) -> _Simulator:
+    """The named exchange's simulator loaded from a keys file; raises InputError on bad input."""
+    if exchange == "binance":
+        return build_binance(keys_file, latency)
+    simulator: _Simulator = SIMULATORS[exchange]()
+    simulator.latency = latency
+    if keys_file is None:
+        return simulator
+    for index, entry in enumerate(_load_entries(keys_file), start=1):
+        try:
+            _add_generic(simulator, exchange, entry)
+        except InputError as exc:
+            raise InputError(f"{keys_file}: key entry {index}: {exc}") from None
+    return simulator
+
+
 async def _serve(server: SimulatorServer, exchange: str) -> None:
     await server.start()
     try:
@@ -204,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the runner; returns the process exit status."""
     try:
         args = build_parser().parse_args(argv)
-        simulator = build_binance(args.keys, args.latency)
+        simulator = build_simulator(args.exchange, args.keys, args.latency)
     except InputError as exc:
         print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE

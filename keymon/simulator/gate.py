@@ -6,6 +6,10 @@ masked). Requests are signed ``hex(HMAC-SHA512(secret, METHOD\\npath\\nquery\\nh
 \\ntimestamp))`` with ``KEY``, ``Timestamp`` (s) and ``SIGN``; a timestamp more than 60 s from
 the server's clock is refused with ``REQUEST_EXPIRED``. Errors are ``{"label", "message"}``
 bodies with a 4xx status.
+
+Fault injection comes from :class:`~keymon.simulator.faults.FaultKnobs`: latency (returned as
+`SimResponse.delay`), failed and truncated answers, and a server clock skew that both
+``spot/time`` and the timestamp window use.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Final
 
 import httpx
 
+from keymon.simulator.faults import FaultKnobs
 from keymon.simulator.server import (
     SimResponse,
     SimulatorAsyncTransport,
@@ -65,7 +70,7 @@ class _Answer(Exception):
         self.response = response
 
 
-class GateSimulator:
+class GateSimulator(FaultKnobs):
     """A thread-safe, in-memory Gate APIv4 fake with an injectable clock (seconds)."""
 
     def __init__(self, *, clock: Callable[[], float] = time.time, user_id: int = 1667201533):
@@ -74,9 +79,11 @@ class GateSimulator:
         self._user_id = user_id
         self._keys: dict[str, _Key] = {}
         self.main_keys_forbidden = False
+        self._latency = 0.0
         self._fail_remaining = 0
         self._fail_status = 503
         self._truncate_remaining = 0
+        self._clock_skew_ms = 0
         self._limit: int | None = None
         self._window: tuple[int, int] = (0, 0)  # (second, signed requests in it)
 
@@ -100,7 +107,7 @@ class GateSimulator:
                 secret,
                 list(DEFAULT_PERMS if perms is None else perms),
                 list(["127.0.0.1"] if ips is None else ips),
-                int(self._clock()),
+                self._now_ms() // 1000,
             )
 
     def update_key(
@@ -117,20 +124,10 @@ class GateSimulator:
             if ips is not None:
                 key.ips = list(ips)
 
-    def fail_next(self, n: int, status: int = 503) -> None:
-        """Answer the next ``n`` requests with ``status`` and an HTML body."""
-        with self._lock:
-            self._fail_remaining, self._fail_status = n, status
-
     def set_limit(self, per_second: int | None) -> None:
         """Answer 429 ``TOO_MANY_REQUESTS`` past ``per_second`` signed requests a second."""
         with self._lock:
             self._limit = per_second
-
-    def truncate_next(self, n: int) -> None:
-        """Cut the next ``n`` bodies in half."""
-        with self._lock:
-            self._truncate_remaining = n
 
     def delete_key(self, api_key: str) -> None:
         with self._lock:
@@ -163,17 +160,20 @@ class GateSimulator:
         with self._lock:
             if self._fail_remaining > 0:
                 self._fail_remaining -= 1
-                return SimResponse(
+                response = SimResponse(
                     self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
                 )
-            try:
-                response = self._dispatch(method.upper(), path, raw_query, body, headers, client_ip)
-            except _Answer as answer:
-                response = answer.response
-            if self._truncate_remaining > 0:
-                self._truncate_remaining -= 1
-                response = replace(response, body=response.body[: len(response.body) // 2])
-            return response
+            else:
+                try:
+                    response = self._dispatch(
+                        method.upper(), path, raw_query, body, headers, client_ip
+                    )
+                except _Answer as answer:
+                    response = answer.response
+                if self._truncate_remaining > 0:
+                    self._truncate_remaining -= 1
+                    response = replace(response, body=response.body[: len(response.body) // 2])
+            return replace(response, delay=self._latency)
 
     def _dispatch(
         self,
@@ -184,9 +184,10 @@ class GateSimulator:
         headers: Mapping[str, str],
         client_ip: str,
     ) -> SimResponse:
-        now = self._clock()
+        now_ms = self._now_ms()
+        now = now_ms / 1000
         if path == TIME_PATH and method == "GET":
-            return _json(200, {"server_time": round(now * 1000)})
+            return _json(200, {"server_time": now_ms})
         if path not in (DETAIL_PATH, MAIN_KEYS_PATH):
             return _json(404, {"label": "NOT_FOUND", "message": "not found"})
         if method != "GET":
@@ -225,7 +226,7 @@ class GateSimulator:
             "key": mask(api_key),
             "created_at": key.created_at,
             "updated_at": key.created_at,
-            "last_access": int(self._clock()),
+            "last_access": self._now_ms() // 1000,
         }
 
     def _authenticate(

@@ -10,7 +10,9 @@ and not from keymon's adapter:
   ``Timestamp`` and ``Signature = base64(HMAC-SHA256(secret, "GET\\nhost\\npath\\n" +
   sorted_urlencoded_params))``, recomputed from the decoded parameters;
 - a per-second request limit per key (HTTP 429);
-- fault injection: failed responses and truncated bodies.
+- fault injection (:class:`~keymon.simulator.faults.FaultKnobs`): latency (returned as
+  `SimResponse.delay`), failed responses, truncated bodies and a server clock skew, which the
+  timestamp window uses.
 
 exchange-apis.md does not give HTX's error codes for an unknown key, a wrong signature, a
 foreign IP or a stale timestamp. The simulator answers all of them with the one code it names,
@@ -39,6 +41,7 @@ from urllib.parse import parse_qsl, quote
 
 import httpx
 
+from keymon.simulator.faults import FaultKnobs
 from keymon.simulator.server import (
     SimResponse,
     SimulatorAsyncTransport,
@@ -86,7 +89,7 @@ class _Answer(Exception):
         self.response = response
 
 
-class HtxSimulator:
+class HtxSimulator(FaultKnobs):
     """A thread-safe, in-memory HTX fake with an injectable clock (seconds)."""
 
     def __init__(
@@ -101,9 +104,11 @@ class HtxSimulator:
         self._windows: dict[str, tuple[int, int]] = {}
         self._per_key: Counter[str] = Counter()
         self._count_429 = 0
+        self._latency = 0.0
         self._fail_remaining = 0
         self._fail_status = 503
         self._truncate_remaining = 0
+        self._clock_skew_ms = 0
 
     def __repr__(self) -> str:
         with self._lock:
@@ -137,7 +142,7 @@ class HtxSimulator:
                 uid,
                 list(permission or DEFAULT_PERMISSION),
                 list(ips or []),
-                int(self._clock() * 1000),
+                self._now_ms(),
                 valid_days,
             )
 
@@ -163,17 +168,6 @@ class HtxSimulator:
         """Delete a key: its requests are then refused."""
         with self._lock:
             del self._keys[api_key]
-
-    def fail_next(self, n: int, status: int = 503) -> None:
-        """Answer the next ``n`` requests with ``status`` and an HTML body."""
-        with self._lock:
-            self._fail_remaining = n
-            self._fail_status = status
-
-    def truncate_next(self, n: int) -> None:
-        """Cut the next ``n`` response bodies in half."""
-        with self._lock:
-            self._truncate_remaining = n
 
     @property
     def count_429(self) -> int:
@@ -221,17 +215,18 @@ class HtxSimulator:
                 self._per_key[api_key] += 1
             if self._fail_remaining > 0:
                 self._fail_remaining -= 1
-                return SimResponse(
+                response = SimResponse(
                     self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
                 )
-            try:
-                response = self._dispatch(method.upper(), path, params, headers, client_ip)
-            except _Answer as answer:
-                response = answer.response
-            if self._truncate_remaining > 0:
-                self._truncate_remaining -= 1
-                response = replace(response, body=response.body[: len(response.body) // 2])
-            return response
+            else:
+                try:
+                    response = self._dispatch(method.upper(), path, params, headers, client_ip)
+                except _Answer as answer:
+                    response = answer.response
+                if self._truncate_remaining > 0:
+                    self._truncate_remaining -= 1
+                    response = replace(response, body=response.body[: len(response.body) // 2])
+            return replace(response, delay=self._latency)
 
     def _dispatch(
         self,
@@ -275,7 +270,7 @@ class HtxSimulator:
             stamp = datetime.strptime(params.get("Timestamp", "") + "+0000", "%Y-%m-%dT%H:%M:%S%z")
         except ValueError:
             raise _refuse("Signature not valid: Timestamp format invalid") from None
-        if abs(stamp.timestamp() - self._clock()) > TIMESTAMP_WINDOW_S:
+        if abs(stamp.timestamp() - self._now_ms() / 1000) > TIMESTAMP_WINDOW_S:
             raise _refuse("Signature not valid: Timestamp expired")
         key = self._keys.get(api_key)
         if key is None:
@@ -288,7 +283,7 @@ class HtxSimulator:
         return key
 
     def _admit(self, api_key: str) -> None:
-        second = int(self._clock())
+        second = self._now_ms() // 1000
         start, count = self._windows.get(api_key, (second, 0))
         count = count + 1 if start == second else 1
         self._windows[api_key] = (second, count)

@@ -7,9 +7,11 @@ adapter, both in-process and served on 127.0.0.1.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,9 +32,10 @@ from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.coinbase import CoinbaseSimulator, new_key_pair
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
+from keymon.simulator.kraken import KrakenSimulator
 from keymon.simulator.kucoin import KucoinSimulator, mask
 from keymon.simulator.okx import OkxSimulator
-from tests.conftest import DOC_API_KEY, DOC_SECRET, FakeClock
+from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock
 
 BYBIT_KEY = "bybitContractKey"
 BYBIT_SECRET = "bybitContractSecret"
@@ -50,6 +53,9 @@ HTX_SECRET = "htxContractSecret"
 HTX_UID = "123456"
 GATE_KEY = "gateContractKey0001"
 GATE_SECRET = "gateContractSecret"
+KRAKEN_KEY = "krakenContractKey"
+#: A Kraken private key is base64 of 64 bytes.
+KRAKEN_SECRET = base64.b64encode(b"kraken-contract-secret-".ljust(64, b"k")).decode()
 COINBASE_KEY = (
     "organizations/6f1c2d3e-0000-4000-8000-00000000c0de/"
     "apiKeys/0b5e7a11-0000-4000-8000-00000000beef"
@@ -58,6 +64,7 @@ COINBASE_KEY = (
 COINBASE_SECRET, COINBASE_PUBLIC = new_key_pair("ES256")
 UNTRUSTED = "198.51.100.9"
 REFUSED_ONLY = "10.9.9.9"
+SENTINEL_B64 = base64.b64encode(SENTINEL.encode()).decode()
 
 
 class Venue(Protocol):
@@ -496,6 +503,67 @@ class HtxVenue:
 
 
 @dataclass
+class KrakenVenue:
+    """Kraken: permission strings, an ipAllowlist array, validUntil; nonces, no clock window."""
+
+    clock: FakeClock
+    name: str = "kraken"
+    api_key: str = KRAKEN_KEY
+    secret: str = KRAKEN_SECRET
+    key_extra: dict[str, Any] = field(default_factory=dict)
+    untrusted_shown: str = UNTRUSTED
+    sim: KrakenSimulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = KrakenSimulator(clock=self.clock)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self.sim.transport()
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        return self.sim.serve_in_thread()
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        if rate_limited:  # the key's call counter holds a single call
+            self.sim.set_limit(1)
+        self.sim.add_key(self.api_key, self.secret, ips=["127.0.0.1"])
+
+    def withdraw_on(self) -> None:
+        self.sim.update_key(
+            self.api_key,
+            permissions=["query-funds", "query-open-trades", "modify-trades", "withdraw-funds"],
+        )
+
+    def drop_ip_restriction(self) -> bool:
+        self.sim.update_key(self.api_key, ips=[])
+        return True
+
+    def untrusted_ip(self) -> bool:
+        self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
+        return True
+
+    def expiry_near(self, at: datetime) -> bool:
+        self.sim.update_key(self.api_key, valid_until=int(at.timestamp()))
+        return True
+
+    def delete(self) -> None:
+        self.sim.delete_key(self.api_key)
+
+    def refuse_ip(self) -> None:
+        self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
+
+    def fail(self, n: int, status: int) -> None:
+        self.sim.fail_next(n, status)
+
+    def garbage(self, n: int) -> None:
+        self.sim.truncate_next(n)
+
+    def nonce_ahead(self) -> None:
+        """The key's bots sign microsecond nonces: every millisecond nonce is too small."""
+        self.sim.use_nonce(self.api_key, int(self.clock.now * 1_000_000))
+
+
+@dataclass
 class CoinbaseVenue:
     """Coinbase: can_view/can_trade/can_transfer only; IP allowlist and expiry not shown; a
     bare 401 for every refusal (deleted key, wrong private key, refused IP, bad JWT time)."""
@@ -557,6 +625,7 @@ VENUES: dict[str, Callable[[FakeClock], Venue]] = {
     "bitget": BitgetVenue,
     "htx": HtxVenue,
     "gate": GateVenue,
+    "kraken": KrakenVenue,
     "coinbase": CoinbaseVenue,
 }
 
@@ -732,7 +801,20 @@ class JumpyClock:
 async def test_persistent_skew_is_clock_skew(harness: Harness) -> None:
     """When a re-sync does not help, the audit fails with clock_skew."""
     if harness.venue.name == "htx":
-        pytest.skip("HTX: exchange-apis.md §2.15 names no timestamp error and no server clock")
+        pytest.skip(
+            "HTX: §2.15 names no timestamp error or server-time endpoint; the adapter does not"
+            " sync, so a stale stamp is api-signature-not-valid (key_rejected)"
+        )
+    if isinstance(harness.venue, KrakenVenue):
+        # Kraken has no clock window: its clock-like failure is a nonce the key has already
+        # passed (bots on a larger nonce scale), which keymon's one retry cannot cure.
+        harness.venue.healthy()
+        harness.venue.nonce_ahead()
+        result = await harness.audit()
+        assert reason(result) is Reason.CLOCK_SKEW
+        assert result.error is not None
+        assert result.error.code == "EAPI:Invalid nonce"
+        return
     harness.venue.healthy()
     result = await harness.audit(clock=JumpyClock(harness.clock.now))
     assert reason(result) is Reason.CLOCK_SKEW
@@ -805,9 +887,9 @@ async def test_httpx_errors_become_reasons(
 ) -> None:
     """No adapter lets an httpx error out: each becomes an audit error with a reason."""
     venue = VENUES[venue_name](clock)
-    # The venue's own secret: a distinct string on every venue, and usable key material where
-    # the secret must be a private key (Coinbase).
-    secret = venue.secret
+    # Where any string is a secret, the sentinel; where the secret must be key material, a
+    # usable form of it (Kraken: the sentinel in base64; Coinbase: the venue's private key).
+    secret = {"kraken": SENTINEL_B64, "coinbase": venue.secret}.get(venue_name, SENTINEL)
     key = {
         "name": "k",
         "client": "acme",
@@ -821,6 +903,7 @@ async def test_httpx_errors_become_reasons(
         result = await auditor.audit(settings.keys[0])
     assert reason(result) is expected
     assert result.error is not None
+    assert SENTINEL not in result.error.message
     assert secret not in result.error.message
 
 
@@ -845,7 +928,7 @@ async def test_bybit_unified_account_default_derivatives_is_a_warning(clock: Fak
 def test_check_mixes_exchanges(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`keymon check` audits a key on each of eight exchanges in one run, each on its own."""
+    """`keymon check` audits a key on each of nine exchanges in one run, each on its own."""
     binance = BinanceSimulator()
     binance.add_key(DOC_API_KEY, hmac_secret=DOC_SECRET)
     bybit = BybitSimulator()
@@ -912,6 +995,13 @@ def test_check_mixes_exchanges(
                 "api_secret": GATE_SECRET,
             },
             {
+                "name": "acme-kraken",
+                "client": "acme",
+                "exchange": "kraken",
+                "api_key": KRAKEN_KEY,
+                "api_secret": KRAKEN_SECRET,
+            },
+            {
                 "name": "acme-coinbase",
                 "client": "acme",
                 "exchange": "coinbase",
@@ -932,9 +1022,12 @@ def test_check_mixes_exchanges(
     htx.add_key(HTX_KEY, HTX_SECRET, HTX_UID)
     gate = GateSimulator()
     gate.add_key(GATE_KEY, GATE_SECRET)
+    kraken = KrakenSimulator()
+    kraken.add_key(KRAKEN_KEY, KRAKEN_SECRET, valid_until=int(time.time()) + 90 * 86400)
     coinbase = CoinbaseSimulator()
     coinbase.add_key(COINBASE_KEY, COINBASE_PUBLIC)
     transports = {
+        "kraken": kraken.transport(),
         "htx": htx.transport(),
         "gate": gate.transport(),
         "coinbase": coinbase.transport(),
@@ -959,7 +1052,19 @@ def test_check_mixes_exchanges(
     assert HTX_SECRET not in out
     assert "acme-gate" in out
     assert GATE_SECRET not in out
-    assert "acme-coinbase" in out
+    row = next(k for k in report["keys"] if k["key"] == "acme-kraken")
+    assert row["audit_ok"] is True  # the simulator checked signature and nonce
+    assert row["facts"]["ip_list"] == ["127.0.0.1"]
+    assert row["facts"]["permissions"]["withdraw"] is False
+    assert [d["kind"] for d in row["facts"]["deadlines"]] == ["key_expiry"]
+    assert row["findings"] == []
+    assert KRAKEN_SECRET not in out
+    row = next(k for k in report["keys"] if k["key"] == "acme-coinbase")
+    assert row["audit_ok"] is True  # the simulator verified the JWT with the public key
+    assert row["facts"]["permissions"] == {"read": True, "spot_trade": True, "withdraw": False}
+    assert row["facts"]["ip_restricted"] is None  # not visible: not evaluated, not passed
+    assert row["facts"]["ip_list"] is None
+    assert row["findings"] == []
     assert COINBASE_KEY not in out
     assert all(line not in out for line in COINBASE_SECRET.splitlines()[1:-1])
     assert OKX_SECRET not in out

@@ -1299,7 +1299,7 @@ def test_cli_serves_and_exits_0_on_signal(
         ),
         (["binance", "--port", "70000"], None, "out of range"),
         (["binance", "--latency", "-1"], None, "latency must be"),
-        (["kraken"], None, "invalid choice"),
+        (["nosuchexchange"], None, "invalid choice"),
         ([], None, "required"),
     ],
     ids=[

@@ -136,3 +136,56 @@ async def test_served_over_http(htx: HtxSimulator, clock: FakeClock) -> None:
         async with httpx.AsyncClient(base_url=url) as client:
             response = await client.get("/nothing")
     assert response.status_code == 404
+
+
+def test_latency_is_the_answer_delay(htx: HtxSimulator, clock: FakeClock) -> None:
+    """Every answer, failed ones included, carries the injected latency as its delay."""
+    assert htx.handle("GET", "/v2/user/api-key", "", b"", {}, "127.0.0.1").delay == 0
+    htx.latency = 0.25
+    assert htx.latency == 0.25
+    assert htx.handle("GET", "/v2/user/api-key", "", b"", {}, "127.0.0.1").delay == 0.25
+    htx.fail_next(1, 502)
+    failed = htx.handle("GET", "/v2/user/api-key", "", b"", {}, "127.0.0.1")
+    assert (failed.status, failed.delay) == (502, 0.25)
+    with pytest.raises(ValueError, match="latency"):
+        htx.latency = float("nan")
+
+
+async def test_latency_delays_the_transport(htx: HtxSimulator) -> None:
+    """The in-process transport waits out the latency before answering."""
+    htx.latency = 0.2
+    async with httpx.AsyncClient(transport=htx.transport(), base_url="http://htx.test") as c:
+        started = time.monotonic()
+        response = await c.get("/nothing")
+        elapsed = time.monotonic() - started
+    assert response.status_code == 404
+    assert elapsed >= 0.2
+
+
+@pytest.mark.parametrize("skew_ms", [600_000, -600_000])
+def test_skew_shifts_server_time_and_refuses_local_stamps(
+    htx: HtxSimulator, clock: FakeClock, skew_ms: int
+) -> None:
+    """With the server clock 10 min off, a Timestamp from the local clock is outside the
+    5-minute window: api-signature-not-valid, "Timestamp expired"; one from the server's
+    time passes."""
+    assert request(htx, clock)[0] == 200
+    htx.clock_skew_ms = skew_ms
+    assert htx.clock_skew_ms == skew_ms
+    assert htx.server_time_ms() == round(clock.now * 1000) + skew_ms
+    status, body = request(htx, clock)
+    assert status == 200
+    assert body["err-code"] == "api-signature-not-valid"
+    assert body["err-msg"] == "Signature not valid: Timestamp expired"
+    status, body = request(htx, clock, offset=skew_ms / 1000)
+    assert (status, body["code"]) == (200, 200)
+
+
+def test_fault_knobs_validate_their_arguments(htx: HtxSimulator) -> None:
+    """The shared knobs refuse nonsense (the old HTX copies took anything)."""
+    with pytest.raises(ValueError, match="fail_next"):
+        htx.fail_next(-1)
+    with pytest.raises(ValueError, match="fail_next"):
+        htx.fail_next(1, 600)
+    with pytest.raises(ValueError, match="truncate_next"):
+        htx.truncate_next(-1)
