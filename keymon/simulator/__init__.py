@@ -44,6 +44,7 @@ SIMULATORS: dict[str, type[Any]] = {
     "htx": HtxSimulator,
     "gate": GateSimulator,
     "kraken": KrakenSimulator,
+    "coinbase": CoinbaseSimulator,
 }
 
 __all__ = [

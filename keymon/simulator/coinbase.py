@@ -164,33 +164,28 @@ class CoinbaseSimulator(FaultKnobs):
 
     def add_key(
         self,
-        name: str,
-        public_key_pem: str,
+        api_key: str,
+        secret: str,
         *,
         can_view: bool = True,
         can_trade: bool = True,
         can_transfer: bool = False,
-        allowed_ips: list[str] | None = None,
+        ips: list[str] | None = None,
         user: str = "user-1",
         portfolio_type: str = "DEFAULT",
     ) -> None:
-        """Register a key by its name and *public* key. Defaults: the guide's key (View +
-        Trade, no Transfer), allowed from 127.0.0.1 only; ``allowed_ips=[]`` allows any IP."""
-        public = serialization.load_pem_public_key(public_key_pem.encode())
-        algorithm: Algorithm
-        if isinstance(public, ec.EllipticCurvePublicKey) and isinstance(public.curve, ec.SECP256R1):
-            algorithm = "ES256"
-        elif isinstance(public, ed25519.Ed25519PublicKey):
-            algorithm = "EdDSA"
-        else:
-            raise TypeError("a CDP key is EC P-256 or Ed25519")
-        ips = list(["127.0.0.1"] if allowed_ips is None else allowed_ips)
-        _check_ips(ips)
+        """Register a key by its name (``api_key``) and its key PEM (``secret``): the public
+        key, or the private key the CDP portal hands out, of which only the public half is kept
+        (Coinbase never holds the private key). Defaults: the guide's key (View + Trade, no
+        Transfer), allowed from 127.0.0.1 only; ``ips=[]`` allows any IP."""
+        public, algorithm = _public_key(secret)
+        allowed = list(["127.0.0.1"] if ips is None else ips)
+        _check_ips(allowed)
         with self._lock:
-            if name in self._keys:
-                raise ValueError(f"key {name} already exists")
-            self._keys[name] = _Key(
-                public, algorithm, can_view, can_trade, can_transfer, ips, user, portfolio_type
+            if api_key in self._keys:
+                raise ValueError(f"key {api_key} already exists")
+            self._keys[api_key] = _Key(
+                public, algorithm, can_view, can_trade, can_transfer, allowed, user, portfolio_type
             )
 
     def update_key(
@@ -200,11 +195,11 @@ class CoinbaseSimulator(FaultKnobs):
         can_view: bool | None = None,
         can_trade: bool | None = None,
         can_transfer: bool | None = None,
-        allowed_ips: list[str] | None = None,
+        ips: list[str] | None = None,
     ) -> None:
         """Change a key's permissions or IP allowlist (``[]`` allows any IP)."""
-        if allowed_ips is not None:
-            _check_ips(allowed_ips)
+        if ips is not None:
+            _check_ips(ips)
         with self._lock:
             key = self._keys[name]
             if can_view is not None:
@@ -213,8 +208,8 @@ class CoinbaseSimulator(FaultKnobs):
                 key.can_trade = can_trade
             if can_transfer is not None:
                 key.can_transfer = can_transfer
-            if allowed_ips is not None:
-                key.allowed_ips = list(allowed_ips)
+            if ips is not None:
+                key.allowed_ips = list(ips)
 
     def delete_key(self, name: str) -> None:
         """Forget a key: its JWTs draw 401 from now on."""
@@ -385,6 +380,21 @@ class CoinbaseSimulator(FaultKnobs):
             raise _Answer(
                 _json(429, {"error": "RATE_LIMIT_EXCEEDED", "message": "Too many requests"})
             )
+
+
+def _public_key(pem: str) -> tuple[PublicKey, Algorithm]:
+    """The public key in a public or private key PEM, and the JWT algorithm it verifies."""
+    data = pem.encode()
+    loaded: object
+    if b"PRIVATE KEY" in data:
+        loaded = serialization.load_pem_private_key(data, password=None).public_key()
+    else:
+        loaded = serialization.load_pem_public_key(data)
+    if isinstance(loaded, ec.EllipticCurvePublicKey) and isinstance(loaded.curve, ec.SECP256R1):
+        return loaded, "ES256"
+    if isinstance(loaded, ed25519.Ed25519PublicKey):
+        return loaded, "EdDSA"
+    raise TypeError("a CDP key is EC P-256 or Ed25519")
 
 
 def _verify(key: _Key, signing_input: bytes, signature: bytes) -> bool:

@@ -187,8 +187,8 @@ def test_simulator_refuses_bad_jwts_with_a_bare_401(case: str, why: str) -> None
     private, public = new_key_pair("ES256")
     other_private, other_public = new_key_pair("ES256")
     sim = simulator()
-    sim.add_key(NAME, public, allowed_ips=["203.0.113.10"] if case == "refused IP" else [])
-    sim.add_key(OTHER, other_public, allowed_ips=[])
+    sim.add_key(NAME, public, ips=["203.0.113.10"] if case == "refused IP" else [])
+    sim.add_key(OTHER, other_public, ips=[])
     url = "http://api.coinbase.com" + PERMISSIONS_PATH
     key = coinbase_key(private)
     request = sign(key, url)

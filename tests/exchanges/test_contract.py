@@ -588,13 +588,13 @@ class CoinbaseVenue:
     def healthy(self, *, rate_limited: bool = False) -> None:
         if rate_limited:
             self.sim.set_limit(1)
-        self.sim.add_key(self.api_key, COINBASE_PUBLIC, allowed_ips=["127.0.0.1"])
+        self.sim.add_key(self.api_key, COINBASE_PUBLIC, ips=["127.0.0.1"])
 
     def withdraw_on(self) -> None:
         self.sim.update_key(self.api_key, can_transfer=True)
 
     def drop_ip_restriction(self) -> bool:
-        self.sim.update_key(self.api_key, allowed_ips=[])
+        self.sim.update_key(self.api_key, ips=[])
         return False  # Coinbase does not show a key its IP allowlist
 
     def untrusted_ip(self) -> bool:
@@ -608,7 +608,7 @@ class CoinbaseVenue:
 
     def refuse_ip(self) -> None:
         # Coinbase answers the same bare 401 as for a deleted key: key_rejected, cause unknown.
-        self.sim.update_key(self.api_key, allowed_ips=[REFUSED_ONLY])
+        self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
 
     def fail(self, n: int, status: int) -> None:
         self.sim.fail_next(n, status)

@@ -28,12 +28,14 @@ NAME = (
 )
 
 
-def bearer(private_pem: str, now: int, host: str = "api.coinbase.com") -> dict[str, str]:
+def bearer(
+    private_pem: str, now: int, host: str = "api.coinbase.com", name: str = NAME
+) -> dict[str, str]:
     """Headers for one key_permissions call, built like Coinbase's own Python sample."""
     key = serialization.load_pem_private_key(private_pem.encode(), password=None)
     token = jwt.encode(
         {
-            "sub": NAME,
+            "sub": name,
             "iss": "cdp",
             "nbf": now,
             "exp": now + 120,
@@ -41,7 +43,7 @@ def bearer(private_pem: str, now: int, host: str = "api.coinbase.com") -> dict[s
         },
         key,  # type: ignore[arg-type]
         algorithm="ES256",
-        headers={"kid": NAME, "nonce": secrets.token_hex()},
+        headers={"kid": name, "nonce": secrets.token_hex()},
     )
     return {"Authorization": f"Bearer {token}", "Host": host}
 
@@ -93,13 +95,18 @@ def test_allowlist_and_updates(sim: CoinbaseSimulator, clock: FakeClock) -> None
         sim.handle("GET", PERMISSIONS_PATH, "", b"", bearer(private, now), "10.1.1.1").status == 401
     )
     assert sim.last_rejection == "IP not allowed"
-    sim.update_key(NAME, allowed_ips=[], can_trade=False)
+    sim.update_key(NAME, ips=[], can_trade=False)
     answer = sim.handle("GET", PERMISSIONS_PATH, "", b"", bearer(private, now), "10.1.1.1")
     assert json.loads(answer.body)["can_trade"] is False
     with pytest.raises(ValueError, match="already exists"):
         sim.add_key(NAME, public)
+    # The CDP portal's private key is accepted too: only its public half is kept.
+    other = NAME.replace("0000bbbb", "0000cccc")
+    sim.add_key(other, private, ips=[])
+    headers = bearer(private, now, name=other)
+    assert sim.handle("GET", PERMISSIONS_PATH, "", b"", headers, "10.1.1.1").status == 200
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6"):
-        sim.update_key(NAME, allowed_ips=["not-an-ip"])
+        sim.update_key(NAME, ips=["not-an-ip"])
 
 
 def test_faults(sim: CoinbaseSimulator) -> None:
