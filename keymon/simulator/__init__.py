@@ -14,6 +14,7 @@ from keymon.simulator.binance import (
     signed_payload,
     verify_hmac,
 )
+from keymon.simulator.bingx import BingxSimulator
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.gate import GateSimulator
@@ -34,6 +35,7 @@ __all__ = [
     "ADMIN_PREFIX",
     "API_KEY_HEADER",
     "BinanceSimulator",
+    "BingxSimulator",
     "BitgetSimulator",
     "BybitSimulator",
     "GateSimulator",
