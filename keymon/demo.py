@@ -112,6 +112,7 @@ _VENUES: dict[str, _Venue] = {
     "htx": _Venue(_with_uid, ("uid",)),
     "gate": _Venue(_plain),
     "kraken": _Venue(_kraken, secret_of=_base64_secret),
+    "bingx": _Venue(_plain),
 }
 
 
@@ -177,6 +178,13 @@ def demo_keys(now: float) -> list[DemoKey]:
             "kraken",
             "the key expires in 5 days (validUntil)",
             {"valid_until": int(now + 5 * DAY)},
+        ),
+        DemoKey(
+            "mike-bingx",
+            "mike",
+            "bingx",
+            "trading key bound to no IP (BingX deletes it after 14 idle days)",
+            {"ips": []},
         ),
     ]
 

@@ -35,6 +35,7 @@ EXPECTED: dict[str, set[str]] = {
     "juliet-htx": {"ip_unrestricted"},
     "kilo-gate": set(),
     "lima-kraken": {"review_deadline"},
+    "mike-bingx": {"ip_unrestricted"},
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGate, build_client
 from keymon.exchanges.binance import BinanceAdapter
+from keymon.exchanges.bingx import BingxAdapter
 from keymon.exchanges.bitget import BitgetAdapter
 from keymon.exchanges.bybit import BybitAdapter
 from keymon.exchanges.gate import GateAdapter
@@ -26,11 +27,13 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "okx": OkxAdapter,
     "gate": GateAdapter,
     "kraken": KrakenAdapter,
+    "bingx": BingxAdapter,
 }
 
 __all__ = [
     "EXCHANGES",
     "BinanceAdapter",
+    "BingxAdapter",
     "BitgetAdapter",
     "BybitAdapter",
     "ExchangeAdapter",
