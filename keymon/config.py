@@ -94,6 +94,14 @@ OKX_BASE_URL = "https://www.okx.com"
 #: UID (exchange-apis.md §2.2). keymon takes a fifth of that, 30 requests/min, and leaves the
 #: rest to the bots of the same account.
 OKX_MAX_WEIGHT_PER_MINUTE = 30
+BINGX_BASE_URL = "https://open-api.bingx.com"
+#: BingX counts requests: ``GET /openApi/v1/account/apiPermissions`` allows 2 requests/s per UID
+#: and 300 per 10 s per IP for each endpoint of its group (exchange-apis.md §2.7, BingX docs "Rate
+#: limit"). keymon allows itself one request a second, half the per-UID limit.
+BINGX_MAX_WEIGHT_PER_MINUTE = 60
+#: BingX's default window, and its documented maximum: a request more than 5 s old is refused.
+BINGX_RECV_WINDOW = timedelta(seconds=5)
+BINGX_MAX_RECV_WINDOW = timedelta(seconds=5)
 COINBASE_BASE_URL = "https://api.coinbase.com"
 #: Coinbase Advanced Trade allows 30 requests/s per user on private endpoints and 10/s per IP on
 #: public ones (its "REST API Rate Limits" page; not in exchange-apis.md). keymon allows itself
@@ -381,6 +389,22 @@ class OkxSettings(ExchangeSettingsBase):
     max_weight_per_minute: int = Field(default=OKX_MAX_WEIGHT_PER_MINUTE, gt=0)
 
 
+class BingxSettings(ExchangeSettingsBase):
+    """``exchanges.bingx:``. ``recv_window`` is sent with every signed request; BingX documents
+    5 s as both its default and its maximum."""
+
+    base_url: str = BINGX_BASE_URL
+    recv_window: Duration = BINGX_RECV_WINDOW
+    max_weight_per_minute: int = Field(default=BINGX_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+    @field_validator("recv_window")
+    @classmethod
+    def _recv_window_range(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= BINGX_MAX_RECV_WINDOW:
+            raise PydanticCustomError("duration", "must be more than 0s and at most 5s")
+        return value
+
+
 class CoinbaseSettings(ExchangeSettingsBase):
     """``exchanges.coinbase:`` (Advanced Trade). No recv_window: each request carries a JWT valid
     for 120 s from the time keymon reads off Coinbase's clock (``time_sync_interval``)."""
@@ -400,6 +424,7 @@ class ExchangesSettings(_Model):
     okx: OkxSettings = OkxSettings()
     gate: GateSettings = GateSettings()
     kraken: KrakenSettings = KrakenSettings()
+    bingx: BingxSettings = BingxSettings()
     coinbase: CoinbaseSettings = CoinbaseSettings()
 
     def for_exchange(self, name: str) -> ExchangeSettingsBase:
@@ -660,6 +685,13 @@ class OkxKey(KeyBase):
     passphrase: SecretRef
 
 
+class BingxKey(KeyBase):
+    """A BingX key: API key and secret, no passphrase. keymon reads only the key's own
+    permissions (``GET /openApi/v1/account/apiPermissions``), so no ``uid`` is needed."""
+
+    exchange: Literal["bingx"]
+
+
 #: A CDP API key's name: ``organizations/{org_id}/apiKeys/{key_id}``.
 COINBASE_KEY_NAME = re.compile(r"organizations/[A-Za-z0-9-]+/apiKeys/[A-Za-z0-9-]+")
 COINBASE_KEY_SHAPE = "organizations/<org_id>/apiKeys/<key_id>"
@@ -798,6 +830,7 @@ KeyConfig = Annotated[
     | HtxKey
     | GateKey
     | KrakenKey
+    | BingxKey
     | CoinbaseKey,
     Field(discriminator="exchange"),
 ]
@@ -810,6 +843,7 @@ EXCHANGE_NAMES: tuple[str, ...] = (
     "htx",
     "gate",
     "kraken",
+    "bingx",
     "coinbase",
 )
 _KEY_MODELS: dict[str, type[KeyBase]] = {
@@ -821,6 +855,7 @@ _KEY_MODELS: dict[str, type[KeyBase]] = {
     "htx": HtxKey,
     "gate": GateKey,
     "kraken": KrakenKey,
+    "bingx": BingxKey,
     "coinbase": CoinbaseKey,
 }
 
@@ -1226,6 +1261,8 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
         candidates = tuple(GateSettings.model_fields)
     elif parent[:2] == ("exchanges", "kraken"):
         candidates = tuple(KrakenSettings.model_fields)
+    elif parent[:2] == ("exchanges", "bingx"):
+        candidates = tuple(BingxSettings.model_fields)
     elif parent[:2] == ("exchanges", "coinbase"):
         candidates = tuple(CoinbaseSettings.model_fields)
     else:

@@ -145,6 +145,7 @@ _VENUES: dict[str, _Venue] = {
     "htx": _Venue(_with_uid, ("uid",)),
     "gate": _Venue(_plain),
     "kraken": _Venue(_kraken, secret_of=_base64_secret),
+    "bingx": _Venue(_plain),
     "coinbase": _Venue(_coinbase, secret_of=_ec_private_pem, key_of=_cdp_key_name),
 }
 
@@ -213,8 +214,15 @@ def demo_keys(now: float) -> list[DemoKey]:
             {"valid_until": int(now + 5 * DAY)},
         ),
         DemoKey(
-            "mike-coinbase",
+            "mike-bingx",
             "mike",
+            "bingx",
+            "trading key bound to no IP (BingX deletes it after 14 idle days)",
+            {"ips": []},
+        ),
+        DemoKey(
+            "november-coinbase",
+            "november",
             "coinbase",
             "transfers switched on (can_transfer); IP allowlist and expiry not shown",
             {"can_transfer": True},

@@ -27,6 +27,8 @@ from keymon.config import (
     AuditSettings,
     BinanceKey,
     BinanceSettings,
+    BingxKey,
+    BingxSettings,
     BitgetKey,
     BitgetSettings,
     BybitSettings,
@@ -226,14 +228,14 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
         "invalid-exchange-unknown.yaml",
         (
             "keys[0].exchange: unknown exchange 'kraken2' "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, kraken, coinbase)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, kraken, bingx, coinbase)",
         ),
     ),
     (
         "invalid-exchange-missing.yaml",
         (
             "keys[0].exchange: exchange is missing "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, kraken, coinbase)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, kraken, bingx, coinbase)",
         ),
     ),
     (
@@ -1114,6 +1116,8 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "GLOBEX_HTX_KEY",
         "GLOBEX_HTX_SECRET",
         "ACME_KRAKEN_KEY",
+        "ACME_BINGX_KEY",
+        "ACME_BINGX_SECRET",
     ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
     # A Kraken private key is base64 (checked at load time).
@@ -1143,10 +1147,12 @@ def test_example_yaml_loads_without_warnings(
         "initech-kucoin-spot",
         "acme-okx-main",
         "globex-htx-spot",
+        "acme-bingx-spot",
         "acme-coinbase-spot",
     ]
-    acme, globex, bitget, gate, kraken, kucoin, okx, htx, coinbase = s.keys
+    acme, globex, bitget, gate, kraken, kucoin, okx, htx, bingx, coinbase = s.keys
     assert isinstance(kraken, KrakenKey)
+    assert isinstance(bingx, BingxKey)
     assert isinstance(coinbase, CoinbaseKey)
     assert coinbase.api_key.get() == COINBASE_EXAMPLE_NAME
     assert isinstance(htx, HtxKey)
@@ -1180,6 +1186,7 @@ def test_example_yaml_sets_every_field() -> None:
     assert set(raw["exchanges"]["okx"]) == set(OkxSettings.model_fields)
     assert set(raw["exchanges"]["htx"]) == set(HtxSettings.model_fields)
     assert set(raw["exchanges"]["kraken"]) == set(KrakenSettings.model_fields)
+    assert set(raw["exchanges"]["bingx"]) == set(BingxSettings.model_fields)
     assert set(raw["exchanges"]["coinbase"]) == set(CoinbaseSettings.model_fields)
     assert set().union(*raw["keys"]) == (
         set(BinanceKey.model_fields)
@@ -1187,6 +1194,7 @@ def test_example_yaml_sets_every_field() -> None:
         | set(KucoinKey.model_fields)
         | set(OkxKey.model_fields)
         | set(HtxKey.model_fields)
+        | set(BingxKey.model_fields)
     )
     assert set(raw["notify"]) == set(NotifySettings.model_fields)
     secrets = [s for k in raw["keys"] for s in (k["api_key"], k["api_secret"])]
@@ -1367,3 +1375,28 @@ def test_okx_passphrase_is_a_redacted_secret(monkeypatch: pytest.MonkeyPatch) ->
     s = Settings(keys=[key])
     assert SENTINEL not in repr(s.keys[0])
     assert SENTINEL in {secret.get() for secret in key_secrets(s.keys[0])}
+
+
+def test_bingx_key_and_settings(tmp_path: Path) -> None:
+    """A BingX key needs only key and secret; recv_window is capped at BingX's 5 s and typos
+    under exchanges.bingx get BingX-specific suggestions."""
+    text = """
+exchanges:
+  bingx: {recv_windw: 5s}
+keys:
+  - {name: acme-bingx, client: acme, exchange: bingx, api_key: k, api_secret: s, uid: "1"}
+"""
+    problems = problems_of(write(tmp_path, text))
+    assert "exchanges.bingx.recv_windw: unknown field (did you mean 'recv_window'?)" in problems
+    assert "keys[0].uid: unknown field" in problems  # keymon reads BingX keys without a uid
+    too_long = text.replace("recv_windw: 5s", "recv_window: 6s").replace(', uid: "1"', "")
+    assert problems_of(write(tmp_path, too_long)) == [
+        "exchanges.bingx.recv_window: must be more than 0s and at most 5s"
+    ]
+    good = too_long.replace("recv_window: 6s", "recv_window: 2s")
+    settings = load(write(tmp_path, good)).settings
+    (key,) = settings.keys
+    assert isinstance(key, BingxKey)
+    assert settings.exchanges.bingx.base_url == "https://open-api.bingx.com"
+    assert settings.exchanges.bingx.recv_window == timedelta(seconds=2)
+    assert settings.exchanges.bingx.max_weight_per_minute == 60

@@ -35,7 +35,8 @@ EXPECTED: dict[str, set[str]] = {
     "juliet-htx": {"ip_unrestricted"},
     "kilo-gate": set(),
     "lima-kraken": {"review_deadline"},
-    "mike-coinbase": {"withdraw_enabled"},
+    "mike-bingx": {"ip_unrestricted"},
+    "november-coinbase": {"withdraw_enabled"},
 }
 
 

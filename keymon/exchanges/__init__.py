@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGate, build_client
 from keymon.exchanges.binance import BinanceAdapter
+from keymon.exchanges.bingx import BingxAdapter
 from keymon.exchanges.bitget import BitgetAdapter
 from keymon.exchanges.bybit import BybitAdapter
 from keymon.exchanges.coinbase import CoinbaseAdapter
@@ -27,12 +28,14 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "okx": OkxAdapter,
     "gate": GateAdapter,
     "kraken": KrakenAdapter,
+    "bingx": BingxAdapter,
     "coinbase": CoinbaseAdapter,
 }
 
 __all__ = [
     "EXCHANGES",
     "BinanceAdapter",
+    "BingxAdapter",
     "BitgetAdapter",
     "BybitAdapter",
     "CoinbaseAdapter",

@@ -16,6 +16,7 @@ from keymon.simulator.binance import (
     signed_payload,
     verify_hmac,
 )
+from keymon.simulator.bingx import BingxSimulator
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.coinbase import CoinbaseSimulator
@@ -44,6 +45,7 @@ SIMULATORS: dict[str, type[Any]] = {
     "htx": HtxSimulator,
     "gate": GateSimulator,
     "kraken": KrakenSimulator,
+    "bingx": BingxSimulator,
     "coinbase": CoinbaseSimulator,
 }
 
@@ -52,6 +54,7 @@ __all__ = [
     "API_KEY_HEADER",
     "SIMULATORS",
     "BinanceSimulator",
+    "BingxSimulator",
     "BitgetSimulator",
     "BybitSimulator",
     "CoinbaseSimulator",

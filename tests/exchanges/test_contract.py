@@ -27,6 +27,7 @@ from keymon.cli import check
 from keymon.config import Settings
 from keymon.model import AuditResult, Reason, Rule, Severity
 from keymon.simulator.binance import BinanceSimulator
+from keymon.simulator.bingx import BingxSimulator
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.coinbase import CoinbaseSimulator, new_key_pair
@@ -56,6 +57,8 @@ GATE_SECRET = "gateContractSecret"
 KRAKEN_KEY = "krakenContractKey"
 #: A Kraken private key is base64 of 64 bytes.
 KRAKEN_SECRET = base64.b64encode(b"kraken-contract-secret-".ljust(64, b"k")).decode()
+BINGX_KEY = "bingxContractKey0001"
+BINGX_SECRET = "bingxContractSecret"
 COINBASE_KEY = (
     "organizations/6f1c2d3e-0000-4000-8000-00000000c0de/"
     "apiKeys/0b5e7a11-0000-4000-8000-00000000beef"
@@ -564,6 +567,59 @@ class KrakenVenue:
 
 
 @dataclass
+class BingxVenue:
+    """BingX: permission codes and an IP list from apiPermissions; no expiry shown."""
+
+    clock: FakeClock
+    name: str = "bingx"
+    api_key: str = BINGX_KEY
+    secret: str = BINGX_SECRET
+    key_extra: dict[str, Any] = field(default_factory=dict)
+    untrusted_shown: str = UNTRUSTED
+    sim: BingxSimulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = BingxSimulator(clock=self.clock)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self.sim.transport()
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        return self.sim.serve_in_thread()
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        if rate_limited:
+            self.sim.set_limit(1)
+        self.sim.add_key(self.api_key, self.secret, permissions=[1, 2], ips=["127.0.0.1"])
+
+    def withdraw_on(self) -> None:
+        self.sim.update_key(self.api_key, permissions=[1, 2, 5])
+
+    def drop_ip_restriction(self) -> bool:
+        self.sim.update_key(self.api_key, ips=[])
+        return True
+
+    def untrusted_ip(self) -> bool:
+        self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
+        return True
+
+    def expiry_near(self, at: datetime) -> bool:
+        return False  # BingX shows no expiry (its 14-day idle deletion of unbound keys has no date)
+
+    def delete(self) -> None:
+        self.sim.delete_key(self.api_key)
+
+    def refuse_ip(self) -> None:
+        self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
+
+    def fail(self, n: int, status: int) -> None:
+        self.sim.fail_next(n, status)
+
+    def garbage(self, n: int) -> None:
+        self.sim.truncate_next(n)
+
+
+@dataclass
 class CoinbaseVenue:
     """Coinbase: can_view/can_trade/can_transfer only; IP allowlist and expiry not shown; a
     bare 401 for every refusal (deleted key, wrong private key, refused IP, bad JWT time)."""
@@ -626,6 +682,7 @@ VENUES: dict[str, Callable[[FakeClock], Venue]] = {
     "htx": HtxVenue,
     "gate": GateVenue,
     "kraken": KrakenVenue,
+    "bingx": BingxVenue,
     "coinbase": CoinbaseVenue,
 }
 
@@ -928,7 +985,7 @@ async def test_bybit_unified_account_default_derivatives_is_a_warning(clock: Fak
 def test_check_mixes_exchanges(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`keymon check` audits a key on each of nine exchanges in one run, each on its own."""
+    """`keymon check` audits a key on each of the ten exchanges in one run, each on its own."""
     binance = BinanceSimulator()
     binance.add_key(DOC_API_KEY, hmac_secret=DOC_SECRET)
     bybit = BybitSimulator()
@@ -1002,6 +1059,13 @@ def test_check_mixes_exchanges(
                 "api_secret": KRAKEN_SECRET,
             },
             {
+                "name": "acme-bingx",
+                "client": "acme",
+                "exchange": "bingx",
+                "api_key": BINGX_KEY,
+                "api_secret": BINGX_SECRET,
+            },
+            {
                 "name": "acme-coinbase",
                 "client": "acme",
                 "exchange": "coinbase",
@@ -1024,9 +1088,12 @@ def test_check_mixes_exchanges(
     gate.add_key(GATE_KEY, GATE_SECRET)
     kraken = KrakenSimulator()
     kraken.add_key(KRAKEN_KEY, KRAKEN_SECRET, valid_until=int(time.time()) + 90 * 86400)
+    bingx = BingxSimulator()
+    bingx.add_key(BINGX_KEY, BINGX_SECRET)
     coinbase = CoinbaseSimulator()
     coinbase.add_key(COINBASE_KEY, COINBASE_PUBLIC)
     transports = {
+        "bingx": bingx.transport(),
         "kraken": kraken.transport(),
         "htx": htx.transport(),
         "gate": gate.transport(),
@@ -1052,6 +1119,8 @@ def test_check_mixes_exchanges(
     assert HTX_SECRET not in out
     assert "acme-gate" in out
     assert GATE_SECRET not in out
+    assert "acme-bingx" in out
+    assert BINGX_SECRET not in out
     row = next(k for k in report["keys"] if k["key"] == "acme-kraken")
     assert row["audit_ok"] is True  # the simulator checked signature and nonce
     assert row["facts"]["ip_list"] == ["127.0.0.1"]
