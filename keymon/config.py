@@ -102,6 +102,11 @@ BINGX_MAX_WEIGHT_PER_MINUTE = 60
 #: BingX's default window, and its documented maximum: a request more than 5 s old is refused.
 BINGX_RECV_WINDOW = timedelta(seconds=5)
 BINGX_MAX_RECV_WINDOW = timedelta(seconds=5)
+COINBASE_BASE_URL = "https://api.coinbase.com"
+#: Coinbase Advanced Trade allows 30 requests/s per user on private endpoints and 10/s per IP on
+#: public ones (its "REST API Rate Limits" page; not in exchange-apis.md). keymon allows itself
+#: one request a second; an audit costs one, plus the occasional clock read.
+COINBASE_MAX_WEIGHT_PER_MINUTE = 60
 
 # ----------------------------------------------------------------------------- durations
 
@@ -400,6 +405,14 @@ class BingxSettings(ExchangeSettingsBase):
         return value
 
 
+class CoinbaseSettings(ExchangeSettingsBase):
+    """``exchanges.coinbase:`` (Advanced Trade). No recv_window: each request carries a JWT valid
+    for 120 s from the time keymon reads off Coinbase's clock (``time_sync_interval``)."""
+
+    base_url: str = COINBASE_BASE_URL
+    max_weight_per_minute: int = Field(default=COINBASE_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
 class ExchangesSettings(_Model):
     """``exchanges:``: optional per-exchange settings, one field per supported exchange."""
 
@@ -412,6 +425,7 @@ class ExchangesSettings(_Model):
     gate: GateSettings = GateSettings()
     kraken: KrakenSettings = KrakenSettings()
     bingx: BingxSettings = BingxSettings()
+    coinbase: CoinbaseSettings = CoinbaseSettings()
 
     def for_exchange(self, name: str) -> ExchangeSettingsBase:
         """The settings section of exchange ``name``."""
@@ -678,6 +692,135 @@ class BingxKey(KeyBase):
     exchange: Literal["bingx"]
 
 
+#: A CDP API key's name: ``organizations/{org_id}/apiKeys/{key_id}``.
+COINBASE_KEY_NAME = re.compile(r"organizations/[A-Za-z0-9-]+/apiKeys/[A-Za-z0-9-]+")
+COINBASE_KEY_SHAPE = "organizations/<org_id>/apiKeys/<key_id>"
+_UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+CoinbaseAlgorithm = Literal["ES256", "EdDSA"]
+
+
+class CoinbaseKey(KeyBase):
+    """A Coinbase Advanced Trade key (a CDP "Secret API key").
+
+    ``api_key`` is the key's **name**, ``organizations/{org_id}/apiKeys/{key_id}``;
+    ``api_secret`` its private key: an EC P-256 PEM (signs ES256) or an Ed25519 key (signs
+    EdDSA) as PKCS#8 PEM or as the base64 string the CDP portal shows. A PEM pasted with
+    literal ``\\n`` escapes (as in the downloaded key JSON) is accepted. Both are checked when
+    the configuration loads; messages never quote either.
+    """
+
+    exchange: Literal["coinbase"]
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_name_shape(cls, value: Secret, info: ValidationInfo) -> Secret:
+        text = value.get().strip()
+        if COINBASE_KEY_NAME.fullmatch(text):
+            return value if text == value.get() else Secret(SecretStr(text), value.origin)
+        if "-----BEGIN" in text:
+            hint = "it holds a private key (api_key and api_secret swapped?)"
+        elif _UUID.fullmatch(text):
+            hint = "it is a bare key id; give the full name"
+        else:
+            hint = "it does not have that shape"
+        raise PydanticCustomError(
+            "coinbase_key",
+            "key '{key}': api_key must be the CDP key name {shape} (the key file's \"name\"); "
+            "{hint}",
+            {"key": _key_label(info), "hint": hint, "shape": COINBASE_KEY_SHAPE},
+        )
+
+    @field_validator("api_secret")
+    @classmethod
+    def _private_key(cls, value: Secret, info: ValidationInfo) -> Secret:
+        text = normalize_coinbase_secret(value.get())
+        try:
+            coinbase_private_key(text)
+        except CoinbaseKeyError as exc:
+            raise PydanticCustomError(
+                "coinbase_key",
+                "key '{key}': api_secret {why}",
+                {"key": _key_label(info), "why": str(exc)},
+            ) from None
+        return value if text == value.get() else Secret(SecretStr(text), value.origin)
+
+
+def _key_label(info: ValidationInfo) -> str:
+    name = info.data.get("name") if isinstance(info.data, dict) else None
+    return name if isinstance(name, str) else "?"
+
+
+class CoinbaseKeyError(ValueError):
+    """A Coinbase secret that is no usable private key; the text never quotes the material."""
+
+
+def normalize_coinbase_secret(text: str) -> str:
+    """A Coinbase secret as pasted or downloaded, made loadable: surrounding whitespace and JSON
+    quotes dropped; in a PEM, literal ``\\n`` escapes turned into line breaks."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    if "-----BEGIN" in text:
+        text = text.replace("\\r\\n", "\n").replace("\\n", "\n").replace("\r\n", "\n")
+        text = text.strip() + "\n"
+    return text
+
+
+def coinbase_private_key(text: str) -> tuple[Any, CoinbaseAlgorithm]:
+    """The private key in a (normalized) Coinbase secret and the JWT algorithm it signs with.
+
+    Raises:
+        CoinbaseKeyError: saying what is wrong, never quoting the material.
+    """
+    # Imported here, as for Binance: cryptography costs every `keymon check` start-up time.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        load_pem_private_key,
+    )
+
+    if "-----BEGIN" in text:
+        try:
+            key = load_pem_private_key(text.encode(), password=None)
+        except TypeError:
+            raise CoinbaseKeyError("is an encrypted PEM private key; give it unencrypted") from None
+        except (ValueError, UnsupportedAlgorithm):
+            raise CoinbaseKeyError("looks like PEM but is not a readable private key") from None
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            if not isinstance(key.curve, ec.SECP256R1):
+                raise CoinbaseKeyError(
+                    "is an EC key on another curve than P-256; Coinbase keys use P-256 (ES256)"
+                )
+            return key, "ES256"
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            return key, "EdDSA"
+        raise CoinbaseKeyError(
+            "is a PEM private key of a type Coinbase does not use (expected EC P-256 or Ed25519)"
+        )
+    if text.startswith("{"):
+        raise CoinbaseKeyError(
+            "looks like the whole CDP key JSON; give its privateKey value (api_key is its name)"
+        )
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 64:
+        raise CoinbaseKeyError(
+            "is neither a PEM private key (EC P-256 or Ed25519) nor a CDP Ed25519 key (base64 of "
+            "64 bytes)"
+        )
+    private = ed25519.Ed25519PrivateKey.from_private_bytes(raw[:32])
+    if raw[32:] != private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw):
+        raise CoinbaseKeyError(
+            "is 64 bytes of base64 but no Ed25519 key: its second half is not the public key of "
+            "its first"
+        )
+    return private, "EdDSA"
+
+
 KeyConfig = Annotated[
     BinanceKey
     | BybitKey
@@ -687,7 +830,8 @@ KeyConfig = Annotated[
     | HtxKey
     | GateKey
     | KrakenKey
-    | BingxKey,
+    | BingxKey
+    | CoinbaseKey,
     Field(discriminator="exchange"),
 ]
 EXCHANGE_NAMES: tuple[str, ...] = (
@@ -700,6 +844,7 @@ EXCHANGE_NAMES: tuple[str, ...] = (
     "gate",
     "kraken",
     "bingx",
+    "coinbase",
 )
 _KEY_MODELS: dict[str, type[KeyBase]] = {
     "binance": BinanceKey,
@@ -711,6 +856,7 @@ _KEY_MODELS: dict[str, type[KeyBase]] = {
     "gate": GateKey,
     "kraken": KrakenKey,
     "bingx": BingxKey,
+    "coinbase": CoinbaseKey,
 }
 
 
@@ -1117,6 +1263,8 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
         candidates = tuple(KrakenSettings.model_fields)
     elif parent[:2] == ("exchanges", "bingx"):
         candidates = tuple(BingxSettings.model_fields)
+    elif parent[:2] == ("exchanges", "coinbase"):
+        candidates = tuple(CoinbaseSettings.model_fields)
     else:
         return ""
     close = difflib.get_close_matches(name, candidates, n=1)

@@ -77,6 +77,8 @@ class _Venue:
     extra: tuple[str, ...] = ()
     #: The secret in the form the exchange issues it (Kraken's is base64).
     secret_of: Callable[[DemoKey], str] = lambda key: key.secret
+    #: The API key in the form the exchange issues it (Coinbase's is a CDP key name).
+    key_of: Callable[[DemoKey], str] = lambda key: key.api_key
 
 
 def _binance(simulator: Any, key: DemoKey) -> None:
@@ -103,6 +105,37 @@ def _kraken(simulator: Any, key: DemoKey) -> None:
     simulator.add_key(key.api_key, _base64_secret(key), **key.state)
 
 
+def _cdp_key_name(key: DemoKey) -> str:
+    """A CDP key name, ``organizations/<org_id>/apiKeys/<key_id>``, derived from the key."""
+    digest = key.api_key
+    org, key_id = digest[:32], digest[32:]
+    return f"organizations/{_uuid(org)}/apiKeys/{_uuid(key_id)}"
+
+
+def _uuid(hex32: str) -> str:
+    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:32]}"
+
+
+def _ec_private_pem(key: DemoKey) -> str:
+    """The key's EC P-256 private key (SEC1 PEM, as the CDP portal gives it), derived from its
+    demo secret so that the simulator and the configuration agree."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    private = ec.derive_private_key(int(key.secret, 16) % (order - 1) + 1, ec.SECP256R1())
+    return private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def _coinbase(simulator: Any, key: DemoKey) -> None:
+    # The simulator keeps only the public half, as Coinbase does.
+    simulator.add_key(_cdp_key_name(key), _ec_private_pem(key), **key.state)
+
+
 _VENUES: dict[str, _Venue] = {
     "binance": _Venue(_binance),
     "bybit": _Venue(_plain),
@@ -113,6 +146,7 @@ _VENUES: dict[str, _Venue] = {
     "gate": _Venue(_plain),
     "kraken": _Venue(_kraken, secret_of=_base64_secret),
     "bingx": _Venue(_plain),
+    "coinbase": _Venue(_coinbase, secret_of=_ec_private_pem, key_of=_cdp_key_name),
 }
 
 
@@ -186,6 +220,13 @@ def demo_keys(now: float) -> list[DemoKey]:
             "trading key bound to no IP (BingX deletes it after 14 idle days)",
             {"ips": []},
         ),
+        DemoKey(
+            "november-coinbase",
+            "november",
+            "coinbase",
+            "transfers switched on (can_transfer); IP allowlist and expiry not shown",
+            {"can_transfer": True},
+        ),
     ]
 
 
@@ -208,11 +249,12 @@ def write_config(
     entries = []
     for key in keys:
         secret = _VENUES[key.exchange].secret_of(key)
+        api_key = _VENUES[key.exchange].key_of(key)
         entry: dict[str, Any] = {
             "name": key.name,
             "client": key.client,
             "exchange": key.exchange,
-            "api_key": {"file": str(_secret_file(secrets, key.name, "key", key.api_key))},
+            "api_key": {"file": str(_secret_file(secrets, key.name, "key", api_key))},
             "api_secret": {"file": str(_secret_file(secrets, key.name, "secret", secret))},
         }
         for name in _VENUES[key.exchange].extra:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from keymon import cli
 from keymon.config import (
@@ -32,6 +32,8 @@ from keymon.config import (
     BitgetKey,
     BitgetSettings,
     BybitSettings,
+    CoinbaseKey,
+    CoinbaseSettings,
     ExchangesSettings,
     GateKey,
     HtxKey,
@@ -122,6 +124,25 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return status, out, err
 
 
+COINBASE_EXAMPLE_NAME = (
+    "organizations/6f1c2d3e-0000-4000-8000-000000000001/"
+    "apiKeys/0b5e7a11-0000-4000-8000-000000000002"
+)
+
+
+def coinbase_pem() -> str:
+    """A fresh EC P-256 private key in SEC1 PEM, as the CDP portal gives one."""
+    return (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+
+
 def pem_private_key(kind: str) -> str:
     """A freshly generated unencrypted PKCS#8 PEM private key (``ed25519`` or ``rsa``)."""
     key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
@@ -207,14 +228,14 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
         "invalid-exchange-unknown.yaml",
         (
             "keys[0].exchange: unknown exchange 'kraken2' "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, kraken, bingx)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, kraken, bingx, coinbase)",
         ),
     ),
     (
         "invalid-exchange-missing.yaml",
         (
             "keys[0].exchange: exchange is missing "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, kraken, bingx)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, kraken, bingx, coinbase)",
         ),
     ),
     (
@@ -1102,6 +1123,11 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     # A Kraken private key is base64 (checked at load time).
     monkeypatch.setenv("ACME_KRAKEN_SECRET", "ZXhhbXBsZS1hY21lLWtyYWtlbi1zZWNyZXQ=")
     monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
+    # Coinbase checks its key's shape and private key at load: give it real-looking ones.
+    monkeypatch.setenv("ACME_COINBASE_KEY", COINBASE_EXAMPLE_NAME)
+    assert "/run/secrets/acme_coinbase_key.pem" in text
+    (tmp_path / "acme_coinbase_key.pem").write_text(coinbase_pem(), encoding="utf-8")
+    text = text.replace("/run/secrets/acme_coinbase_key.pem", f"{tmp_path}/acme_coinbase_key.pem")
     return text.replace("/run/secrets/acme_binance_secret", f"{tmp_path}/acme_binance_secret")
 
 
@@ -1122,10 +1148,13 @@ def test_example_yaml_loads_without_warnings(
         "acme-okx-main",
         "globex-htx-spot",
         "acme-bingx-spot",
+        "acme-coinbase-spot",
     ]
-    acme, globex, bitget, gate, kraken, kucoin, okx, htx, bingx = s.keys
+    acme, globex, bitget, gate, kraken, kucoin, okx, htx, bingx, coinbase = s.keys
     assert isinstance(kraken, KrakenKey)
     assert isinstance(bingx, BingxKey)
+    assert isinstance(coinbase, CoinbaseKey)
+    assert coinbase.api_key.get() == COINBASE_EXAMPLE_NAME
     assert isinstance(htx, HtxKey)
     assert htx.uid == "12345678"
     assert isinstance(gate, GateKey)
@@ -1158,6 +1187,7 @@ def test_example_yaml_sets_every_field() -> None:
     assert set(raw["exchanges"]["htx"]) == set(HtxSettings.model_fields)
     assert set(raw["exchanges"]["kraken"]) == set(KrakenSettings.model_fields)
     assert set(raw["exchanges"]["bingx"]) == set(BingxSettings.model_fields)
+    assert set(raw["exchanges"]["coinbase"]) == set(CoinbaseSettings.model_fields)
     assert set().union(*raw["keys"]) == (
         set(BinanceKey.model_fields)
         | set(BitgetKey.model_fields)

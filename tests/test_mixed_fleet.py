@@ -36,6 +36,7 @@ EXPECTED: dict[str, set[str]] = {
     "kilo-gate": set(),
     "lima-kraken": {"review_deadline"},
     "mike-bingx": {"ip_unrestricted"},
+    "november-coinbase": {"withdraw_enabled"},
 }
 
 

@@ -12,6 +12,7 @@ from keymon.exchanges.binance import BinanceAdapter
 from keymon.exchanges.bingx import BingxAdapter
 from keymon.exchanges.bitget import BitgetAdapter
 from keymon.exchanges.bybit import BybitAdapter
+from keymon.exchanges.coinbase import CoinbaseAdapter
 from keymon.exchanges.gate import GateAdapter
 from keymon.exchanges.htx import HtxAdapter
 from keymon.exchanges.kraken import KrakenAdapter
@@ -28,6 +29,7 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "gate": GateAdapter,
     "kraken": KrakenAdapter,
     "bingx": BingxAdapter,
+    "coinbase": CoinbaseAdapter,
 }
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "BingxAdapter",
     "BitgetAdapter",
     "BybitAdapter",
+    "CoinbaseAdapter",
     "ExchangeAdapter",
     "GateAdapter",
     "HtxAdapter",

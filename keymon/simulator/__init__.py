@@ -19,6 +19,7 @@ from keymon.simulator.binance import (
 from keymon.simulator.bingx import BingxSimulator
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
+from keymon.simulator.coinbase import CoinbaseSimulator
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
 from keymon.simulator.kraken import KrakenSimulator
@@ -45,6 +46,7 @@ SIMULATORS: dict[str, type[Any]] = {
     "gate": GateSimulator,
     "kraken": KrakenSimulator,
     "bingx": BingxSimulator,
+    "coinbase": CoinbaseSimulator,
 }
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "BingxSimulator",
     "BitgetSimulator",
     "BybitSimulator",
+    "CoinbaseSimulator",
     "GateSimulator",
     "Handler",
     "HtxSimulator",

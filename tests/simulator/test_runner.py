@@ -24,6 +24,7 @@ import yaml
 from keymon.cli import check
 from keymon.simulator import SIMULATORS
 from keymon.simulator.__main__ import main as cli_main
+from keymon.simulator.coinbase import new_key_pair
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Credentials by add_key argument name; keymon's configuration calls the secret api_secret.
@@ -39,8 +40,14 @@ CONFIG_FIELD = {
     "passphrase": "passphrase",
     "uid": "uid",
 }
-#: Exchanges whose secrets have a form of their own.
-SECRETS = {"kraken": "a3Jha2VuUnVubmVyU2VjcmV0MDAwMQ=="}
+#: Exchanges whose secrets have a form of their own (Coinbase's: an EC private key, of which
+#: its simulator keeps the public half).
+SECRETS = {"kraken": "a3Jha2VuUnVubmVyU2VjcmV0MDAwMQ==", "coinbase": new_key_pair("ES256")[0]}
+#: Exchanges whose API keys have a form of their own (Coinbase's: a CDP key name).
+API_KEYS = {
+    "coinbase": "organizations/00000000-0000-4000-8000-00000000aaaa/"
+    "apiKeys/00000000-0000-4000-8000-00000000bbbb"
+}
 OTHERS = sorted(name for name in SIMULATORS if name != "binance")
 
 
@@ -55,6 +62,8 @@ def _credentials(exchange: str) -> dict[str, Any]:
     credentials = {name: CREDENTIALS[name] for name in _fields(exchange)[0]}
     if exchange in SECRETS:
         credentials["secret"] = SECRETS[exchange]
+    if exchange in API_KEYS:
+        credentials["api_key"] = API_KEYS[exchange]
     return credentials
 
 
