@@ -432,6 +432,18 @@ def render_table(
     counts = dict.fromkeys(STATUS_NAMES.values(), 0)
     for result in results:
         counts[STATUS_NAMES[key_status(result)]] += 1
+    accepted = sum(
+        1
+        for result in results
+        if key_status(result) == EXIT_OK
+        and result.facts is not None
+        and result.facts.coverage is Coverage.LIVENESS
+    )
+    if accepted:
+        # An accepted liveness-only key is not "ok": keymon saw nothing but its acceptance.
+        counts = {"ok": counts["ok"] - accepted, "accepted (liveness only)": accepted} | {
+            name: n for name, n in counts.items() if name != "ok"
+        }
     summary = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
     lines.append("")
     lines.append(f"{STATUS_NAMES[status].upper()}: {len(results)} key(s): {summary}")

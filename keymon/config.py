@@ -12,6 +12,8 @@ Durations are written ``30s``, ``5m``, ``1h``, ``14d`` (or combined, ``1h30m``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -30,6 +32,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -71,6 +74,13 @@ GATE_BASE_URL = "https://api.gateio.ws"
 #: Gate documents no weight for ``account/detail`` or ``account/main_keys`` keymon can rely on;
 #: keymon allows itself 60 requests a minute (each audit costs two or three).
 GATE_MAX_WEIGHT_PER_MINUTE = 60
+KRAKEN_BASE_URL = "https://api.kraken.com"
+#: Kraken limits private REST calls with a per-key counter (each call adds 1; the counter decays
+#: by 0.33-1 per second depending on the account tier, and a call past 15-20 is refused with
+#: ``EAPI:Rate limit exceeded``). keymon adds at most two points per key per audit (one call,
+#: one retry after a nonce clash), far inside that; this process-wide ceiling of 60 calls a
+#: minute keeps a burst of many Kraken keys from crowding the IP as well.
+KRAKEN_MAX_WEIGHT_PER_MINUTE = 60
 KUCOIN_BASE_URL = "https://api.kucoin.com"
 #: ``GET /api/v1/user/api-key`` costs 20 in KuCoin's "Management" pool (exchange-apis.md §2.3).
 #: The docs give no pool size keymon can rely on; keymon allows itself 30 calls a minute
@@ -84,6 +94,19 @@ OKX_BASE_URL = "https://www.okx.com"
 #: UID (exchange-apis.md §2.2). keymon takes a fifth of that, 30 requests/min, and leaves the
 #: rest to the bots of the same account.
 OKX_MAX_WEIGHT_PER_MINUTE = 30
+BINGX_BASE_URL = "https://open-api.bingx.com"
+#: BingX counts requests: ``GET /openApi/v1/account/apiPermissions`` allows 2 requests/s per UID
+#: and 300 per 10 s per IP for each endpoint of its group (exchange-apis.md §2.7, BingX docs "Rate
+#: limit"). keymon allows itself one request a second, half the per-UID limit.
+BINGX_MAX_WEIGHT_PER_MINUTE = 60
+#: BingX's default window, and its documented maximum: a request more than 5 s old is refused.
+BINGX_RECV_WINDOW = timedelta(seconds=5)
+BINGX_MAX_RECV_WINDOW = timedelta(seconds=5)
+COINBASE_BASE_URL = "https://api.coinbase.com"
+#: Coinbase Advanced Trade allows 30 requests/s per user on private endpoints and 10/s per IP on
+#: public ones (its "REST API Rate Limits" page; not in exchange-apis.md). keymon allows itself
+#: one request a second; an audit costs one, plus the occasional clock read.
+COINBASE_MAX_WEIGHT_PER_MINUTE = 60
 
 # The liveness-only exchanges (exchange-apis.md §2.6, §2.8, §2.9, §2.11-§2.14). None documents
 # a limit for the one signed read keymon makes beyond "per IP"/"per key" limits far above it;
@@ -365,6 +388,14 @@ class GateSettings(ExchangeSettingsBase):
     max_weight_per_minute: int = Field(default=GATE_MAX_WEIGHT_PER_MINUTE, gt=0)
 
 
+class KrakenSettings(ExchangeSettingsBase):
+    """``exchanges.kraken:``. No recv_window: Kraken checks a strictly increasing nonce per key
+    instead of a time window, so ``time_sync_interval`` is unused."""
+
+    base_url: str = KRAKEN_BASE_URL
+    max_weight_per_minute: int = Field(default=KRAKEN_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
 class KucoinSettings(ExchangeSettingsBase):
     """``exchanges.kucoin:``. KuCoin has no recv_window: a timestamp must lie within 5 s of
     the server's time."""
@@ -446,6 +477,30 @@ class BiconomySettings(ExchangeSettingsBase):
     max_weight_per_minute: int = Field(default=LIVENESS_MAX_WEIGHT_PER_MINUTE, gt=0)
 
 
+class BingxSettings(ExchangeSettingsBase):
+    """``exchanges.bingx:``. ``recv_window`` is sent with every signed request; BingX documents
+    5 s as both its default and its maximum."""
+
+    base_url: str = BINGX_BASE_URL
+    recv_window: Duration = BINGX_RECV_WINDOW
+    max_weight_per_minute: int = Field(default=BINGX_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+    @field_validator("recv_window")
+    @classmethod
+    def _recv_window_range(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= BINGX_MAX_RECV_WINDOW:
+            raise PydanticCustomError("duration", "must be more than 0s and at most 5s")
+        return value
+
+
+class CoinbaseSettings(ExchangeSettingsBase):
+    """``exchanges.coinbase:`` (Advanced Trade). No recv_window: each request carries a JWT valid
+    for 120 s from the time keymon reads off Coinbase's clock (``time_sync_interval``)."""
+
+    base_url: str = COINBASE_BASE_URL
+    max_weight_per_minute: int = Field(default=COINBASE_MAX_WEIGHT_PER_MINUTE, gt=0)
+
+
 class ExchangesSettings(_Model):
     """``exchanges:``: optional per-exchange settings, one field per supported exchange."""
 
@@ -463,6 +518,9 @@ class ExchangesSettings(_Model):
     lbank: LbankSettings = LbankSettings()
     coinstore: CoinstoreSettings = CoinstoreSettings()
     biconomy: BiconomySettings = BiconomySettings()
+    kraken: KrakenSettings = KrakenSettings()
+    bingx: BingxSettings = BingxSettings()
+    coinbase: CoinbaseSettings = CoinbaseSettings()
 
     def for_exchange(self, name: str) -> ExchangeSettingsBase:
         """The settings section of exchange ``name``."""
@@ -675,6 +733,35 @@ class GateKey(KeyBase):
     exchange: Literal["gate"]
 
 
+class KrakenKey(KeyBase):
+    """A Kraken spot key: the API key and its private key ("secret"), which is base64. Kraken
+    signs with the decoded bytes, so a secret that does not decode is refused at load time."""
+
+    exchange: Literal["kraken"]
+
+    @field_validator("api_secret")
+    @classmethod
+    def _base64_secret(cls, value: Secret, info: ValidationInfo) -> Secret:
+        if not kraken_secret_decodes(value.get()):
+            # Name the key, never quote the secret (not even a part of it).
+            name = info.data.get("name")
+            raise PydanticCustomError(
+                "secret",
+                "the Kraken private key of key '{name}' is not base64; copy the whole "
+                "'Private key' Kraken showed when the key was created",
+                {"name": str(name)[:100] if name else "?"},
+            )
+        return value
+
+
+def kraken_secret_decodes(secret: str) -> bool:
+    """True when ``secret`` is non-empty, strictly valid base64 (Kraken's private key)."""
+    try:
+        return bool(base64.b64decode(secret.strip(), validate=True))
+    except (binascii.Error, ValueError):
+        return False
+
+
 class KucoinKey(KeyBase):
     """A KuCoin key: API key, secret and the passphrase chosen when the key was created.
     ``key_version`` is the key's API version (2 or 3; the universal SDK sends 3); for both the
@@ -738,6 +825,142 @@ class BiconomyKey(KeyBase):
     exchange: Literal["biconomy"]
 
 
+class BingxKey(KeyBase):
+    """A BingX key: API key and secret, no passphrase. keymon reads only the key's own
+    permissions (``GET /openApi/v1/account/apiPermissions``), so no ``uid`` is needed."""
+
+    exchange: Literal["bingx"]
+
+
+#: A CDP API key's name: ``organizations/{org_id}/apiKeys/{key_id}``.
+COINBASE_KEY_NAME = re.compile(r"organizations/[A-Za-z0-9-]+/apiKeys/[A-Za-z0-9-]+")
+COINBASE_KEY_SHAPE = "organizations/<org_id>/apiKeys/<key_id>"
+_UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+CoinbaseAlgorithm = Literal["ES256", "EdDSA"]
+
+
+class CoinbaseKey(KeyBase):
+    """A Coinbase Advanced Trade key (a CDP "Secret API key").
+
+    ``api_key`` is the key's **name**, ``organizations/{org_id}/apiKeys/{key_id}``;
+    ``api_secret`` its private key: an EC P-256 PEM (signs ES256) or an Ed25519 key (signs
+    EdDSA) as PKCS#8 PEM or as the base64 string the CDP portal shows. A PEM pasted with
+    literal ``\\n`` escapes (as in the downloaded key JSON) is accepted. Both are checked when
+    the configuration loads; messages never quote either.
+    """
+
+    exchange: Literal["coinbase"]
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_name_shape(cls, value: Secret, info: ValidationInfo) -> Secret:
+        text = value.get().strip()
+        if COINBASE_KEY_NAME.fullmatch(text):
+            return value if text == value.get() else Secret(SecretStr(text), value.origin)
+        if "-----BEGIN" in text:
+            hint = "it holds a private key (api_key and api_secret swapped?)"
+        elif _UUID.fullmatch(text):
+            hint = "it is a bare key id; give the full name"
+        else:
+            hint = "it does not have that shape"
+        raise PydanticCustomError(
+            "coinbase_key",
+            "key '{key}': api_key must be the CDP key name {shape} (the key file's \"name\"); "
+            "{hint}",
+            {"key": _key_label(info), "hint": hint, "shape": COINBASE_KEY_SHAPE},
+        )
+
+    @field_validator("api_secret")
+    @classmethod
+    def _private_key(cls, value: Secret, info: ValidationInfo) -> Secret:
+        text = normalize_coinbase_secret(value.get())
+        try:
+            coinbase_private_key(text)
+        except CoinbaseKeyError as exc:
+            raise PydanticCustomError(
+                "coinbase_key",
+                "key '{key}': api_secret {why}",
+                {"key": _key_label(info), "why": str(exc)},
+            ) from None
+        return value if text == value.get() else Secret(SecretStr(text), value.origin)
+
+
+def _key_label(info: ValidationInfo) -> str:
+    name = info.data.get("name") if isinstance(info.data, dict) else None
+    return name if isinstance(name, str) else "?"
+
+
+class CoinbaseKeyError(ValueError):
+    """A Coinbase secret that is no usable private key; the text never quotes the material."""
+
+
+def normalize_coinbase_secret(text: str) -> str:
+    """A Coinbase secret as pasted or downloaded, made loadable: surrounding whitespace and JSON
+    quotes dropped; in a PEM, literal ``\\n`` escapes turned into line breaks."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    if "-----BEGIN" in text:
+        text = text.replace("\\r\\n", "\n").replace("\\n", "\n").replace("\r\n", "\n")
+        text = text.strip() + "\n"
+    return text
+
+
+def coinbase_private_key(text: str) -> tuple[Any, CoinbaseAlgorithm]:
+    """The private key in a (normalized) Coinbase secret and the JWT algorithm it signs with.
+
+    Raises:
+        CoinbaseKeyError: saying what is wrong, never quoting the material.
+    """
+    # Imported here, as for Binance: cryptography costs every `keymon check` start-up time.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        load_pem_private_key,
+    )
+
+    if "-----BEGIN" in text:
+        try:
+            key = load_pem_private_key(text.encode(), password=None)
+        except TypeError:
+            raise CoinbaseKeyError("is an encrypted PEM private key; give it unencrypted") from None
+        except (ValueError, UnsupportedAlgorithm):
+            raise CoinbaseKeyError("looks like PEM but is not a readable private key") from None
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            if not isinstance(key.curve, ec.SECP256R1):
+                raise CoinbaseKeyError(
+                    "is an EC key on another curve than P-256; Coinbase keys use P-256 (ES256)"
+                )
+            return key, "ES256"
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            return key, "EdDSA"
+        raise CoinbaseKeyError(
+            "is a PEM private key of a type Coinbase does not use (expected EC P-256 or Ed25519)"
+        )
+    if text.startswith("{"):
+        raise CoinbaseKeyError(
+            "looks like the whole CDP key JSON; give its privateKey value (api_key is its name)"
+        )
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 64:
+        raise CoinbaseKeyError(
+            "is neither a PEM private key (EC P-256 or Ed25519) nor a CDP Ed25519 key (base64 of "
+            "64 bytes)"
+        )
+    private = ed25519.Ed25519PrivateKey.from_private_bytes(raw[:32])
+    if raw[32:] != private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw):
+        raise CoinbaseKeyError(
+            "is 64 bytes of base64 but no Ed25519 key: its second half is not the public key of "
+            "its first"
+        )
+    return private, "EdDSA"
+
+
 KeyConfig = Annotated[
     BinanceKey
     | BybitKey
@@ -746,6 +969,9 @@ KeyConfig = Annotated[
     | BitgetKey
     | HtxKey
     | GateKey
+    | KrakenKey
+    | BingxKey
+    | CoinbaseKey
     | MexcKey
     | BitmartKey
     | BitrueKey
@@ -755,6 +981,7 @@ KeyConfig = Annotated[
     | BiconomyKey,
     Field(discriminator="exchange"),
 ]
+#: Every supported exchange: the introspecting ones, then the liveness-only ones.
 _KEY_MODELS: dict[str, type[KeyBase]] = {
     "binance": BinanceKey,
     "bybit": BybitKey,
@@ -763,6 +990,9 @@ _KEY_MODELS: dict[str, type[KeyBase]] = {
     "bitget": BitgetKey,
     "htx": HtxKey,
     "gate": GateKey,
+    "kraken": KrakenKey,
+    "bingx": BingxKey,
+    "coinbase": CoinbaseKey,
     "mexc": MexcKey,
     "bitmart": BitmartKey,
     "bitrue": BitrueKey,
@@ -1157,20 +1387,13 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
             )
     elif parent[0] == "policies":
         candidates = tuple(Policy.model_fields)
-    elif parent[:2] == ("exchanges", "binance"):
-        candidates = tuple(BinanceSettings.model_fields)
-    elif parent[:2] == ("exchanges", "bybit"):
-        candidates = tuple(BybitSettings.model_fields)
-    elif parent[:2] == ("exchanges", "bitget"):
-        candidates = tuple(BitgetSettings.model_fields)
-    elif parent[:2] == ("exchanges", "htx"):
-        candidates = tuple(HtxSettings.model_fields)
-    elif parent[:2] == ("exchanges", "kucoin"):
-        candidates = tuple(KucoinSettings.model_fields)
-    elif parent[:2] == ("exchanges", "okx"):
-        candidates = tuple(OkxSettings.model_fields)
-    elif parent[:2] == ("exchanges", "gate"):
-        candidates = tuple(GateSettings.model_fields)
+    elif (
+        parent[0] == "exchanges" and len(parent) > 1 and parent[1] in ExchangesSettings.model_fields
+    ):
+        section = ExchangesSettings.model_fields[str(parent[1])].annotation
+        if section is None:
+            return ""
+        candidates = tuple(section.model_fields)
     else:
         return ""
     close = difflib.get_close_matches(name, candidates, n=1)

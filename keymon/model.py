@@ -103,6 +103,11 @@ class KeyFacts:
     created_at: datetime | None = None
     deadlines: tuple[Deadline, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict)
+    #: What the exchange does to this key *because* it has no IP restriction, in words, for the
+    #: ``ip_unrestricted`` finding (BingX deletes such a trading key after 14 days without use).
+    #: Not a fact of its own: no metric, no change journal (kept with the facts in ``data_dir``
+    #: so the finding reads the same after a restart).
+    ip_unrestricted_note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

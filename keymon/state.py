@@ -446,6 +446,7 @@ def facts_to_json(facts: KeyFacts) -> str:
             "ip_list": list(facts.ip_list) if facts.ip_list is not None else None,
             "created_at": iso(facts.created_at) if facts.created_at else None,
             "deadlines": [{"kind": d.kind, "at": iso(d.at)} for d in facts.deadlines],
+            "ip_unrestricted_note": facts.ip_unrestricted_note,
         }
     )
 
@@ -459,4 +460,6 @@ def facts_from_json(text: str) -> KeyFacts:
         ip_list=tuple(data["ip_list"]) if data["ip_list"] is not None else None,
         created_at=parse_iso(data["created_at"]) if data["created_at"] else None,
         deadlines=tuple(Deadline(d["kind"], parse_iso(d["at"])) for d in data["deadlines"]),
+        # Absent from rows written before the field existed.
+        ip_unrestricted_note=data.get("ip_unrestricted_note"),
     )

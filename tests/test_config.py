@@ -20,20 +20,23 @@ from typing import Any
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from keymon import cli
 from keymon.config import (
     AuditSettings,
     BiconomyKey,
     BinanceKey,
+    BingxKey,
     BitgetKey,
     BitmartKey,
     BitrueKey,
+    CoinbaseKey,
     CoinstoreKey,
     ExchangesSettings,
     GateKey,
     HtxKey,
+    KrakenKey,
     KucoinKey,
     LbankKey,
     LoadedConfig,
@@ -117,6 +120,25 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         status = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
     return status, out, err
+
+
+COINBASE_EXAMPLE_NAME = (
+    "organizations/6f1c2d3e-0000-4000-8000-000000000001/"
+    "apiKeys/0b5e7a11-0000-4000-8000-000000000002"
+)
+
+
+def coinbase_pem() -> str:
+    """A fresh EC P-256 private key in SEC1 PEM, as the CDP portal gives one."""
+    return (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
 
 
 def pem_private_key(kind: str) -> str:
@@ -204,16 +226,16 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
         "invalid-exchange-unknown.yaml",
         (
             "keys[0].exchange: unknown exchange 'kraken2' "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, mexc, bitmart, "
-            "bitrue, xt, lbank, coinstore, biconomy)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, kraken, bingx, "
+            "coinbase, mexc, bitmart, bitrue, xt, lbank, coinstore, biconomy)",
         ),
     ),
     (
         "invalid-exchange-missing.yaml",
         (
             "keys[0].exchange: exchange is missing "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, mexc, bitmart, "
-            "bitrue, xt, lbank, coinstore, biconomy)",
+            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, kraken, bingx, "
+            "coinbase, mexc, bitmart, bitrue, xt, lbank, coinstore, biconomy)",
         ),
     ),
     (
@@ -246,6 +268,13 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
     (
         "invalid-secret-pem-not-a-key.yaml",
         ("keys[0].api_secret: looks like PEM but is not an unencrypted private key",),
+    ),
+    (
+        "invalid-secret-kraken-not-base64.yaml",
+        (
+            "keys[0].api_secret: the Kraken private key of key 'acme-kraken-spot' is not base64; "
+            "copy the whole 'Private key' Kraken showed when the key was created",
+        ),
     ),
     (
         "invalid-key-type-rsa-with-hmac.yaml",
@@ -1086,6 +1115,9 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "ACME_OKX_PASSPHRASE",
         "GLOBEX_HTX_KEY",
         "GLOBEX_HTX_SECRET",
+        "ACME_KRAKEN_KEY",
+        "ACME_BINGX_KEY",
+        "ACME_BINGX_SECRET",
         "ACME_BITMART_KEY",
         "ACME_BITMART_SECRET",
         "ACME_BITMART_MEMO",
@@ -1101,7 +1133,14 @@ def _example_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "ACME_BICONOMY_SECRET",
     ):
         monkeypatch.setenv(name, f"example-{name.lower()}")
+    # A Kraken private key is base64 (checked at load time).
+    monkeypatch.setenv("ACME_KRAKEN_SECRET", "ZXhhbXBsZS1hY21lLWtyYWtlbi1zZWNyZXQ=")
     monkeypatch.setenv("OPS_NOTIFY_URL", "json://hooks.example/keymon")
+    # Coinbase checks its key's shape and private key at load: give it real-looking ones.
+    monkeypatch.setenv("ACME_COINBASE_KEY", COINBASE_EXAMPLE_NAME)
+    assert "/run/secrets/acme_coinbase_key.pem" in text
+    (tmp_path / "acme_coinbase_key.pem").write_text(coinbase_pem(), encoding="utf-8")
+    text = text.replace("/run/secrets/acme_coinbase_key.pem", f"{tmp_path}/acme_coinbase_key.pem")
     return text.replace("/run/secrets/acme_binance_secret", f"{tmp_path}/acme_binance_secret")
 
 
@@ -1119,9 +1158,12 @@ def test_example_yaml_loads_without_warnings(
         "globex-binance-futures",
         "initech-bitget-spot",
         "initech-gate-spot",
+        "acme-kraken-spot",
         "initech-kucoin-spot",
         "acme-okx-main",
         "globex-htx-spot",
+        "acme-bingx-spot",
+        "acme-coinbase-spot",
         "acme-bitmart-spot",
         "globex-xt-spot",
         "acme-bitrue-spot",
@@ -1149,6 +1191,12 @@ def test_example_yaml_loads_without_warnings(
     assert coinstore.api_secret.get() == "example-acme_coinstore_secret"
     assert isinstance(biconomy, BiconomyKey)
     assert biconomy.api_key.get() == "example-acme_biconomy_key"
+    kraken, bingx = keys["acme-kraken-spot"], keys["acme-bingx-spot"]
+    coinbase = keys["acme-coinbase-spot"]
+    assert isinstance(kraken, KrakenKey)
+    assert isinstance(bingx, BingxKey)
+    assert isinstance(coinbase, CoinbaseKey)
+    assert coinbase.api_key.get() == COINBASE_EXAMPLE_NAME
     assert isinstance(htx, HtxKey)
     assert htx.uid == "12345678"
     assert isinstance(gate, GateKey)
@@ -1188,6 +1236,7 @@ def test_example_yaml_sets_every_field() -> None:
         | set(BitmartKey.model_fields)
         | set(CoinstoreKey.model_fields)
         | set(BiconomyKey.model_fields)
+        | set(BingxKey.model_fields)
     )
     assert set(raw["notify"]) == set(NotifySettings.model_fields)
     secrets = [s for k in raw["keys"] for s in (k["api_key"], k["api_secret"])]
@@ -1369,3 +1418,28 @@ def test_okx_passphrase_is_a_redacted_secret(monkeypatch: pytest.MonkeyPatch) ->
     s = Settings(keys=[key])
     assert SENTINEL not in repr(s.keys[0])
     assert SENTINEL in {secret.get() for secret in key_secrets(s.keys[0])}
+
+
+def test_bingx_key_and_settings(tmp_path: Path) -> None:
+    """A BingX key needs only key and secret; recv_window is capped at BingX's 5 s and typos
+    under exchanges.bingx get BingX-specific suggestions."""
+    text = """
+exchanges:
+  bingx: {recv_windw: 5s}
+keys:
+  - {name: acme-bingx, client: acme, exchange: bingx, api_key: k, api_secret: s, uid: "1"}
+"""
+    problems = problems_of(write(tmp_path, text))
+    assert "exchanges.bingx.recv_windw: unknown field (did you mean 'recv_window'?)" in problems
+    assert "keys[0].uid: unknown field" in problems  # keymon reads BingX keys without a uid
+    too_long = text.replace("recv_windw: 5s", "recv_window: 6s").replace(', uid: "1"', "")
+    assert problems_of(write(tmp_path, too_long)) == [
+        "exchanges.bingx.recv_window: must be more than 0s and at most 5s"
+    ]
+    good = too_long.replace("recv_window: 6s", "recv_window: 2s")
+    settings = load(write(tmp_path, good)).settings
+    (key,) = settings.keys
+    assert isinstance(key, BingxKey)
+    assert settings.exchanges.bingx.base_url == "https://open-api.bingx.com"
+    assert settings.exchanges.bingx.recv_window == timedelta(seconds=2)
+    assert settings.exchanges.bingx.max_weight_per_minute == 60

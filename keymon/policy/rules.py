@@ -50,9 +50,10 @@ def ip_unrestricted(facts: KeyFacts, policy: Policy, ctx: Context) -> Outcome:
         return None
     finding = None
     if not facts.ip_restricted:
-        finding = Finding(
-            Rule.IP_UNRESTRICTED, C, "the key accepts calls from any IP address (no IP whitelist)"
-        )
+        message = "the key accepts calls from any IP address (no IP whitelist)"
+        if facts.ip_unrestricted_note:
+            message += f"; {facts.ip_unrestricted_note}"
+        finding = Finding(Rule.IP_UNRESTRICTED, C, message)
     return [(RuleCheck(Rule.IP_UNRESTRICTED, (C,)), finding)]
 
 

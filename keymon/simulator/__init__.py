@@ -17,13 +17,16 @@ from keymon.simulator.binance import (
     signed_payload,
     verify_hmac,
 )
+from keymon.simulator.bingx import BingxSimulator
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bitmart import BitmartSimulator
 from keymon.simulator.bitrue import BitrueSimulator
 from keymon.simulator.bybit import BybitSimulator
+from keymon.simulator.coinbase import CoinbaseSimulator
 from keymon.simulator.coinstore import CoinstoreSimulator
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
+from keymon.simulator.kraken import KrakenSimulator
 from keymon.simulator.kucoin import KucoinSimulator
 from keymon.simulator.lbank import LbankSimulator
 from keymon.simulator.mexc import MexcSimulator
@@ -55,6 +58,9 @@ SIMULATORS: dict[str, type[Any]] = {
     "lbank": LbankSimulator,
     "coinstore": CoinstoreSimulator,
     "biconomy": BiconomySimulator,
+    "kraken": KrakenSimulator,
+    "bingx": BingxSimulator,
+    "coinbase": CoinbaseSimulator,
 }
 
 __all__ = [
@@ -63,14 +69,17 @@ __all__ = [
     "SIMULATORS",
     "BiconomySimulator",
     "BinanceSimulator",
+    "BingxSimulator",
     "BitgetSimulator",
     "BitmartSimulator",
     "BitrueSimulator",
     "BybitSimulator",
+    "CoinbaseSimulator",
     "CoinstoreSimulator",
     "GateSimulator",
     "Handler",
     "HtxSimulator",
+    "KrakenSimulator",
     "KucoinSimulator",
     "LbankSimulator",
     "LoggedRequest",

@@ -7,8 +7,11 @@ adapter, both in-process and served on 127.0.0.1.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,10 +27,13 @@ from keymon.cli import check
 from keymon.config import Settings
 from keymon.model import AuditResult, Reason, Rule, Severity
 from keymon.simulator.binance import BinanceSimulator
+from keymon.simulator.bingx import BingxSimulator
 from keymon.simulator.bitget import BitgetSimulator
 from keymon.simulator.bybit import BybitSimulator
+from keymon.simulator.coinbase import CoinbaseSimulator, new_key_pair
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
+from keymon.simulator.kraken import KrakenSimulator
 from keymon.simulator.kucoin import KucoinSimulator, mask
 from keymon.simulator.okx import OkxSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock
@@ -48,8 +54,20 @@ HTX_SECRET = "htxContractSecret"
 HTX_UID = "123456"
 GATE_KEY = "gateContractKey0001"
 GATE_SECRET = "gateContractSecret"
+KRAKEN_KEY = "krakenContractKey"
+#: A Kraken private key is base64 of 64 bytes.
+KRAKEN_SECRET = base64.b64encode(b"kraken-contract-secret-".ljust(64, b"k")).decode()
+BINGX_KEY = "bingxContractKey0001"
+BINGX_SECRET = "bingxContractSecret"
+COINBASE_KEY = (
+    "organizations/6f1c2d3e-0000-4000-8000-00000000c0de/"
+    "apiKeys/0b5e7a11-0000-4000-8000-00000000beef"
+)
+#: Coinbase's secret is an EC P-256 private key; the simulator holds only its public half.
+COINBASE_SECRET, COINBASE_PUBLIC = new_key_pair("ES256")
 UNTRUSTED = "198.51.100.9"
 REFUSED_ONLY = "10.9.9.9"
+SENTINEL_B64 = base64.b64encode(SENTINEL.encode()).decode()
 
 
 class Venue(Protocol):
@@ -79,8 +97,8 @@ class Venue(Protocol):
         """Switch withdrawals on for the key."""
         ...
 
-    def drop_ip_restriction(self) -> None:
-        """Unbind the key from any IP."""
+    def drop_ip_restriction(self) -> bool:
+        """Unbind the key from any IP; False where the exchange does not show the binding."""
         ...
 
     def untrusted_ip(self) -> bool:
@@ -96,7 +114,8 @@ class Venue(Protocol):
         ...
 
     def refuse_ip(self) -> None:
-        """Bind the key to an IP that is not the client's."""
+        """Bind the key to an IP that is not the client's. Every exchange refuses the call;
+        where it does not say why (Coinbase's bare 401), the reason is still key_rejected."""
         ...
 
     def fail(self, n: int, status: int) -> None:
@@ -137,8 +156,9 @@ class BinanceVenue:
     def withdraw_on(self) -> None:
         self.sim.update_key(self.api_key, enableWithdrawals=True)
 
-    def drop_ip_restriction(self) -> None:
+    def drop_ip_restriction(self) -> bool:
         self.sim.update_key(self.api_key, ipRestrict=False)
+        return True
 
     def untrusted_ip(self) -> bool:
         return False  # Binance does not show a key its IP list
@@ -194,8 +214,9 @@ class BybitVenue:
     def withdraw_on(self) -> None:
         self.sim.update_key(self.api_key, permissions={"Wallet": ["Withdraw"]})
 
-    def drop_ip_restriction(self) -> None:
+    def drop_ip_restriction(self) -> bool:
         self.sim.update_key(self.api_key, ips=["*"])
+        return True
 
     def untrusted_ip(self) -> bool:
         self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
@@ -249,8 +270,9 @@ class KucoinVenue:
     def withdraw_on(self) -> None:
         self.sim.update_key(self.api_key, permissions=["General", "Spot", "Transfer"])
 
-    def drop_ip_restriction(self) -> None:
+    def drop_ip_restriction(self) -> bool:
         self.sim.update_key(self.api_key, ips=[])
+        return True
 
     def untrusted_ip(self) -> bool:
         self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
@@ -300,8 +322,9 @@ class BitgetVenue:
     def withdraw_on(self) -> None:
         self.sim.update_key(self.api_key, authorities=["stor", "stow", "wwow"])
 
-    def drop_ip_restriction(self) -> None:
+    def drop_ip_restriction(self) -> bool:
         self.sim.update_key(self.api_key, ips=[])
+        return True
 
     def untrusted_ip(self) -> bool:
         self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
@@ -352,8 +375,9 @@ class GateVenue:
     def withdraw_on(self) -> None:
         self.sim.update_key(self.api_key, perms=[("spot", False), ("wallet", False)])
 
-    def drop_ip_restriction(self) -> None:
+    def drop_ip_restriction(self) -> bool:
         self.sim.update_key(self.api_key, ips=[])
+        return True
 
     def untrusted_ip(self) -> bool:
         self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
@@ -404,8 +428,9 @@ class OkxVenue:
     def withdraw_on(self) -> None:
         self.sim.update_key(self.api_key, perm=["read_only", "trade", "withdraw"])
 
-    def drop_ip_restriction(self) -> None:
+    def drop_ip_restriction(self) -> bool:
         self.sim.update_key(self.api_key, ips=[])
+        return True
 
     def untrusted_ip(self) -> bool:
         self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
@@ -456,8 +481,9 @@ class HtxVenue:
     def withdraw_on(self) -> None:
         self.sim.update_key(self.api_key, permission=["readOnly", "trade", "withdraw"])
 
-    def drop_ip_restriction(self) -> None:
+    def drop_ip_restriction(self) -> bool:
         self.sim.update_key(self.api_key, ips=[])
+        return True
 
     def untrusted_ip(self) -> bool:
         self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
@@ -479,6 +505,174 @@ class HtxVenue:
         self.sim.truncate_next(n)
 
 
+@dataclass
+class KrakenVenue:
+    """Kraken: permission strings, an ipAllowlist array, validUntil; nonces, no clock window."""
+
+    clock: FakeClock
+    name: str = "kraken"
+    api_key: str = KRAKEN_KEY
+    secret: str = KRAKEN_SECRET
+    key_extra: dict[str, Any] = field(default_factory=dict)
+    untrusted_shown: str = UNTRUSTED
+    sim: KrakenSimulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = KrakenSimulator(clock=self.clock)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self.sim.transport()
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        return self.sim.serve_in_thread()
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        if rate_limited:  # the key's call counter holds a single call
+            self.sim.set_limit(1)
+        self.sim.add_key(self.api_key, self.secret, ips=["127.0.0.1"])
+
+    def withdraw_on(self) -> None:
+        self.sim.update_key(
+            self.api_key,
+            permissions=["query-funds", "query-open-trades", "modify-trades", "withdraw-funds"],
+        )
+
+    def drop_ip_restriction(self) -> bool:
+        self.sim.update_key(self.api_key, ips=[])
+        return True
+
+    def untrusted_ip(self) -> bool:
+        self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
+        return True
+
+    def expiry_near(self, at: datetime) -> bool:
+        self.sim.update_key(self.api_key, valid_until=int(at.timestamp()))
+        return True
+
+    def delete(self) -> None:
+        self.sim.delete_key(self.api_key)
+
+    def refuse_ip(self) -> None:
+        self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
+
+    def fail(self, n: int, status: int) -> None:
+        self.sim.fail_next(n, status)
+
+    def garbage(self, n: int) -> None:
+        self.sim.truncate_next(n)
+
+    def nonce_ahead(self) -> None:
+        """The key's bots sign microsecond nonces: every millisecond nonce is too small."""
+        self.sim.use_nonce(self.api_key, int(self.clock.now * 1_000_000))
+
+
+@dataclass
+class BingxVenue:
+    """BingX: permission codes and an IP list from apiPermissions; no expiry shown."""
+
+    clock: FakeClock
+    name: str = "bingx"
+    api_key: str = BINGX_KEY
+    secret: str = BINGX_SECRET
+    key_extra: dict[str, Any] = field(default_factory=dict)
+    untrusted_shown: str = UNTRUSTED
+    sim: BingxSimulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = BingxSimulator(clock=self.clock)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self.sim.transport()
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        return self.sim.serve_in_thread()
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        if rate_limited:
+            self.sim.set_limit(1)
+        self.sim.add_key(self.api_key, self.secret, permissions=[1, 2], ips=["127.0.0.1"])
+
+    def withdraw_on(self) -> None:
+        self.sim.update_key(self.api_key, permissions=[1, 2, 5])
+
+    def drop_ip_restriction(self) -> bool:
+        self.sim.update_key(self.api_key, ips=[])
+        return True
+
+    def untrusted_ip(self) -> bool:
+        self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
+        return True
+
+    def expiry_near(self, at: datetime) -> bool:
+        return False  # BingX shows no expiry (its 14-day idle deletion of unbound keys has no date)
+
+    def delete(self) -> None:
+        self.sim.delete_key(self.api_key)
+
+    def refuse_ip(self) -> None:
+        self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
+
+    def fail(self, n: int, status: int) -> None:
+        self.sim.fail_next(n, status)
+
+    def garbage(self, n: int) -> None:
+        self.sim.truncate_next(n)
+
+
+@dataclass
+class CoinbaseVenue:
+    """Coinbase: can_view/can_trade/can_transfer only; IP allowlist and expiry not shown; a
+    bare 401 for every refusal (deleted key, wrong private key, refused IP, bad JWT time)."""
+
+    clock: FakeClock
+    name: str = "coinbase"
+    api_key: str = COINBASE_KEY
+    secret: str = COINBASE_SECRET
+    key_extra: dict[str, Any] = field(default_factory=dict)
+    untrusted_shown: str = UNTRUSTED
+    sim: CoinbaseSimulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = CoinbaseSimulator(clock=self.clock)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self.sim.transport()
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        return self.sim.serve_in_thread()
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        if rate_limited:
+            self.sim.set_limit(1)
+        self.sim.add_key(self.api_key, COINBASE_PUBLIC, ips=["127.0.0.1"])
+
+    def withdraw_on(self) -> None:
+        self.sim.update_key(self.api_key, can_transfer=True)
+
+    def drop_ip_restriction(self) -> bool:
+        self.sim.update_key(self.api_key, ips=[])
+        return False  # Coinbase does not show a key its IP allowlist
+
+    def untrusted_ip(self) -> bool:
+        return False  # nor the addresses in it
+
+    def expiry_near(self, at: datetime) -> bool:
+        return False  # Coinbase shows a key no expiry
+
+    def delete(self) -> None:
+        self.sim.delete_key(self.api_key)
+
+    def refuse_ip(self) -> None:
+        # Coinbase answers the same bare 401 as for a deleted key: key_rejected, cause unknown.
+        self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
+
+    def fail(self, n: int, status: int) -> None:
+        self.sim.fail_next(n, status)
+
+    def garbage(self, n: int) -> None:
+        self.sim.truncate_next(n)
+
+
 VENUES: dict[str, Callable[[FakeClock], Venue]] = {
     "binance": BinanceVenue,
     "bybit": BybitVenue,
@@ -487,6 +681,9 @@ VENUES: dict[str, Callable[[FakeClock], Venue]] = {
     "bitget": BitgetVenue,
     "htx": HtxVenue,
     "gate": GateVenue,
+    "kraken": KrakenVenue,
+    "bingx": BingxVenue,
+    "coinbase": CoinbaseVenue,
 }
 
 
@@ -586,10 +783,18 @@ async def test_withdraw_on_is_critical(harness: Harness) -> None:
 
 
 async def test_dropped_ip_restriction_fires(harness: Harness) -> None:
-    """A key bound to no IP fires ip_unrestricted."""
+    """A key bound to no IP fires ip_unrestricted where the exchange shows the binding; where
+    it does not, the rule is not evaluated (no finding, no check), never passed."""
     harness.venue.healthy()
-    harness.venue.drop_ip_restriction()
-    rules = {rule for rule, _ in fired(await harness.audit())}
+    visible = harness.venue.drop_ip_restriction()
+    result = await harness.audit()
+    rules = {rule for rule, _ in fired(result)}
+    if not visible:
+        assert result.facts is not None
+        assert result.facts.ip_restricted is None
+        assert Rule.IP_UNRESTRICTED not in rules
+        assert Rule.IP_UNRESTRICTED not in {check.rule for check in result.evaluation.checks}
+        return
     assert Rule.IP_UNRESTRICTED in rules
 
 
@@ -628,10 +833,14 @@ async def test_deleted_key_is_key_rejected(harness: Harness) -> None:
 
 
 async def test_refused_ip_is_key_rejected(harness: Harness) -> None:
-    """A key bound to another IP fails with key_rejected."""
+    """A key bound to another IP fails with key_rejected, and the message names the IP as the
+    cause, or as a possible one where the exchange does not say (Coinbase's bare 401)."""
     harness.venue.healthy()
     harness.venue.refuse_ip()
-    assert reason(await harness.audit()) is Reason.KEY_REJECTED
+    result = await harness.audit()
+    assert reason(result) is Reason.KEY_REJECTED
+    assert result.error is not None
+    assert re.search(r"\bIP\b", result.error.message), result.error.message
 
 
 class JumpyClock:
@@ -653,6 +862,16 @@ async def test_persistent_skew_is_clock_skew(harness: Harness) -> None:
             "HTX: §2.15 names no timestamp error or server-time endpoint; the adapter does not"
             " sync, so a stale stamp is api-signature-not-valid (key_rejected)"
         )
+    if isinstance(harness.venue, KrakenVenue):
+        # Kraken has no clock window: its clock-like failure is a nonce the key has already
+        # passed (bots on a larger nonce scale), which keymon's one retry cannot cure.
+        harness.venue.healthy()
+        harness.venue.nonce_ahead()
+        result = await harness.audit()
+        assert reason(result) is Reason.CLOCK_SKEW
+        assert result.error is not None
+        assert result.error.code == "EAPI:Invalid nonce"
+        return
     harness.venue.healthy()
     result = await harness.audit(clock=JumpyClock(harness.clock.now))
     assert reason(result) is Reason.CLOCK_SKEW
@@ -725,12 +944,15 @@ async def test_httpx_errors_become_reasons(
 ) -> None:
     """No adapter lets an httpx error out: each becomes an audit error with a reason."""
     venue = VENUES[venue_name](clock)
+    # Where any string is a secret, the sentinel; where the secret must be key material, a
+    # usable form of it (Kraken: the sentinel in base64; Coinbase: the venue's private key).
+    secret = {"kraken": SENTINEL_B64, "coinbase": venue.secret}.get(venue_name, SENTINEL)
     key = {
         "name": "k",
         "client": "acme",
         "exchange": venue_name,
         "api_key": venue.api_key,
-        "api_secret": SENTINEL,
+        "api_secret": secret,
         **venue.key_extra,
     }
     settings = Settings(keys=[key], trusted_ips=["127.0.0.1/32"])
@@ -739,6 +961,7 @@ async def test_httpx_errors_become_reasons(
     assert reason(result) is expected
     assert result.error is not None
     assert SENTINEL not in result.error.message
+    assert secret not in result.error.message
 
 
 # ----------------------------------------------------------------------------- policy
@@ -762,7 +985,7 @@ async def test_bybit_unified_account_default_derivatives_is_a_warning(clock: Fak
 def test_check_mixes_exchanges(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`keymon check` audits a key on each of seven exchanges in one run, each on its own."""
+    """`keymon check` audits a key on each of the ten exchanges in one run, each on its own."""
     binance = BinanceSimulator()
     binance.add_key(DOC_API_KEY, hmac_secret=DOC_SECRET)
     bybit = BybitSimulator()
@@ -828,6 +1051,27 @@ def test_check_mixes_exchanges(
                 "api_key": GATE_KEY,
                 "api_secret": GATE_SECRET,
             },
+            {
+                "name": "acme-kraken",
+                "client": "acme",
+                "exchange": "kraken",
+                "api_key": KRAKEN_KEY,
+                "api_secret": KRAKEN_SECRET,
+            },
+            {
+                "name": "acme-bingx",
+                "client": "acme",
+                "exchange": "bingx",
+                "api_key": BINGX_KEY,
+                "api_secret": BINGX_SECRET,
+            },
+            {
+                "name": "acme-coinbase",
+                "client": "acme",
+                "exchange": "coinbase",
+                "api_key": COINBASE_KEY,
+                "api_secret": COINBASE_SECRET,
+            },
         ],
     }
     path = tmp_path / "keymon.yaml"
@@ -842,9 +1086,18 @@ def test_check_mixes_exchanges(
     htx.add_key(HTX_KEY, HTX_SECRET, HTX_UID)
     gate = GateSimulator()
     gate.add_key(GATE_KEY, GATE_SECRET)
+    kraken = KrakenSimulator()
+    kraken.add_key(KRAKEN_KEY, KRAKEN_SECRET, valid_until=int(time.time()) + 90 * 86400)
+    bingx = BingxSimulator()
+    bingx.add_key(BINGX_KEY, BINGX_SECRET)
+    coinbase = CoinbaseSimulator()
+    coinbase.add_key(COINBASE_KEY, COINBASE_PUBLIC)
     transports = {
+        "bingx": bingx.transport(),
+        "kraken": kraken.transport(),
         "htx": htx.transport(),
         "gate": gate.transport(),
+        "coinbase": coinbase.transport(),
         "binance": binance.transport(),
         "bybit": bybit.transport(),
         "kucoin": kucoin.transport(),
@@ -866,6 +1119,23 @@ def test_check_mixes_exchanges(
     assert HTX_SECRET not in out
     assert "acme-gate" in out
     assert GATE_SECRET not in out
+    assert "acme-bingx" in out
+    assert BINGX_SECRET not in out
+    row = next(k for k in report["keys"] if k["key"] == "acme-kraken")
+    assert row["audit_ok"] is True  # the simulator checked signature and nonce
+    assert row["facts"]["ip_list"] == ["127.0.0.1"]
+    assert row["facts"]["permissions"]["withdraw"] is False
+    assert [d["kind"] for d in row["facts"]["deadlines"]] == ["key_expiry"]
+    assert row["findings"] == []
+    assert KRAKEN_SECRET not in out
+    row = next(k for k in report["keys"] if k["key"] == "acme-coinbase")
+    assert row["audit_ok"] is True  # the simulator verified the JWT with the public key
+    assert row["facts"]["permissions"] == {"read": True, "spot_trade": True, "withdraw": False}
+    assert row["facts"]["ip_restricted"] is None  # not visible: not evaluated, not passed
+    assert row["facts"]["ip_list"] is None
+    assert row["findings"] == []
+    assert COINBASE_KEY not in out
+    assert all(line not in out for line in COINBASE_SECRET.splitlines()[1:-1])
     assert OKX_SECRET not in out
     assert OKX_PASSPHRASE not in out
     assert BITGET_SECRET not in out

@@ -457,6 +457,8 @@ def test_check_says_liveness_only_and_claims_no_rule(
         assert "all rules pass" not in row
     binance_row = next(line for line in table.splitlines() if line.startswith("acme-binance "))
     assert "all rules pass" in binance_row
+    # The summary counts them apart from the keys keymon could vouch for.
+    assert table.rstrip().endswith(f"key(s): 1 ok, {len(VENUES)} accepted (liveness only)")
 
 
 async def test_metrics_carry_coverage_and_no_rule_but_liveness(

@@ -146,6 +146,15 @@ def test_ip_unrestricted_is_not_evaluated_when_the_policy_allows_it() -> None:
     assert Rule.IP_UNRESTRICTED not in {c.rule for c in evaluation.checks}
 
 
+def test_ip_unrestricted_carries_the_exchanges_note() -> None:
+    """An adapter's note on what the exchange does to an unrestricted key ends the message."""
+    note = "BingX deletes such a key after 14 days without use"
+    (finding,) = judge(facts(ip_restricted=False, ip_unrestricted_note=note)).findings
+    assert finding.rule is Rule.IP_UNRESTRICTED
+    assert finding.message.endswith(f"(no IP whitelist); {note}")
+    assert judge(facts(ip_unrestricted_note=note)).findings == ()  # restricted: no finding
+
+
 def test_invisible_ip_list_means_no_untrusted_ip_check() -> None:
     """Where the exchange hides the IP list (Binance), untrusted_ip is absent, not passed."""
     evaluation = judge(facts(ip_list=None))

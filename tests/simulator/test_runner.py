@@ -24,6 +24,7 @@ import yaml
 from keymon.cli import check
 from keymon.simulator import SIMULATORS
 from keymon.simulator.__main__ import main as cli_main
+from keymon.simulator.coinbase import new_key_pair
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Credentials by add_key argument name; keymon's configuration calls the secret api_secret.
@@ -41,6 +42,14 @@ CONFIG_FIELD = {
     "uid": "uid",
     "memo": "memo",
 }
+#: Exchanges whose secrets have a form of their own (Coinbase's: an EC private key, of which
+#: its simulator keeps the public half).
+SECRETS = {"kraken": "a3Jha2VuUnVubmVyU2VjcmV0MDAwMQ==", "coinbase": new_key_pair("ES256")[0]}
+#: Exchanges whose API keys have a form of their own (Coinbase's: a CDP key name).
+API_KEYS = {
+    "coinbase": "organizations/00000000-0000-4000-8000-00000000aaaa/"
+    "apiKeys/00000000-0000-4000-8000-00000000bbbb"
+}
 OTHERS = sorted(name for name in SIMULATORS if name != "binance")
 
 
@@ -52,7 +61,12 @@ def _fields(exchange: str) -> tuple[list[str], list[str]]:
 
 
 def _credentials(exchange: str) -> dict[str, Any]:
-    return {name: CREDENTIALS[name] for name in _fields(exchange)[0]}
+    credentials = {name: CREDENTIALS[name] for name in _fields(exchange)[0]}
+    if exchange in SECRETS:
+        credentials["secret"] = SECRETS[exchange]
+    if exchange in API_KEYS:
+        credentials["api_key"] = API_KEYS[exchange]
+    return credentials
 
 
 def _read_url(proc: subprocess.Popen[str]) -> str:
@@ -141,7 +155,7 @@ def test_runner_bad_keys_file_exits_2_with_one_line(
     assert captured.err.count("\n") == 1
     assert captured.err.startswith(f"python -m keymon.simulator: error: {keys}: ")
     assert message in captured.err
-    assert CREDENTIALS["secret"] not in captured.err
+    assert _credentials(exchange)["secret"] not in captured.err
 
 
 def test_runner_help_lists_every_exchange_and_its_key_fields(

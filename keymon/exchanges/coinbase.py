@@ -1,0 +1,415 @@
+"""Coinbase Advanced Trade: the key's own permissions (exchange-apis.md §2.10).
+
+``GET /api/v3/brokerage/key_permissions`` describes *the calling key*: ``can_view``,
+``can_trade``, ``can_transfer``, ``portfolio_uuid`` and ``portfolio_type``. Nothing else:
+Coinbase shows a key neither its IP allowlist nor its creation time nor any expiry, so those
+facts are **not visible** (``None``) and the rules that need them are not evaluated. The desk
+checks them in the CDP portal (README, "How keymon talks to Coinbase").
+
+Auth is a JWT per request (CDP keys), built with PyJWT when the request is sent: header
+``alg`` (``ES256`` for an EC P-256 key, ``EdDSA`` for an Ed25519 key), ``kid`` = the key's name
+and a random hex ``nonce``; claims ``sub`` = the key's name, ``iss`` = ``"cdp"``, ``nbf`` = now,
+``exp`` = now + 120 s and ``uri`` = ``"GET api.coinbase.com/api/v3/brokerage/key_permissions"``
+(method, space, host and path: no scheme, no query); sent as ``Authorization: Bearer <jwt>``.
+"Now" is the local clock corrected by the offset measured on the public ``GET
+/api/v3/brokerage/time`` (Advanced Trade's "Get Server Time"), refreshed every
+``time_sync_interval``.
+
+Coinbase answers every authentication failure with the same bare ``401 Unauthorized``: an
+unknown or deleted key, a wrong private key, a call from an IP outside the key's allowlist and
+a JWT outside its ``nbf``/``exp`` window all look alike (§2.10(c)), and valid JWTs have been
+reported to draw an occasional spurious 401. So keymon re-reads Coinbase's clock and retries
+once. If the retry is refused too, keymon reads Coinbase's clock once more and compares it
+with the refused JWT's window: only when that window provably missed Coinbase's own time
+(``nbf`` ahead of the clock read *after* the request, or ``exp`` behind the one read *before*
+it) does the audit fail with ``clock_skew``. Otherwise it fails with ``key_rejected``, and the
+message lists the possible causes rather than picking one: keymon cannot tell a refused IP
+from a deleted key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, ClassVar, Final
+
+import httpx
+import structlog
+from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
+
+from keymon.config import (
+    CoinbaseAlgorithm,
+    CoinbaseKey,
+    CoinbaseSettings,
+    Secret,
+    coinbase_private_key,
+)
+from keymon.errors import (
+    ExchangeAuthError,
+    ExchangeBadResponse,
+    ExchangeClockError,
+    ExchangeError,
+    ExchangeRateLimited,
+    ExchangeUnavailable,
+)
+from keymon.exchanges.base import (
+    Clock,
+    RequestGate,
+    RequestObserver,
+    parse_retry_after,
+    translate_transport_error,
+)
+from keymon.model import Coverage, KeyFacts
+
+log = structlog.get_logger(__name__)
+
+NAME: Final = "coinbase"
+TIME_PATH: Final = "/api/v3/brokerage/time"
+PERMISSIONS_PATH: Final = "/api/v3/brokerage/key_permissions"
+#: The JWT's lifetime and issuer, as Coinbase's key-authentication guide builds them.
+JWT_LIFETIME_S: Final = 120
+JWT_ISSUER: Final = "cdp"
+SYNC_RETRY_SECONDS: Final = 30.0
+UNAUTHORIZED: Final = 401
+
+#: key_permissions field -> keymon permission (exchange-apis.md §2.10 and §4).
+PERMISSION_FIELDS: Final[Mapping[str, str]] = {
+    "can_view": "read",
+    "can_trade": "spot_trade",
+    "can_transfer": "withdraw",  # transfer means moving funds out
+}
+
+UNAUTHORIZED_CAUSES: Final = (
+    "the key is unknown to Coinbase (deleted or disabled?), the private key does not match the "
+    "key name, or this egress IP is not in the key's IP allowlist; Coinbase's 401 does not say "
+    "which"
+)
+
+# ----------------------------------------------------------------------------- signing
+
+
+def jwt_uri(method: str, url: httpx.URL) -> str:
+    """The ``uri`` claim: ``"GET api.coinbase.com/api/v3/brokerage/key_permissions"`` (method,
+    space, host[:port] and path; no scheme, no query)."""
+    host = url.netloc.decode("ascii")
+    path = url.raw_path.split(b"?", 1)[0].decode("ascii")
+    return f"{method.upper()} {host}{path}"
+
+
+def build_jwt(
+    key_name: str, private_key: Any, algorithm: CoinbaseAlgorithm, uri: str, now: int
+) -> str:
+    """One request's JWT, signed by PyJWT (ES256 or EdDSA)."""
+    # Imported here: only configurations with Coinbase keys pay for PyJWT's import.
+    import jwt
+
+    claims = {
+        "sub": key_name,
+        "iss": JWT_ISSUER,
+        "nbf": now,
+        "exp": now + JWT_LIFETIME_S,
+        "uri": uri,
+    }
+    headers = {"kid": key_name, "nonce": secrets.token_hex()}
+    return jwt.encode(claims, private_key, algorithm=algorithm, headers=headers)
+
+
+class CoinbaseAuth(httpx.Auth):
+    """Adds ``Authorization: Bearer <jwt>`` when the request is sent; remembers the JWT's
+    ``(nbf, exp)`` window so that a refusal can be judged against Coinbase's clock."""
+
+    def __init__(self, key: CoinbaseKey, now_s: Callable[[], int]) -> None:
+        self._key_name = key.api_key
+        self._secret = key.api_secret
+        self._now_s = now_s
+        self.window: tuple[int, int] | None = None
+
+    def __repr__(self) -> str:
+        return "CoinbaseAuth(...)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        private_key, algorithm = _load(self._secret)
+        now = self._now_s()
+        token = build_jwt(
+            self._key_name.get(), private_key, algorithm, jwt_uri(request.method, request.url), now
+        )
+        self.window = (now, now + JWT_LIFETIME_S)
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
+def _load(secret: Secret) -> tuple[Any, CoinbaseAlgorithm]:
+    """The private key (checked when the configuration loaded, so this cannot fail)."""
+    return coinbase_private_key(secret.get())
+
+
+class _SendTime(httpx.Auth):
+    """Notes the local time when the request is actually sent (after any queueing)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.sent: float | None = None
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        self.sent = self._clock()
+        yield request
+
+
+# ----------------------------------------------------------------------------- responses
+
+
+class KeyPermissions(BaseModel):
+    """``GET /api/v3/brokerage/key_permissions``."""
+
+    model_config = ConfigDict(extra="allow")
+    can_view: StrictBool
+    can_trade: StrictBool
+    can_transfer: StrictBool
+    portfolio_uuid: str | None = None
+    portfolio_type: str | None = None
+
+
+# ----------------------------------------------------------------------------- adapter
+
+
+class CoinbaseAdapter:
+    """Audits Coinbase Advanced Trade keys. One instance per process, shared by every key."""
+
+    name: ClassVar[str] = NAME
+    coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
+    read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {("GET", TIME_PATH), ("GET", PERMISSIONS_PATH)}
+    )
+    #: Empty on purpose: Coinbase documents no header reporting a used weight.
+    ip_limit_headers: ClassVar[Mapping[str, int]] = {}
+    #: keymon counts requests: every call costs 1.
+    weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, PERMISSIONS_PATH: 1}
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        settings: CoinbaseSettings,
+        *,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+        gate: RequestGate | None = None,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._clock = clock
+        self._monotonic = monotonic
+        self._gate = gate or RequestGate()
+        self._observer = observer
+        self._offset_ms = 0.0
+        self._server_s: float | None = None  # Coinbase's time at the last sync
+        self._next_sync: float | None = None
+        self._sync_lock = asyncio.Lock()
+
+    @property
+    def weight_used(self) -> int | None:
+        """Always None: Coinbase reports no per-IP used weight."""
+        return None
+
+    @property
+    def clock_offset_ms(self) -> float:
+        """Server time minus local time, as last measured."""
+        return self._offset_ms
+
+    def now_s(self) -> int:
+        """Coinbase's idea of now, in Unix seconds: the local clock corrected by the last sync."""
+        return int(self._clock() + self._offset_ms / 1000)
+
+    async def audit(self, key: CoinbaseKey) -> KeyFacts:
+        """The key's permissions; IP allowlist, creation and expiry are not visible."""
+        await self._ensure_synced()
+        try:
+            data = await self._get(PERMISSIONS_PATH, auth=CoinbaseAuth(key, self.now_s))
+        except ExchangeAuthError as exc:
+            if exc.code != UNAUTHORIZED:
+                raise
+            # A bare 401: re-read Coinbase's clock (the local one may have jumped), try again.
+            await self._ensure_synced(force=True)
+            before = self._server_s
+            auth = CoinbaseAuth(key, self.now_s)
+            try:
+                data = await self._get(PERMISSIONS_PATH, auth=auth)
+            except ExchangeAuthError as again:
+                if again.code != UNAUTHORIZED or auth.window is None:
+                    raise
+                raise await self._judge_refusal(auth.window, before) from None
+        return self._facts(data)
+
+    async def sync_time(self) -> None:
+        """Measure the offset between the local clock and Coinbase's server time."""
+        stamp = _SendTime(self._clock)
+        server = await self._server_time(auth=stamp)
+        received = self._clock()
+        sent = stamp.sent if stamp.sent is not None else received
+        self._offset_ms = server * 1000 - (sent + received) / 2 * 1000
+        self._server_s = server
+        self._next_sync = self._monotonic() + self._settings.time_sync_interval.total_seconds()
+        log.debug("clock_synced", exchange=NAME, offset_ms=round(self._offset_ms, 1))
+
+    async def _ensure_synced(self, *, force: bool = False) -> None:
+        async with self._sync_lock:
+            if not force and self._next_sync is not None and self._monotonic() < self._next_sync:
+                return
+            self._server_s = None
+            try:
+                await self.sync_time()
+            except ExchangeError as exc:
+                log.warning("clock_sync_failed", exchange=NAME, reason=str(exc.reason))
+                interval = self._settings.time_sync_interval.total_seconds()
+                self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
+
+    async def _server_time(self, *, auth: httpx.Auth | None = None) -> float:
+        """Coinbase's clock in Unix seconds (``epochMillis``, else ``epochSeconds``)."""
+        data = await self._get(TIME_PATH, auth=auth)
+        for field, scale in (("epochMillis", 1000), ("epochSeconds", 1)):
+            value = data.get(field) if isinstance(data, dict) else None
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                continue
+            try:
+                return float(value) / scale  # Coinbase sends both as decimal strings
+            except (TypeError, ValueError):
+                continue
+        raise ExchangeBadResponse(
+            f"coinbase: {TIME_PATH} answered without epochMillis or epochSeconds", exchange=NAME
+        )
+
+    async def _judge_refusal(self, window: tuple[int, int], before: float | None) -> ExchangeError:
+        """A second bare 401: clock skew if the refused JWT's window provably missed Coinbase's
+        own clock, a key rejection (cause unknown) otherwise."""
+        nbf, exp = window
+        try:
+            after: float | None = await self._server_time()
+        except ExchangeError as exc:
+            log.info("clock_probe_failed", exchange=NAME, reason=str(exc.reason))
+            after = None
+        if after is not None and nbf > after:
+            return ExchangeClockError(
+                f"coinbase: 401 Unauthorized twice; keymon's JWT was not yet valid by Coinbase's "
+                f"clock (nbf {nbf - after:.0f} s ahead of it even after a re-sync): the local "
+                "clock is unstable",
+                exchange=NAME,
+                code=UNAUTHORIZED,
+            )
+        if before is not None and exp <= before:
+            return ExchangeClockError(
+                f"coinbase: 401 Unauthorized twice; keymon's JWT had expired by Coinbase's clock "
+                f"(exp {before - exp:.0f} s behind it even after a re-sync): the local clock is "
+                "unstable",
+                exchange=NAME,
+                code=UNAUTHORIZED,
+            )
+        clock = (
+            "Coinbase's clock, read around the retry, shows no skew"
+            if after is not None and before is not None
+            else "keymon could not read Coinbase's clock to rule out clock skew"
+        )
+        return ExchangeAuthError(
+            f"coinbase rejects the key (401 Unauthorized, twice; {clock}): {UNAUTHORIZED_CAUSES}",
+            exchange=NAME,
+            code=UNAUTHORIZED,
+        )
+
+    async def _get(self, path: str, *, auth: httpx.Auth | None = None) -> Any:
+        await self._gate.acquire(NAME, self.weights[path])
+        started = self._monotonic()
+        try:
+            if auth is None:
+                response = await self._client.get(path)
+            else:
+                response = await self._client.get(path, auth=auth)
+        except httpx.HTTPError as exc:
+            error = translate_transport_error(exc, NAME, path)
+            self._observe(path, str(error.reason), started)
+            raise error from exc
+        self._observe(path, str(response.status_code), started)
+        self._gate.observe(NAME, response)
+        if response.status_code != httpx.codes.OK:
+            raise _http_error(response, path)
+        try:
+            return json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            raise ExchangeBadResponse(
+                f"coinbase: {path} answered HTTP 200 with a body that is not JSON "
+                f"({len(response.content)} bytes; truncated?)",
+                exchange=NAME,
+            ) from None
+
+    def _observe(self, path: str, status: str, started: float) -> None:
+        if self._observer is not None:
+            self._observer(NAME, path, status, self._monotonic() - started)
+
+    def _facts(self, data: Any) -> KeyFacts:
+        try:
+            body = KeyPermissions.model_validate(data)
+        except ValidationError as exc:
+            fields = ", ".join(
+                sorted({".".join(map(str, e["loc"])) or "data" for e in exc.errors()})
+            )
+            raise ExchangeBadResponse(
+                f"coinbase: {PERMISSIONS_PATH} answered an unexpected shape ({fields})",
+                exchange=NAME,
+            ) from None
+        return KeyFacts(
+            coverage=Coverage.INTROSPECTION,
+            permissions={
+                mapped: getattr(body, field) for field, mapped in PERMISSION_FIELDS.items()
+            },
+            ip_restricted=None,  # Coinbase does not show a key its IP allowlist
+            ip_list=None,
+            created_at=None,  # nor its creation time
+            deadlines=(),  # nor any expiry
+            raw=dict(data),
+        )
+
+
+def _http_error(response: httpx.Response, path: str) -> ExchangeError:
+    """A non-200 answer. Coinbase's 401 is a bare ``Unauthorized``; other errors may carry
+    ``{"error", "message"}`` (or, for a 429, an HTML page): the status decides."""
+    status = response.status_code
+    detail = _error_text(response)
+    if status == httpx.codes.UNAUTHORIZED:
+        return ExchangeAuthError(
+            f"coinbase rejects the key (401 Unauthorized): {UNAUTHORIZED_CAUSES}",
+            exchange=NAME,
+            code=status,
+        )
+    if status == httpx.codes.FORBIDDEN:
+        return ExchangeAuthError(
+            f"coinbase: {path} answered 403 Forbidden{detail} (the key may not call it)",
+            exchange=NAME,
+            code=status,
+        )
+    if status == httpx.codes.TOO_MANY_REQUESTS:
+        return ExchangeRateLimited(
+            f"coinbase: HTTP 429, too many requests{detail}",
+            exchange=NAME,
+            code=status,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+    if status >= 500:
+        return ExchangeUnavailable(f"coinbase: HTTP {status}{detail}", exchange=NAME, code=status)
+    return ExchangeBadResponse(
+        f"coinbase: {path} answered HTTP {status}{detail}", exchange=NAME, code=status
+    )
+
+
+def _error_text(response: httpx.Response) -> str:
+    """`` (ERROR: message)`` from a JSON error body, or nothing."""
+    try:
+        body = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    error = body.get("error")
+    message = body.get("message") or body.get("error_details")
+    parts = [str(part)[:200] for part in (error, message) if isinstance(part, str) and part]
+    return f" ({': '.join(parts)})" if parts else ""
