@@ -48,6 +48,7 @@ class Auditor:
         self._clock = clock
         self._monotonic = monotonic
         self._clients: list[httpx.AsyncClient] = []
+        self._gate = gate or RequestGate()
         self.adapters: dict[str, ExchangeAdapter] = {}
         timeout = settings.audit.timeout.total_seconds()
         for name, adapter_cls in EXCHANGES.items():
@@ -92,8 +93,15 @@ class Auditor:
         with structlog.contextvars.bound_contextvars(
             key=key.name, client=key.client, exchange=key.exchange
         ):
+            adapter = self.adapters[key.exchange]
             try:
-                facts = await self.adapters[key.exchange].audit(key)
+                # An audit of several requests is granted its whole weight at once.
+                weight = getattr(adapter, "audit_weight", 1)
+                if weight > 1:
+                    async with self._gate.audit_scope(key.exchange, weight):
+                        facts = await adapter.audit(key)
+                else:
+                    facts = await adapter.audit(key)
             except ExchangeError as exc:
                 error = exc.to_audit_error()
             except KeymonError as exc:

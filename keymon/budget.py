@@ -14,6 +14,11 @@ every adapter passes each request through:
 * **429.** Nothing is sent before ``Retry-After`` has elapsed.
 * **418.** While the ban lasts nothing at all is sent to that exchange: requests fail at once
   with reason ``banned``, without touching the network.
+* **Whole audits.** An audit that takes several requests (Gate: the key's detail, then its
+  permissions) is granted its whole weight before its first request (:meth:`audit_scope`).
+  Requests leave in the order they asked, so granting per request would let every audit's
+  first request spend the budget while the second requests starve: audits half done, none
+  complete.
 
 A request that would have to wait longer than ``max_wait`` fails at once with
 ``rate_limited`` instead of queueing: the key's metrics then say it could not be audited in
@@ -26,10 +31,12 @@ drive it without real sleeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -47,6 +54,10 @@ WINDOW = 60.0
 DEFAULT_BACKOFF_RATIO = 0.8
 #: Retry-After to assume when a 429 or 418 arrives without one.
 DEFAULT_RETRY_AFTER = 60.0
+#: Weight already granted to the audit running in this task, per exchange (audit_scope).
+_prepaid: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
+    "keymon_prepaid_weight", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +125,30 @@ class WeightBudget(RequestGate):
         state = self._states.get(exchange)
         return state is not None and self._monotonic() < state.banned_until
 
+    @contextlib.asynccontextmanager
+    async def audit_scope(self, exchange: str, weight: int) -> AsyncIterator[None]:
+        await self.acquire(exchange, weight)
+        token = _prepaid.set({exchange: weight})
+        try:
+            yield
+        finally:
+            _prepaid.reset(token)
+
     async def acquire(self, exchange: str, weight: int) -> None:
         state = self._states.get(exchange)
         if state is None:
+            return
+        prepaid = _prepaid.get()
+        if prepaid is not None and prepaid.get(exchange, 0) >= weight:
+            # Granted with the audit's whole weight (audit_scope); a ban still stops it.
+            prepaid[exchange] -= weight
+            if self._monotonic() < state.banned_until:
+                raise ExchangeRateLimited(
+                    f"{exchange}: not sent: the exchange banned this IP (418)",
+                    exchange=exchange,
+                    reason=Reason.BANNED,
+                    retry_after=state.banned_until - self._monotonic(),
+                )
             return
         # One waiter at a time per exchange: requests leave in the order they asked.
         async with state.lock:

@@ -13,6 +13,7 @@ read-only allowlist *before a byte leaves the process*, whoever built the reques
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -44,6 +45,12 @@ class RequestGate:
 
     def observe(self, exchange: str, response: httpx.Response) -> None:
         """Learn from a response (used-weight headers, 429/418 with Retry-After)."""
+
+    @contextlib.asynccontextmanager
+    async def audit_scope(self, exchange: str, weight: int) -> AsyncIterator[None]:
+        """Around one audit that needs ``weight`` over several requests: the budget grants it
+        all at once, so an audit never gets its first request and starves on its second."""
+        yield
 
 
 class ExchangeAdapter(Protocol):

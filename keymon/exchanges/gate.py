@@ -201,6 +201,8 @@ class GateAdapter:
     ip_limit_headers: ClassVar[Mapping[str, int]] = {}
     #: keymon counts requests: every call costs 1.
     weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, DETAIL_PATH: 1, MAIN_KEYS_PATH: 1}
+    #: An audit is two requests (detail, main_keys), granted together by the budget.
+    audit_weight: ClassVar[int] = 2
 
     def __init__(
         self,
