@@ -364,12 +364,17 @@ def run(
                     f"{share * 100:.1f} % ({rows[name]['bound']}-bound)"
                 )
             total_audits = sum(r["audits_per_min"] for r in rows.values()) * minutes
+            attempted = (
+                total_audits + sum(r["failed_audits_per_min"] for r in rows.values()) * minutes
+            )
             result.update(
                 window_measured_s=t1 - t0,
                 per_exchange=rows,
                 audits_in_window=total_audits,
                 daemon_cpu_s_in_window=cpu1 - cpu0,
                 cpu_ms_per_audit=(cpu1 - cpu0) * 1000 / max(total_audits, 1),
+                audits_attempted_in_window=attempted,
+                cpu_ms_per_attempted_audit=(cpu1 - cpu0) * 1000 / max(attempted, 1),
                 min_share=min(r["share"] for r in rows.values()),
             )
             log(f"  {(cpu1 - cpu0) * 1000 / max(total_audits, 1):.2f} ms CPU per audit")
