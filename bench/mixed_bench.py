@@ -254,13 +254,15 @@ def run(
     *,
     keys: int = 1_000,
     interval_s: int = 30,
-    warmup_s: float = 30.0,
+    warmup_s: float = 20.0,
     scrapes: int = 10,
     stop_timeout: float = 20.0,
     deadline: float,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Run phase (c); returns its figures (JSON-ready)."""
+    if time.perf_counter() + 15 + warmup_s + WINDOW_S + AFTER_WINDOW_S > deadline:
+        raise BenchError("phase (c) would overrun the time bound")
     directory = workdir / f"mixed-{keys}"
     names = exchanges()
     files, per_exchange, key_lines, env = write_fleet(directory, keys, names)
