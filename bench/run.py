@@ -47,8 +47,11 @@ from bench.common import PYTHON, REPO, BenchError, child_env, run_measured
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
 #: Seconds the phases may take together (scripts/bench adds the bootstrap's second or two).
-#: 330 s for (a) and (b); phase (c) takes about 95 s more and reserves 120 s (+140 s in all).
+#: 330 s for (a) and (b), and phase (c)'s own slice after them (:data:`MIXED_SLICE`).
 TIME_BOUND = 470.0
+#: Seconds kept for phase (c) (about 95 s when the machine is idle): (a) and (b) must finish
+#: before the last MIXED_SLICE seconds of TIME_BOUND, so a slow (a) or (b) cannot crowd it out.
+MIXED_SLICE = 140.0
 PHASES = ("check", "daemon", "mixed")
 #: Phase (c): keys, interval (s), warm-up before the window (s).
 MIXED_RUN = (1_000, 30, 20.0)
@@ -458,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     phases = {args.only} if args.only else {"check"} if args.skip_daemon else set(PHASES)
     started = time.perf_counter()
     deadline = started + TIME_BOUND
+    # (a) and (b) stop short of phase (c)'s slice when (c) is to run.
+    early_deadline = deadline - MIXED_SLICE if "mixed" in phases else deadline
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "environment": _environment(),
@@ -478,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"(a) keymon check, {args.rounds} rounds + 1 warm-up")
             try:
                 results["check"] = check_bench.run(
-                    workdir, rounds=args.rounds, deadline=deadline, log=log
+                    workdir, rounds=args.rounds, deadline=early_deadline, log=log
                 )
             except BenchError as exc:
                 log(f"  phase (a) failed: {exc}")
@@ -493,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     budget=budget,
                     interval_s=interval,
                     warmup_s=warmup,
-                    deadline=deadline,
+                    deadline=early_deadline,
                     log=log,
                 )
             except BenchError as exc:
