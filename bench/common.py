@@ -317,9 +317,20 @@ def write_config(
 
 
 class Simulator:
-    """``python -m keymon.simulator binance`` in its own process, on a free 127.0.0.1 port."""
+    """``python -m keymon.simulator EXCHANGE`` in its own process, on a free 127.0.0.1 port.
 
-    def __init__(self, keys_file: Path, *, latency: float = LATENCY, start_timeout: float = 60):
+    Use it as a context manager, or :meth:`start` several (so that they load in parallel),
+    then :meth:`ready` each, and :meth:`close` each at the end."""
+
+    def __init__(
+        self,
+        keys_file: Path,
+        *,
+        exchange: str = "binance",
+        latency: float = LATENCY,
+        start_timeout: float = 60,
+    ):
+        self.exchange = exchange
         self._keys_file = keys_file
         self._latency = latency
         self._start_timeout = start_timeout
@@ -327,18 +338,36 @@ class Simulator:
         self.url = ""
         self.port = 0
 
-    def __enter__(self) -> Simulator:
-        argv = [PYTHON, "-m", "keymon.simulator", "binance", "--host", HOST, "--port", "0"]
+    def start(self) -> Simulator:
+        """Start the process (without waiting for it to listen)."""
+        argv = [PYTHON, "-m", "keymon.simulator", self.exchange, "--host", HOST, "--port", "0"]
         argv += ["--keys", str(self._keys_file), "--latency", str(self._latency)]
         self.proc = Process(argv, env=child_env(), stdout=subprocess.PIPE)
+        return self
+
+    def ready(self) -> Simulator:
+        """Wait (bounded) for the line with the URL it listens on; kill it if none comes."""
+        assert self.proc is not None
         assert self.proc.popen.stdout is not None
         line = _read_line(self.proc.popen.stdout, self._start_timeout)
         if "listening on " not in line:
             self.proc.kill()
-            raise BenchError(f"simulator did not start: {line!r}")
+            raise BenchError(f"{self.exchange} simulator did not start: {line!r}")
         self.url = line.rsplit("listening on ", 1)[1].strip()
         self.port = int(self.url.rsplit(":", 1)[1])
         return self
+
+    def close(self) -> None:
+        """SIGTERM, bounded; SIGKILL if it does not stop."""
+        if self.proc is not None:
+            try:
+                self.proc.stop(10)
+            except BenchError:
+                self.proc.kill()
+
+    def __enter__(self) -> Simulator:
+        self.start()
+        return self.ready()
 
     def __exit__(
         self,
@@ -346,11 +375,7 @@ class Simulator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.proc is not None:
-            try:
-                self.proc.stop(10)
-            except BenchError:
-                self.proc.kill()
+        self.close()
 
     def stats(self) -> dict[str, Any]:
         """``GET /_simulator/stats``: 429/418 counts and every exchange request so far."""

@@ -83,11 +83,11 @@ def _metrics_facts(body: str) -> dict[str, Any]:
     """What a scrape says: sample lines, keys with a result, keymon's own request count."""
     lines = [line for line in body.splitlines() if line and not line.startswith("#")]
     audit_ok = [line for line in lines if line.startswith("keymon_key_audit_ok{")]
-    errors = {
-        line.split('reason="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in lines
-        if line.startswith("keymon_audit_errors_total{") and not line.endswith(" 0.0")
-    }
+    errors: dict[str, float] = {}  # by reason, summed over exchanges
+    for line in lines:
+        if line.startswith("keymon_audit_errors_total{") and not line.endswith(" 0.0"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            errors[reason] = errors.get(reason, 0.0) + float(line.rsplit(" ", 1)[1])
     requests = sum(
         float(line.rsplit(" ", 1)[1])
         for line in lines

@@ -1,13 +1,20 @@
 """keymon's benchmarks: ``scripts/bench`` (or ``python -m bench.run``) runs them all.
 
-Three phases, each against the Binance simulator in its own process on 127.0.0.1 with 20 ms
-latency, so that its CPU and memory never count against keymon's:
+Three phases, each against simulators in their own processes on 127.0.0.1 with 20 ms latency
+(Binance's for (a) and (b), every exchange's for (c)), so that their CPU and memory never
+count against keymon's:
 
 (a) ``keymon check`` of 1,000 keys as a real subprocess, beside a hand-signed aiohttp
     reference client and with each httpx transport (:mod:`bench.check_bench`);
 (b) the daemon, ``keymon run``, at 1,000 and then 10,000 keys with more demand than weight
     budget: the budget delivered, 429/418 answers, CPU per audit, peak RSS, ``/metrics``
-    scrape time and size (:mod:`bench.daemon_bench`).
+    scrape time and size (:mod:`bench.daemon_bench`);
+(c) the daemon auditing a mixed fleet: 1,000 keys spread evenly over every simulated
+    exchange, each simulator in its own process, each exchange at keymon's default budget:
+    audits delivered per exchange against what its budget or schedule allows, audit errors by
+    reason, CPU per audit, peak RSS, scrape time, stop time (:mod:`bench.mixed_bench`).
+
+``--only check|daemon|mixed`` runs one phase (to iterate on it quickly).
 
 Every figure is printed next to its target with PASS or MISS, and everything is written as
 JSON to ``bench/results/latest.json``. The run is bounded (:data:`TIME_BOUND` seconds for
@@ -35,12 +42,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import check_bench, daemon_bench
+from bench import check_bench, daemon_bench, mixed_bench
 from bench.common import PYTHON, REPO, BenchError, child_env, run_measured
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
 #: Seconds the phases may take together (scripts/bench adds the bootstrap's second or two).
-TIME_BOUND = 330.0
+#: 330 s for (a) and (b), and phase (c)'s own slice after them (:data:`MIXED_SLICE`).
+TIME_BOUND = 470.0
+#: Seconds kept for phase (c) (about 95 s when the machine is idle): (a) and (b) must finish
+#: before the last MIXED_SLICE seconds of TIME_BOUND, so a slow (a) or (b) cannot crowd it out.
+MIXED_SLICE = 140.0
+PHASES = ("check", "daemon", "mixed")
+#: Phase (c): keys, interval (s), warm-up before the window (s).
+MIXED_RUN = (1_000, 30, 20.0)
 #: Phase (b) sizes: keys, budget (weight/min), interval (s), warm-up before the window (s).
 DAEMON_RUNS = (
     (1_000, 1_200, 30, 20.0),
@@ -50,7 +64,7 @@ DAEMON_RUNS = (
 )
 PRIME = (
     "import keymon.cli, keymon.app, keymon.demo, keymon.simulator.__main__, "
-    "bench.reference, bench.check_runner, httpx_aiohttp"
+    "bench.reference, bench.check_runner, bench.mixed_bench, httpx_aiohttp"
 )
 
 
@@ -103,25 +117,27 @@ def _get(data: dict[str, Any] | None, *path: str) -> float | None:
 
 def targets(results: dict[str, Any]) -> list[Target]:
     check = results.get("check")
-    out = [
-        Target(
-            "check: CPU per audit, 1,000 keys",
-            _get(check, "runs", "keymon", "cpu_ms_per_key"),
-            "ms",
-            "<=",
-            1.0,
-        ),
-        Target(
-            "check: peak RSS, 1,000 keys",
-            _get(check, "runs", "keymon", "maxrss_mb"),
-            "MB",
-            "<=",
-            60,
-            1,
-        ),
-    ]
-    for keys, rss in ((1_000, 60.0), (10_000, 100.0)):
-        daemon = results.get("daemon", {}).get(str(keys))
+    out = []
+    if check is not None or "check_error" in results:
+        out += [
+            Target(
+                "check: CPU per audit, 1,000 keys",
+                _get(check, "runs", "keymon", "cpu_ms_per_key"),
+                "ms",
+                "<=",
+                1.0,
+            ),
+            Target(
+                "check: peak RSS, 1,000 keys",
+                _get(check, "runs", "keymon", "maxrss_mb"),
+                "MB",
+                "<=",
+                60,
+                1,
+            ),
+        ]
+    for keys, rss in ((1_000, 60.0), (10_000, 100.0)) if results.get("daemon") else ():
+        daemon = results["daemon"].get(str(keys))
         share = _get(daemon, "budget_share")
         name = f"daemon {keys:,} keys"
         out += [
@@ -144,6 +160,29 @@ def targets(results: dict[str, Any]) -> list[Target]:
                     out.append(
                         Target(f"{name}: /metrics {kind}, {stat}", value, "ms", "<=", 100, 0)
                     )
+    mixed = results.get("mixed")
+    if mixed is not None:
+        name = "mixed 1,000 keys"
+        rows = mixed.get("per_exchange", {})
+        for exchange in mixed.get("exchanges", []):
+            share = _get(rows, exchange, "share")
+            out.append(
+                Target(
+                    f"{name}, {exchange}: delivered",
+                    None if share is None else share * 100,
+                    "%",
+                    ">=",
+                    95,
+                    1,
+                )
+            )
+        out += [
+            Target(f"{name}: rate_limited errors", _get(mixed, "rate_limited"), "", "<=", 0, 0),
+            Target(f"{name}: banned errors", _get(mixed, "banned"), "", "<=", 0, 0),
+            Target(f"{name}: 429 answers", _get(mixed, "count_429"), "", "<=", 0, 0),
+            Target(f"{name}: 418 answers", _get(mixed, "count_418"), "", "<=", 0, 0),
+            Target(f"{name}: peak RSS", _get(mixed, "rss_peak_mb"), "MB", "<=", 60, 1),
+        ]
     return out
 
 
@@ -282,6 +321,9 @@ def render(results: dict[str, Any], checks: list[Target]) -> str:
             "  (killed after 20 s).",
         ]
         lines.append("")
+    mixed = results.get("mixed")
+    if mixed:
+        lines += _render_mixed(mixed)
     lines.append("Targets")
     lines += _table(("figure", "value", "target", "result"), [t.row() for t in checks], {1})
     misses = sum(not t.passed for t in checks)
@@ -293,6 +335,70 @@ def render(results: dict[str, Any], checks: list[Target]) -> str:
         f"JSON: {RESULTS.relative_to(REPO)}"
     )
     return "\n".join(lines) + "\n"
+
+
+def _render_mixed(mixed: dict[str, Any]) -> list[str]:
+    if "error" in mixed:
+        return [f"(c) keymon run, mixed fleet: error: {mixed['error']}", ""]
+    lines = [
+        f"(c) keymon run (daemon), mixed fleet: {mixed['keys']:,} keys over "
+        f"{len(mixed['exchanges'])} exchanges, interval {mixed['interval_s']} s, each "
+        f"exchange at keymon's default budget; {mixed['window_s']:.0f} s window after "
+        f"{mixed['warmup_s']:.0f} s warm-up (counted in keymon's /metrics)"
+    ]
+    rows: list[tuple[str, ...]] = []
+    for exchange, r in mixed["per_exchange"].items():
+        wpa = r["weight_per_audit"]
+        rows.append(
+            (
+                exchange,
+                f"{r['keys']}",
+                f"{r['budget_per_min']:,}",
+                f"{wpa}",
+                f"{r['demand_audits_per_min']:.0f}",
+                f"{r['expected_audits_per_min']:.1f} ({r['bound']})",
+                f"{r['audits_per_min']:.1f}",
+                f"{r['failed_audits_per_min']:.1f}",
+                f"{r['weight_per_min']:.0f}",
+                f"{r['share'] * 100:.1f} %",
+                f"{r.get('count_429', 0)}/{r.get('count_418', 0)}",
+                ", ".join(f"{k} {v}" for k, v in r.get("errors", {}).items()) or "none",
+            )
+        )
+    header = (
+        "exchange",
+        "keys",
+        "budget/min",
+        "weight/audit",
+        "demand/min",
+        "expected/min",
+        "audits ok/min",
+        "failed/min",
+        "weight/min",
+        "delivered",
+        "429/418",
+        "audit errors (whole run)",
+    )
+    lines += _table(header, rows, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10})
+    plain = mixed["scrape_plain"]
+    lines += [
+        f"  daemon: {mixed['cpu_ms_per_audit']:.2f} ms CPU per audit "
+        f"({mixed['cpu_ms_per_attempted_audit']:.2f} per attempt); RSS start / pre-scrape / "
+        f"peak {mixed['rss_after_start_mb']:.0f} / {mixed['rss_before_scrape_mb']:.0f} / "
+        f"{mixed['rss_peak_mb']:.0f} MB; /metrics plain median / max "
+        f"{plain['median_ms']:.1f} / {plain['max_ms']:.1f} ms, {plain['bytes'] / 1e6:.2f} MB; "
+        f"start {mixed['startup_s']:.1f} s, stop {mixed['stop_s']:.1f} s"
+        + ("" if mixed["stopped_cleanly"] else " (killed)"),
+        "  demand = keys x 60 / (interval - jitter) audits; expected = demand, or budget /",
+        "  weight/audit (the adapter's endpoint weights but the clock sync's) where the",
+        "  schedule asks for more than the budget allows; delivered = audits ok/min / expected;",
+        "  weight/min = weight keymon spent. Where demand exceeds the budget, keymon fails an",
+        "  audit that would wait for the budget longer than its max_wait with reason",
+        "  rate_limited (keymon/budget.py): failed/min, and the rate_limited target, count",
+        "  those refusals. CPU per audit = daemon CPU in the window / audits ok (/ attempted).",
+        "",
+    ]
+    return lines
 
 
 def _loads(values: Sequence[float]) -> str:
@@ -344,16 +450,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds of phase (a) (default 3)")
     parser.add_argument(
-        "--skip-daemon", action="store_true", help="phase (a) only (for a quick look)"
+        "--skip-daemon", action="store_true", help="phase (a) only (same as --only check)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=PHASES,
+        help="run one phase: check (a), daemon (b) or mixed (c)",
     )
     args = parser.parse_args(argv)
+    phases = {args.only} if args.only else {"check"} if args.skip_daemon else set(PHASES)
     started = time.perf_counter()
     deadline = started + TIME_BOUND
+    # (a) and (b) stop short of phase (c)'s slice when (c) is to run.
+    early_deadline = deadline - MIXED_SLICE if "mixed" in phases else deadline
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "environment": _environment(),
         "latency_ms": 20.0,
         "time_bound_s": TIME_BOUND,
+        "phases": [phase for phase in PHASES if phase in phases],
     }
     with tempfile.TemporaryDirectory(prefix="keymon-bench-") as tmp:
         workdir = Path(tmp)
@@ -364,16 +479,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if prime.returncode != 0:
             log((workdir / "prime.out.stderr").read_text())
             return 1
-        log(f"(a) keymon check, {args.rounds} rounds + 1 warm-up")
-        try:
-            results["check"] = check_bench.run(
-                workdir, rounds=args.rounds, deadline=deadline, log=log
-            )
-        except BenchError as exc:
-            log(f"  phase (a) failed: {exc}")
-            results["check_error"] = str(exc)
+        if "check" in phases:
+            log(f"(a) keymon check, {args.rounds} rounds + 1 warm-up")
+            try:
+                results["check"] = check_bench.run(
+                    workdir, rounds=args.rounds, deadline=early_deadline, log=log
+                )
+            except BenchError as exc:
+                log(f"  phase (a) failed: {exc}")
+                results["check_error"] = str(exc)
         results["daemon"] = {}
-        for keys, budget, interval, warmup in () if args.skip_daemon else DAEMON_RUNS:
+        for keys, budget, interval, warmup in DAEMON_RUNS if "daemon" in phases else ():
             log(f"(b) keymon run, {keys:,} keys, budget {budget:,}/min, interval {interval} s")
             try:
                 results["daemon"][str(keys)] = daemon_bench.run(
@@ -382,12 +498,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                     budget=budget,
                     interval_s=interval,
                     warmup_s=warmup,
-                    deadline=deadline,
+                    deadline=early_deadline,
                     log=log,
                 )
             except BenchError as exc:
                 log(f"  phase (b) at {keys:,} keys failed: {exc}")
                 results["daemon"][str(keys)] = {"keys": keys, "error": str(exc)}
+        if "mixed" in phases:
+            keys, interval, warmup = MIXED_RUN
+            log(f"(c) keymon run, mixed fleet: {keys:,} keys over every simulated exchange")
+            try:
+                results["mixed"] = mixed_bench.run(
+                    workdir,
+                    keys=keys,
+                    interval_s=interval,
+                    warmup_s=warmup,
+                    deadline=deadline,
+                    log=log,
+                )
+            except BenchError as exc:
+                log(f"  phase (c) failed: {exc}")
+                results["mixed"] = {"keys": keys, "error": str(exc)}
     results["elapsed_s"] = time.perf_counter() - started
     results["environment"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     checks = targets(results)
