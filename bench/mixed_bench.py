@@ -67,14 +67,38 @@ CREDENTIALS: dict[str, str] = {
     "api_key": "",  # api_key_for(i): a distinct 64-character key
     "secret": SHARED_SECRET,
     "passphrase": "KeymonBenchPass1",
+    "memo": "KeymonBenchMemo1",
     "uid": "{uid}",  # a distinct numeric account id per key
 }
+
+
 #: Exchanges whose credentials have a special format: add_key argument -> value (``{i}`` and
 #: ``{uid}`` are filled in per key). One line per exchange; an exchange not listed here, or not
 #: simulated yet, needs nothing.
+def _ec_private_pem() -> str:
+    """A P-256 private key in PEM: a Coinbase CDP key's secret (one for the whole fleet)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+
+
 OVERRIDES: dict[str, dict[str, str]] = {
     # Kraken's API secret is base64 (of 64 bytes): keymon decodes it before signing.
     "kraken": {"secret": base64.b64encode(hashlib.sha512(b"keymon-bench").digest()).decode()},
+    # A CDP key: its name is the API key, an EC private key its secret.
+    "coinbase": {
+        "api_key": "organizations/keymon-bench/apiKeys/{i}",
+        "secret": _ec_private_pem().replace("{", "{{").replace("}", "}}"),
+    },
 }
 #: Key configuration field for each add_key credential; secrets come from the environment.
 CONFIG_FIELD = {"api_key": "api_key", "secret": "api_secret", "passphrase": "passphrase"}
@@ -135,7 +159,9 @@ def exchange_defaults(exchange: str) -> tuple[int, Mapping[str, int], int]:
 
 
 def _yaml_str(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A double-quoted YAML scalar (newlines escaped: a PEM stays one line)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return '"' + escaped + '"'
 
 
 def write_fleet(

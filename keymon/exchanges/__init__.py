@@ -1,8 +1,13 @@
 """Exchange adapters, registered by name.
 
 Adding an exchange: its module here, an entry in :data:`EXCHANGES`, a key model and settings
-section in :mod:`keymon.config`, a simulator in :mod:`keymon.simulator`, the contract suite's
-parameters and a row in the README's exchange table.
+section in :mod:`keymon.config`, a simulator in :mod:`keymon.simulator` (and in its
+``SIMULATORS``), a venue in the contract suite and a row in the README's exchange table. An
+exchange that shows a key nothing about itself subclasses
+:class:`~keymon.exchanges.liveness.LivenessAdapter`, its simulator
+:class:`~keymon.simulator.liveness.LivenessSimulator`, and its venue goes into the liveness
+contract suite. :data:`EXCHANGES` lists the introspecting exchanges first, as the
+configuration does.
 """
 
 from __future__ import annotations
@@ -29,21 +34,21 @@ from keymon.exchanges.xt import XtAdapter
 EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "binance": BinanceAdapter,
     "bybit": BybitAdapter,
+    "okx": OkxAdapter,
+    "kucoin": KucoinAdapter,
     "bitget": BitgetAdapter,
     "htx": HtxAdapter,
-    "kucoin": KucoinAdapter,
-    "okx": OkxAdapter,
     "gate": GateAdapter,
-    "mexc": MexcAdapter,
-    "bitmart": BitmartAdapter,
-    "xt": XtAdapter,
-    "bitrue": BitrueAdapter,
-    "lbank": LbankAdapter,
-    "coinstore": CoinstoreAdapter,
-    "biconomy": BiconomyAdapter,
     "kraken": KrakenAdapter,
     "bingx": BingxAdapter,
     "coinbase": CoinbaseAdapter,
+    "mexc": MexcAdapter,
+    "bitmart": BitmartAdapter,
+    "bitrue": BitrueAdapter,
+    "xt": XtAdapter,
+    "lbank": LbankAdapter,
+    "coinstore": CoinstoreAdapter,
+    "biconomy": BiconomyAdapter,
 }
 
 __all__ = [

@@ -51,16 +51,16 @@ SIMULATORS: dict[str, type[Any]] = {
     "bitget": BitgetSimulator,
     "htx": HtxSimulator,
     "gate": GateSimulator,
-    "mexc": MexcSimulator,
-    "bitmart": BitmartSimulator,
-    "xt": XtSimulator,
-    "bitrue": BitrueSimulator,
-    "lbank": LbankSimulator,
-    "coinstore": CoinstoreSimulator,
-    "biconomy": BiconomySimulator,
     "kraken": KrakenSimulator,
     "bingx": BingxSimulator,
     "coinbase": CoinbaseSimulator,
+    "mexc": MexcSimulator,
+    "bitmart": BitmartSimulator,
+    "bitrue": BitrueSimulator,
+    "xt": XtSimulator,
+    "lbank": LbankSimulator,
+    "coinstore": CoinstoreSimulator,
+    "biconomy": BiconomySimulator,
 }
 
 __all__ = [
