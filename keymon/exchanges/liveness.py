@@ -19,18 +19,15 @@ to make, how to read its server time, and its error codes (:attr:`LivenessAdapte
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
 import re
-import time
-from collections.abc import Generator, Mapping
-from typing import Any, ClassVar, Final
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import httpx
-import structlog
 
-from keymon.config import ExchangeSettingsBase, KeyBase
+from keymon.config import KeyBase
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -39,19 +36,11 @@ from keymon.errors import (
     ExchangeRateLimited,
     ExchangeUnavailable,
 )
-from keymon.exchanges.base import (
-    Clock,
-    RequestGate,
-    RequestObserver,
-    parse_retry_after,
-    translate_transport_error,
-)
+from keymon.exchanges.base import parse_retry_after
+from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
+from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts, Reason
 
-log = structlog.get_logger(__name__)
-
-#: How long to wait before trying a failed time sync again (not before every audit).
-SYNC_RETRY_SECONDS: Final = 30.0
 #: An IPv4 or IPv6 address inside an exchange's error message ("IP [1.2.3.4] not in ...").
 _IP = re.compile(
     r"(?<![\w.:])(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})(?![\w.:])"
@@ -76,7 +65,7 @@ class Kind(enum.Enum):
     UNAVAILABLE = "unavailable"
 
 
-class LivenessAdapter:
+class LivenessAdapter(AdapterBase):
     """One signed, read-only call per audit; an accepted call is the whole finding.
 
     Subclasses set the class attributes and implement :meth:`auth`, and where the exchange
@@ -98,27 +87,6 @@ class LivenessAdapter:
     #: :attr:`Kind.KEY_OR_CLOCK`): a persisting refusal reads as the key's only if the last
     #: sync's round trip bounds keymon's error within this.
     stamp_tolerance_ms: ClassVar[float] = 1000.0
-
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        settings: ExchangeSettingsBase,
-        *,
-        clock: Clock = time.time,
-        monotonic: Clock = time.monotonic,
-        gate: RequestGate | None = None,
-        observer: RequestObserver | None = None,
-    ) -> None:
-        self._client = client
-        self._settings = settings
-        self._clock = clock
-        self._monotonic = monotonic
-        self._gate = gate or RequestGate()
-        self._observer = observer
-        self._offset_ms = 0.0
-        self._sync_rtt_ms: float | None = None
-        self._next_sync: float | None = None
-        self._sync_lock = asyncio.Lock()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -166,15 +134,6 @@ class LivenessAdapter:
         """Always None: these exchanges report no per-IP used weight keymon relies on."""
         return None
 
-    @property
-    def clock_offset_ms(self) -> float:
-        """Server time minus local time, as last measured (0 without a time endpoint)."""
-        return self._offset_ms
-
-    def now_ms(self) -> int:
-        """The exchange's idea of now, in ms: the local clock corrected by the last sync."""
-        return int(self._clock() * 1000 + self._offset_ms)
-
     async def audit(self, key: KeyBase) -> KeyFacts:
         """Make the liveness call; the key was accepted if this returns."""
         await self._ensure_synced()
@@ -198,42 +157,9 @@ class LivenessAdapter:
         liveness.update(self.probe_raw(body))
         return KeyFacts(coverage=Coverage.LIVENESS, raw={"liveness": liveness})
 
-    async def sync_time(self) -> None:
-        """Measure the offset between the local clock and the exchange's server time."""
-        assert self.time_path is not None
-        stamp = _SendTime(self._clock)
-        body = await self._send("GET", self.time_path, auth=stamp)
-        received = self._clock()
-        sent = stamp.sent if stamp.sent is not None else received
-        server = self.parse_server_time(body)
-        if server is None:
-            raise ExchangeBadResponse(
-                f"{self.name}: {self.time_path} answered without a server time", exchange=self.name
-            )
-        # Assume the server read its clock halfway through the round trip.
-        self._offset_ms = server - (sent + received) / 2 * 1000
-        self._sync_rtt_ms = (received - sent) * 1000
-        self._next_sync = self._monotonic() + self._settings.time_sync_interval.total_seconds()
-        log.debug("clock_synced", exchange=self.name, offset_ms=round(self._offset_ms, 1))
-
-    async def _ensure_synced(self, *, force: bool = False) -> None:
-        if self.time_path is None:
-            return
-        async with self._sync_lock:
-            if not force and self._next_sync is not None and self._monotonic() < self._next_sync:
-                return
-            try:
-                await self.sync_time()
-            except ExchangeError as exc:
-                # Keep the last offset: the signed call will say whether it matters.
-                self._sync_rtt_ms = None
-                log.warning("clock_sync_failed", exchange=self.name, reason=str(exc.reason))
-                interval = self._settings.time_sync_interval.total_seconds()
-                self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
-
     async def _call(self, key: KeyBase) -> Any:
         method, path = self.probe
-        return await self._send(
+        return await self._request(
             method,
             path,
             auth=self.auth(key),
@@ -241,7 +167,13 @@ class LivenessAdapter:
             json_body=self.probe_body(key),
         )
 
-    async def _send(
+    def _weight(self, path: str) -> int:
+        return self.weights.get(path, 1)
+
+    async def _get(self, path: str, *, auth: httpx.Auth) -> Any:
+        return await self._request("GET", path, auth=auth)
+
+    async def _request(
         self,
         method: str,
         path: str,
@@ -250,27 +182,18 @@ class LivenessAdapter:
         params: Mapping[str, str] | None = None,
         json_body: bytes | None = None,
     ) -> Any:
-        await self._gate.acquire(self.name, self.weights.get(path, 1))
-        started = self._monotonic()
-        try:
-            if method == "GET":
-                response = await self._client.get(path, params=params or None, auth=auth)
-            elif json_body is not None:
-                response = await self._client.request(
-                    method,
-                    path,
-                    content=json_body,
-                    headers={"Content-Type": "application/json"},
-                    auth=auth,
-                )
-            else:
-                response = await self._client.request(method, path, data=params, auth=auth)
-        except httpx.HTTPError as exc:
-            error = translate_transport_error(exc, self.name, path)
-            self._observe(path, str(error.reason), started)
-            raise error from exc
-        self._observe(path, str(response.status_code), started)
-        self._gate.observe(self.name, response)
+        if method == "GET":
+            response = await self._send(method, path, params=params or None, auth=auth)
+        elif json_body is not None:
+            response = await self._send(
+                method,
+                path,
+                content=json_body,
+                headers={"Content-Type": "application/json"},
+                auth=auth,
+            )
+        else:
+            response = await self._send(method, path, data=params, auth=auth)
         try:
             body: Any = json.loads(response.content)
         except (ValueError, UnicodeDecodeError):
@@ -281,16 +204,8 @@ class LivenessAdapter:
         if response.status_code != httpx.codes.OK:
             raise self._http_error(response)
         if body is None:
-            raise ExchangeBadResponse(
-                f"{self.name}: {path} answered HTTP 200 with a body that is not JSON "
-                f"({len(response.content)} bytes; truncated?)",
-                exchange=self.name,
-            )
+            raise self._unreadable(path, response)
         return body
-
-    def _observe(self, path: str, status: str, started: float) -> None:
-        if self._observer is not None:
-            self._observer(self.name, path, status, self._monotonic() - started)
 
     def _retry_after(self, response: httpx.Response) -> float | None:
         return parse_retry_after(response.headers.get("Retry-After"), now=self._clock())
@@ -415,15 +330,3 @@ class _KeyOrClock(ExchangeError):
     def __init__(self, rejected: ExchangeAuthError, *, exchange: str) -> None:
         super().__init__(rejected.message, exchange=exchange, code=rejected.code)
         self.rejected = rejected
-
-
-class _SendTime(httpx.Auth):
-    """Notes the local time when the request is actually sent (after any queueing)."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self.sent: float | None = None
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        self.sent = self._clock()
-        yield request
