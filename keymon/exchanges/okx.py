@@ -22,13 +22,11 @@ creation time and no expiry field.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import re
-import time
 from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
@@ -46,12 +44,8 @@ from keymon.errors import (
     ExchangeRateLimited,
     ExchangeUnavailable,
 )
-from keymon.exchanges.base import (
-    Clock,
-    RequestGate,
-    RequestObserver,
-    translate_transport_error,
-)
+from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
+from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts
 
 log = structlog.get_logger(__name__)
@@ -83,7 +77,6 @@ TIMESTAMP_EXPIRED: Final = "50102"
 TIMESTAMP_INVALID: Final = "50112"
 RATE_LIMIT_CODES: Final = frozenset({"50011", "50013"})
 UNAVAILABLE_CODES: Final = frozenset({"50001"})
-SYNC_RETRY_SECONDS: Final = 30.0
 _IP = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:]+:[0-9A-Fa-f]*)\b")
 
 _unknown_perms_logged: set[str] = set()
@@ -133,18 +126,6 @@ class OkxAuth(httpx.Auth):
         yield request
 
 
-class _SendTime(httpx.Auth):
-    """Notes the local time when the request is actually sent (after any queueing)."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self.sent: float | None = None
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        self.sent = self._clock()
-        yield request
-
-
 # ----------------------------------------------------------------------------- responses
 
 
@@ -177,7 +158,7 @@ class ServerTime(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class OkxAdapter:
+class OkxAdapter(AdapterBase):
     """Audits OKX keys. One instance per process, shared by every OKX key."""
 
     name: ClassVar[str] = NAME
@@ -190,40 +171,10 @@ class OkxAdapter:
     ip_limit_headers: ClassVar[Mapping[str, int]] = {}
     #: OKX counts requests: every call costs 1.
     weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, CONFIG_PATH: 1}
+    time_path: ClassVar[str | None] = TIME_PATH
+    server_time_field: ClassVar[str] = "a time"
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        settings: OkxSettings,
-        *,
-        clock: Clock = time.time,
-        monotonic: Clock = time.monotonic,
-        gate: RequestGate | None = None,
-        observer: RequestObserver | None = None,
-    ) -> None:
-        self._client = client
-        self._settings = settings
-        self._clock = clock
-        self._monotonic = monotonic
-        self._gate = gate or RequestGate()
-        self._observer = observer
-        self._offset_ms = 0.0
-        self._next_sync: float | None = None
-        self._sync_lock = asyncio.Lock()
-
-    @property
-    def weight_used(self) -> int | None:
-        """Always None: OKX reports no per-IP used weight."""
-        return None
-
-    @property
-    def clock_offset_ms(self) -> float:
-        """Server time minus local time, as last measured."""
-        return self._offset_ms
-
-    def now_ms(self) -> int:
-        """OKX's idea of now, in ms: the local clock corrected by the last sync."""
-        return int(self._clock() * 1000 + self._offset_ms)
+    _settings: OkxSettings
 
     async def audit(self, key: OkxKey) -> KeyFacts:
         """The key's permissions and IP list, mapped onto keymon's vocabulary."""
@@ -236,45 +187,15 @@ class OkxAdapter:
             data = await self._get(CONFIG_PATH, auth=auth)
         return self._facts(data)
 
-    async def sync_time(self) -> None:
-        """Measure the offset between the local clock and OKX's server time."""
-        stamp = _SendTime(self._clock)
-        data = await self._get(TIME_PATH, auth=stamp)
-        received = self._clock()
-        sent = stamp.sent if stamp.sent is not None else received
+    def parse_server_time(self, body: Any) -> float | None:
         try:
-            server = ServerTime.model_validate(data[0] if isinstance(data, list) else None)
-            server_ms = int(server.ts)
+            server = ServerTime.model_validate(body[0] if isinstance(body, list) else None)
+            return int(server.ts)
         except (ValidationError, ValueError, IndexError):
-            raise ExchangeBadResponse(
-                f"okx: {TIME_PATH} answered without a time", exchange=NAME
-            ) from None
-        self._offset_ms = server_ms - (sent + received) / 2 * 1000
-        self._next_sync = self._monotonic() + self._settings.time_sync_interval.total_seconds()
-        log.debug("clock_synced", exchange=NAME, offset_ms=round(self._offset_ms, 1))
-
-    async def _ensure_synced(self, *, force: bool = False) -> None:
-        async with self._sync_lock:
-            if not force and self._next_sync is not None and self._monotonic() < self._next_sync:
-                return
-            try:
-                await self.sync_time()
-            except ExchangeError as exc:
-                log.warning("clock_sync_failed", exchange=NAME, reason=str(exc.reason))
-                interval = self._settings.time_sync_interval.total_seconds()
-                self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
+            return None
 
     async def _get(self, path: str, *, auth: httpx.Auth) -> Any:
-        await self._gate.acquire(NAME, self.weights[path])
-        started = self._monotonic()
-        try:
-            response = await self._client.get(path, auth=auth)
-        except httpx.HTTPError as exc:
-            error = translate_transport_error(exc, NAME, path)
-            self._observe(path, str(error.reason), started)
-            raise error from exc
-        self._observe(path, str(response.status_code), started)
-        self._gate.observe(NAME, response)
+        response = await self._send("GET", path, auth=auth)
         try:
             envelope = Envelope.model_validate(json.loads(response.content))
         except (ValueError, UnicodeDecodeError, ValidationError):
@@ -284,10 +205,6 @@ class OkxAdapter:
         if response.status_code != httpx.codes.OK:
             raise self._http_error(response, path)
         return envelope.data
-
-    def _observe(self, path: str, status: str, started: float) -> None:
-        if self._observer is not None:
-            self._observer(NAME, path, status, self._monotonic() - started)
 
     def _http_error(self, response: httpx.Response, path: str) -> ExchangeError:
         """An answer without a readable envelope (or a non-200 with code "0")."""
@@ -302,11 +219,7 @@ class OkxAdapter:
         if status >= 500:
             return ExchangeUnavailable(f"okx: HTTP {status}", exchange=NAME)
         if status == 200:
-            return ExchangeBadResponse(
-                f"okx: {path} answered HTTP 200 with a body that is not a v5 envelope "
-                f"({len(response.content)} bytes; truncated?)",
-                exchange=NAME,
-            )
+            return self._unreadable(path, response, "a v5 envelope")
         return ExchangeBadResponse(f"okx: {path} answered HTTP {status}", exchange=NAME)
 
     def _code_error(self, envelope: Envelope, response: httpx.Response) -> ExchangeError:
