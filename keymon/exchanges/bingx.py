@@ -36,12 +36,10 @@ keymon's own calls probably count as use, so keymon invents no deadline: it says
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import re
-import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, ClassVar, Final
 from urllib.parse import quote
@@ -60,13 +58,11 @@ from keymon.errors import (
     ExchangeUnavailable,
 )
 from keymon.exchanges.base import (
-    Clock,
-    RequestGate,
-    RequestObserver,
     parse_retry_after,
-    translate_transport_error,
     utc_from_ms,
 )
+from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
+from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts, Reason
 
 log = structlog.get_logger(__name__)
@@ -123,7 +119,6 @@ KEY_REJECTED_CODES: Final = frozenset(
 )
 #: 100500 internal error, 100503 server busy, 80012 service unavailable.
 UNAVAILABLE_CODES: Final = frozenset({100500, 100503, 80012})
-SYNC_RETRY_SECONDS: Final = 30.0
 _REQUEST_IP = re.compile(r"request IP is\s+([0-9A-Fa-f:.]+[0-9A-Fa-f])")
 #: A moment in epoch ms inside a message ("will be unblocked after 1727193814249").
 _EPOCH_MS = re.compile(r"\b(1\d{12})\b")
@@ -187,18 +182,6 @@ class BingxAuth(httpx.Auth):
         yield request
 
 
-class _SendTime(httpx.Auth):
-    """Notes the local time when the request is actually sent (after any queueing)."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self.sent: float | None = None
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        self.sent = self._clock()
-        yield request
-
-
 # ----------------------------------------------------------------------------- responses
 
 
@@ -227,7 +210,7 @@ class ApiPermissions(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class BingxAdapter:
+class BingxAdapter(AdapterBase):
     """Audits BingX keys. One instance per process, shared by every BingX key."""
 
     name: ClassVar[str] = NAME
@@ -240,40 +223,10 @@ class BingxAdapter:
     ip_limit_headers: ClassVar[Mapping[str, int]] = {}
     #: BingX counts requests: every call costs 1.
     weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, PERMISSIONS_PATH: 1}
+    time_path: ClassVar[str | None] = TIME_PATH
+    server_time_field: ClassVar[str] = "a serverTime"
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        settings: BingxSettings,
-        *,
-        clock: Clock = time.time,
-        monotonic: Clock = time.monotonic,
-        gate: RequestGate | None = None,
-        observer: RequestObserver | None = None,
-    ) -> None:
-        self._client = client
-        self._settings = settings
-        self._clock = clock
-        self._monotonic = monotonic
-        self._gate = gate or RequestGate()
-        self._observer = observer
-        self._offset_ms = 0.0
-        self._next_sync: float | None = None  # monotonic; None: never tried
-        self._sync_lock = asyncio.Lock()
-
-    @property
-    def weight_used(self) -> int | None:
-        """Always None: BingX reports no per-IP used weight."""
-        return None
-
-    @property
-    def clock_offset_ms(self) -> float:
-        """Server time minus local time, as last measured."""
-        return self._offset_ms
-
-    def now_ms(self) -> int:
-        """BingX's idea of now, in ms: the local clock corrected by the last sync."""
-        return int(self._clock() * 1000 + self._offset_ms)
+    _settings: BingxSettings
 
     async def audit(self, key: BingxKey) -> KeyFacts:
         """The key's permissions and IP whitelist, mapped onto keymon's vocabulary."""
@@ -292,45 +245,14 @@ class BingxAdapter:
             data = await self._get(PERMISSIONS_PATH, auth=auth)
         return self._facts(data)
 
-    async def sync_time(self) -> None:
-        """Measure the offset between the local clock and BingX's ``serverTime``."""
-        stamp = _SendTime(self._clock)
-        data = await self._get(TIME_PATH, auth=stamp)
-        received = self._clock()
-        sent = stamp.sent if stamp.sent is not None else received
-        server = data.get("serverTime") if isinstance(data, dict) else None
+    def parse_server_time(self, body: Any) -> float | None:
+        server = body.get("serverTime") if isinstance(body, dict) else None
         if not isinstance(server, int) or isinstance(server, bool):
-            raise ExchangeBadResponse(
-                f"bingx: {TIME_PATH} answered without a serverTime", exchange=NAME
-            )
-        # Assume the server read its clock halfway through the round trip.
-        self._offset_ms = server - (sent + received) / 2 * 1000
-        self._next_sync = self._monotonic() + self._settings.time_sync_interval.total_seconds()
-        log.debug("clock_synced", exchange=NAME, offset_ms=round(self._offset_ms, 1))
-
-    async def _ensure_synced(self, *, force: bool = False) -> None:
-        async with self._sync_lock:
-            if not force and self._next_sync is not None and self._monotonic() < self._next_sync:
-                return
-            try:
-                await self.sync_time()
-            except ExchangeError as exc:
-                # Keep the last offset (or none): the signed call will say whether it matters.
-                log.warning("clock_sync_failed", exchange=NAME, reason=str(exc.reason))
-                interval = self._settings.time_sync_interval.total_seconds()
-                self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
+            return None
+        return server
 
     async def _get(self, path: str, *, auth: httpx.Auth) -> Any:
-        await self._gate.acquire(NAME, self.weights[path])
-        started = self._monotonic()
-        try:
-            response = await self._client.get(path, auth=auth)
-        except httpx.HTTPError as exc:
-            error = translate_transport_error(exc, NAME, path)
-            self._observe(path, str(error.reason), started)
-            raise error from exc
-        self._observe(path, str(response.status_code), started)
-        self._gate.observe(NAME, response)
+        response = await self._send("GET", path, auth=auth)
         try:
             envelope = Envelope.model_validate(json.loads(response.content))
         except (ValueError, UnicodeDecodeError, ValidationError):
@@ -340,10 +262,6 @@ class BingxAdapter:
         if response.status_code != httpx.codes.OK:
             raise self._http_error(response, path)
         return envelope.data
-
-    def _observe(self, path: str, status: str, started: float) -> None:
-        if self._observer is not None:
-            self._observer(NAME, path, status, self._monotonic() - started)
 
     def _http_error(self, response: httpx.Response, path: str) -> ExchangeError:
         """An answer without a readable envelope (or a non-200 with code 0)."""
@@ -376,11 +294,7 @@ class BingxAdapter:
         if status >= 500:
             return ExchangeUnavailable(f"bingx: HTTP {status}", exchange=NAME)
         if status == 200:
-            return ExchangeBadResponse(
-                f"bingx: {path} answered HTTP 200 with a body that is not a BingX envelope "
-                f"({len(response.content)} bytes; truncated?)",
-                exchange=NAME,
-            )
+            return self._unreadable(path, response, "a BingX envelope")
         return ExchangeBadResponse(f"bingx: {path} answered HTTP {status}", exchange=NAME)
 
     def _code_error(self, envelope: Envelope, response: httpx.Response) -> ExchangeError:

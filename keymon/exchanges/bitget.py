@@ -17,13 +17,11 @@ Bitget shows a key its IP whitelist (``ips``, one string) and its permission cod
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import re
-import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, ClassVar, Final
 
@@ -41,12 +39,10 @@ from keymon.errors import (
     ExchangeUnavailable,
 )
 from keymon.exchanges.base import (
-    Clock,
-    RequestGate,
-    RequestObserver,
     parse_retry_after,
-    translate_transport_error,
 )
+from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
+from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts
 
 log = structlog.get_logger(__name__)
@@ -79,7 +75,6 @@ TIMESTAMP_EXPIRED: Final = "40008"
 RATE_LIMIT_CODES: Final = frozenset({"429"})
 #: Third-party report: a Unified Trading Account is sent to the v3 API with ``40085``.
 UTA_CODE: Final = "40085"
-SYNC_RETRY_SECONDS: Final = 30.0
 _IP = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:]+:[0-9A-Fa-f]*)\b")
 
 _unknown_codes_logged: set[str] = set()
@@ -131,18 +126,6 @@ class BitgetAuth(httpx.Auth):
         yield request
 
 
-class _SendTime(httpx.Auth):
-    """Notes the local time when the request is actually sent (after any queueing)."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self.sent: float | None = None
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        self.sent = self._clock()
-        yield request
-
-
 # ----------------------------------------------------------------------------- responses
 
 
@@ -169,7 +152,7 @@ class AccountInfo(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class BitgetAdapter:
+class BitgetAdapter(AdapterBase):
     """Audits Bitget keys. One instance per process, shared by every Bitget key."""
 
     name: ClassVar[str] = NAME
@@ -182,40 +165,10 @@ class BitgetAdapter:
     ip_limit_headers: ClassVar[Mapping[str, int]] = {}
     #: Bitget counts requests: every call costs 1.
     weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, ACCOUNT_INFO_PATH: 1}
+    time_path: ClassVar[str | None] = TIME_PATH
+    server_time_field: ClassVar[str] = "a serverTime"
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        settings: BitgetSettings,
-        *,
-        clock: Clock = time.time,
-        monotonic: Clock = time.monotonic,
-        gate: RequestGate | None = None,
-        observer: RequestObserver | None = None,
-    ) -> None:
-        self._client = client
-        self._settings = settings
-        self._clock = clock
-        self._monotonic = monotonic
-        self._gate = gate or RequestGate()
-        self._observer = observer
-        self._offset_ms = 0.0
-        self._next_sync: float | None = None
-        self._sync_lock = asyncio.Lock()
-
-    @property
-    def weight_used(self) -> int | None:
-        """Always None: Bitget reports no per-IP used weight."""
-        return None
-
-    @property
-    def clock_offset_ms(self) -> float:
-        """Server time minus local time, as last measured."""
-        return self._offset_ms
-
-    def now_ms(self) -> int:
-        """Bitget's idea of now, in ms: the local clock corrected by the last sync."""
-        return int(self._clock() * 1000 + self._offset_ms)
+    _settings: BitgetSettings
 
     async def audit(self, key: BitgetKey) -> KeyFacts:
         """The key's permissions and IP whitelist, mapped onto keymon's vocabulary."""
@@ -228,43 +181,14 @@ class BitgetAdapter:
             data = await self._get(ACCOUNT_INFO_PATH, auth=auth)
         return self._facts(data)
 
-    async def sync_time(self) -> None:
-        """Measure the offset between the local clock and Bitget's server time."""
-        stamp = _SendTime(self._clock)
-        data = await self._get(TIME_PATH, auth=stamp)
-        received = self._clock()
-        sent = stamp.sent if stamp.sent is not None else received
-        server = data.get("serverTime") if isinstance(data, dict) else None
+    def parse_server_time(self, body: Any) -> float | None:
+        server = body.get("serverTime") if isinstance(body, dict) else None
         if not isinstance(server, str | int) or not str(server).isdigit():
-            raise ExchangeBadResponse(
-                f"bitget: {TIME_PATH} answered without a serverTime", exchange=NAME
-            )
-        self._offset_ms = int(server) - (sent + received) / 2 * 1000
-        self._next_sync = self._monotonic() + self._settings.time_sync_interval.total_seconds()
-        log.debug("clock_synced", exchange=NAME, offset_ms=round(self._offset_ms, 1))
-
-    async def _ensure_synced(self, *, force: bool = False) -> None:
-        async with self._sync_lock:
-            if not force and self._next_sync is not None and self._monotonic() < self._next_sync:
-                return
-            try:
-                await self.sync_time()
-            except ExchangeError as exc:
-                log.warning("clock_sync_failed", exchange=NAME, reason=str(exc.reason))
-                interval = self._settings.time_sync_interval.total_seconds()
-                self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
+            return None
+        return int(server)
 
     async def _get(self, path: str, *, auth: httpx.Auth) -> Any:
-        await self._gate.acquire(NAME, self.weights[path])
-        started = self._monotonic()
-        try:
-            response = await self._client.get(path, auth=auth)
-        except httpx.HTTPError as exc:
-            error = translate_transport_error(exc, NAME, path)
-            self._observe(path, str(error.reason), started)
-            raise error from exc
-        self._observe(path, str(response.status_code), started)
-        self._gate.observe(NAME, response)
+        response = await self._send("GET", path, auth=auth)
         try:
             envelope = Envelope.model_validate(json.loads(response.content))
         except (ValueError, UnicodeDecodeError, ValidationError):
@@ -274,10 +198,6 @@ class BitgetAdapter:
         if response.status_code != httpx.codes.OK:
             raise self._http_error(response, path)
         return envelope.data
-
-    def _observe(self, path: str, status: str, started: float) -> None:
-        if self._observer is not None:
-            self._observer(NAME, path, status, self._monotonic() - started)
 
     def _http_error(self, response: httpx.Response, path: str) -> ExchangeError:
         """An answer without a readable envelope (or a non-200 with code 00000)."""
@@ -292,11 +212,7 @@ class BitgetAdapter:
         if status >= 500:
             return ExchangeUnavailable(f"bitget: HTTP {status}", exchange=NAME)
         if status == 200:
-            return ExchangeBadResponse(
-                f"bitget: {path} answered HTTP 200 with a body that is not a v2 envelope "
-                f"({len(response.content)} bytes; truncated?)",
-                exchange=NAME,
-            )
+            return self._unreadable(path, response, "a v2 envelope")
         return ExchangeBadResponse(f"bitget: {path} answered HTTP {status}", exchange=NAME)
 
     def _code_error(self, envelope: Envelope, response: httpx.Response) -> ExchangeError:

@@ -19,13 +19,11 @@ visible parts only (see :func:`keymon.policy.rules.masked_could_match`).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import re
-import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, ClassVar, Final
 
@@ -43,13 +41,11 @@ from keymon.errors import (
     ExchangeUnavailable,
 )
 from keymon.exchanges.base import (
-    Clock,
-    RequestGate,
-    RequestObserver,
     parse_retry_after,
-    translate_transport_error,
     utc_from_ms,
 )
+from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
+from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts
 
 log = structlog.get_logger(__name__)
@@ -84,7 +80,6 @@ KEY_REJECTED_CODES: Final = frozenset(
     {MISSING_HEADERS, KEY_MISSING, BAD_PASSPHRASE, BAD_SIGNATURE, IP_REFUSED, ACCESS_DENIED,
      USER_FROZEN}
 )  # fmt: skip
-SYNC_RETRY_SECONDS: Final = 30.0
 _IP = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:]+:[0-9A-Fa-f]*)\b")
 
 _unknown_entries_logged: set[str] = set()
@@ -135,18 +130,6 @@ class KucoinAuth(httpx.Auth):
         yield request
 
 
-class _SendTime(httpx.Auth):
-    """Notes the local time when the request is actually sent (after any queueing)."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self.sent: float | None = None
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        self.sent = self._clock()
-        yield request
-
-
 # ----------------------------------------------------------------------------- responses
 
 
@@ -175,7 +158,7 @@ class ApiKeyInfo(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class KucoinAdapter:
+class KucoinAdapter(AdapterBase):
     """Audits KuCoin keys. One instance per process, shared by every KuCoin key."""
 
     name: ClassVar[str] = NAME
@@ -190,40 +173,10 @@ class KucoinAdapter:
     ip_limit_headers: ClassVar[Mapping[str, int]] = {}
     #: Weight 20 for the key info ("Management" pool); the public timestamp is counted as 1.
     weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, API_KEY_PATH: 20}
+    time_path: ClassVar[str | None] = TIME_PATH
+    server_time_field: ClassVar[str] = "a time"
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        settings: KucoinSettings,
-        *,
-        clock: Clock = time.time,
-        monotonic: Clock = time.monotonic,
-        gate: RequestGate | None = None,
-        observer: RequestObserver | None = None,
-    ) -> None:
-        self._client = client
-        self._settings = settings
-        self._clock = clock
-        self._monotonic = monotonic
-        self._gate = gate or RequestGate()
-        self._observer = observer
-        self._offset_ms = 0.0
-        self._next_sync: float | None = None
-        self._sync_lock = asyncio.Lock()
-
-    @property
-    def weight_used(self) -> int | None:
-        """Always None: KuCoin reports no per-IP used weight."""
-        return None
-
-    @property
-    def clock_offset_ms(self) -> float:
-        """Server time minus local time, as last measured."""
-        return self._offset_ms
-
-    def now_ms(self) -> int:
-        """KuCoin's idea of now, in ms: the local clock corrected by the last sync."""
-        return int(self._clock() * 1000 + self._offset_ms)
+    _settings: KucoinSettings
 
     async def audit(self, key: KucoinKey) -> KeyFacts:
         """The key's permissions, (masked) IP list and creation time in keymon's vocabulary."""
@@ -236,40 +189,13 @@ class KucoinAdapter:
             data = await self._get(API_KEY_PATH, auth=auth)
         return self._facts(data, key.api_key.get())
 
-    async def sync_time(self) -> None:
-        """Measure the offset between the local clock and KuCoin's server time."""
-        stamp = _SendTime(self._clock)
-        data = await self._get(TIME_PATH, auth=stamp)
-        received = self._clock()
-        sent = stamp.sent if stamp.sent is not None else received
-        if not isinstance(data, int) or isinstance(data, bool):
-            raise ExchangeBadResponse(f"kucoin: {TIME_PATH} answered without a time", exchange=NAME)
-        self._offset_ms = data - (sent + received) / 2 * 1000
-        self._next_sync = self._monotonic() + self._settings.time_sync_interval.total_seconds()
-        log.debug("clock_synced", exchange=NAME, offset_ms=round(self._offset_ms, 1))
-
-    async def _ensure_synced(self, *, force: bool = False) -> None:
-        async with self._sync_lock:
-            if not force and self._next_sync is not None and self._monotonic() < self._next_sync:
-                return
-            try:
-                await self.sync_time()
-            except ExchangeError as exc:
-                log.warning("clock_sync_failed", exchange=NAME, reason=str(exc.reason))
-                interval = self._settings.time_sync_interval.total_seconds()
-                self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
+    def parse_server_time(self, body: Any) -> float | None:
+        if not isinstance(body, int) or isinstance(body, bool):
+            return None
+        return body
 
     async def _get(self, path: str, *, auth: httpx.Auth) -> Any:
-        await self._gate.acquire(NAME, self.weights[path])
-        started = self._monotonic()
-        try:
-            response = await self._client.get(path, auth=auth)
-        except httpx.HTTPError as exc:
-            error = translate_transport_error(exc, NAME, path)
-            self._observe(path, str(error.reason), started)
-            raise error from exc
-        self._observe(path, str(response.status_code), started)
-        self._gate.observe(NAME, response)
+        response = await self._send("GET", path, auth=auth)
         try:
             envelope = Envelope.model_validate(json.loads(response.content))
         except (ValueError, UnicodeDecodeError, ValidationError):
@@ -279,10 +205,6 @@ class KucoinAdapter:
         if response.status_code != httpx.codes.OK:
             raise self._http_error(response, path)
         return envelope.data
-
-    def _observe(self, path: str, status: str, started: float) -> None:
-        if self._observer is not None:
-            self._observer(NAME, path, status, self._monotonic() - started)
 
     def _retry_after(self, response: httpx.Response) -> float | None:
         # gw-ratelimit-reset: milliseconds until the pool refills (name unconfirmed, §2.3).
@@ -309,11 +231,7 @@ class KucoinAdapter:
         if status >= 500:
             return ExchangeUnavailable(f"kucoin: HTTP {status}", exchange=NAME)
         if status == 200:
-            return ExchangeBadResponse(
-                f"kucoin: {path} answered HTTP 200 with a body that is not an envelope "
-                f"({len(response.content)} bytes; truncated?)",
-                exchange=NAME,
-            )
+            return self._unreadable(path, response, "an envelope")
         return ExchangeBadResponse(f"kucoin: {path} answered HTTP {status}", exchange=NAME)
 
     def _code_error(self, envelope: Envelope, response: httpx.Response) -> ExchangeError:
