@@ -18,12 +18,10 @@ Unlike Binance, Bybit shows a key its own IP list (``ips``; ``["*"]`` means not 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import re
-import time
 from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final
@@ -42,12 +40,10 @@ from keymon.errors import (
     ExchangeUnavailable,
 )
 from keymon.exchanges.base import (
-    Clock,
-    RequestGate,
-    RequestObserver,
-    translate_transport_error,
     utc_from_ms,
 )
+from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
+from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, Deadline, KeyFacts, Reason
 
 log = structlog.get_logger(__name__)
@@ -88,7 +84,6 @@ RATE_LIMIT_CODES: Final = frozenset({10006, 10018})
 UNAVAILABLE_CODES: Final = frozenset({10000, 10016})
 #: HTTP 403: "access too frequent" (600 requests per 5 s per IP), wait at least 10 minutes.
 IP_BAN_SECONDS: Final = 600.0
-SYNC_RETRY_SECONDS: Final = 30.0
 _IP = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:]+:[0-9A-Fa-f]*)\b")
 
 _unknown_entries_logged: set[str] = set()
@@ -136,18 +131,6 @@ class BybitAuth(httpx.Auth):
         yield request
 
 
-class _SendTime(httpx.Auth):
-    """Notes the local time when the request is actually sent (after any queueing)."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self.sent: float | None = None
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        self.sent = self._clock()
-        yield request
-
-
 # ----------------------------------------------------------------------------- responses
 
 
@@ -179,7 +162,7 @@ class ApiKeyInfo(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class BybitAdapter:
+class BybitAdapter(AdapterBase):
     """Audits Bybit keys. One instance per process, shared by every Bybit key."""
 
     name: ClassVar[str] = NAME
@@ -193,43 +176,13 @@ class BybitAdapter:
     ip_limit_headers: ClassVar[Mapping[str, int]] = {}
     #: Bybit counts requests: every call costs 1.
     weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, QUERY_API_PATH: 1}
+    time_path: ClassVar[str | None] = TIME_PATH
+    server_time_field: ClassVar[str] = "a time"
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        settings: BybitSettings,
-        *,
-        clock: Clock = time.time,
-        monotonic: Clock = time.monotonic,
-        gate: RequestGate | None = None,
-        observer: RequestObserver | None = None,
-    ) -> None:
-        self._client = client
-        self._settings = settings
-        self._clock = clock
-        self._monotonic = monotonic
-        self._gate = gate or RequestGate()
-        self._observer = observer
-        self._offset_ms = 0.0
-        self._next_sync: float | None = None
-        self._sync_lock = asyncio.Lock()
-        #: Monotonic end of a 403 IP ban. The budget knows only Binance's 418, so the adapter
-        #: itself sends nothing to Bybit until Bybit's documented 10-minute pause has passed.
-        self._banned_until = 0.0
-
-    @property
-    def weight_used(self) -> int | None:
-        """Always None: Bybit reports no per-IP used weight."""
-        return None
-
-    @property
-    def clock_offset_ms(self) -> float:
-        """Server time minus local time, as last measured."""
-        return self._offset_ms
-
-    def now_ms(self) -> int:
-        """Bybit's idea of now, in ms: the local clock corrected by the last sync."""
-        return int(self._clock() * 1000 + self._offset_ms)
+    _settings: BybitSettings
+    #: Monotonic end of a 403 IP ban. The budget knows only Binance's 418, so the adapter
+    #: itself sends nothing to Bybit until Bybit's documented 10-minute pause has passed.
+    _banned_until: float = 0.0
 
     async def audit(self, key: BybitKey) -> KeyFacts:
         """The key's permissions, IP list and expiry, mapped onto keymon's vocabulary."""
@@ -247,28 +200,12 @@ class BybitAdapter:
             result = await self._get(QUERY_API_PATH, auth=auth)
         return self._facts(result, key.api_key.get())
 
-    async def sync_time(self) -> None:
-        """Measure the offset between the local clock and Bybit's server time."""
-        stamp = _SendTime(self._clock)
-        envelope = await self._envelope(TIME_PATH, auth=stamp)
-        received = self._clock()
-        sent = stamp.sent if stamp.sent is not None else received
-        if envelope.time is None:
-            raise ExchangeBadResponse(f"bybit: {TIME_PATH} answered without a time", exchange=NAME)
-        self._offset_ms = envelope.time - (sent + received) / 2 * 1000
-        self._next_sync = self._monotonic() + self._settings.time_sync_interval.total_seconds()
-        log.debug("clock_synced", exchange=NAME, offset_ms=round(self._offset_ms, 1))
+    async def _time_answer(self, stamp: httpx.Auth) -> Any:
+        return await self._envelope(TIME_PATH, auth=stamp)
 
-    async def _ensure_synced(self, *, force: bool = False) -> None:
-        async with self._sync_lock:
-            if not force and self._next_sync is not None and self._monotonic() < self._next_sync:
-                return
-            try:
-                await self.sync_time()
-            except ExchangeError as exc:
-                log.warning("clock_sync_failed", exchange=NAME, reason=str(exc.reason))
-                interval = self._settings.time_sync_interval.total_seconds()
-                self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
+    def parse_server_time(self, body: Any) -> float | None:
+        time: int | None = body.time
+        return time
 
     async def _get(self, path: str, *, auth: httpx.Auth) -> Any:
         return (await self._envelope(path, auth=auth)).result
@@ -282,16 +219,7 @@ class BybitAdapter:
                 reason=Reason.BANNED,
                 retry_after=left,
             )
-        await self._gate.acquire(NAME, self.weights[path])
-        started = self._monotonic()
-        try:
-            response = await self._client.get(path, auth=auth)
-        except httpx.HTTPError as exc:
-            error = translate_transport_error(exc, NAME, path)
-            self._observe(path, str(error.reason), started)
-            raise error from exc
-        self._observe(path, str(response.status_code), started)
-        self._gate.observe(NAME, response)
+        response = await self._send("GET", path, auth=auth)
         try:
             body = json.loads(response.content)
             envelope = Envelope.model_validate(body)
@@ -302,10 +230,6 @@ class BybitAdapter:
         if response.status_code != httpx.codes.OK:
             raise self._http_error(response, path)
         return envelope
-
-    def _observe(self, path: str, status: str, started: float) -> None:
-        if self._observer is not None:
-            self._observer(NAME, path, status, self._monotonic() - started)
 
     def _retry_after(self, response: httpx.Response) -> float | None:
         reset = response.headers.get("X-Bapi-Limit-Reset-Timestamp")
@@ -340,11 +264,7 @@ class BybitAdapter:
         if status >= 500:
             return ExchangeUnavailable(f"bybit: HTTP {status}", exchange=NAME)
         if status == 200:
-            return ExchangeBadResponse(
-                f"bybit: {path} answered HTTP 200 with a body that is not a v5 envelope "
-                f"({len(response.content)} bytes; truncated?)",
-                exchange=NAME,
-            )
+            return self._unreadable(path, response, "a v5 envelope")
         return ExchangeBadResponse(f"bybit: {path} answered HTTP {status}", exchange=NAME)
 
     def _code_error(self, envelope: Envelope, response: httpx.Response) -> ExchangeError:
