@@ -18,12 +18,10 @@ retry before the audit fails with ``clock_skew``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import re
-import time
 from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
@@ -42,12 +40,10 @@ from keymon.errors import (
     ExchangeUnavailable,
 )
 from keymon.exchanges.base import (
-    Clock,
-    RequestGate,
-    RequestObserver,
     parse_retry_after,
-    translate_transport_error,
 )
+from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
+from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts
 
 log = structlog.get_logger(__name__)
@@ -92,7 +88,6 @@ NOT_ALLOWED_LABELS: Final = frozenset({"FORBIDDEN", "READ_ONLY"})
 REQUEST_EXPIRED: Final = "REQUEST_EXPIRED"
 IP_FORBIDDEN: Final = "IP_FORBIDDEN"
 RATE_LIMIT_LABELS: Final = frozenset({"TOO_MANY_REQUESTS"})
-SYNC_RETRY_SECONDS: Final = 30.0
 EMPTY_BODY_SHA512: Final = hashlib.sha512(b"").hexdigest()
 _IP = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:]+:[0-9A-Fa-f]*)\b")
 
@@ -140,18 +135,6 @@ class GateAuth(httpx.Auth):
         yield request
 
 
-class _SendTime(httpx.Auth):
-    """Notes the local time when the request is actually sent (after any queueing)."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self.sent: float | None = None
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        self.sent = self._clock()
-        yield request
-
-
 # ----------------------------------------------------------------------------- responses
 
 
@@ -189,7 +172,7 @@ class MainKey(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class GateAdapter:
+class GateAdapter(AdapterBase):
     """Audits Gate keys. One instance per process, shared by every Gate key."""
 
     name: ClassVar[str] = NAME
@@ -203,40 +186,10 @@ class GateAdapter:
     weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, DETAIL_PATH: 1, MAIN_KEYS_PATH: 1}
     #: An audit is two requests (detail, main_keys), granted together by the budget.
     audit_weight: ClassVar[int] = 2
+    time_path: ClassVar[str | None] = TIME_PATH
+    server_time_field: ClassVar[str] = "a server_time"
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        settings: GateSettings,
-        *,
-        clock: Clock = time.time,
-        monotonic: Clock = time.monotonic,
-        gate: RequestGate | None = None,
-        observer: RequestObserver | None = None,
-    ) -> None:
-        self._client = client
-        self._settings = settings
-        self._clock = clock
-        self._monotonic = monotonic
-        self._gate = gate or RequestGate()
-        self._observer = observer
-        self._offset_ms = 0.0
-        self._next_sync: float | None = None
-        self._sync_lock = asyncio.Lock()
-
-    @property
-    def weight_used(self) -> int | None:
-        """Always None: Gate reports no per-IP used weight."""
-        return None
-
-    @property
-    def clock_offset_ms(self) -> float:
-        """Server time minus local time, as last measured."""
-        return self._offset_ms
-
-    def now_s(self) -> int:
-        """Gate's idea of now, in Unix seconds: the local clock corrected by the last sync."""
-        return int(self._clock() + self._offset_ms / 1000)
+    _settings: GateSettings
 
     async def audit(self, key: GateKey) -> KeyFacts:
         """The key's IP whitelist (account/detail) and, if Gate shows them, its permissions
@@ -257,43 +210,14 @@ class GateAdapter:
             entry = own_entry(keys, key.api_key.get())
         return self._facts(detail, entry)
 
-    async def sync_time(self) -> None:
-        """Measure the offset between the local clock and Gate's server time."""
-        stamp = _SendTime(self._clock)
-        data = await self._get(TIME_PATH, auth=stamp)
-        received = self._clock()
-        sent = stamp.sent if stamp.sent is not None else received
-        server = data.get("server_time") if isinstance(data, dict) else None
+    def parse_server_time(self, body: Any) -> float | None:
+        server = body.get("server_time") if isinstance(body, dict) else None
         if isinstance(server, bool) or not isinstance(server, int | float):
-            raise ExchangeBadResponse(
-                f"gate: {TIME_PATH} answered without a server_time", exchange=NAME
-            )
-        self._offset_ms = float(server) - (sent + received) / 2 * 1000
-        self._next_sync = self._monotonic() + self._settings.time_sync_interval.total_seconds()
-        log.debug("clock_synced", exchange=NAME, offset_ms=round(self._offset_ms, 1))
-
-    async def _ensure_synced(self, *, force: bool = False) -> None:
-        async with self._sync_lock:
-            if not force and self._next_sync is not None and self._monotonic() < self._next_sync:
-                return
-            try:
-                await self.sync_time()
-            except ExchangeError as exc:
-                log.warning("clock_sync_failed", exchange=NAME, reason=str(exc.reason))
-                interval = self._settings.time_sync_interval.total_seconds()
-                self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
+            return None
+        return float(server)
 
     async def _get(self, path: str, *, auth: httpx.Auth) -> Any:
-        await self._gate.acquire(NAME, self.weights[path])
-        started = self._monotonic()
-        try:
-            response = await self._client.get(path, auth=auth)
-        except httpx.HTTPError as exc:
-            error = translate_transport_error(exc, NAME, path)
-            self._observe(path, str(error.reason), started)
-            raise error from exc
-        self._observe(path, str(response.status_code), started)
-        self._gate.observe(NAME, response)
+        response = await self._send("GET", path, auth=auth)
         try:
             body = json.loads(response.content)
         except (ValueError, UnicodeDecodeError):
@@ -306,10 +230,6 @@ class GateAdapter:
             raise self._label_error(failure, response)
         return body
 
-    def _observe(self, path: str, status: str, started: float) -> None:
-        if self._observer is not None:
-            self._observer(NAME, path, status, self._monotonic() - started)
-
     def _http_error(self, response: httpx.Response, path: str) -> ExchangeError:
         """An answer keymon cannot read as JSON or as a Gate error body."""
         status = response.status_code
@@ -321,11 +241,7 @@ class GateAdapter:
         if status >= 500:
             return ExchangeUnavailable(f"gate: HTTP {status}", exchange=NAME)
         if status == 200:
-            return ExchangeBadResponse(
-                f"gate: {path} answered HTTP 200 with a body that is not JSON "
-                f"({len(response.content)} bytes; truncated?)",
-                exchange=NAME,
-            )
+            return self._unreadable(path, response, "JSON")
         return ExchangeBadResponse(f"gate: {path} answered HTTP {status}", exchange=NAME)
 
     def _label_error(self, error: ErrorBody, response: httpx.Response) -> ExchangeError:
