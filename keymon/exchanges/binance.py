@@ -16,13 +16,11 @@ Binance does not show a key its own IP list (§1.6), so ``ip_list`` is "not visi
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import re
-import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, ClassVar, Final
 from urllib.parse import quote
@@ -41,13 +39,11 @@ from keymon.errors import (
     ExchangeUnavailable,
 )
 from keymon.exchanges.base import (
-    Clock,
-    RequestGate,
-    RequestObserver,
     parse_retry_after,
-    translate_transport_error,
     utc_from_ms,
 )
+from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
+from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, Deadline, KeyFacts, Reason
 
 log = structlog.get_logger(__name__)
@@ -76,7 +72,6 @@ KEY_REJECTED_CODES: Final = frozenset({-1002, -1022, -2008, -2014, -2015})
 UNAVAILABLE_CODES: Final = frozenset({-1000, -1001, -1006, -1007, -1008, -1016})
 INVALID_TIMESTAMP: Final = -1021
 TOO_MANY_REQUESTS: Final = -1003
-SYNC_RETRY_SECONDS: Final = 30.0
 _REQUEST_IP = re.compile(r"request ip:\s*([0-9A-Fa-f:.]+)")
 
 _unknown_flags_logged: set[str] = set()
@@ -159,18 +154,6 @@ class BinanceAuth(httpx.Auth):
         yield request
 
 
-class _SendTime(httpx.Auth):
-    """Notes the local time when the request is actually sent (after any queueing)."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self.sent: float | None = None
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        self.sent = self._clock()
-        yield request
-
-
 # ----------------------------------------------------------------------------- responses
 
 
@@ -200,7 +183,7 @@ class ApiRestrictions(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class BinanceAdapter:
+class BinanceAdapter(AdapterBase):
     """Audits Binance keys. One instance per process, shared by every Binance key."""
 
     name: ClassVar[str] = NAME
@@ -215,40 +198,15 @@ class BinanceAdapter:
     }
     #: Request weight per endpoint (§1.7): both are weight 1.
     weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, RESTRICTIONS_PATH: 1}
+    time_path: ClassVar[str | None] = TIME_PATH
+    server_time_field: ClassVar[str] = "a serverTime"
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        settings: BinanceSettings,
-        *,
-        clock: Clock = time.time,
-        monotonic: Clock = time.monotonic,
-        gate: RequestGate | None = None,
-        observer: RequestObserver | None = None,
-    ) -> None:
-        self._client = client
-        self._settings = settings
-        self._clock = clock
-        self._monotonic = monotonic
-        self._gate = gate or RequestGate()
-        self._observer = observer
-        self._offset_ms = 0.0
-        self._next_sync: float | None = None  # monotonic; None: never tried
-        self._sync_lock = asyncio.Lock()
-        self._weight_used: int | None = None
+    _settings: BinanceSettings
+    _weight_used: int | None = None
 
     @property
     def weight_used(self) -> int | None:
         return self._weight_used
-
-    @property
-    def clock_offset_ms(self) -> float:
-        """Server time minus local time, as last measured."""
-        return self._offset_ms
-
-    def now_ms(self) -> int:
-        """The exchange's idea of now, in ms: the local clock corrected by the last sync."""
-        return int(self._clock() * 1000 + self._offset_ms)
 
     async def audit(self, key: BinanceKey) -> KeyFacts:
         """The key's restrictions, mapped onto keymon's vocabulary."""
@@ -267,64 +225,23 @@ class BinanceAdapter:
             body = await self._get(RESTRICTIONS_PATH, auth=auth)
         return self._facts(body)
 
-    async def sync_time(self) -> None:
-        """Measure the offset between the local clock and Binance's ``serverTime``."""
-        stamp = _SendTime(self._clock)
-        body = await self._get(TIME_PATH, auth=stamp)
-        received = self._clock()
-        sent = stamp.sent if stamp.sent is not None else received
+    def parse_server_time(self, body: Any) -> float | None:
         try:
-            server = ServerTime.model_validate(body)
+            return ServerTime.model_validate(body).serverTime
         except ValidationError:
-            raise ExchangeBadResponse(
-                f"binance: {TIME_PATH} answered without a serverTime", exchange=NAME
-            ) from None
-        # Assume the server read its clock halfway through the round trip.
-        self._offset_ms = server.serverTime - (sent + received) / 2 * 1000
-        self._next_sync = self._monotonic() + self._settings.time_sync_interval.total_seconds()
-        log.debug("clock_synced", exchange=NAME, offset_ms=round(self._offset_ms, 1))
-
-    async def _ensure_synced(self, *, force: bool = False) -> None:
-        async with self._sync_lock:
-            if not force and self._next_sync is not None and self._monotonic() < self._next_sync:
-                return
-            try:
-                await self.sync_time()
-            except ExchangeError as exc:
-                # Keep the last offset (or none): the signed call will say whether it matters.
-                # Try again soon, not before every audit: that would double the weight spent.
-                log.warning("clock_sync_failed", exchange=NAME, reason=str(exc.reason))
-                interval = self._settings.time_sync_interval.total_seconds()
-                self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
+            return None
 
     async def _get(self, path: str, *, auth: httpx.Auth | None = None) -> Any:
-        await self._gate.acquire(NAME, self.weights[path])
-        started = self._monotonic()
-        try:
-            response = await self._client.get(path, auth=auth or httpx.USE_CLIENT_DEFAULT)
-        except httpx.HTTPError as exc:
-            error = translate_transport_error(exc, NAME, path)
-            self._observe(path, str(error.reason), started)
-            raise error from exc
-        self._observe(path, str(response.status_code), started)
-        self._note_weight(response)
-        self._gate.observe(NAME, response)
+        response = await self._send("GET", path, auth=auth)
         if response.status_code != httpx.codes.OK:
             raise self._error_for(response)
         try:
             return json.loads(response.content)
         except (ValueError, UnicodeDecodeError):
-            raise ExchangeBadResponse(
-                f"binance: {path} answered HTTP 200 with a body that is not JSON "
-                f"({len(response.content)} bytes; truncated?)",
-                exchange=NAME,
-            ) from None
+            raise self._unreadable(path, response) from None
 
-    def _observe(self, path: str, status: str, started: float) -> None:
-        if self._observer is not None:
-            self._observer(NAME, path, status, self._monotonic() - started)
-
-    def _note_weight(self, response: httpx.Response) -> None:
+    def _note_response(self, response: httpx.Response) -> None:
+        """Keep the used weight Binance reports (before the gate reads the response)."""
         for header in ("X-SAPI-USED-IP-WEIGHT-1M", "X-MBX-USED-WEIGHT-1M"):
             value = response.headers.get(header)
             if value is not None and value.isdigit():
