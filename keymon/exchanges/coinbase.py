@@ -29,10 +29,8 @@ from a deleted key.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
-import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, ClassVar, Final
 
@@ -56,12 +54,10 @@ from keymon.errors import (
     ExchangeUnavailable,
 )
 from keymon.exchanges.base import (
-    Clock,
-    RequestGate,
-    RequestObserver,
     parse_retry_after,
-    translate_transport_error,
 )
+from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
+from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts
 
 log = structlog.get_logger(__name__)
@@ -72,7 +68,6 @@ PERMISSIONS_PATH: Final = "/api/v3/brokerage/key_permissions"
 #: The JWT's lifetime and issuer, as Coinbase's key-authentication guide builds them.
 JWT_LIFETIME_S: Final = 120
 JWT_ISSUER: Final = "cdp"
-SYNC_RETRY_SECONDS: Final = 30.0
 UNAUTHORIZED: Final = 401
 
 #: key_permissions field -> keymon permission (exchange-apis.md §2.10 and §4).
@@ -146,18 +141,6 @@ def _load(secret: Secret) -> tuple[Any, CoinbaseAlgorithm]:
     return coinbase_private_key(secret.get())
 
 
-class _SendTime(httpx.Auth):
-    """Notes the local time when the request is actually sent (after any queueing)."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self.sent: float | None = None
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        self.sent = self._clock()
-        yield request
-
-
 # ----------------------------------------------------------------------------- responses
 
 
@@ -175,7 +158,7 @@ class KeyPermissions(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class CoinbaseAdapter:
+class CoinbaseAdapter(AdapterBase):
     """Audits Coinbase Advanced Trade keys. One instance per process, shared by every key."""
 
     name: ClassVar[str] = NAME
@@ -187,41 +170,10 @@ class CoinbaseAdapter:
     ip_limit_headers: ClassVar[Mapping[str, int]] = {}
     #: keymon counts requests: every call costs 1.
     weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, PERMISSIONS_PATH: 1}
+    time_path: ClassVar[str | None] = TIME_PATH
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        settings: CoinbaseSettings,
-        *,
-        clock: Clock = time.time,
-        monotonic: Clock = time.monotonic,
-        gate: RequestGate | None = None,
-        observer: RequestObserver | None = None,
-    ) -> None:
-        self._client = client
-        self._settings = settings
-        self._clock = clock
-        self._monotonic = monotonic
-        self._gate = gate or RequestGate()
-        self._observer = observer
-        self._offset_ms = 0.0
-        self._server_s: float | None = None  # Coinbase's time at the last sync
-        self._next_sync: float | None = None
-        self._sync_lock = asyncio.Lock()
-
-    @property
-    def weight_used(self) -> int | None:
-        """Always None: Coinbase reports no per-IP used weight."""
-        return None
-
-    @property
-    def clock_offset_ms(self) -> float:
-        """Server time minus local time, as last measured."""
-        return self._offset_ms
-
-    def now_s(self) -> int:
-        """Coinbase's idea of now, in Unix seconds: the local clock corrected by the last sync."""
-        return int(self._clock() + self._offset_ms / 1000)
+    _settings: CoinbaseSettings
+    _server_s: float | None = None  # Coinbase's time at the last sync
 
     async def audit(self, key: CoinbaseKey) -> KeyFacts:
         """The key's permissions; IP allowlist, creation and expiry are not visible."""
@@ -243,28 +195,15 @@ class CoinbaseAdapter:
                 raise await self._judge_refusal(auth.window, before) from None
         return self._facts(data)
 
-    async def sync_time(self) -> None:
-        """Measure the offset between the local clock and Coinbase's server time."""
-        stamp = _SendTime(self._clock)
-        server = await self._server_time(auth=stamp)
-        received = self._clock()
-        sent = stamp.sent if stamp.sent is not None else received
-        self._offset_ms = server * 1000 - (sent + received) / 2 * 1000
-        self._server_s = server
-        self._next_sync = self._monotonic() + self._settings.time_sync_interval.total_seconds()
-        log.debug("clock_synced", exchange=NAME, offset_ms=round(self._offset_ms, 1))
+    async def _time_answer(self, stamp: httpx.Auth) -> Any:
+        """Coinbase's clock in seconds (kept for the 401 judgement, forgotten if it fails)."""
+        self._server_s = None
+        self._server_s = await self._server_time(auth=stamp)
+        return self._server_s
 
-    async def _ensure_synced(self, *, force: bool = False) -> None:
-        async with self._sync_lock:
-            if not force and self._next_sync is not None and self._monotonic() < self._next_sync:
-                return
-            self._server_s = None
-            try:
-                await self.sync_time()
-            except ExchangeError as exc:
-                log.warning("clock_sync_failed", exchange=NAME, reason=str(exc.reason))
-                interval = self._settings.time_sync_interval.total_seconds()
-                self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
+    def parse_server_time(self, body: Any) -> float | None:
+        seconds: float = body
+        return seconds * 1000
 
     async def _server_time(self, *, auth: httpx.Auth | None = None) -> float:
         """Coinbase's clock in Unix seconds (``epochMillis``, else ``epochSeconds``)."""
@@ -318,33 +257,13 @@ class CoinbaseAdapter:
         )
 
     async def _get(self, path: str, *, auth: httpx.Auth | None = None) -> Any:
-        await self._gate.acquire(NAME, self.weights[path])
-        started = self._monotonic()
-        try:
-            if auth is None:
-                response = await self._client.get(path)
-            else:
-                response = await self._client.get(path, auth=auth)
-        except httpx.HTTPError as exc:
-            error = translate_transport_error(exc, NAME, path)
-            self._observe(path, str(error.reason), started)
-            raise error from exc
-        self._observe(path, str(response.status_code), started)
-        self._gate.observe(NAME, response)
+        response = await self._send("GET", path, auth=auth)
         if response.status_code != httpx.codes.OK:
             raise _http_error(response, path)
         try:
             return json.loads(response.content)
         except (ValueError, UnicodeDecodeError):
-            raise ExchangeBadResponse(
-                f"coinbase: {path} answered HTTP 200 with a body that is not JSON "
-                f"({len(response.content)} bytes; truncated?)",
-                exchange=NAME,
-            ) from None
-
-    def _observe(self, path: str, status: str, started: float) -> None:
-        if self._observer is not None:
-            self._observer(NAME, path, status, self._monotonic() - started)
+            raise self._unreadable(path, response) from None
 
     def _facts(self, data: Any) -> KeyFacts:
         try:
