@@ -29,7 +29,6 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
@@ -48,12 +47,9 @@ from keymon.errors import (
     ExchangeUnavailable,
 )
 from keymon.exchanges.base import (
-    Clock,
-    RequestGate,
-    RequestObserver,
     parse_retry_after,
-    translate_transport_error,
 )
+from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts
 
 log = structlog.get_logger(__name__)
@@ -149,7 +145,7 @@ class KeyInfo(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class HtxAdapter:
+class HtxAdapter(AdapterBase):
     """Audits HTX keys. One instance per process, shared by every HTX key."""
 
     name: ClassVar[str] = NAME
@@ -160,46 +156,17 @@ class HtxAdapter:
     #: Counted as requests: every call costs 1.
     weights: ClassVar[Mapping[str, int]] = {API_KEY_PATH: 1}
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        settings: HtxSettings,
-        *,
-        clock: Clock = time.time,
-        monotonic: Clock = time.monotonic,
-        gate: RequestGate | None = None,
-        observer: RequestObserver | None = None,
-    ) -> None:
-        self._client = client
-        self._settings = settings
-        self._clock = clock
-        self._monotonic = monotonic
-        self._gate = gate or RequestGate()
-        self._observer = observer
-
-    @property
-    def weight_used(self) -> int | None:
-        """Always None: HTX reports no per-IP used weight."""
-        return None
+    _settings: HtxSettings
 
     async def audit(self, key: HtxKey) -> KeyFacts:
         """The key's permissions, IP binding and creation time, in keymon's vocabulary."""
         api_key = key.api_key.get()
         auth = HtxAuth(key.api_key, key.api_secret, self._clock)
-        data = await self._get(API_KEY_PATH, {"uid": key.uid, "accessKey": api_key}, auth)
+        data = await self._query(API_KEY_PATH, {"uid": key.uid, "accessKey": api_key}, auth)
         return self._facts(data, api_key)
 
-    async def _get(self, path: str, params: dict[str, str], auth: httpx.Auth) -> Any:
-        await self._gate.acquire(NAME, self.weights[path])
-        started = self._monotonic()
-        try:
-            response = await self._client.get(path, params=params, auth=auth)
-        except httpx.HTTPError as exc:
-            error = translate_transport_error(exc, NAME, path)
-            self._observe(path, str(error.reason), started)
-            raise error from exc
-        self._observe(path, str(response.status_code), started)
-        self._gate.observe(NAME, response)
+    async def _query(self, path: str, params: dict[str, str], auth: httpx.Auth) -> Any:
+        response = await self._send("GET", path, params=params, auth=auth)
         status = response.status_code
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -215,21 +182,13 @@ class HtxAdapter:
         if not isinstance(body, dict):
             if status in (401, 403):
                 raise ExchangeAuthError(f"htx: HTTP {status}: the key is rejected", exchange=NAME)
-            raise ExchangeBadResponse(
-                f"htx: {path} answered HTTP {status} with a body that is not JSON "
-                f"({len(response.content)} bytes; truncated?)",
-                exchange=NAME,
-            )
+            raise self._unreadable(path, response)
         body_error = _body_error(body, status)
         if body_error is not None:
             raise body_error
         if status != httpx.codes.OK:
             raise ExchangeBadResponse(f"htx: {path} answered HTTP {status}", exchange=NAME)
         return body.get("data")
-
-    def _observe(self, path: str, status: str, started: float) -> None:
-        if self._observer is not None:
-            self._observer(NAME, path, status, self._monotonic() - started)
 
     def _facts(self, data: Any, api_key: str) -> KeyFacts:
         if not isinstance(data, list):

@@ -55,11 +55,9 @@ from keymon.errors import (
 )
 from keymon.exchanges.base import (
     Clock,
-    RequestGate,
-    RequestObserver,
     parse_retry_after,
-    translate_transport_error,
 )
+from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, Deadline, KeyFacts
 
 log = structlog.get_logger(__name__)
@@ -203,7 +201,7 @@ class KeyInfo(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class KrakenAdapter:
+class KrakenAdapter(AdapterBase):
     """Audits Kraken spot keys. One instance per process, shared by every Kraken key."""
 
     name: ClassVar[str] = NAME
@@ -215,27 +213,7 @@ class KrakenAdapter:
     weights: ClassVar[Mapping[str, int]] = {KEY_INFO_PATH: 1}
     nonces: ClassVar[NonceSource] = NONCES
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        settings: KrakenSettings,
-        *,
-        clock: Clock = time.time,
-        monotonic: Clock = time.monotonic,
-        gate: RequestGate | None = None,
-        observer: RequestObserver | None = None,
-    ) -> None:
-        self._client = client
-        self._settings = settings
-        self._clock = clock
-        self._monotonic = monotonic
-        self._gate = gate or RequestGate()
-        self._observer = observer
-
-    @property
-    def weight_used(self) -> int | None:
-        """Always None: Kraken reports no per-IP used weight."""
-        return None
+    _settings: KrakenSettings
 
     async def audit(self, key: KrakenKey) -> KeyFacts:
         """The key's permissions, IP allowlist, creation time and expiry."""
@@ -253,16 +231,7 @@ class KrakenAdapter:
         return self._facts(result, api_key)
 
     async def _post(self, path: str, *, auth: httpx.Auth) -> Any:
-        await self._gate.acquire(NAME, self.weights[path])
-        started = self._monotonic()
-        try:
-            response = await self._client.post(path, auth=auth)
-        except httpx.HTTPError as exc:
-            error = translate_transport_error(exc, NAME, path)
-            self._observe(path, str(error.reason), started)
-            raise error from exc
-        self._observe(path, str(response.status_code), started)
-        self._gate.observe(NAME, response)
+        response = await self._send("POST", path, auth=auth)
         try:
             envelope = Envelope.model_validate(json.loads(response.content))
         except (ValueError, UnicodeDecodeError, ValidationError):
@@ -276,10 +245,6 @@ class KrakenAdapter:
             raise self._http_error(response, path)
         return envelope.result
 
-    def _observe(self, path: str, status: str, started: float) -> None:
-        if self._observer is not None:
-            self._observer(NAME, path, status, self._monotonic() - started)
-
     def _http_error(self, response: httpx.Response, path: str) -> ExchangeError:
         """An answer that is not Kraken's error/result envelope."""
         status = response.status_code
@@ -292,11 +257,7 @@ class KrakenAdapter:
         if status >= 500:
             return ExchangeUnavailable(f"kraken: HTTP {status}", exchange=NAME)
         if status == 200:
-            return ExchangeBadResponse(
-                f"kraken: {path} answered HTTP 200 with a body that is not an error/result "
-                f"envelope ({len(response.content)} bytes; truncated?)",
-                exchange=NAME,
-            )
+            return self._unreadable(path, response, "an error/result envelope")
         return ExchangeBadResponse(f"kraken: {path} answered HTTP {status}", exchange=NAME)
 
     def _api_error(self, errors: list[str], response: httpx.Response) -> ExchangeError:
