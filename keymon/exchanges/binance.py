@@ -210,19 +210,13 @@ class BinanceAdapter(AdapterBase):
 
     async def audit(self, key: BinanceKey) -> KeyFacts:
         """The key's restrictions, mapped onto keymon's vocabulary."""
-        await self._ensure_synced()
         auth = BinanceAuth(
             key.api_key,
             signer_for(key),
             self.now_ms,
             int(self._settings.recv_window.total_seconds() * 1000),
         )
-        try:
-            body = await self._get(RESTRICTIONS_PATH, auth=auth)
-        except ExchangeClockError:
-            # Our clock drifted since the last sync: measure again and retry once.
-            await self._ensure_synced(force=True)
-            body = await self._get(RESTRICTIONS_PATH, auth=auth)
+        body = await self._get_synced(RESTRICTIONS_PATH, auth=auth)
         return self._facts(body)
 
     def parse_server_time(self, body: Any) -> float | None:

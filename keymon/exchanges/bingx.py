@@ -230,19 +230,13 @@ class BingxAdapter(AdapterBase):
 
     async def audit(self, key: BingxKey) -> KeyFacts:
         """The key's permissions and IP whitelist, mapped onto keymon's vocabulary."""
-        await self._ensure_synced()
         auth = BingxAuth(
             key.api_key,
             key.api_secret,
             self.now_ms,
             int(self._settings.recv_window.total_seconds() * 1000),
         )
-        try:
-            data = await self._get(PERMISSIONS_PATH, auth=auth)
-        except ExchangeClockError:
-            # Our clock drifted since the last sync: measure again and retry once.
-            await self._ensure_synced(force=True)
-            data = await self._get(PERMISSIONS_PATH, auth=auth)
+        data = await self._get_synced(PERMISSIONS_PATH, auth=auth)
         return self._facts(data)
 
     def parse_server_time(self, body: Any) -> float | None:

@@ -172,13 +172,8 @@ class BitgetAdapter(AdapterBase):
 
     async def audit(self, key: BitgetKey) -> KeyFacts:
         """The key's permissions and IP whitelist, mapped onto keymon's vocabulary."""
-        await self._ensure_synced()
         auth = BitgetAuth(key.api_key, key.api_secret, key.passphrase, self.now_ms)
-        try:
-            data = await self._get(ACCOUNT_INFO_PATH, auth=auth)
-        except ExchangeClockError:
-            await self._ensure_synced(force=True)
-            data = await self._get(ACCOUNT_INFO_PATH, auth=auth)
+        data = await self._get_synced(ACCOUNT_INFO_PATH, auth=auth)
         return self._facts(data)
 
     def parse_server_time(self, body: Any) -> float | None:

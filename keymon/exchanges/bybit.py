@@ -186,18 +186,13 @@ class BybitAdapter(AdapterBase):
 
     async def audit(self, key: BybitKey) -> KeyFacts:
         """The key's permissions, IP list and expiry, mapped onto keymon's vocabulary."""
-        await self._ensure_synced()
         auth = BybitAuth(
             key.api_key,
             key.api_secret,
             self.now_ms,
             int(self._settings.recv_window.total_seconds() * 1000),
         )
-        try:
-            result = await self._get(QUERY_API_PATH, auth=auth)
-        except ExchangeClockError:
-            await self._ensure_synced(force=True)
-            result = await self._get(QUERY_API_PATH, auth=auth)
+        result = await self._get_synced(QUERY_API_PATH, auth=auth)
         return self._facts(result, key.api_key.get())
 
     async def _time_answer(self, stamp: httpx.Auth) -> Any:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Final
 import httpx
 import structlog
 
-from keymon.errors import ExchangeBadResponse, ExchangeError
+from keymon.errors import ExchangeBadResponse, ExchangeClockError, ExchangeError
 from keymon.exchanges.base import Clock, RequestGate, RequestObserver, translate_transport_error
 from keymon.model import Coverage
 
@@ -149,6 +149,16 @@ class AdapterBase:
                 self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
 
     # ------------------------------------------------------------------ requests
+
+    async def _get_synced(self, path: str, *, auth: httpx.Auth) -> Any:
+        """:meth:`_get` with the clock synced; a clock refusal re-syncs once and retries."""
+        await self._ensure_synced()
+        try:
+            return await self._get(path, auth=auth)
+        except ExchangeClockError:
+            # Our clock drifted since the last sync: measure again and retry once.
+            await self._ensure_synced(force=True)
+            return await self._get(path, auth=auth)
 
     async def _send(
         self,

@@ -194,13 +194,8 @@ class GateAdapter(AdapterBase):
     async def audit(self, key: GateKey) -> KeyFacts:
         """The key's IP whitelist (account/detail) and, if Gate shows them, its permissions
         and creation time (its own entry in account/main_keys)."""
-        await self._ensure_synced()
         auth = GateAuth(key.api_key, key.api_secret, self.now_s)
-        try:
-            detail = await self._get(DETAIL_PATH, auth=auth)
-        except ExchangeClockError:
-            await self._ensure_synced(force=True)
-            detail = await self._get(DETAIL_PATH, auth=auth)
+        detail = await self._get_synced(DETAIL_PATH, auth=auth)
         entry: MainKey | None = None
         try:
             keys = await self._get(MAIN_KEYS_PATH, auth=auth)

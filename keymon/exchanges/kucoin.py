@@ -180,13 +180,8 @@ class KucoinAdapter(AdapterBase):
 
     async def audit(self, key: KucoinKey) -> KeyFacts:
         """The key's permissions, (masked) IP list and creation time in keymon's vocabulary."""
-        await self._ensure_synced()
         auth = KucoinAuth(key.api_key, key.api_secret, key.passphrase, key.key_version, self.now_ms)
-        try:
-            data = await self._get(API_KEY_PATH, auth=auth)
-        except ExchangeClockError:
-            await self._ensure_synced(force=True)
-            data = await self._get(API_KEY_PATH, auth=auth)
+        data = await self._get_synced(API_KEY_PATH, auth=auth)
         return self._facts(data, key.api_key.get())
 
     def parse_server_time(self, body: Any) -> float | None:

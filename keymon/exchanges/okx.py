@@ -178,13 +178,8 @@ class OkxAdapter(AdapterBase):
 
     async def audit(self, key: OkxKey) -> KeyFacts:
         """The key's permissions and IP list, mapped onto keymon's vocabulary."""
-        await self._ensure_synced()
         auth = OkxAuth(key.api_key, key.api_secret, key.passphrase, self.now_ms)
-        try:
-            data = await self._get(CONFIG_PATH, auth=auth)
-        except ExchangeClockError:
-            await self._ensure_synced(force=True)
-            data = await self._get(CONFIG_PATH, auth=auth)
+        data = await self._get_synced(CONFIG_PATH, auth=auth)
         return self._facts(data)
 
     def parse_server_time(self, body: Any) -> float | None:
