@@ -33,7 +33,6 @@ from keymon.config import BinanceKey, BinanceSettings, Secret
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
-    ExchangeClockError,
     ExchangeError,
     ExchangeRateLimited,
     ExchangeUnavailable,
@@ -272,11 +271,7 @@ class BinanceAdapter(AdapterBase):
                 refused_ip=refused_ip,
             )
         if code == INVALID_TIMESTAMP:
-            return ExchangeClockError(
-                f"{detail} (local clock offset {self._offset_ms:+.0f} ms after sync)",
-                exchange=NAME,
-                code=code,
-            )
+            return self._clock_error(detail, code)
         if status >= 500 or code in UNAVAILABLE_CODES:
             return ExchangeUnavailable(detail, exchange=NAME, code=code)
         if status == 403 and code is None:

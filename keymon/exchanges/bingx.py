@@ -52,7 +52,6 @@ from keymon.config import BingxKey, BingxSettings, Secret
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
-    ExchangeClockError,
     ExchangeError,
     ExchangeRateLimited,
     ExchangeUnavailable,
@@ -306,11 +305,7 @@ class BingxAdapter(AdapterBase):
         if code == TIMESTAMP_MISMATCH or (
             code == INVALID_PARAMETER and (not msg or "timestamp" in msg.lower())
         ):
-            return ExchangeClockError(
-                f"{detail} (local clock offset {self._offset_ms:+.0f} ms after sync)",
-                exchange=NAME,
-                code=code,
-            )
+            return self._clock_error(detail, code)
         if code in KEY_REJECTED_CODES:
             match = _REQUEST_IP.search(msg) if code == IP_NOT_WHITELISTED else None
             refused_ip = match.group(1) if match else None

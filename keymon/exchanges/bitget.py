@@ -33,7 +33,6 @@ from keymon.config import BitgetKey, BitgetSettings, Secret
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
-    ExchangeClockError,
     ExchangeError,
     ExchangeRateLimited,
     ExchangeUnavailable,
@@ -220,11 +219,7 @@ class BitgetAdapter(AdapterBase):
                 f"{detail} (rate limited)", exchange=NAME, code=code, retry_after=retry_after
             )
         if code == TIMESTAMP_EXPIRED:
-            return ExchangeClockError(
-                f"{detail} (local clock offset {self._offset_ms:+.0f} ms after sync)",
-                exchange=NAME,
-                code=code,
-            )
+            return self._clock_error(detail, code)
         if code in KEY_REJECTED_CODES:
             match = _IP.search(msg) if code == IP_REFUSED else None
             refused_ip = match.group(1) if match else None

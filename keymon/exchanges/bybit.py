@@ -34,7 +34,6 @@ from keymon.config import BybitKey, BybitSettings, Secret
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
-    ExchangeClockError,
     ExchangeError,
     ExchangeRateLimited,
     ExchangeUnavailable,
@@ -275,11 +274,7 @@ class BybitAdapter(AdapterBase):
                 retry_after=retry_after,
             )
         if code == INVALID_TIMESTAMP:
-            return ExchangeClockError(
-                f"{detail} (local clock offset {self._offset_ms:+.0f} ms after sync)",
-                exchange=NAME,
-                code=code,
-            )
+            return self._clock_error(detail, code)
         if code in KEY_REJECTED_CODES:
             match = _IP.search(msg) if code == IP_REFUSED else None
             refused_ip = match.group(1) if match else None

@@ -197,6 +197,17 @@ class AdapterBase:
         if self._observer is not None:
             self._observer(self.name, path, status, self._monotonic() - started)
 
+    def _clock_error(
+        self, detail: str, code: int | str | None, cause: str | None = None
+    ) -> ExchangeClockError:
+        """The exchange refused the request's timestamp (after the last sync's offset)."""
+        because = "" if cause is None else f"{cause}; "
+        return ExchangeClockError(
+            f"{detail} ({because}local clock offset {self._offset_ms:+.0f} ms after sync)",
+            exchange=self.name,
+            code=code,
+        )
+
     def _unreadable(
         self, path: str, response: httpx.Response, what: str = "JSON"
     ) -> ExchangeBadResponse:

@@ -34,7 +34,6 @@ from keymon.config import GateKey, GateSettings, Secret
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
-    ExchangeClockError,
     ExchangeError,
     ExchangeRateLimited,
     ExchangeUnavailable,
@@ -249,11 +248,7 @@ class GateAdapter(AdapterBase):
                 f"{detail} (rate limited)", exchange=NAME, code=label, retry_after=retry_after
             )
         if label == REQUEST_EXPIRED:
-            return ExchangeClockError(
-                f"{detail} (local clock offset {self._offset_ms:+.0f} ms after sync)",
-                exchange=NAME,
-                code=label,
-            )
+            return self._clock_error(detail, label)
         if label in KEY_REJECTED_LABELS:
             match = _IP.search(message) if label == IP_FORBIDDEN else None
             refused_ip = match.group(1) if match else None

@@ -35,7 +35,6 @@ from keymon.config import KucoinKey, KucoinSettings, Secret
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
-    ExchangeClockError,
     ExchangeError,
     ExchangeRateLimited,
     ExchangeUnavailable,
@@ -243,11 +242,7 @@ class KucoinAdapter(AdapterBase):
                 retry_after=retry_after,
             )
         if code == INVALID_TIMESTAMP:
-            return ExchangeClockError(
-                f"{detail} (local clock offset {self._offset_ms:+.0f} ms after sync)",
-                exchange=NAME,
-                code=number,
-            )
+            return self._clock_error(detail, number)
         if code in KEY_REJECTED_CODES:
             match = _IP.search(msg) if code == IP_REFUSED else None
             refused_ip = match.group(1) if match else None

@@ -277,11 +277,7 @@ class LivenessAdapter(AdapterBase):
                 exchange=self.name,
             )
         if kind is Kind.CLOCK:
-            return ExchangeClockError(
-                f"{detail} ({cause}; local clock offset {self._offset_ms:+.0f} ms after sync)",
-                exchange=self.name,
-                code=code,
-            )
+            return self._clock_error(detail, code, cause)
         if kind is Kind.RATE_LIMITED:
             return ExchangeRateLimited(
                 f"{detail} ({cause})", exchange=self.name, code=code, retry_after=retry_after

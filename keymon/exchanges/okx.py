@@ -39,7 +39,6 @@ from keymon.config import OkxKey, OkxSettings, Secret
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
-    ExchangeClockError,
     ExchangeError,
     ExchangeRateLimited,
     ExchangeUnavailable,
@@ -224,11 +223,7 @@ class OkxAdapter(AdapterBase):
         if code in RATE_LIMIT_CODES:
             return ExchangeRateLimited(f"{detail} (rate limited)", exchange=NAME, code=code)
         if code == TIMESTAMP_EXPIRED:
-            return ExchangeClockError(
-                f"{detail} (local clock offset {self._offset_ms:+.0f} ms after sync)",
-                exchange=NAME,
-                code=code,
-            )
+            return self._clock_error(detail, code)
         if code in KEY_REJECTED_CODES or code in KEY_REJECTED_CODES_EXTRA:
             match = _IP.search(msg) if code == IP_REFUSED else None
             refused_ip = match.group(1) if match else None
