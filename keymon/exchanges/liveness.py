@@ -10,9 +10,10 @@ A successful call proves exactly that and nothing more: the facts are :attr:`Cov
 with every permission, the IP restriction, the IP list, the creation time and any deadline
 "not visible", so the policy evaluates none of their rules (no series, never a passing 0).
 
-:class:`LivenessAdapter` is the shared machinery: the weight budget, the request observer,
-optional server-time sync with one re-sync and retry on a timestamp error, and the mapping of
-HTTP statuses and exchange codes onto :mod:`keymon.errors`. An exchange's module adds only what
+:class:`LivenessAdapter` is the shared machinery: on top of
+:class:`~keymon.exchanges.common.AdapterBase` (the weight budget, the request observer, the
+optional server-time sync) it adds one re-sync and retry on a timestamp error, and the mapping
+of HTTP statuses and exchange codes onto :mod:`keymon.errors`. An exchange's module adds only what
 is its own: how to sign (an :class:`httpx.Auth` that signs when the request is sent), which call
 to make, how to read its server time, and its error codes (:attr:`LivenessAdapter.codes`).
 """
