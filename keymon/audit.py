@@ -49,27 +49,41 @@ class Auditor:
         self._monotonic = monotonic
         self._clients: list[httpx.AsyncClient] = []
         self._gate = gate or RequestGate()
+        self._transport_factory = transport_factory
+        self._observer = observer
+        self._adapter_gate = gate
+        #: One adapter (and guarded client) per exchange, built when first needed: an httpx
+        #: client costs ~20 ms to build, and most configurations use a few of the exchanges.
         self.adapters: dict[str, ExchangeAdapter] = {}
-        timeout = settings.audit.timeout.total_seconds()
-        for name, adapter_cls in EXCHANGES.items():
-            exchange_settings = settings.exchanges.for_exchange(name)
-            transport = transport_factory(name) if transport_factory else None
-            client = build_client(
-                exchange=name,
-                base_url=exchange_settings.base_url,
-                allowlist=adapter_cls.read_only_endpoints,
-                timeout=timeout,
-                transport=transport,
-            )
-            self._clients.append(client)
-            self.adapters[name] = adapter_cls(
-                client,
-                exchange_settings,
-                clock=clock,
-                monotonic=monotonic,
-                gate=gate,
-                observer=observer,
-            )
+        for name in dict.fromkeys(key.exchange for key in settings.keys):
+            self.adapter(name)
+
+    def adapter(self, name: str) -> ExchangeAdapter:
+        """The adapter of exchange ``name``, built on first use."""
+        found = self.adapters.get(name)
+        if found is not None:
+            return found
+        adapter_cls = EXCHANGES[name]
+        exchange_settings = self.settings.exchanges.for_exchange(name)
+        transport = self._transport_factory(name) if self._transport_factory else None
+        client = build_client(
+            exchange=name,
+            base_url=exchange_settings.base_url,
+            allowlist=adapter_cls.read_only_endpoints,
+            timeout=self.settings.audit.timeout.total_seconds(),
+            transport=transport,
+        )
+        self._clients.append(client)
+        adapter = adapter_cls(
+            client,
+            exchange_settings,
+            clock=self._clock,
+            monotonic=self._monotonic,
+            gate=self._adapter_gate,
+            observer=self._observer,
+        )
+        self.adapters[name] = adapter
+        return adapter
 
     async def __aenter__(self) -> Auditor:
         return self
@@ -93,7 +107,7 @@ class Auditor:
         with structlog.contextvars.bound_contextvars(
             key=key.name, client=key.client, exchange=key.exchange
         ):
-            adapter = self.adapters[key.exchange]
+            adapter = self.adapter(key.exchange)
             try:
                 # An audit of several requests is granted its whole weight at once.
                 weight = getattr(adapter, "audit_weight", 1)
