@@ -180,3 +180,44 @@ async def test_a_crash_carrying_a_secret_is_redacted(
     assert "audit_crashed" in written
     assert "RuntimeError" in written  # the traceback is there, minus the secret
     assert secrets_in(written) == []
+
+
+def test_no_credential_of_any_exchange_reaches_output_or_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`keymon check` over the demo fleet (every exchange; deleted, refused and expired keys
+    among them), logging at debug: no API key, secret, passphrase or memo of any key appears
+    in the report or the logs."""
+    import time
+
+    from keymon.demo import _VENUES, build_simulators, demo_keys, write_config
+
+    keys = demo_keys(time.time())
+    simulators = build_simulators(keys)
+    transports = {name: sim.transport() for name, sim in simulators.items()}
+    config = write_config(
+        tmp_path,
+        {name: f"http://{name}.test" for name in simulators},
+        keys,
+        log={"format": "json", "level": "debug"},
+    )
+    status = check(config, fmt="json", transport_factory=transports.get)
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert len(json.loads(out)["keys"]) == len(keys)
+    assert "audit_failed" in err  # the failing keys were logged, at debug level too
+    credentials: dict[str, str] = {}
+    for key in keys:
+        venue = _VENUES[key.exchange]
+        credentials[f"{key.name} api_key"] = venue.key_of(key)
+        secret = venue.secret_of(key)
+        credentials[f"{key.name} secret"] = secret
+        for line in secret.splitlines():
+            if len(line) >= 16 and not line.startswith("-----"):
+                credentials[f"{key.name} secret line"] = line
+        if "passphrase" in venue.extra:
+            credentials[f"{key.name} passphrase"] = key.passphrase
+        if "memo" in venue.extra:
+            credentials[f"{key.name} memo"] = key.memo
+    leaked = [name for name, value in credentials.items() if value in out or value in err]
+    assert leaked == []
