@@ -128,10 +128,33 @@ class Venue(Protocol):
 
 
 @dataclass
-class BinanceVenue:
-    """Binance: apiRestrictions flags; no visible IP list."""
+class SimVenue:
+    """What every venue does alike: reach its simulator, delete the key, inject faults."""
 
     clock: FakeClock
+    api_key: str = field(init=False)
+    sim: Any = field(init=False)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self.sim.transport()  # type: ignore[no-any-return]
+
+    def serve(self) -> contextlib.AbstractContextManager[str]:
+        return self.sim.serve_in_thread()  # type: ignore[no-any-return]
+
+    def delete(self) -> None:
+        self.sim.delete_key(self.api_key)
+
+    def fail(self, n: int, status: int) -> None:
+        self.sim.fail_next(n, status)
+
+    def garbage(self, n: int) -> None:
+        self.sim.truncate_next(n)
+
+
+@dataclass
+class BinanceVenue(SimVenue):
+    """Binance: apiRestrictions flags; no visible IP list."""
+
     name: str = "binance"
     api_key: str = DOC_API_KEY
     secret: str = DOC_SECRET
@@ -141,12 +164,6 @@ class BinanceVenue:
 
     def __post_init__(self) -> None:
         self.sim = BinanceSimulator(clock=self.clock)
-
-    def transport(self) -> httpx.AsyncBaseTransport:
-        return self.sim.transport()
-
-    def serve(self) -> contextlib.AbstractContextManager[str]:
-        return self.sim.serve_in_thread()
 
     def healthy(self, *, rate_limited: bool = False) -> None:
         if rate_limited:
@@ -172,24 +189,14 @@ class BinanceVenue:
         )
         return True
 
-    def delete(self) -> None:
-        self.sim.delete_key(self.api_key)
-
     def refuse_ip(self) -> None:
         self.sim.set_ip_whitelist(self.api_key, [REFUSED_ONLY])
 
-    def fail(self, n: int, status: int) -> None:
-        self.sim.fail_next(n, status)
-
-    def garbage(self, n: int) -> None:
-        self.sim.truncate_next(n)
-
 
 @dataclass
-class BybitVenue:
+class BybitVenue(SimVenue):
     """Bybit: grouped permissions, a visible IP list, key_expiry for unbound keys."""
 
-    clock: FakeClock
     name: str = "bybit"
     api_key: str = BYBIT_KEY
     secret: str = BYBIT_SECRET
@@ -199,12 +206,6 @@ class BybitVenue:
 
     def __post_init__(self) -> None:
         self.sim = BybitSimulator(clock=self.clock)
-
-    def transport(self) -> httpx.AsyncBaseTransport:
-        return self.sim.transport()
-
-    def serve(self) -> contextlib.AbstractContextManager[str]:
-        return self.sim.serve_in_thread()
 
     def healthy(self, *, rate_limited: bool = False) -> None:
         if rate_limited:
@@ -226,24 +227,14 @@ class BybitVenue:
         self.sim.update_key(self.api_key, ips=["*"], expired_at=at.strftime("%Y-%m-%dT%H:%M:%SZ"))
         return True
 
-    def delete(self) -> None:
-        self.sim.delete_key(self.api_key)
-
     def refuse_ip(self) -> None:
         self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
 
-    def fail(self, n: int, status: int) -> None:
-        self.sim.fail_next(n, status)
-
-    def garbage(self, n: int) -> None:
-        self.sim.truncate_next(n)
-
 
 @dataclass
-class KucoinVenue:
+class KucoinVenue(SimVenue):
     """KuCoin: a comma-separated permission list, a masked IP list, no deadline."""
 
-    clock: FakeClock
     name: str = "kucoin"
     api_key: str = KUCOIN_KEY
     secret: str = KUCOIN_SECRET
@@ -255,12 +246,6 @@ class KucoinVenue:
 
     def __post_init__(self) -> None:
         self.sim = KucoinSimulator(clock=self.clock)
-
-    def transport(self) -> httpx.AsyncBaseTransport:
-        return self.sim.transport()
-
-    def serve(self) -> contextlib.AbstractContextManager[str]:
-        return self.sim.serve_in_thread()
 
     def healthy(self, *, rate_limited: bool = False) -> None:
         if rate_limited:  # room for one key-info call (weight 20) per window
@@ -281,24 +266,14 @@ class KucoinVenue:
     def expiry_near(self, at: datetime) -> bool:
         return False  # KuCoin shows a key no expiry
 
-    def delete(self) -> None:
-        self.sim.delete_key(self.api_key)
-
     def refuse_ip(self) -> None:
         self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
 
-    def fail(self, n: int, status: int) -> None:
-        self.sim.fail_next(n, status)
-
-    def garbage(self, n: int) -> None:
-        self.sim.truncate_next(n)
-
 
 @dataclass
-class BitgetVenue:
+class BitgetVenue(SimVenue):
     """Bitget: authority codes, an IP whitelist string, a passphrase; no key expiry."""
 
-    clock: FakeClock
     name: str = "bitget"
     api_key: str = BITGET_KEY
     secret: str = BITGET_SECRET
@@ -308,12 +283,6 @@ class BitgetVenue:
 
     def __post_init__(self) -> None:
         self.sim = BitgetSimulator(clock=self.clock)
-
-    def transport(self) -> httpx.AsyncBaseTransport:
-        return self.sim.transport()
-
-    def serve(self) -> contextlib.AbstractContextManager[str]:
-        return self.sim.serve_in_thread()
 
     def healthy(self, *, rate_limited: bool = False) -> None:
         # Bitget's documented limit (1/s) is already the smallest: rate_limited changes nothing.
@@ -333,24 +302,14 @@ class BitgetVenue:
     def expiry_near(self, at: datetime) -> bool:
         return False  # Bitget shows a key no expiry
 
-    def delete(self) -> None:
-        self.sim.delete_key(self.api_key)
-
     def refuse_ip(self) -> None:
         self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
 
-    def fail(self, n: int, status: int) -> None:
-        self.sim.fail_next(n, status)
-
-    def garbage(self, n: int) -> None:
-        self.sim.truncate_next(n)
-
 
 @dataclass
-class GateVenue:
+class GateVenue(SimVenue):
     """Gate: perms from the key's masked main_keys entry, an ip_whitelist array; no expiry."""
 
-    clock: FakeClock
     name: str = "gate"
     api_key: str = GATE_KEY
     secret: str = GATE_SECRET
@@ -360,12 +319,6 @@ class GateVenue:
 
     def __post_init__(self) -> None:
         self.sim = GateSimulator(clock=self.clock)
-
-    def transport(self) -> httpx.AsyncBaseTransport:
-        return self.sim.transport()
-
-    def serve(self) -> contextlib.AbstractContextManager[str]:
-        return self.sim.serve_in_thread()
 
     def healthy(self, *, rate_limited: bool = False) -> None:
         if rate_limited:
@@ -386,24 +339,14 @@ class GateVenue:
     def expiry_near(self, at: datetime) -> bool:
         return False  # Gate shows a key no expiry
 
-    def delete(self) -> None:
-        self.sim.delete_key(self.api_key)
-
     def refuse_ip(self) -> None:
         self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
 
-    def fail(self, n: int, status: int) -> None:
-        self.sim.fail_next(n, status)
-
-    def garbage(self, n: int) -> None:
-        self.sim.truncate_next(n)
-
 
 @dataclass
-class OkxVenue:
+class OkxVenue(SimVenue):
     """OKX: perm and a visible IP list; a passphrase; no expiry or creation time."""
 
-    clock: FakeClock
     name: str = "okx"
     api_key: str = OKX_KEY
     secret: str = OKX_SECRET
@@ -413,12 +356,6 @@ class OkxVenue:
 
     def __post_init__(self) -> None:
         self.sim = OkxSimulator(clock=self.clock)
-
-    def transport(self) -> httpx.AsyncBaseTransport:
-        return self.sim.transport()
-
-    def serve(self) -> contextlib.AbstractContextManager[str]:
-        return self.sim.serve_in_thread()
 
     def healthy(self, *, rate_limited: bool = False) -> None:
         if rate_limited:
@@ -439,24 +376,14 @@ class OkxVenue:
     def expiry_near(self, at: datetime) -> bool:
         return False  # OKX shows a key no expiry (its 14-day idle expiry is not a field)
 
-    def delete(self) -> None:
-        self.sim.delete_key(self.api_key)
-
     def refuse_ip(self) -> None:
         self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
 
-    def fail(self, n: int, status: int) -> None:
-        self.sim.fail_next(n, status)
-
-    def garbage(self, n: int) -> None:
-        self.sim.truncate_next(n)
-
 
 @dataclass
-class HtxVenue:
+class HtxVenue(SimVenue):
     """HTX: a permission string and an IP string, a uid; validDays is no deadline."""
 
-    clock: FakeClock
     name: str = "htx"
     api_key: str = HTX_KEY
     secret: str = HTX_SECRET
@@ -466,12 +393,6 @@ class HtxVenue:
 
     def __post_init__(self) -> None:
         self.sim = HtxSimulator(clock=self.clock)
-
-    def transport(self) -> httpx.AsyncBaseTransport:
-        return self.sim.transport()
-
-    def serve(self) -> contextlib.AbstractContextManager[str]:
-        return self.sim.serve_in_thread()
 
     def healthy(self, *, rate_limited: bool = False) -> None:
         if rate_limited:
@@ -492,24 +413,14 @@ class HtxVenue:
     def expiry_near(self, at: datetime) -> bool:
         return False  # validDays is kept raw: its meaning is unconfirmed
 
-    def delete(self) -> None:
-        self.sim.delete_key(self.api_key)
-
     def refuse_ip(self) -> None:
         self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
 
-    def fail(self, n: int, status: int) -> None:
-        self.sim.fail_next(n, status)
-
-    def garbage(self, n: int) -> None:
-        self.sim.truncate_next(n)
-
 
 @dataclass
-class KrakenVenue:
+class KrakenVenue(SimVenue):
     """Kraken: permission strings, an ipAllowlist array, validUntil; nonces, no clock window."""
 
-    clock: FakeClock
     name: str = "kraken"
     api_key: str = KRAKEN_KEY
     secret: str = KRAKEN_SECRET
@@ -519,12 +430,6 @@ class KrakenVenue:
 
     def __post_init__(self) -> None:
         self.sim = KrakenSimulator(clock=self.clock)
-
-    def transport(self) -> httpx.AsyncBaseTransport:
-        return self.sim.transport()
-
-    def serve(self) -> contextlib.AbstractContextManager[str]:
-        return self.sim.serve_in_thread()
 
     def healthy(self, *, rate_limited: bool = False) -> None:
         if rate_limited:  # the key's call counter holds a single call
@@ -549,17 +454,8 @@ class KrakenVenue:
         self.sim.update_key(self.api_key, valid_until=int(at.timestamp()))
         return True
 
-    def delete(self) -> None:
-        self.sim.delete_key(self.api_key)
-
     def refuse_ip(self) -> None:
         self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
-
-    def fail(self, n: int, status: int) -> None:
-        self.sim.fail_next(n, status)
-
-    def garbage(self, n: int) -> None:
-        self.sim.truncate_next(n)
 
     def nonce_ahead(self) -> None:
         """The key's bots sign microsecond nonces: every millisecond nonce is too small."""
@@ -567,10 +463,9 @@ class KrakenVenue:
 
 
 @dataclass
-class BingxVenue:
+class BingxVenue(SimVenue):
     """BingX: permission codes and an IP list from apiPermissions; no expiry shown."""
 
-    clock: FakeClock
     name: str = "bingx"
     api_key: str = BINGX_KEY
     secret: str = BINGX_SECRET
@@ -580,12 +475,6 @@ class BingxVenue:
 
     def __post_init__(self) -> None:
         self.sim = BingxSimulator(clock=self.clock)
-
-    def transport(self) -> httpx.AsyncBaseTransport:
-        return self.sim.transport()
-
-    def serve(self) -> contextlib.AbstractContextManager[str]:
-        return self.sim.serve_in_thread()
 
     def healthy(self, *, rate_limited: bool = False) -> None:
         if rate_limited:
@@ -606,25 +495,15 @@ class BingxVenue:
     def expiry_near(self, at: datetime) -> bool:
         return False  # BingX shows no expiry (its 14-day idle deletion of unbound keys has no date)
 
-    def delete(self) -> None:
-        self.sim.delete_key(self.api_key)
-
     def refuse_ip(self) -> None:
         self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
 
-    def fail(self, n: int, status: int) -> None:
-        self.sim.fail_next(n, status)
-
-    def garbage(self, n: int) -> None:
-        self.sim.truncate_next(n)
-
 
 @dataclass
-class CoinbaseVenue:
+class CoinbaseVenue(SimVenue):
     """Coinbase: can_view/can_trade/can_transfer only; IP allowlist and expiry not shown; a
     bare 401 for every refusal (deleted key, wrong private key, refused IP, bad JWT time)."""
 
-    clock: FakeClock
     name: str = "coinbase"
     api_key: str = COINBASE_KEY
     secret: str = COINBASE_SECRET
@@ -634,12 +513,6 @@ class CoinbaseVenue:
 
     def __post_init__(self) -> None:
         self.sim = CoinbaseSimulator(clock=self.clock)
-
-    def transport(self) -> httpx.AsyncBaseTransport:
-        return self.sim.transport()
-
-    def serve(self) -> contextlib.AbstractContextManager[str]:
-        return self.sim.serve_in_thread()
 
     def healthy(self, *, rate_limited: bool = False) -> None:
         if rate_limited:
@@ -659,18 +532,9 @@ class CoinbaseVenue:
     def expiry_near(self, at: datetime) -> bool:
         return False  # Coinbase shows a key no expiry
 
-    def delete(self) -> None:
-        self.sim.delete_key(self.api_key)
-
     def refuse_ip(self) -> None:
         # Coinbase answers the same bare 401 as for a deleted key: key_rejected, cause unknown.
         self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
-
-    def fail(self, n: int, status: int) -> None:
-        self.sim.fail_next(n, status)
-
-    def garbage(self, n: int) -> None:
-        self.sim.truncate_next(n)
 
 
 VENUES: dict[str, Callable[[FakeClock], Venue]] = {
