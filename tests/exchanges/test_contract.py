@@ -784,7 +784,7 @@ async def test_no_httpx_error_or_secret_escapes(harness: Harness) -> None:
         assert "http://" not in text
 
 
-class _Broken(httpx.AsyncBaseTransport):
+class BrokenTransport(httpx.AsyncBaseTransport):
     """A transport whose every request fails with one httpx error."""
 
     def __init__(self, error: httpx.HTTPError) -> None:
@@ -820,7 +820,7 @@ async def test_httpx_errors_become_reasons(
         **venue.key_extra,
     }
     settings = Settings(keys=[key], trusted_ips=["127.0.0.1/32"])
-    async with Auditor(settings, transport_factory=lambda _n: _Broken(error)) as auditor:
+    async with Auditor(settings, transport_factory=lambda _n: BrokenTransport(error)) as auditor:
         result = await auditor.audit(settings.keys[0])
     assert reason(result) is expected
     assert result.error is not None

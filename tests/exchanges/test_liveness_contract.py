@@ -36,6 +36,7 @@ from keymon.simulator.liveness import LivenessSimulator
 from keymon.simulator.mexc import MexcSimulator
 from keymon.simulator.xt import XtSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock
+from tests.exchanges.test_contract import JumpyClock, BrokenTransport
 
 #: The address a refused key is bound to instead of the client's (127.0.0.1).
 REFUSED_ONLY = "10.9.9.9"
@@ -195,17 +196,6 @@ def reason(result: AuditResult) -> Reason | None:
     return result.error.reason if result.error is not None else None
 
 
-class JumpyClock:
-    """A clock that runs 100 s per reading: no re-sync can keep up with it."""
-
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        self.now += 100
-        return self.now
-
-
 # ----------------------------------------------------------------------------- accepted
 
 
@@ -343,14 +333,6 @@ async def test_no_secret_escapes(harness: Harness) -> None:
         assert "http://" not in text
 
 
-class _Broken(httpx.AsyncBaseTransport):
-    def __init__(self, error: httpx.HTTPError) -> None:
-        self._error = error
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        raise self._error
-
-
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
@@ -372,7 +354,7 @@ async def test_httpx_errors_become_reasons(
         **venue.key_extra,
     }
     settings = Settings(keys=[key], trusted_ips=["127.0.0.1/32"])
-    async with Auditor(settings, transport_factory=lambda _n: _Broken(error)) as auditor:
+    async with Auditor(settings, transport_factory=lambda _n: BrokenTransport(error)) as auditor:
         result = await auditor.audit(settings.keys[0])
     assert reason(result) is expected
     assert result.error is not None
