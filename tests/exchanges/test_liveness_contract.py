@@ -36,7 +36,7 @@ from keymon.simulator.liveness import LivenessSimulator
 from keymon.simulator.mexc import MexcSimulator
 from keymon.simulator.xt import XtSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock
-from tests.exchanges.test_contract import JumpyClock, BrokenTransport
+from tests.exchanges.test_contract import BrokenTransport, JumpyClock
 
 #: The address a refused key is bound to instead of the client's (127.0.0.1).
 REFUSED_ONLY = "10.9.9.9"
