@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -148,6 +149,38 @@ class SimulatorBase(FaultKnobs):
     ) -> SimResponse:
         """The exchange's answer (under the lock; ``method`` upper-cased); may raise Answer."""
         raise NotImplementedError
+
+    def _faults(self) -> dict[str, object]:
+        """The fault settings as the admin API shows them (``/_simulator/faults``)."""
+        return {
+            "latency": self._latency,
+            "fail_next": self._fail_remaining,
+            "fail_status": self._fail_status,
+            "truncate_next": self._truncate_remaining,
+            "clock_skew_ms": self._clock_skew_ms,
+        }
+
+    def _set_faults(self, data: dict[str, object]) -> None:
+        """Set the fields of :meth:`_faults` given in ``data`` (admin API), all or none."""
+        current = self._faults()
+        unknown = set(data) - set(current)
+        if unknown:
+            raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
+        latency = data.get("latency", self._latency)
+        ints = {name: data.get(name, value) for name, value in current.items()}
+        del ints["latency"]
+        if not isinstance(latency, int | float) or not math.isfinite(latency) or latency < 0:
+            raise ValueError("invalid latency")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints.values()):
+            raise ValueError("invalid fault settings")
+        self._latency = float(latency)
+        self._apply_faults({name: int(str(value)) for name, value in ints.items()})
+
+    def _apply_faults(self, ints: dict[str, int]) -> None:
+        self._fail_remaining = ints["fail_next"]
+        self._fail_status = ints["fail_status"]
+        self._truncate_remaining = ints["truncate_next"]
+        self._clock_skew_ms = ints["clock_skew_ms"]
 
     def handle_admin(
         self,

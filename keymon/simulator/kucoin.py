@@ -30,7 +30,6 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -365,32 +364,6 @@ class KucoinSimulator(SimulatorBase):
         except (ValueError, KeyError, TypeError) as exc:
             return json_response(400, {"error": str(exc)})
         return json_response(404, {"error": "not found"})
-
-    def _set_faults(self, data: dict[str, object]) -> None:
-        names = {"latency", "fail_next", "fail_status", "truncate_next", "clock_skew_ms"}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
-        latency = data.get("latency", self._latency)
-        ints = {name: data.get(name, self._faults()[name]) for name in names - {"latency"}}
-        if not isinstance(latency, int | float) or not math.isfinite(latency) or latency < 0:
-            raise ValueError("invalid latency")
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints.values()):
-            raise ValueError("invalid fault settings")
-        self._latency = float(latency)
-        self._fail_remaining = int(str(ints["fail_next"]))
-        self._fail_status = int(str(ints["fail_status"]))
-        self._truncate_remaining = int(str(ints["truncate_next"]))
-        self._clock_skew_ms = int(str(ints["clock_skew_ms"]))
-
-    def _faults(self) -> dict[str, object]:
-        return {
-            "latency": self._latency,
-            "fail_next": self._fail_remaining,
-            "fail_status": self._fail_status,
-            "truncate_next": self._truncate_remaining,
-            "clock_skew_ms": self._clock_skew_ms,
-        }
 
     @staticmethod
     def _view(api_key: str, key: _Key) -> dict[str, object]:
