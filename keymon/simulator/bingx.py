@@ -39,24 +39,20 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl
 
-import httpx
-
-from keymon.simulator.faults import FaultKnobs
-from keymon.simulator.server import (
-    SimResponse,
-    SimulatorAsyncTransport,
-    SimulatorServer,
-    serve_in_thread,
+from keymon.simulator.common import (
+    Answer,
+    SimulatorBase,
+    header,
+    ip_allowed,
 )
+from keymon.simulator.server import SimResponse
 
 __all__ = ["BingxSimulator", "sign", "signed_payload"]
 
@@ -114,13 +110,7 @@ class _Window:
     count: int = 0
 
 
-class _Answer(Exception):
-    def __init__(self, response: SimResponse) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-class BingxSimulator(FaultKnobs):
+class BingxSimulator(SimulatorBase):
     """A thread-safe, in-memory BingX fake with an injectable clock (seconds)."""
 
     def __init__(
@@ -131,24 +121,14 @@ class BingxSimulator(FaultKnobs):
     ) -> None:
         if limit_per_second < 1:
             raise ValueError("the limit must be at least 1")
-        self._lock = threading.Lock()
-        self._clock = clock
+        super().__init__(clock=clock)
         self._limit = limit_per_second
         self._keys: dict[str, _Key] = {}
         self._windows: dict[str, _Window] = {}
         self._per_key: Counter[str] = Counter()
         self._count_100410 = 0
         self._deleted_idle: list[str] = []
-        self._latency = 0.0
-        self._fail_remaining = 0
-        self._fail_status = 503
-        self._truncate_remaining = 0
-        self._clock_skew_ms = 0
         self._next_uid = 1_000_000_000
-
-    def __repr__(self) -> str:
-        with self._lock:
-            return f"BingxSimulator(keys={len(self._keys)})"
 
     # ---------------------------------------------------------------- knobs
 
@@ -218,52 +198,12 @@ class BingxSimulator(FaultKnobs):
 
     # ---------------------------------------------------------------- serving
 
-    def transport(self, client_ip: str = "127.0.0.1") -> httpx.AsyncBaseTransport:
-        """An in-process httpx async transport; requests come from ``client_ip``."""
-        return SimulatorAsyncTransport(self.handle, client_ip=client_ip)
-
-    def server(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
-        """A real HTTP server (not yet started) serving this simulator."""
-        return SimulatorServer(self.handle, host, port)
-
-    def serve_in_thread(
-        self, host: str = "127.0.0.1", port: int = 0
-    ) -> AbstractContextManager[str]:
-        """Context manager: serve on a background thread, yielding the base URL."""
-        return serve_in_thread(self.handle, host, port)
-
     # ---------------------------------------------------------------- exchange requests
 
-    def handle(
-        self,
-        method: str,
-        path: str,
-        raw_query: str,
-        body: bytes,
-        headers: Mapping[str, str],
-        client_ip: str,
-    ) -> SimResponse:
-        """Answer one exchange request the way BingX would."""
-        with self._lock:
-            api_key = _header(headers, API_KEY_HEADER)
-            if api_key:
-                self._per_key[api_key] += 1
-            if self._fail_remaining > 0:
-                self._fail_remaining -= 1
-                response = SimResponse(
-                    self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
-                )
-            else:
-                try:
-                    response = self._dispatch(
-                        method.upper(), path, raw_query, body, headers, client_ip
-                    )
-                except _Answer as answer:
-                    response = answer.response
-                if self._truncate_remaining > 0:
-                    self._truncate_remaining -= 1
-                    response = replace(response, body=response.body[: len(response.body) // 2])
-            return replace(response, delay=self._latency)
+    def _note_request(self, raw_query: str, headers: Mapping[str, str]) -> None:
+        api_key = header(headers, API_KEY_HEADER)
+        if api_key:
+            self._per_key[api_key] += 1
 
     def _dispatch(
         self,
@@ -301,30 +241,30 @@ class BingxSimulator(FaultKnobs):
     ) -> tuple[str, _Key]:
         params = dict(parse_qsl(raw_query, keep_blank_values=True))
         params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-        api_key = _header(headers, API_KEY_HEADER) or ""
+        api_key = header(headers, API_KEY_HEADER) or ""
         if not api_key:
-            raise _Answer(_envelope(now, 100413, "Null apiKey"))
+            raise Answer(_envelope(now, 100413, "Null apiKey"))
         timestamp = params.get("timestamp")
         if not timestamp:
-            raise _Answer(_envelope(now, 100421, "Null timestamp or timestamp mismatch"))
+            raise Answer(_envelope(now, 100421, "Null timestamp or timestamp mismatch"))
         if not timestamp.isdigit():
-            raise _Answer(_envelope(now, 80014, "timestamp is invalid"))
+            raise Answer(_envelope(now, 80014, "timestamp is invalid"))
         window = params.get("recvWindow", str(DEFAULT_RECV_WINDOW_MS))
         if not window.isdigit():
-            raise _Answer(_envelope(now, 80014, "Invalid parameters, err: recvWindow"))
+            raise Answer(_envelope(now, 80014, "Invalid parameters, err: recvWindow"))
         if abs(now - int(timestamp)) > int(window):
-            raise _Answer(_envelope(now, 100421, "Null timestamp or timestamp mismatch"))
+            raise Answer(_envelope(now, 100421, "Null timestamp or timestamp mismatch"))
         signature = params.get("signature")
         if not signature:
-            raise _Answer(_envelope(now, 100412, "Null signature"))
+            raise Answer(_envelope(now, 100412, "Null signature"))
         key = self._keys.get(api_key)
         if key is None:
-            raise _Answer(_envelope(now, 100413, "Incorrect apiKey"))
+            raise Answer(_envelope(now, 100413, "Incorrect apiKey"))
         expected = sign(key.secret, signed_payload(raw_query, body))
         if not hmac.compare_digest(expected.encode(), signature.encode()):
-            raise _Answer(_envelope(now, 100001, "Signature verification failed"))
-        if key.ips and not _ip_bound(client_ip, key.ips):
-            raise _Answer(
+            raise Answer(_envelope(now, 100001, "Signature verification failed"))
+        if key.ips and not ip_allowed(client_ip, key.ips):
+            raise Answer(
                 _envelope(
                     now,
                     100419,
@@ -334,7 +274,7 @@ class BingxSimulator(FaultKnobs):
             )
         key.last_used = self._clock()
         if READ not in key.permissions:
-            raise _Answer(
+            raise Answer(
                 _envelope(
                     now,
                     100004,
@@ -358,7 +298,7 @@ class BingxSimulator(FaultKnobs):
                 "X-RateLimit-Requests-Remain": "0",
                 "X-RateLimit-Requests-Expire": str(expire),
             }
-            raise _Answer(_envelope(now, 100410, "rate limited", None, limits))
+            raise Answer(_envelope(now, 100410, "rate limited", None, limits))
         return self._limit - window.count, expire
 
     def _expire_idle_keys(self) -> None:
@@ -401,18 +341,3 @@ def _envelope(
     if data is not None:
         body["data"] = data
     return SimResponse(200, {**_JSON, **(headers or {})}, json.dumps(body).encode())
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
-
-
-def _ip_bound(client_ip: str, bound: list[str]) -> bool:
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return any(address == ipaddress.ip_address(entry) for entry in bound)

@@ -29,25 +29,24 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import math
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Final
 from urllib.parse import unquote
 
-import httpx
-
-from keymon.simulator.faults import FaultKnobs
+from keymon.simulator.common import (
+    Answer,
+    SimulatorBase,
+    header,
+    ip_allowed,
+    json_object,
+    json_response,
+)
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
-    SimulatorAsyncTransport,
-    SimulatorServer,
-    serve_in_thread,
 )
 
 __all__ = ["BitgetSimulator", "prehash", "sign"]
@@ -82,37 +81,24 @@ class _Key:
     user_id: str
 
 
-class _Answer(Exception):
-    def __init__(self, response: SimResponse) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-class BitgetSimulator(FaultKnobs):
+class BitgetSimulator(SimulatorBase):
     """A thread-safe, in-memory Bitget v2 fake with an injectable clock (seconds)."""
+
+    has_admin = True
+    admin_in_transport = True
 
     def __init__(
         self, *, clock: Callable[[], float] = time.time, limit_per_second: int = 1
     ) -> None:
         if limit_per_second < 1:
             raise ValueError("the limit must be at least 1")
-        self._lock = threading.Lock()
-        self._clock = clock
+        super().__init__(clock=clock)
         self._limit = limit_per_second
         self._keys: dict[str, _Key] = {}
         self._windows: dict[str, tuple[int, int]] = {}  # user id -> (second, count)
         self._per_key: Counter[str] = Counter()
         self._count_429 = 0
-        self._latency = 0.0
-        self._fail_remaining = 0
-        self._fail_status = 503
-        self._truncate_remaining = 0
-        self._clock_skew_ms = 0
         self._next_uid = 1234567890
-
-    def __repr__(self) -> str:
-        with self._lock:
-            return f"BitgetSimulator(keys={len(self._keys)})"
 
     # ---------------------------------------------------------------- knobs
 
@@ -191,61 +177,19 @@ class BitgetSimulator(FaultKnobs):
 
     # ---------------------------------------------------------------- serving
 
-    def transport(self, client_ip: str = "127.0.0.1") -> httpx.AsyncBaseTransport:
-        """An in-process httpx async transport; requests come from ``client_ip``."""
-        return SimulatorAsyncTransport(
-            self.handle, client_ip=client_ip, admin_handler=self.handle_admin
-        )
-
-    def server(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
-        """A real HTTP server (not yet started) serving this simulator and its admin API."""
-        return SimulatorServer(self.handle, host, port, admin_handler=self.handle_admin)
-
-    def serve_in_thread(
-        self, host: str = "127.0.0.1", port: int = 0
-    ) -> AbstractContextManager[str]:
-        """Context manager: serve on a background thread, yielding the base URL."""
-        return serve_in_thread(self.handle, host, port, admin_handler=self.handle_admin)
-
     # ---------------------------------------------------------------- exchange requests
 
-    def handle(
-        self,
-        method: str,
-        path: str,
-        raw_query: str,
-        body: bytes,
-        headers: Mapping[str, str],
-        client_ip: str,
-    ) -> SimResponse:
-        """Answer one exchange request the way Bitget would."""
-        with self._lock:
-            api_key = _header(headers, "ACCESS-KEY")
-            if api_key is not None:
-                self._per_key[api_key] += 1
-            if self._fail_remaining > 0:
-                self._fail_remaining -= 1
-                response = SimResponse(
-                    self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
-                )
-            else:
-                try:
-                    response = self._dispatch(
-                        method.upper(), path, raw_query, body, headers, client_ip
-                    )
-                except _Answer as answer:
-                    response = answer.response
-                if self._truncate_remaining > 0:
-                    self._truncate_remaining -= 1
-                    response = replace(response, body=response.body[: len(response.body) // 2])
-            return replace(response, delay=self._latency)
+    def _note_request(self, raw_query: str, headers: Mapping[str, str]) -> None:
+        api_key = header(headers, "ACCESS-KEY")
+        if api_key is not None:
+            self._per_key[api_key] += 1
 
     def _envelope(self, code: str, msg: str, data: object, *, status: int = 200) -> SimResponse:
         body = {"code": code, "msg": msg, "requestTime": self._now_ms(), "data": data}
         return SimResponse(status, dict(_JSON), json.dumps(body).encode())
 
-    def _error(self, code: str, msg: str, status: int = 400) -> _Answer:
-        return _Answer(self._envelope(code, msg, None, status=status))
+    def _error(self, code: str, msg: str, status: int = 400) -> Answer:
+        return Answer(self._envelope(code, msg, None, status=status))
 
     def _dispatch(
         self,
@@ -277,10 +221,10 @@ class BitgetSimulator(FaultKnobs):
         client_ip: str,
         now: int,
     ) -> _Key:
-        api_key = _header(headers, "ACCESS-KEY")
-        signature = _header(headers, "ACCESS-SIGN")
-        timestamp = _header(headers, "ACCESS-TIMESTAMP")
-        passphrase = _header(headers, "ACCESS-PASSPHRASE")
+        api_key = header(headers, "ACCESS-KEY")
+        signature = header(headers, "ACCESS-SIGN")
+        timestamp = header(headers, "ACCESS-TIMESTAMP")
+        passphrase = header(headers, "ACCESS-PASSPHRASE")
         if not api_key:
             raise self._error("40001", "ACCESS_KEY cannot be empty")
         if not signature:
@@ -299,7 +243,7 @@ class BitgetSimulator(FaultKnobs):
             raise self._error("40009", "sign signature error")
         if not hmac.compare_digest(key.passphrase.encode(), passphrase.encode()):
             raise self._error("40012", "apikey/password is incorrect")
-        if key.ips and not _ip_allowed(client_ip, key.ips):
+        if key.ips and not ip_allowed(client_ip, key.ips):
             raise self._error("40018", f"Invalid IP, your ip is {client_ip}")
         return key
 
@@ -342,14 +286,14 @@ class BitgetSimulator(FaultKnobs):
         method = method.upper()
         parts = [unquote(p) for p in path[len(ADMIN_PREFIX) :].split("/")]
         try:
-            data = _json_object(body)
+            data = json_object(body)
             with self._lock:
                 if parts == ["keys"] and method == "GET":
-                    return _admin(200, [self._view(k, v) for k, v in self._keys.items()])
+                    return json_response(200, [self._view(k, v) for k, v in self._keys.items()])
                 if parts == ["keys"] and method == "POST":
                     api_key = data.pop("api_key")
                     if api_key in self._keys:
-                        return _admin(409, {"error": "key exists"})
+                        return json_response(409, {"error": "key exists"})
                     key = self._new_key(
                         data.pop("secret"),
                         data.pop("passphrase"),
@@ -357,59 +301,32 @@ class BitgetSimulator(FaultKnobs):
                         data.pop("ips", None),
                     )
                     if data:
-                        return _admin(400, {"error": f"unknown fields: {sorted(data)}"})
+                        return json_response(400, {"error": f"unknown fields: {sorted(data)}"})
                     self._keys[api_key] = key
-                    return _admin(201, self._view(api_key, key))
+                    return json_response(201, self._view(api_key, key))
                 if len(parts) == 2 and parts[0] == "keys":
                     found = self._keys.get(parts[1])
                     if found is None:
-                        return _admin(404, {"error": "unknown api_key"})
+                        return json_response(404, {"error": "unknown api_key"})
                     if method == "DELETE":
                         del self._keys[parts[1]]
-                        return _admin(200, {"deleted": parts[1]})
+                        return json_response(200, {"deleted": parts[1]})
                     if method == "PATCH":
                         self._update_locked(
                             found, data.pop("authorities", None), data.pop("ips", None)
                         )
-                    return _admin(200, self._view(parts[1], found))
+                    return json_response(200, self._view(parts[1], found))
                 if parts == ["faults"]:
                     if method == "POST":
                         self._set_faults(data)
-                    return _admin(200, self._faults())
+                    return json_response(200, self._faults())
                 if parts == ["stats"] and method == "GET":
-                    return _admin(
+                    return json_response(
                         200, {"count_429": self._count_429, "requests": dict(self._per_key)}
                     )
         except (ValueError, KeyError, TypeError) as exc:
-            return _admin(400, {"error": str(exc)})
-        return _admin(404, {"error": "not found"})
-
-    def _set_faults(self, data: dict[str, object]) -> None:
-        names = ("fail_next", "fail_status", "truncate_next", "clock_skew_ms")
-        unknown = set(data) - {"latency", *names}
-        if unknown:
-            raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
-        latency = data.get("latency", self._latency)
-        current = self._faults()
-        ints = {name: data.get(name, current[name]) for name in names}
-        if not isinstance(latency, int | float) or not math.isfinite(latency) or latency < 0:
-            raise ValueError("invalid latency")
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints.values()):
-            raise ValueError("invalid fault settings")
-        self._latency = float(latency)
-        self._fail_remaining = int(str(ints["fail_next"]))
-        self._fail_status = int(str(ints["fail_status"]))
-        self._truncate_remaining = int(str(ints["truncate_next"]))
-        self._clock_skew_ms = int(str(ints["clock_skew_ms"]))
-
-    def _faults(self) -> dict[str, object]:
-        return {
-            "latency": self._latency,
-            "fail_next": self._fail_remaining,
-            "fail_status": self._fail_status,
-            "truncate_next": self._truncate_remaining,
-            "clock_skew_ms": self._clock_skew_ms,
-        }
+            return json_response(400, {"error": str(exc)})
+        return json_response(404, {"error": "not found"})
 
     @staticmethod
     def _view(api_key: str, key: _Key) -> dict[str, object]:
@@ -419,29 +336,3 @@ class BitgetSimulator(FaultKnobs):
 def _check_ips(ips: list[str]) -> None:
     for entry in ips:
         ipaddress.ip_network(entry, strict=False)  # ValueError on garbage
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
-
-
-def _ip_allowed(client_ip: str, allowed: list[str]) -> bool:
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(entry, strict=False) for entry in allowed)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    data = json.loads(body) if body else {}
-    if not isinstance(data, dict):
-        raise TypeError("expected a JSON object")
-    return data
-
-
-def _admin(status: int, payload: object) -> SimResponse:
-    return SimResponse(status, dict(_JSON), json.dumps(payload).encode())

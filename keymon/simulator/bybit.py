@@ -30,26 +30,25 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import math
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Final
 from urllib.parse import unquote
 
-import httpx
-
-from keymon.simulator.faults import FaultKnobs
+from keymon.simulator.common import (
+    Answer,
+    SimulatorBase,
+    header,
+    ip_allowed,
+    json_object,
+    json_response,
+)
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
-    SimulatorAsyncTransport,
-    SimulatorServer,
-    serve_in_thread,
 )
 
 __all__ = ["BybitSimulator", "prehash", "sign"]
@@ -125,14 +124,11 @@ class _IpState:
     banned_until_ms: int = 0
 
 
-class _Answer(Exception):
-    def __init__(self, response: SimResponse) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-class BybitSimulator(FaultKnobs):
+class BybitSimulator(SimulatorBase):
     """A thread-safe, in-memory Bybit v5 fake with an injectable clock (seconds)."""
+
+    has_admin = True
+    admin_in_transport = True
 
     def __init__(
         self,
@@ -143,8 +139,7 @@ class BybitSimulator(FaultKnobs):
     ) -> None:
         if key_limit_per_second < 1 or ip_limit_per_5s < 1:
             raise ValueError("limits must be at least 1")
-        self._lock = threading.Lock()
-        self._clock = clock
+        super().__init__(clock=clock)
         self._key_limit = key_limit_per_second
         self._ip_limit = ip_limit_per_5s
         self._keys: dict[str, _Key] = {}
@@ -152,16 +147,7 @@ class BybitSimulator(FaultKnobs):
         self._ips: dict[str, _IpState] = {}
         self._per_key: Counter[str] = Counter()
         self._count_10006 = 0
-        self._latency = 0.0
-        self._fail_remaining = 0
-        self._fail_status = 503
-        self._truncate_remaining = 0
-        self._clock_skew_ms = 0
         self._next_id = 13770661
-
-    def __repr__(self) -> str:
-        with self._lock:
-            return f"BybitSimulator(keys={len(self._keys)})"
 
     # ---------------------------------------------------------------- knobs
 
@@ -278,52 +264,12 @@ class BybitSimulator(FaultKnobs):
 
     # ---------------------------------------------------------------- serving
 
-    def transport(self, client_ip: str = "127.0.0.1") -> httpx.AsyncBaseTransport:
-        """An in-process httpx async transport; requests come from ``client_ip``."""
-        return SimulatorAsyncTransport(
-            self.handle, client_ip=client_ip, admin_handler=self.handle_admin
-        )
-
-    def server(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
-        """A real HTTP server (not yet started) serving this simulator and its admin API."""
-        return SimulatorServer(self.handle, host, port, admin_handler=self.handle_admin)
-
-    def serve_in_thread(
-        self, host: str = "127.0.0.1", port: int = 0
-    ) -> AbstractContextManager[str]:
-        """Context manager: serve on a background thread, yielding the base URL."""
-        return serve_in_thread(self.handle, host, port, admin_handler=self.handle_admin)
-
     # ---------------------------------------------------------------- exchange requests
 
-    def handle(
-        self,
-        method: str,
-        path: str,
-        raw_query: str,
-        body: bytes,
-        headers: Mapping[str, str],
-        client_ip: str,
-    ) -> SimResponse:
-        """Answer one exchange request the way Bybit would."""
-        with self._lock:
-            api_key = _header(headers, "X-BAPI-API-KEY")
-            if api_key is not None:
-                self._per_key[api_key] += 1
-            if self._fail_remaining > 0:
-                self._fail_remaining -= 1
-                response = SimResponse(
-                    self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
-                )
-            else:
-                try:
-                    response = self._dispatch(method.upper(), path, raw_query, headers, client_ip)
-                except _Answer as answer:
-                    response = answer.response
-                if self._truncate_remaining > 0:
-                    self._truncate_remaining -= 1
-                    response = replace(response, body=response.body[: len(response.body) // 2])
-            return replace(response, delay=self._latency)
+    def _note_request(self, raw_query: str, headers: Mapping[str, str]) -> None:
+        api_key = header(headers, "X-BAPI-API-KEY")
+        if api_key is not None:
+            self._per_key[api_key] += 1
 
     def _envelope(
         self,
@@ -344,7 +290,13 @@ class BybitSimulator(FaultKnobs):
         return SimResponse(status, {**_JSON, **(headers or {})}, json.dumps(body).encode())
 
     def _dispatch(
-        self, method: str, path: str, raw_query: str, headers: Mapping[str, str], client_ip: str
+        self,
+        method: str,
+        path: str,
+        raw_query: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_ip: str,
     ) -> SimResponse:
         now = self._now_ms()
         self._admit_ip(client_ip, now)
@@ -362,13 +314,13 @@ class BybitSimulator(FaultKnobs):
     def _admit_ip(self, client_ip: str, now: int) -> None:
         state = self._ips.setdefault(client_ip, _IpState())
         if now < state.banned_until_ms:
-            raise _Answer(SimResponse(403, {"Content-Type": "text/plain"}, b"403 Forbidden"))
+            raise Answer(SimResponse(403, {"Content-Type": "text/plain"}, b"403 Forbidden"))
         if now - state.window.start_ms >= _IP_WINDOW_MS:
             state.window = _Window(now, 0)
         state.window.count += 1
         if state.window.count > self._ip_limit:
             state.banned_until_ms = now + _IP_BAN_MS
-            raise _Answer(SimResponse(403, {"Content-Type": "text/plain"}, b"403 Forbidden"))
+            raise Answer(SimResponse(403, {"Content-Type": "text/plain"}, b"403 Forbidden"))
 
     def _admit_key(self, api_key: str, path: str, now: int) -> dict[str, str]:
         window = self._key_windows.setdefault((api_key, path), _Window())
@@ -382,24 +334,24 @@ class BybitSimulator(FaultKnobs):
         }
         if window.count > self._key_limit:
             self._count_10006 += 1
-            raise _Answer(self._envelope(10006, MSG_TOO_MANY, {}, headers=headers))
+            raise Answer(self._envelope(10006, MSG_TOO_MANY, {}, headers=headers))
         return headers
 
     def _authenticate(
         self, raw_query: str, headers: Mapping[str, str], client_ip: str, now: int
     ) -> tuple[str, _Key]:
-        api_key = _header(headers, "X-BAPI-API-KEY")
-        timestamp = _header(headers, "X-BAPI-TIMESTAMP")
-        signature = _header(headers, "X-BAPI-SIGN")
-        window = _header(headers, "X-BAPI-RECV-WINDOW")
+        api_key = header(headers, "X-BAPI-API-KEY")
+        timestamp = header(headers, "X-BAPI-TIMESTAMP")
+        signature = header(headers, "X-BAPI-SIGN")
+        window = header(headers, "X-BAPI-RECV-WINDOW")
         if not api_key or not timestamp or not signature:
-            raise _Answer(SimResponse(401, {"Content-Type": "text/plain"}, b"401 Unauthorized"))
+            raise Answer(SimResponse(401, {"Content-Type": "text/plain"}, b"401 Unauthorized"))
         recv_window = window if window is not None else str(_DEFAULT_RECV_WINDOW_MS)
         if not timestamp.isdigit() or not recv_window.isdigit():
-            raise _Answer(self._envelope(10001, "params error: timestamp or recv_window", {}))
+            raise Answer(self._envelope(10001, "params error: timestamp or recv_window", {}))
         stamp, span = int(timestamp), int(recv_window)
         if not now - span <= stamp < now + _FUTURE_TOLERANCE_MS:
-            raise _Answer(
+            raise Answer(
                 self._envelope(
                     10002,
                     "invalid request, please check your server timestamp or recv_window param. "
@@ -409,14 +361,14 @@ class BybitSimulator(FaultKnobs):
             )
         key = self._keys.get(api_key)
         if key is None or self._expired(key, now):
-            raise _Answer(self._envelope(10003, MSG_KEY_INVALID, {}))
+            raise Answer(self._envelope(10003, MSG_KEY_INVALID, {}))
         # For GET the payload is the query string exactly as sent (header value if absent).
         expected = sign(key.secret, prehash(timestamp, api_key, window or "", raw_query))
         if not hmac.compare_digest(expected, signature.lower()):
             origin = prehash(timestamp, api_key, window or "", raw_query)
-            raise _Answer(self._envelope(10004, f"error sign! origin_string[{origin}]", {}))
-        if "*" not in key.ips and not _ip_bound(client_ip, key.ips):
-            raise _Answer(self._envelope(10010, MSG_UNMATCHED_IP, {}))
+            raise Answer(self._envelope(10004, f"error sign! origin_string[{origin}]", {}))
+        if "*" not in key.ips and not ip_allowed(client_ip, key.ips):
+            raise Answer(self._envelope(10010, MSG_UNMATCHED_IP, {}))
         return api_key, key
 
     def _expiry(self, key: _Key) -> datetime | None:
@@ -481,7 +433,7 @@ class BybitSimulator(FaultKnobs):
         method = method.upper()
         parts = [unquote(p) for p in path[len(ADMIN_PREFIX) :].split("/")]
         try:
-            data = _json_object(body)
+            data = json_object(body)
             with self._lock:
                 if parts == ["keys"] and method == "GET":
                     return _admin(200, [self._view(k, v) for k, v in self._keys.items()])
@@ -529,45 +481,6 @@ class BybitSimulator(FaultKnobs):
             return _admin(400, {"error": str(exc)})
         return _admin(404, {"error": "not found"})
 
-    def _set_faults(self, data: dict[str, object]) -> None:
-        unknown = set(data) - {
-            "latency",
-            "fail_next",
-            "fail_status",
-            "truncate_next",
-            "clock_skew_ms",
-        }
-        if unknown:
-            raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
-        latency = data.get("latency", self._latency)
-        ints = {
-            name: data.get(name, default)
-            for name, default in (
-                ("fail_next", self._fail_remaining),
-                ("fail_status", self._fail_status),
-                ("truncate_next", self._truncate_remaining),
-                ("clock_skew_ms", self._clock_skew_ms),
-            )
-        }
-        if not isinstance(latency, int | float) or not math.isfinite(latency) or latency < 0:
-            raise ValueError("invalid latency")
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints.values()):
-            raise ValueError("invalid fault settings")
-        self._latency = float(latency)
-        self._fail_remaining = int(str(ints["fail_next"]))
-        self._fail_status = int(str(ints["fail_status"]))
-        self._truncate_remaining = int(str(ints["truncate_next"]))
-        self._clock_skew_ms = int(str(ints["clock_skew_ms"]))
-
-    def _faults(self) -> dict[str, object]:
-        return {
-            "latency": self._latency,
-            "fail_next": self._fail_remaining,
-            "fail_status": self._fail_status,
-            "truncate_next": self._truncate_remaining,
-            "clock_skew_ms": self._clock_skew_ms,
-        }
-
     def _view(self, api_key: str, key: _Key) -> dict[str, object]:
         return {
             "api_key": api_key,
@@ -578,28 +491,5 @@ class BybitSimulator(FaultKnobs):
         }
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
-
-
-def _ip_bound(client_ip: str, bound: list[str]) -> bool:
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(entry, strict=False) for entry in bound)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    """The admin request body; its fields are checked by the key and fault setters."""
-    data = json.loads(body) if body else {}
-    if not isinstance(data, dict):
-        raise TypeError("expected a JSON object")
-    return data
-
-
 def _admin(status: int, payload: object) -> SimResponse:
-    return SimResponse(status, dict(_JSON), json.dumps(payload).encode())
+    return json_response(status, payload, _JSON)

@@ -34,29 +34,27 @@ import binascii
 import ipaddress
 import json
 import re
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal, TypeGuard
 
-import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from keymon.simulator.faults import FaultKnobs
-from keymon.simulator.server import (
-    SimResponse,
-    SimulatorAsyncTransport,
-    SimulatorServer,
-    serve_in_thread,
+from keymon.simulator.common import (
+    Answer,
+    SimulatorBase,
+    header,
+    ip_allowed,
+    json_response,
 )
+from keymon.simulator.server import SimResponse
 
 __all__ = ["CoinbaseSimulator", "new_key_pair"]
 
@@ -66,7 +64,6 @@ ISSUER: Final = "cdp"
 #: "REST API Rate Limits": private endpoints per user, public endpoints per IP, per second.
 PRIVATE_LIMIT_PER_S: Final = 30
 PUBLIC_LIMIT_PER_S: Final = 10
-_JSON: Final = {"Content-Type": "application/json"}
 _B64URL: Final = re.compile(r"[A-Za-z0-9_-]+")
 _UNAUTHORIZED: Final = SimResponse(401, {"Content-Type": "text/plain"}, b"Unauthorized\n")
 
@@ -122,13 +119,7 @@ class _Refused(Exception):
         self.why = why
 
 
-class _Answer(Exception):
-    def __init__(self, response: SimResponse) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-class CoinbaseSimulator(FaultKnobs):
+class CoinbaseSimulator(SimulatorBase):
     """A thread-safe, in-memory Coinbase Advanced Trade fake with an injectable clock (s)."""
 
     def __init__(
@@ -140,8 +131,7 @@ class CoinbaseSimulator(FaultKnobs):
     ) -> None:
         if private_limit_per_s < 1 or public_limit_per_s < 1:
             raise ValueError("limits must be at least 1")
-        self._lock = threading.Lock()
-        self._clock = clock
+        super().__init__(clock=clock)
         self._private_limit = private_limit_per_s
         self._public_limit = public_limit_per_s
         self._keys: dict[str, _Key] = {}
@@ -150,15 +140,6 @@ class CoinbaseSimulator(FaultKnobs):
         self._per_key: Counter[str] = Counter()
         self._statuses: Counter[int] = Counter()
         self._last_rejection: str | None = None
-        self._latency = 0.0
-        self._fail_remaining = 0
-        self._fail_status = 503
-        self._truncate_remaining = 0
-        self._clock_skew_ms = 0
-
-    def __repr__(self) -> str:
-        with self._lock:
-            return f"CoinbaseSimulator(keys={len(self._keys)})"
 
     # ---------------------------------------------------------------- keys
 
@@ -243,21 +224,10 @@ class CoinbaseSimulator(FaultKnobs):
 
     # ---------------------------------------------------------------- serving
 
-    def transport(self, client_ip: str = "127.0.0.1") -> httpx.AsyncBaseTransport:
-        """An in-process httpx async transport; requests come from ``client_ip``."""
-        return SimulatorAsyncTransport(self.handle, client_ip=client_ip)
+    def _note_response(self, response: SimResponse) -> None:
+        self._statuses[response.status] += 1
 
-    def server(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
-        """A real HTTP server (not yet started) serving this simulator."""
-        return SimulatorServer(self.handle, host, port)
-
-    def serve_in_thread(
-        self, host: str = "127.0.0.1", port: int = 0
-    ) -> AbstractContextManager[str]:
-        """Context manager: serve on a background thread, yielding the base URL."""
-        return serve_in_thread(self.handle, host, port)
-
-    def handle(
+    def _dispatch(
         self,
         method: str,
         path: str,
@@ -266,34 +236,13 @@ class CoinbaseSimulator(FaultKnobs):
         headers: Mapping[str, str],
         client_ip: str,
     ) -> SimResponse:
-        """Answer one request the way Coinbase would."""
-        with self._lock:
-            if self._fail_remaining > 0:
-                self._fail_remaining -= 1
-                response = SimResponse(
-                    self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
-                )
-            else:
-                try:
-                    response = self._dispatch(method.upper(), path, headers, client_ip)
-                except _Answer as answer:
-                    response = answer.response
-                if self._truncate_remaining > 0:
-                    self._truncate_remaining -= 1
-                    response = replace(response, body=response.body[: len(response.body) // 2])
-            self._statuses[response.status] += 1
-            return replace(response, delay=self._latency)
-
-    def _dispatch(
-        self, method: str, path: str, headers: Mapping[str, str], client_ip: str
-    ) -> SimResponse:
         now_ms = self._now_ms()
         if path == TIME_PATH:
             if method != "GET":
                 return SimResponse(405, {"Allow": "GET"}, b"")
             self._admit(self._ip_windows, client_ip, self._public_limit, now_ms)
             iso = datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec="milliseconds")
-            return _json(
+            return json_response(
                 200,
                 {
                     "iso": iso.replace("+00:00", "Z"),
@@ -302,7 +251,7 @@ class CoinbaseSimulator(FaultKnobs):
                 },
             )
         if path != PERMISSIONS_PATH:
-            return _json(404, {"error": "NOT_FOUND", "message": "Not Found"})
+            return json_response(404, {"error": "NOT_FOUND", "message": "Not Found"})
         if method != "GET":
             return SimResponse(405, {"Allow": "GET"}, b"")
         try:
@@ -311,7 +260,7 @@ class CoinbaseSimulator(FaultKnobs):
             self._last_rejection = refused.why
             return _UNAUTHORIZED
         self._admit(self._user_windows, key.user, self._private_limit, now_ms)
-        return _json(
+        return json_response(
             200,
             {
                 "can_view": key.can_view,
@@ -325,7 +274,7 @@ class CoinbaseSimulator(FaultKnobs):
     def _authenticate(
         self, method: str, path: str, headers: Mapping[str, str], client_ip: str, now: float
     ) -> _Key:
-        authorization = _header(headers, "Authorization") or ""
+        authorization = header(headers, "Authorization") or ""
         scheme, _, token = authorization.partition(" ")
         if scheme != "Bearer" or not token:
             raise _Refused("no bearer token")
@@ -333,30 +282,30 @@ class CoinbaseSimulator(FaultKnobs):
         if len(parts) != 3:
             raise _Refused("not a JWS compact token")
         try:
-            header = json.loads(_b64url(parts[0]))
+            jwt_header = json.loads(_b64url(parts[0]))
             claims = json.loads(_b64url(parts[1]))
             signature = _b64url(parts[2])
         except (ValueError, binascii.Error):
             raise _Refused("undecodable token") from None
-        if not isinstance(header, dict) or not isinstance(claims, dict):
+        if not isinstance(jwt_header, dict) or not isinstance(claims, dict):
             raise _Refused("header or claims not an object")
-        kid = header.get("kid")
+        kid = jwt_header.get("kid")
         key = self._keys.get(kid) if isinstance(kid, str) else None
         if key is None:
             raise _Refused("unknown key")
         assert isinstance(kid, str)
         self._per_key[kid] += 1
-        if header.get("alg") != key.algorithm:
+        if jwt_header.get("alg") != key.algorithm:
             raise _Refused(f"alg is not {key.algorithm}")
         if not _verify(key, f"{parts[0]}.{parts[1]}".encode("ascii"), signature):
             raise _Refused("bad signature")
-        if not isinstance(header.get("nonce"), str) or not header["nonce"]:
+        if not isinstance(jwt_header.get("nonce"), str) or not jwt_header["nonce"]:
             raise _Refused("no nonce")
         if claims.get("sub") != kid:
             raise _Refused("sub is not the key name")
         if claims.get("iss") != ISSUER:
             raise _Refused("iss is not cdp")
-        expected_uri = f"{method} {_header(headers, 'Host') or ''}{path}"
+        expected_uri = f"{method} {header(headers, 'Host') or ''}{path}"
         if claims.get("uri") != expected_uri:
             raise _Refused("uri does not match the request")
         nbf, exp = claims.get("nbf"), claims.get("exp")
@@ -366,7 +315,7 @@ class CoinbaseSimulator(FaultKnobs):
             raise _Refused("not yet valid")
         if now >= exp:
             raise _Refused("expired")
-        if key.allowed_ips and not _ip_allowed(client_ip, key.allowed_ips):
+        if key.allowed_ips and not ip_allowed(client_ip, key.allowed_ips):
             raise _Refused("IP not allowed")
         return key
 
@@ -377,8 +326,8 @@ class CoinbaseSimulator(FaultKnobs):
             window.second, window.count = second, 0
         window.count += 1
         if window.count > limit:
-            raise _Answer(
-                _json(429, {"error": "RATE_LIMIT_EXCEEDED", "message": "Too many requests"})
+            raise Answer(
+                json_response(429, {"error": "RATE_LIMIT_EXCEEDED", "message": "Too many requests"})
             )
 
 
@@ -428,22 +377,3 @@ def _numeric_date(value: object) -> TypeGuard[int | float]:
 def _check_ips(ips: list[str]) -> None:
     for entry in ips:
         ipaddress.ip_network(entry, strict=False)  # ValueError on garbage
-
-
-def _ip_allowed(client_ip: str, allowed: list[str]) -> bool:
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(entry, strict=False) for entry in allowed)
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
-
-
-def _json(status: int, payload: object) -> SimResponse:
-    return SimResponse(status, dict(_JSON), json.dumps(payload).encode())

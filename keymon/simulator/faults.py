@@ -1,8 +1,9 @@
 """Fault injection shared by the simulators: clock skew, latency, failed and cut-off answers.
 
-A simulator inherits :class:`FaultKnobs` and sets, in its ``__init__``, the attributes the
-class body declares (under its own lock). Its request handling consumes ``_fail_remaining``
-and ``_truncate_remaining`` and reports ``_latency`` as the response's delay.
+Simulators inherit :class:`FaultKnobs` through :class:`~keymon.simulator.common.SimulatorBase`,
+which sets, in its ``__init__``, the attributes the class body declares, and whose request
+handling consumes ``_fail_remaining`` and ``_truncate_remaining`` and reports ``_latency`` as
+the response's delay. (The Binance simulator has knobs of its own.)
 """
 
 from __future__ import annotations

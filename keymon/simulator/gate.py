@@ -17,23 +17,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import json
-import threading
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Final
 
-import httpx
-
-from keymon.simulator.faults import FaultKnobs
-from keymon.simulator.server import (
-    SimResponse,
-    SimulatorAsyncTransport,
-    SimulatorServer,
-    serve_in_thread,
+from keymon.simulator.common import (
+    Answer,
+    SimulatorBase,
+    header,
+    ip_allowed,
+    json_response,
 )
+from keymon.simulator.server import SimResponse
 
 __all__ = ["GateSimulator", "prehash", "sign"]
 
@@ -41,7 +37,6 @@ TIME_PATH: Final = "/api/v4/spot/time"
 DETAIL_PATH: Final = "/api/v4/account/detail"
 MAIN_KEYS_PATH: Final = "/api/v4/account/main_keys"
 TIMESTAMP_WINDOW_S: Final = 60
-_JSON: Final = {"Content-Type": "application/json"}
 #: The default key: spot read-write only, bound to 127.0.0.1 (the guide's key).
 DEFAULT_PERMS: Final = (("spot", False),)
 
@@ -64,32 +59,16 @@ class _Key:
     created_at: int = 0
 
 
-class _Answer(Exception):
-    def __init__(self, response: SimResponse) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-class GateSimulator(FaultKnobs):
+class GateSimulator(SimulatorBase):
     """A thread-safe, in-memory Gate APIv4 fake with an injectable clock (seconds)."""
 
     def __init__(self, *, clock: Callable[[], float] = time.time, user_id: int = 1667201533):
-        self._lock = threading.Lock()
-        self._clock = clock
+        super().__init__(clock=clock)
         self._user_id = user_id
         self._keys: dict[str, _Key] = {}
         self.main_keys_forbidden = False
-        self._latency = 0.0
-        self._fail_remaining = 0
-        self._fail_status = 503
-        self._truncate_remaining = 0
-        self._clock_skew_ms = 0
         self._limit: int | None = None
         self._window: tuple[int, int] = (0, 0)  # (second, signed requests in it)
-
-    def __repr__(self) -> str:
-        with self._lock:
-            return f"GateSimulator(keys={len(self._keys)})"
 
     def add_key(
         self,
@@ -133,48 +112,6 @@ class GateSimulator(FaultKnobs):
         with self._lock:
             self._keys.pop(api_key, None)
 
-    def transport(self, client_ip: str = "127.0.0.1") -> httpx.AsyncBaseTransport:
-        """An in-process httpx async transport; requests come from ``client_ip``."""
-        return SimulatorAsyncTransport(self.handle, client_ip=client_ip)
-
-    def server(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
-        """A real HTTP server (not yet started) serving this simulator."""
-        return SimulatorServer(self.handle, host, port)
-
-    def serve_in_thread(
-        self, host: str = "127.0.0.1", port: int = 0
-    ) -> AbstractContextManager[str]:
-        """Context manager: serve on a background thread, yielding the base URL."""
-        return serve_in_thread(self.handle, host, port)
-
-    def handle(
-        self,
-        method: str,
-        path: str,
-        raw_query: str,
-        body: bytes,
-        headers: Mapping[str, str],
-        client_ip: str,
-    ) -> SimResponse:
-        """Answer one request the way Gate would."""
-        with self._lock:
-            if self._fail_remaining > 0:
-                self._fail_remaining -= 1
-                response = SimResponse(
-                    self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
-                )
-            else:
-                try:
-                    response = self._dispatch(
-                        method.upper(), path, raw_query, body, headers, client_ip
-                    )
-                except _Answer as answer:
-                    response = answer.response
-                if self._truncate_remaining > 0:
-                    self._truncate_remaining -= 1
-                    response = replace(response, body=response.body[: len(response.body) // 2])
-            return replace(response, delay=self._latency)
-
     def _dispatch(
         self,
         method: str,
@@ -187,9 +124,9 @@ class GateSimulator(FaultKnobs):
         now_ms = self._now_ms()
         now = now_ms / 1000
         if path == TIME_PATH and method == "GET":
-            return _json(200, {"server_time": now_ms})
+            return json_response(200, {"server_time": now_ms})
         if path not in (DETAIL_PATH, MAIN_KEYS_PATH):
-            return _json(404, {"label": "NOT_FOUND", "message": "not found"})
+            return json_response(404, {"label": "NOT_FOUND", "message": "not found"})
         if method != "GET":
             return SimResponse(405, {"Allow": "GET"}, b"")
         _, key = self._authenticate(method, path, raw_query, body, headers, client_ip, now)
@@ -199,7 +136,7 @@ class GateSimulator(FaultKnobs):
         if self._limit is not None and count > self._limit:
             raise _error(429, "TOO_MANY_REQUESTS", "Request rate limit exceeded")
         if path == DETAIL_PATH:
-            return _json(
+            return json_response(
                 200,
                 {
                     "user_id": self._user_id,
@@ -212,7 +149,7 @@ class GateSimulator(FaultKnobs):
             )
         if self.main_keys_forbidden:
             raise _error(403, "FORBIDDEN", "Not allowed")
-        return _json(200, [self._entry(k, v) for k, v in self._keys.items()])
+        return json_response(200, [self._entry(k, v) for k, v in self._keys.items()])
 
     def _entry(self, api_key: str, key: _Key) -> dict[str, object]:
         return {
@@ -239,9 +176,9 @@ class GateSimulator(FaultKnobs):
         client_ip: str,
         now: float,
     ) -> tuple[str, _Key]:
-        api_key = _header(headers, "KEY")
-        signature = _header(headers, "SIGN")
-        timestamp = _header(headers, "Timestamp")
+        api_key = header(headers, "KEY")
+        signature = header(headers, "SIGN")
+        timestamp = header(headers, "Timestamp")
         if not api_key or not signature or not timestamp:
             raise _error(401, "MISSING_REQUIRED_HEADER", "Missing required header")
         try:
@@ -257,7 +194,7 @@ class GateSimulator(FaultKnobs):
             sign(key.secret, prehash(method, path, raw_query, body, timestamp)), signature
         ):
             raise _error(401, "INVALID_SIGNATURE", "Signature mismatch")
-        if key.ips and not _ip_allowed(client_ip, key.ips):
+        if key.ips and not ip_allowed(client_ip, key.ips):
             raise _error(403, "IP_FORBIDDEN", f"Request IP {client_ip} not in whitelist")
         return api_key, key
 
@@ -267,24 +204,5 @@ def mask(api_key: str) -> str:
     return api_key[:12] + "*****"
 
 
-def _json(status: int, payload: object) -> SimResponse:
-    return SimResponse(status, dict(_JSON), json.dumps(payload).encode())
-
-
-def _error(status: int, label: str, message: str) -> _Answer:
-    return _Answer(_json(status, {"label": label, "message": message}))
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
-
-
-def _ip_allowed(client_ip: str, allowed: list[str]) -> bool:
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(entry, strict=False) for entry in allowed)
+def _error(status: int, label: str, message: str) -> Answer:
+    return Answer(json_response(status, {"label": label, "message": message}))

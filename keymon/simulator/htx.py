@@ -28,26 +28,22 @@ import base64
 import hashlib
 import hmac
 import ipaddress
-import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 from urllib.parse import parse_qsl, quote
 
-import httpx
-
-from keymon.simulator.faults import FaultKnobs
-from keymon.simulator.server import (
-    SimResponse,
-    SimulatorAsyncTransport,
-    SimulatorServer,
-    serve_in_thread,
+from keymon.simulator.common import (
+    Answer,
+    SimulatorBase,
+    header,
+    ip_allowed,
+    json_response,
 )
+from keymon.simulator.server import SimResponse
 
 __all__ = ["HtxSimulator", "presign", "sign"]
 
@@ -55,7 +51,6 @@ API_KEY_PATH: Final = "/v2/user/api-key"
 HOST: Final = "api.huobi.pro"
 TIMESTAMP_WINDOW_S: Final = 300
 SIGNATURE_ERROR: Final = "api-signature-not-valid"
-_JSON: Final = {"Content-Type": "application/json"}
 DEFAULT_PERMISSION: Final = ("readOnly", "trade")
 
 
@@ -83,13 +78,7 @@ class _Key:
     valid_days: int
 
 
-class _Answer(Exception):
-    def __init__(self, response: SimResponse) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-class HtxSimulator(FaultKnobs):
+class HtxSimulator(SimulatorBase):
     """A thread-safe, in-memory HTX fake with an injectable clock (seconds)."""
 
     def __init__(
@@ -97,22 +86,12 @@ class HtxSimulator(FaultKnobs):
     ) -> None:
         if limit_per_second < 1:
             raise ValueError("the limit must be at least 1")
-        self._lock = threading.Lock()
-        self._clock = clock
+        super().__init__(clock=clock)
         self._limit = limit_per_second
         self._keys: dict[str, _Key] = {}
         self._windows: dict[str, tuple[int, int]] = {}
         self._per_key: Counter[str] = Counter()
         self._count_429 = 0
-        self._latency = 0.0
-        self._fail_remaining = 0
-        self._fail_status = 503
-        self._truncate_remaining = 0
-        self._clock_skew_ms = 0
-
-    def __repr__(self) -> str:
-        with self._lock:
-            return f"HtxSimulator(keys={len(self._keys)})"
 
     # ---------------------------------------------------------------- knobs
 
@@ -182,23 +161,14 @@ class HtxSimulator(FaultKnobs):
 
     # ---------------------------------------------------------------- serving
 
-    def transport(self, client_ip: str = "127.0.0.1") -> httpx.AsyncBaseTransport:
-        """An in-process httpx transport; requests come from ``client_ip``."""
-        return SimulatorAsyncTransport(self.handle, client_ip=client_ip)
-
-    def server(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
-        """A real HTTP server (not yet started) serving this simulator."""
-        return SimulatorServer(self.handle, host, port)
-
-    def serve_in_thread(
-        self, host: str = "127.0.0.1", port: int = 0
-    ) -> AbstractContextManager[str]:
-        """Context manager: serve on a background thread, yielding the base URL."""
-        return serve_in_thread(self.handle, host, port)
-
     # ---------------------------------------------------------------- requests
 
-    def handle(
+    def _note_request(self, raw_query: str, headers: Mapping[str, str]) -> None:
+        api_key = dict(parse_qsl(raw_query, keep_blank_values=True)).get("AccessKeyId")
+        if api_key:
+            self._per_key[api_key] += 1
+
+    def _dispatch(
         self,
         method: str,
         path: str,
@@ -207,52 +177,26 @@ class HtxSimulator(FaultKnobs):
         headers: Mapping[str, str],
         client_ip: str,
     ) -> SimResponse:
-        """Answer one exchange request the way HTX would."""
-        with self._lock:
-            params = dict(parse_qsl(raw_query, keep_blank_values=True))
-            api_key = params.get("AccessKeyId")
-            if api_key:
-                self._per_key[api_key] += 1
-            if self._fail_remaining > 0:
-                self._fail_remaining -= 1
-                response = SimResponse(
-                    self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
-                )
-            else:
-                try:
-                    response = self._dispatch(method.upper(), path, params, headers, client_ip)
-                except _Answer as answer:
-                    response = answer.response
-                if self._truncate_remaining > 0:
-                    self._truncate_remaining -= 1
-                    response = replace(response, body=response.body[: len(response.body) // 2])
-            return replace(response, delay=self._latency)
-
-    def _dispatch(
-        self,
-        method: str,
-        path: str,
-        params: dict[str, str],
-        headers: Mapping[str, str],
-        client_ip: str,
-    ) -> SimResponse:
+        params = dict(parse_qsl(raw_query, keep_blank_values=True))
         if path != API_KEY_PATH:
             return SimResponse(404, {"Content-Type": "text/plain"}, b"404 Not Found")
         if method != "GET":
             return SimResponse(405, {"Allow": "GET"}, b"")
-        host = _header(headers, "host") or HOST
+        host = header(headers, "host") or HOST
         key = self._authenticate(method, host.split(":")[0], path, params, client_ip)
         self._admit(params["AccessKeyId"])
         uid = params.get("uid")
         if uid != key.uid:
-            return _json(200, {"code": 1003, "message": "uid does not match the key", "ok": False})
+            return json_response(
+                200, {"code": 1003, "message": "uid does not match the key", "ok": False}
+            )
         wanted = params.get("accessKey")
         entries = [
             self._entry(name, k)
             for name, k in self._keys.items()
             if k.uid == uid and (wanted is None or name == wanted)
         ]
-        return _json(200, {"code": 200, "data": entries, "ok": True})
+        return json_response(200, {"code": 200, "data": entries, "ok": True})
 
     def _authenticate(
         self, method: str, host: str, path: str, params: dict[str, str], client_ip: str
@@ -278,7 +222,7 @@ class HtxSimulator(FaultKnobs):
         expected = sign(key.secret, presign(method, host, path, params))
         if not hmac.compare_digest(expected, signature):
             raise _refuse("Signature not valid: Verification failure")
-        if key.ips and not _ip_allowed(client_ip, key.ips):
+        if key.ips and not ip_allowed(client_ip, key.ips):
             raise _refuse(f"Signature not valid: Incorrect IP address ({client_ip})")
         return key
 
@@ -289,7 +233,7 @@ class HtxSimulator(FaultKnobs):
         self._windows[api_key] = (second, count)
         if count > self._limit:
             self._count_429 += 1
-            raise _Answer(_json(429, {"status": "error", "err-code": "too-many-requests"}))
+            raise Answer(json_response(429, {"status": "error", "err-code": "too-many-requests"}))
 
     @staticmethod
     def _entry(api_key: str, key: _Key) -> dict[str, object]:
@@ -305,24 +249,7 @@ class HtxSimulator(FaultKnobs):
         }
 
 
-def _refuse(message: str) -> _Answer:
-    return _Answer(_json(200, {"status": "error", "err-code": SIGNATURE_ERROR, "err-msg": message}))
-
-
-def _json(status: int, payload: object) -> SimResponse:
-    return SimResponse(status, dict(_JSON), json.dumps(payload).encode())
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
-
-
-def _ip_allowed(client_ip: str, allowed: list[str]) -> bool:
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(entry, strict=False) for entry in allowed)
+def _refuse(message: str) -> Answer:
+    return Answer(
+        json_response(200, {"status": "error", "err-code": SIGNATURE_ERROR, "err-msg": message})
+    )

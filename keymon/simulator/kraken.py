@@ -43,24 +43,19 @@ import hmac
 import ipaddress
 import json
 import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import parse_qsl
 
-import httpx
-
-from keymon.simulator.faults import FaultKnobs
-from keymon.simulator.server import (
-    SimResponse,
-    SimulatorAsyncTransport,
-    SimulatorServer,
-    serve_in_thread,
+from keymon.simulator.common import (
+    SimulatorBase,
+    header,
+    ip_allowed,
 )
+from keymon.simulator.server import SimResponse
 
 __all__ = ["KrakenSimulator", "sign"]
 
@@ -110,13 +105,13 @@ class _Key:
     counter_at: float = 0.0
 
 
-class _Answer(Exception):
+class _Error(Exception):
     def __init__(self, error: str) -> None:
         super().__init__(error)
         self.error = error
 
 
-class KrakenSimulator(FaultKnobs):
+class KrakenSimulator(SimulatorBase):
     """A thread-safe, in-memory Kraken spot REST fake with an injectable clock (seconds)."""
 
     def __init__(
@@ -127,22 +122,12 @@ class KrakenSimulator(FaultKnobs):
         decay_per_s: float = DEFAULT_DECAY_PER_S,
     ) -> None:
         _check_limits(counter_max, decay_per_s)
-        self._lock = threading.Lock()
-        self._clock = clock
+        super().__init__(clock=clock)
         self._counter_max = counter_max
         self._decay = decay_per_s
         self._keys: dict[str, _Key] = {}
         self._per_key: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
-        self._latency = 0.0
-        self._fail_remaining = 0
-        self._fail_status = 503
-        self._truncate_remaining = 0
-        self._clock_skew_ms = 0
-
-    def __repr__(self) -> str:
-        with self._lock:
-            return f"KrakenSimulator(keys={len(self._keys)})"
 
     # ---------------------------------------------------------------- knobs
 
@@ -242,23 +227,14 @@ class KrakenSimulator(FaultKnobs):
 
     # ---------------------------------------------------------------- serving
 
-    def transport(self, client_ip: str = "127.0.0.1") -> httpx.AsyncBaseTransport:
-        """An in-process httpx async transport; requests come from ``client_ip``."""
-        return SimulatorAsyncTransport(self.handle, client_ip=client_ip)
-
-    def server(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
-        """A real HTTP server (not yet started) serving this simulator."""
-        return SimulatorServer(self.handle, host, port)
-
-    def serve_in_thread(
-        self, host: str = "127.0.0.1", port: int = 0
-    ) -> AbstractContextManager[str]:
-        """Context manager: serve on a background thread, yielding the base URL."""
-        return serve_in_thread(self.handle, host, port)
-
     # ---------------------------------------------------------------- requests
 
-    def handle(
+    def _note_request(self, raw_query: str, headers: Mapping[str, str]) -> None:
+        api_key = header(headers, "API-Key")
+        if api_key:
+            self._per_key[api_key] += 1
+
+    def _dispatch(
         self,
         method: str,
         path: str,
@@ -267,28 +243,13 @@ class KrakenSimulator(FaultKnobs):
         headers: Mapping[str, str],
         client_ip: str,
     ) -> SimResponse:
-        """Answer one exchange request the way Kraken would."""
-        with self._lock:
-            api_key = _header(headers, "API-Key")
-            if api_key:
-                self._per_key[api_key] += 1
-            if self._fail_remaining > 0:
-                self._fail_remaining -= 1
-                response = SimResponse(
-                    self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
-                )
-            else:
-                try:
-                    response = self._dispatch(method.upper(), path, body, headers, client_ip)
-                except _Answer as answer:
-                    self._errors[answer.error] += 1
-                    response = _envelope([answer.error])
-                if self._truncate_remaining > 0:
-                    self._truncate_remaining -= 1
-                    response = replace(response, body=response.body[: len(response.body) // 2])
-            return replace(response, delay=self._latency)
+        try:
+            return self._route(method, path, body, headers, client_ip)
+        except _Error as answer:
+            self._errors[answer.error] += 1
+            return _envelope([answer.error])
 
-    def _dispatch(
+    def _route(
         self,
         method: str,
         path: str,
@@ -314,21 +275,21 @@ class KrakenSimulator(FaultKnobs):
         client_ip: str,
         now: float,
     ) -> tuple[str, _Key]:
-        api_key = _header(headers, "API-Key") or ""
+        api_key = header(headers, "API-Key") or ""
         key = self._keys.get(api_key)
         if key is None or (key.valid_until and now >= key.valid_until):
-            raise _Answer(INVALID_KEY)
+            raise _Error(INVALID_KEY)
         postdata = body.decode("utf-8", "surrogateescape")
-        nonce_text = _nonce_field(postdata, _header(headers, "Content-Type") or "")
+        nonce_text = _nonce_field(postdata, header(headers, "Content-Type") or "")
         if nonce_text is None or not _NONCE.fullmatch(nonce_text):
-            raise _Answer(INVALID_NONCE)
+            raise _Error(INVALID_NONCE)
         expected = sign(key.secret, path, nonce_text, postdata)
-        given = _header(headers, "API-Sign") or ""
+        given = header(headers, "API-Sign") or ""
         if not hmac.compare_digest(_b64(given), base64.b64decode(expected)):
-            raise _Answer(INVALID_SIGNATURE)
+            raise _Error(INVALID_SIGNATURE)
         self._take_nonce(key, int(nonce_text))
-        if key.ips and not _ip_allowed(client_ip, key.ips):
-            raise _Answer(PERMISSION_DENIED)
+        if key.ips and not ip_allowed(client_ip, key.ips):
+            raise _Error(PERMISSION_DENIED)
         return api_key, key
 
     @staticmethod
@@ -340,14 +301,14 @@ class KrakenSimulator(FaultKnobs):
         if key.last_nonce - nonce < key.nonce_window and nonce not in key.window_used:
             key.window_used.add(nonce)
             return
-        raise _Answer(INVALID_NONCE)
+        raise _Error(INVALID_NONCE)
 
     def _count_call(self, key: _Key, now: float) -> None:
         elapsed = max(0.0, now - key.counter_at)
         key.counter = max(0.0, key.counter - elapsed * self._decay)
         key.counter_at = now
         if key.counter + 1 > self._counter_max:
-            raise _Answer(RATE_LIMIT)
+            raise _Error(RATE_LIMIT)
         key.counter += 1
 
     @staticmethod
@@ -409,18 +370,3 @@ def _envelope(error: list[str], result: object | None = None) -> SimResponse:
     if result is not None:
         body["result"] = result
     return SimResponse(200, dict(_JSON), json.dumps(body).encode())
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
-
-
-def _ip_allowed(client_ip: str, allowed: list[str]) -> bool:
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(entry, strict=False) for entry in allowed)

@@ -17,26 +17,29 @@ from __future__ import annotations
 import enum
 import ipaddress
 import json
-import threading
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 from urllib.parse import unquote
 
-import httpx
-
-from keymon.simulator.faults import FaultKnobs
+from keymon.simulator.common import Answer, SimulatorBase, header, ip_allowed, json_response
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
-    SimulatorAsyncTransport,
-    SimulatorServer,
-    serve_in_thread,
 )
 
-_JSON: Final = {"Content-Type": "application/json"}
+__all__ = [
+    "STATES",
+    "Answer",
+    "LivenessSimulator",
+    "Refusal",
+    "Request",
+    "SimKey",
+    "ip_allowed",
+    "json_response",
+]
+
 STATES: Final = frozenset({"active", "frozen", "expired", "disabled"})
 
 
@@ -66,10 +69,7 @@ class Request:
     client_ip: str
 
     def header(self, name: str) -> str | None:
-        for key, value in self.headers.items():
-            if key.lower() == name.lower():
-                return value
-        return None
+        return header(self.headers, name)
 
 
 @dataclass
@@ -82,15 +82,7 @@ class SimKey:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-class Answer(Exception):
-    """Raised with the response that ends a request early (a refusal)."""
-
-    def __init__(self, response: SimResponse) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-class LivenessSimulator(FaultKnobs):
+class LivenessSimulator(SimulatorBase):
     """A thread-safe, in-memory fake of one liveness-only exchange (clock in seconds).
 
     Subclasses set :attr:`probe` (the signed read call keymon makes), :attr:`time_path`
@@ -104,23 +96,14 @@ class LivenessSimulator(FaultKnobs):
     time_path: ClassVar[str | None] = None
     #: Signed requests one key may make per rate window, and the window in seconds.
     rate_limit: ClassVar[tuple[int, float]] = (20, 1.0)
+    has_admin = True
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
-        self._lock = threading.Lock()
-        self._clock = clock
-        self._clock_skew_ms = 0
-        self._latency = 0.0
-        self._fail_remaining = 0
-        self._fail_status = 503
-        self._truncate_remaining = 0
+        super().__init__(clock=clock)
         self._keys: dict[str, SimKey] = {}
         self._limit, self._window_s = self.rate_limit
         self._windows: dict[str, tuple[int, int]] = {}
         self.requests = 0
-
-    def __repr__(self) -> str:
-        with self._lock:
-            return f"{type(self).__name__}(keys={len(self._keys)})"
 
     # ------------------------------------------------------------------ keys
 
@@ -163,21 +146,10 @@ class LivenessSimulator(FaultKnobs):
 
     # ------------------------------------------------------------------ serving
 
-    def transport(self, client_ip: str = "127.0.0.1") -> httpx.AsyncBaseTransport:
-        """An in-process httpx async transport; requests come from ``client_ip``."""
-        return SimulatorAsyncTransport(self.handle, client_ip=client_ip)
+    def _note_request(self, raw_query: str, headers: Mapping[str, str]) -> None:
+        self.requests += 1
 
-    def server(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
-        """A real HTTP server (not yet started) serving this simulator and its admin API."""
-        return SimulatorServer(self.handle, host, port, admin_handler=self.handle_admin)
-
-    def serve_in_thread(
-        self, host: str = "127.0.0.1", port: int = 0
-    ) -> AbstractContextManager[str]:
-        """Context manager: serve on a background thread, yielding the base URL."""
-        return serve_in_thread(self.handle, host, port, admin_handler=self.handle_admin)
-
-    def handle(
+    def _dispatch(
         self,
         method: str,
         path: str,
@@ -186,26 +158,9 @@ class LivenessSimulator(FaultKnobs):
         headers: Mapping[str, str],
         client_ip: str,
     ) -> SimResponse:
-        """Answer one request the way the exchange would."""
-        request = Request(method.upper(), path, raw_query, body, headers, client_ip)
-        with self._lock:
-            self.requests += 1
-            if self._fail_remaining > 0:
-                self._fail_remaining -= 1
-                response = SimResponse(
-                    self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
-                )
-            else:
-                try:
-                    response = self._dispatch(request)
-                except Answer as answer:
-                    response = answer.response
-                if self._truncate_remaining > 0:
-                    self._truncate_remaining -= 1
-                    response = replace(response, body=response.body[: len(response.body) // 2])
-            return replace(response, delay=self._latency)
+        return self._serve(Request(method, path, raw_query, body, headers, client_ip))
 
-    def _dispatch(self, request: Request) -> SimResponse:
+    def _serve(self, request: Request) -> SimResponse:
         now_ms = self._now_ms()
         if self.time_path is not None and request.path == self.time_path:
             if request.method != "GET":
@@ -331,19 +286,3 @@ def _checked_ips(ips: list[str] | None) -> list[str]:
         except ValueError:
             raise ValueError(f"invalid ips entry {entry!r}") from None
     return list(ips)
-
-
-def ip_allowed(client_ip: str, allowed: list[str]) -> bool:
-    """Whether ``client_ip`` is one of ``allowed`` (addresses or CIDRs)."""
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(entry, strict=False) for entry in allowed)
-
-
-def json_response(
-    status: int, payload: object, headers: Mapping[str, str] | None = None
-) -> SimResponse:
-    """A JSON answer."""
-    return SimResponse(status, {**_JSON, **(headers or {})}, json.dumps(payload).encode())

@@ -31,27 +31,26 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import math
 import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 from urllib.parse import unquote
 
-import httpx
-
-from keymon.simulator.faults import FaultKnobs
+from keymon.simulator.common import (
+    Answer,
+    SimulatorBase,
+    header,
+    ip_allowed,
+    json_object,
+    json_response,
+)
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
-    SimulatorAsyncTransport,
-    SimulatorServer,
-    serve_in_thread,
 )
 
 __all__ = ["OkxSimulator", "prehash", "sign"]
@@ -104,38 +103,25 @@ class _Window:
     count: int = 0
 
 
-class _Answer(Exception):
-    def __init__(self, response: SimResponse) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-class OkxSimulator(FaultKnobs):
+class OkxSimulator(SimulatorBase):
     """A thread-safe, in-memory OKX v5 fake with an injectable clock (seconds)."""
+
+    has_admin = True
+    admin_in_transport = True
 
     def __init__(
         self, *, clock: Callable[[], float] = time.time, limit_per_2s: int = _RATE_LIMIT
     ) -> None:
         if limit_per_2s < 1:
             raise ValueError("the limit must be at least 1")
-        self._lock = threading.Lock()
-        self._clock = clock
+        super().__init__(clock=clock)
         self._limit = limit_per_2s
         self._keys: dict[str, _Key] = {}
         self._windows: dict[str, _Window] = {}
         self._per_key: Counter[str] = Counter()
         self._count_50011 = 0
-        self._latency = 0.0
-        self._fail_remaining = 0
-        self._fail_status = 503
         self._busy_remaining = 0
-        self._truncate_remaining = 0
-        self._clock_skew_ms = 0
         self._next_uid = 44705892343619584
-
-    def __repr__(self) -> str:
-        with self._lock:
-            return f"OkxSimulator(keys={len(self._keys)})"
 
     # ---------------------------------------------------------------- knobs
 
@@ -212,57 +198,19 @@ class OkxSimulator(FaultKnobs):
 
     # ---------------------------------------------------------------- serving
 
-    def transport(self, client_ip: str = "127.0.0.1") -> httpx.AsyncBaseTransport:
-        """An in-process httpx async transport; requests come from ``client_ip``."""
-        return SimulatorAsyncTransport(
-            self.handle, client_ip=client_ip, admin_handler=self.handle_admin
-        )
-
-    def server(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
-        """A real HTTP server (not yet started) serving this simulator and its admin API."""
-        return SimulatorServer(self.handle, host, port, admin_handler=self.handle_admin)
-
-    def serve_in_thread(
-        self, host: str = "127.0.0.1", port: int = 0
-    ) -> AbstractContextManager[str]:
-        """Context manager: serve on a background thread, yielding the base URL."""
-        return serve_in_thread(self.handle, host, port, admin_handler=self.handle_admin)
-
     # ---------------------------------------------------------------- exchange requests
 
-    def handle(
-        self,
-        method: str,
-        path: str,
-        raw_query: str,
-        body: bytes,
-        headers: Mapping[str, str],
-        client_ip: str,
-    ) -> SimResponse:
-        """Answer one exchange request the way OKX would."""
-        with self._lock:
-            api_key = _header(headers, "OK-ACCESS-KEY")
-            if api_key:
-                self._per_key[api_key] += 1
-            if self._fail_remaining > 0:
-                self._fail_remaining -= 1
-                response = SimResponse(
-                    self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
-                )
-            elif self._busy_remaining > 0:
-                self._busy_remaining -= 1
-                response = _envelope("50013", "Systems are busy. Please try again later.", 429)
-            else:
-                try:
-                    response = self._dispatch(
-                        method.upper(), path, raw_query, body, headers, client_ip
-                    )
-                except _Answer as answer:
-                    response = answer.response
-                if self._truncate_remaining > 0:
-                    self._truncate_remaining -= 1
-                    response = replace(response, body=response.body[: len(response.body) // 2])
-            return replace(response, delay=self._latency)
+    def _note_request(self, raw_query: str, headers: Mapping[str, str]) -> None:
+        api_key = header(headers, "OK-ACCESS-KEY")
+        if api_key:
+            self._per_key[api_key] += 1
+
+    def _injected_failure(self) -> SimResponse | None:
+        response = super()._injected_failure()
+        if response is None and self._busy_remaining > 0:
+            self._busy_remaining -= 1
+            response = _envelope("50013", "Systems are busy. Please try again later.", 429)
+        return response
 
     def _dispatch(
         self,
@@ -295,30 +243,30 @@ class OkxSimulator(FaultKnobs):
         now: int,
     ) -> _Key:
         for name, code, msg in _HEADER_CODES:
-            if not _header(headers, name):
-                raise _Answer(_envelope(code, msg, 401))
-        api_key = _header(headers, "OK-ACCESS-KEY") or ""
-        timestamp = _header(headers, "OK-ACCESS-TIMESTAMP") or ""
-        signature = _header(headers, "OK-ACCESS-SIGN") or ""
-        passphrase = _header(headers, "OK-ACCESS-PASSPHRASE") or ""
+            if not header(headers, name):
+                raise Answer(_envelope(code, msg, 401))
+        api_key = header(headers, "OK-ACCESS-KEY") or ""
+        timestamp = header(headers, "OK-ACCESS-TIMESTAMP") or ""
+        signature = header(headers, "OK-ACCESS-SIGN") or ""
+        passphrase = header(headers, "OK-ACCESS-PASSPHRASE") or ""
         if not _TIMESTAMP.fullmatch(timestamp):
-            raise _Answer(_envelope("50112", "Invalid OK-ACCESS-TIMESTAMP", 401))
+            raise Answer(_envelope("50112", "Invalid OK-ACCESS-TIMESTAMP", 401))
         try:
             stamp = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
         except ValueError:
-            raise _Answer(_envelope("50112", "Invalid OK-ACCESS-TIMESTAMP", 401)) from None
+            raise Answer(_envelope("50112", "Invalid OK-ACCESS-TIMESTAMP", 401)) from None
         if abs(stamp.timestamp() * 1000 - now) > _WINDOW_MS:
-            raise _Answer(_envelope("50102", "Timestamp request expired", 401))
+            raise Answer(_envelope("50102", "Timestamp request expired", 401))
         key = self._keys.get(api_key)
         if key is None:
-            raise _Answer(_envelope("50111", "Invalid OK-ACCESS-KEY", 401))
+            raise Answer(_envelope("50111", "Invalid OK-ACCESS-KEY", 401))
         if not hmac.compare_digest(passphrase.encode(), key.passphrase.encode()):
-            raise _Answer(_envelope("50105", "Invalid OK-ACCESS-PASSPHRASE", 401))
+            raise Answer(_envelope("50105", "Invalid OK-ACCESS-PASSPHRASE", 401))
         text = prehash(timestamp, method, request_path, body.decode("utf-8", "surrogateescape"))
         if not hmac.compare_digest(sign(key.secret, text).encode(), signature.encode()):
-            raise _Answer(_envelope("50113", "Invalid Sign", 401))
-        if key.ips and not _ip_bound(client_ip, key.ips):
-            raise _Answer(
+            raise Answer(_envelope("50113", "Invalid Sign", 401))
+        if key.ips and not ip_allowed(client_ip, key.ips):
+            raise Answer(
                 _envelope(
                     "50110",
                     f"Your IP {client_ip} is not included in your API key's IP whitelist.",
@@ -326,7 +274,7 @@ class OkxSimulator(FaultKnobs):
                 )
             )
         if "read_only" not in key.perm:
-            raise _Answer(_envelope("50120", "API key doesn't have permission", 401))
+            raise Answer(_envelope("50120", "API key doesn't have permission", 401))
         return key
 
     def _admit(self, uid: str, now: int) -> None:
@@ -336,7 +284,7 @@ class OkxSimulator(FaultKnobs):
         window.count += 1
         if window.count > self._limit:
             self._count_50011 += 1
-            raise _Answer(_envelope("50011", "Rate limit reached. Please try again later.", 429))
+            raise Answer(_envelope("50011", "Rate limit reached. Please try again later.", 429))
 
     @staticmethod
     def _config(key: _Key) -> dict[str, object]:
@@ -384,62 +332,43 @@ class OkxSimulator(FaultKnobs):
         method = method.upper()
         parts = [unquote(p) for p in path[len(ADMIN_PREFIX) :].split("/")]
         try:
-            data = _json_object(body)
+            data = json_object(body)
             with self._lock:
                 if parts == ["keys"] and method == "GET":
-                    return _admin(200, [self._view(k, v) for k, v in self._keys.items()])
+                    return json_response(200, [self._view(k, v) for k, v in self._keys.items()])
                 if parts == ["keys"] and method == "POST":
                     api_key, secret = data.pop("api_key"), data.pop("secret")
                     passphrase = data.pop("passphrase")
                     if api_key in self._keys:
-                        return _admin(409, {"error": "key exists"})
+                        return json_response(409, {"error": "key exists"})
                     key = self._new_key(
                         secret, passphrase, data.pop("perm", None), data.pop("ips", None)
                     )
                     if data:
-                        return _admin(400, {"error": f"unknown fields: {sorted(data)}"})
+                        return json_response(400, {"error": f"unknown fields: {sorted(data)}"})
                     self._keys[api_key] = key
-                    return _admin(201, self._view(api_key, key))
+                    return json_response(201, self._view(api_key, key))
                 if len(parts) == 2 and parts[0] == "keys":
                     found = self._keys.get(parts[1])
                     if found is None:
-                        return _admin(404, {"error": "unknown api_key"})
+                        return json_response(404, {"error": "unknown api_key"})
                     if method == "DELETE":
                         del self._keys[parts[1]]
-                        return _admin(200, {"deleted": parts[1]})
+                        return json_response(200, {"deleted": parts[1]})
                     if method == "PATCH":
                         self._update_locked(found, data.pop("perm", None), data.pop("ips", None))
-                    return _admin(200, self._view(parts[1], found))
+                    return json_response(200, self._view(parts[1], found))
                 if parts == ["faults"]:
                     if method == "POST":
                         self._set_faults(data)
-                    return _admin(200, self._faults())
+                    return json_response(200, self._faults())
                 if parts == ["stats"] and method == "GET":
-                    return _admin(
+                    return json_response(
                         200, {"count_50011": self._count_50011, "requests": dict(self._per_key)}
                     )
         except (ValueError, KeyError, TypeError) as exc:
-            return _admin(400, {"error": str(exc)})
-        return _admin(404, {"error": "not found"})
-
-    def _set_faults(self, data: dict[str, object]) -> None:
-        names = ("fail_next", "fail_status", "busy_next", "truncate_next", "clock_skew_ms")
-        unknown = set(data) - {"latency", *names}
-        if unknown:
-            raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
-        latency = data.get("latency", self._latency)
-        current = self._faults()
-        ints = {name: data.get(name, current[name]) for name in names}
-        if not isinstance(latency, int | float) or not math.isfinite(latency) or latency < 0:
-            raise ValueError("invalid latency")
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints.values()):
-            raise ValueError("invalid fault settings")
-        self._latency = float(latency)
-        self._fail_remaining = int(str(ints["fail_next"]))
-        self._fail_status = int(str(ints["fail_status"]))
-        self._busy_remaining = int(str(ints["busy_next"]))
-        self._truncate_remaining = int(str(ints["truncate_next"]))
-        self._clock_skew_ms = int(str(ints["clock_skew_ms"]))
+            return json_response(400, {"error": str(exc)})
+        return json_response(404, {"error": "not found"})
 
     def _faults(self) -> dict[str, object]:
         return {
@@ -450,6 +379,10 @@ class OkxSimulator(FaultKnobs):
             "truncate_next": self._truncate_remaining,
             "clock_skew_ms": self._clock_skew_ms,
         }
+
+    def _apply_faults(self, ints: dict[str, int]) -> None:
+        super()._apply_faults(ints)
+        self._busy_remaining = ints["busy_next"]
 
     @staticmethod
     def _view(api_key: str, key: _Key) -> dict[str, object]:
@@ -469,30 +402,3 @@ def _check_key(perm: list[str], ips: list[str]) -> None:
 def _envelope(code: str, msg: str, status: int, data: list[object] | None = None) -> SimResponse:
     body = {"code": code, "msg": msg, "data": data if data is not None else []}
     return SimResponse(status, dict(_JSON), json.dumps(body).encode())
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
-
-
-def _ip_bound(client_ip: str, bound: list[str]) -> bool:
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(entry, strict=False) for entry in bound)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    """The admin request body; its fields are checked by the key and fault setters."""
-    data = json.loads(body) if body else {}
-    if not isinstance(data, dict):
-        raise TypeError("expected a JSON object")
-    return data
-
-
-def _admin(status: int, payload: object) -> SimResponse:
-    return SimResponse(status, dict(_JSON), json.dumps(payload).encode())
