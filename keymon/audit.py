@@ -110,9 +110,8 @@ class Auditor:
             adapter = self.adapter(key.exchange)
             try:
                 # An audit of several requests is granted its whole weight at once.
-                weight = getattr(adapter, "audit_weight", 1)
-                if weight > 1:
-                    async with self._gate.audit_scope(key.exchange, weight):
+                if adapter.audit_weight > 1:
+                    async with self._gate.audit_scope(key.exchange, adapter.audit_weight):
                         facts = await adapter.audit(key)
                 else:
                     facts = await adapter.audit(key)
