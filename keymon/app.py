@@ -51,7 +51,7 @@ from keymon.exchanges.base import Clock
 from keymon.metrics import AuditCollector, SelfMetrics, render
 from keymon.model import AuditResult
 from keymon.notify import Notifier, Sender, apprise_send
-from keymon.state import StateDB
+from keymon.state import DataDirLock, StateDB, StateReset, open_state
 from keymon.store import Store
 
 log = structlog.get_logger(__name__)
@@ -159,16 +159,31 @@ class App:
         self.metrics = SelfMetrics(self._self_registry, EXCHANGES)
         coverage = {name: cls.coverage for name, cls in EXCHANGES.items()}
         self.store = Store(self.settings, coverage)
-        self.db = StateDB(self.settings.data_dir)
-        for name, stored in self.db.load_keys().items():
-            self.store.restore(name, stored, self.now())
-        self.notifier = Notifier(
-            self.settings.notify,
-            self.db,
-            clock=clock,
-            on_outcome=lambda outcome: self.metrics.notifications.labels(outcome).inc(),
-            send=send,
-        )
+        # One daemon per data_dir: a second one stops here (DataDirBusy), before it binds,
+        # audits or delivers anything.
+        self._dir_lock = DataDirLock(self.settings.data_dir)
+        previous = self._dir_lock.acquire(self.now())
+        try:
+            self.db, reset = open_state(
+                self.settings.data_dir,
+                had_state=bool(previous.get("state_created")),
+                now=self.now(),
+            )
+            self._dir_lock.mark_state_created()
+            for name, stored in self.db.load_keys().items():
+                self.store.restore(name, stored, self.now())
+            self.notifier = Notifier(
+                self.settings.notify,
+                self.db,
+                clock=clock,
+                on_outcome=lambda outcome: self.metrics.notifications.labels(outcome).inc(),
+                send=send,
+            )
+            if reset is not None:
+                self._announce_reset(reset)
+        except BaseException:
+            self._dir_lock.release()
+            raise
         self._deliver_task: asyncio.Task[None] | None = None
         self.collector = AuditCollector(self.store, self.settings.trusted_ips)
         self.registry.register(self._self_registry)
@@ -189,6 +204,34 @@ class App:
         _warn_if_budget_short(self.settings)
 
     # ------------------------------------------------------------------ lifecycle
+
+    def _announce_reset(self, reset: StateReset) -> None:
+        """Say loudly that the state was lost: a log event, a counter, the ops channel."""
+        self.metrics.state_reset.inc()
+        moved = str(reset.moved_to) if reset.moved_to else None
+        log.error(
+            "state_reset",
+            path=str(reset.path),
+            moved_to=moved,
+            cause=reset.cause,
+            detail="a fresh state file was started: alerts already sent may be sent again, "
+            "and the change journal starts empty",
+        )
+        lines = [
+            f"keymon's state file {reset.path} could not be used and a fresh one was started.",
+            f"Cause: {reset.cause}",
+        ]
+        if moved:
+            lines.append(f"The old file was kept as {moved} (the journal before now is there).")
+        lines += [
+            "Consequences: alerts that were already sent may be sent again as new, reminders "
+            "restart, and `keymon history` starts empty.",
+            "What to do: check the disk and the volume behind data_dir; nothing else is needed, "
+            "keymon is auditing every key again.",
+        ]
+        self.notifier.announce(
+            "[WARNING] keymon: state file reset, alerts may repeat", "\n".join(lines)
+        )
 
     def _new_auditor(self, settings: Settings) -> Auditor:
         return Auditor(
@@ -241,6 +284,7 @@ class App:
         if self._runner is not None:
             await self._runner.cleanup()
         self.db.close()
+        self._dir_lock.release()
         log.info("keymon_stopped")
 
     # ------------------------------------------------------------------ audits

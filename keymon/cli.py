@@ -7,7 +7,8 @@ Exit statuses (documented in the README):
   is wrong).
 * ``validate-config``: 0 valid, 2 invalid (every problem listed on stderr).
 * ``run``: 0 after a clean stop (SIGTERM, SIGINT), 2 for an invalid configuration or command
-  line, 1 when it cannot start (the listen address is taken, the data_dir unusable).
+  line, 1 when it cannot start (the listen address is taken, the data_dir unusable or held by
+  another running ``keymon run``).
 * ``demo``: as ``run``; 0 after Ctrl-C.
 * ``history``: 0 (also when nothing was recorded yet), 2 for an invalid configuration, command
   line or ``--since``, 1 when the state database cannot be read.

@@ -340,6 +340,11 @@ class SelfMetrics:
         )
         for outcome in NOTIFY_OUTCOMES:
             self.notifications.labels(outcome)
+        self.state_reset = Counter(
+            "keymon_state_reset",
+            "The state file was unreadable (or had vanished) and a fresh one was started.",
+            registry=registry,
+        )
         self.reload_success = Gauge(
             "keymon_config_last_reload_success",
             "1 if the last configuration (re)load worked.",

@@ -304,6 +304,32 @@ class Notifier:
         )
         return Message("resolved", finding, _clean(title), _clean(body))
 
+    def announce(self, title: str, body: str, *, severity: str = "warning") -> None:
+        """Queue one message about keymon itself (not a key) to every channel."""
+        if not self._channels:
+            return
+        now = self.now()
+        with self._db.transaction() as db:
+            StateDB.enqueue(
+                db,
+                list(self._channels),
+                "notice",
+                "",
+                "keymon",
+                severity,
+                _clean(title),
+                _clean(body),
+                now,
+            )
+        log.info(
+            "notification_queued",
+            key="",
+            rule="keymon",
+            kind="notice",
+            channels=len(self._channels),
+        )
+        self._wake.set()
+
     # ------------------------------------------------------------------ delivery
 
     def wake(self) -> None:

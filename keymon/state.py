@@ -10,12 +10,32 @@ OS crash or power cut may lose the last transactions, never consistency.)
 The schema is versioned (``PRAGMA user_version``) and migrated forward on start; a database
 written by a newer keymon is refused rather than guessed at.
 
+**One daemon per data_dir.** ``keymon run`` holds an exclusive OS lock (``flock``) on
+``data_dir/keymon.lock`` for as long as it runs (:class:`DataDirLock`); the kernel releases it
+when the process ends, ``kill -9`` included. A second daemon on the same directory exits at once
+naming the holder's PID, instead of delivering every message and writing every journal row a
+second time. ``check`` and ``history`` only read, and take no lock.
+
+**Damage is never silent.** At start the daemon checks the file (:func:`open_state`): SQLite's
+own ``quick_check``, the schema, and every row it will rely on. A file that is not a readable
+keymon database is moved aside to ``keymon.sqlite3.corrupt-<UTC timestamp>`` (its ``-wal`` and
+``-shm`` with it) and a fresh one is started; a state file that vanished after an earlier run
+(the lock file remembers that there was one) counts as lost too. Either way the caller gets a
+:class:`StateReset` to announce. Problems of the environment (permissions, a read-only or full
+disk, I/O errors) are never mistaken for damage: they are a :class:`StateError` naming the path
+and the cause, and nothing is moved.
+
 Channel URLs are secrets: the outbox stores a channel's SHA-256 fingerprint, never its URL.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import json
+import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -86,8 +106,46 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+LOCK_NAME = "keymon.lock"
+
+#: SQLite result codes (the low byte of an extended code) that describe the environment, not the
+#: file: permissions, a read-only or full disk, I/O errors, another process holding it. A file
+#: failing with one of these is never moved aside as damaged.
+_ENVIRONMENT_CODES = frozenset(
+    {
+        3,  # SQLITE_PERM
+        5,  # SQLITE_BUSY
+        6,  # SQLITE_LOCKED
+        7,  # SQLITE_NOMEM
+        8,  # SQLITE_READONLY
+        10,  # SQLITE_IOERR
+        13,  # SQLITE_FULL
+        14,  # SQLITE_CANTOPEN
+        23,  # SQLITE_AUTH
+    }
+)
+
+
 class StateError(Exception):
-    """The state database cannot be used (newer schema, unreadable file)."""
+    """The state database cannot be used (newer schema, permissions, a full disk, ...)."""
+
+
+class StateDamaged(StateError):
+    """The file is not a readable keymon state database (corrupt, foreign, bad rows)."""
+
+
+class DataDirBusy(StateError):
+    """Another running keymon holds the data_dir's lock."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateReset:
+    """The state was lost and a fresh one started: what the daemon must announce."""
+
+    path: Path
+    #: Where the unreadable file went; None when there was no file to move (it had vanished).
+    moved_to: Path | None
+    cause: str
 
 
 def iso(moment: datetime) -> str:
@@ -161,13 +219,17 @@ class StateDB:
         else:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                _check_access(self.path)
                 # Autocommit mode: transactions are begun and committed explicitly below.
                 self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            except (OSError, sqlite3.Error) as exc:
+            except OSError as exc:
+                raise StateError(f"{self.path}: cannot open: {_os_cause(exc)}") from None
+            except sqlite3.Error as exc:
                 raise StateError(f"{self.path}: cannot open: {exc}") from None
         self._db.row_factory = sqlite3.Row
         try:
             if not read_only:
+                self._check_version()  # before the first write: refuse a file that is not ours
                 self._db.execute("PRAGMA journal_mode=WAL")
                 # WAL with synchronous=NORMAL: a committed transaction survives the process
                 # being killed at any instant (kill -9, OOM); only an OS crash or power cut may
@@ -178,11 +240,61 @@ class StateDB:
             else:
                 self._check_version()
         except sqlite3.DatabaseError as exc:
-            raise StateError(f"{self.path}: not a keymon state database: {exc}") from None
+            self._db.close()
+            raise _classify(self.path, exc) from None
+        except StateError:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def verify(self) -> None:
+        """Check that the whole file can be relied on; :class:`StateDamaged` says why not.
+
+        SQLite's ``quick_check``, every table and column the schema's migrations create, and
+        every row the daemon reads back (facts, alerts, the outbox, the journal's timestamps).
+        """
+        try:
+            with self._lock:
+                problems = [row[0] for row in self._db.execute("PRAGMA quick_check(5)")]
+                if problems != ["ok"]:
+                    raise StateDamaged(f"{self.path}: damaged: {'; '.join(problems)}")
+                for table, columns in _expected_schema().items():
+                    found = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                    if not found:
+                        raise StateDamaged(f"{self.path}: damaged: table {table} is missing")
+                    if missing := sorted(columns - found):
+                        raise StateDamaged(
+                            f"{self.path}: damaged: table {table} lacks {', '.join(missing)}"
+                        )
+                bad = self._db.execute(
+                    "SELECT id FROM journal WHERE typeof(seen_at) != 'text' "
+                    "OR seen_at NOT GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*' LIMIT 1"
+                ).fetchone()
+                if bad is not None:
+                    raise StateDamaged(f"{self.path}: damaged: journal row {bad[0]} is unreadable")
+        except sqlite3.DatabaseError as exc:
+            raise _classify(self.path, exc) from None
+        for table, read in (("key_facts", self.load_keys), ("alerts", self.alerts)):
+            try:
+                read()
+            except sqlite3.DatabaseError as exc:
+                raise _classify(self.path, exc) from None
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise StateDamaged(
+                    f"{self.path}: damaged: a row of table {table} is unreadable "
+                    f"({type(exc).__name__})"
+                ) from None
+        try:
+            self.pending()
+        except sqlite3.DatabaseError as exc:
+            raise _classify(self.path, exc) from None
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StateDamaged(
+                f"{self.path}: damaged: a row of table outbox is unreadable ({type(exc).__name__})"
+            ) from None
 
     def _check_version(self) -> int:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -191,6 +303,17 @@ class StateDB:
                 f"{self.path}: written by a newer keymon (schema {version}, this one knows "
                 f"{SCHEMA_VERSION}); refusing to touch it"
             )
+        if version == 0:
+            # Another program's database (a wrong path, a mixed-up volume): never write into it.
+            foreign = self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' LIMIT 1"
+            ).fetchone()
+            if foreign is not None:
+                raise StateDamaged(
+                    f"{self.path}: not a keymon state database: it holds table "
+                    f"{foreign[0]} but no keymon schema version"
+                )
         return version
 
     def _migrate(self) -> None:
@@ -407,6 +530,198 @@ class StateDB:
             query = f"DELETE FROM outbox WHERE channel NOT IN ({marks})"  # noqa: S608 - only ?s
             cursor = db.execute(query, list(keep))
             return cursor.rowcount
+
+
+def _classify(path: Path, exc: sqlite3.DatabaseError) -> StateError:
+    """An SQLite error as a :class:`StateError`: the environment's fault, or the file's."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _ENVIRONMENT_CODES:
+        return StateError(f"{path}: cannot use: {exc}")
+    return StateDamaged(f"{path}: not a readable keymon state database: {exc}")
+
+
+def _os_cause(exc: OSError) -> str:
+    return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+
+
+def _check_access(path: Path) -> None:
+    """Refuse, naming the cause, a state file or directory this process may not read and write.
+
+    SQLite would open a read-only file and fail later with a less telling message.
+    """
+    directory = path.parent
+    for target in (directory, path):
+        if not target.exists():
+            continue
+        if not os.access(target, os.R_OK | os.W_OK | (os.X_OK if target.is_dir() else 0)):
+            info = target.stat()
+            raise StateError(
+                f"{target}: permission denied: keymon runs as uid {os.geteuid()}, the "
+                f"{'directory' if target.is_dir() else 'file'} belongs to uid {info.st_uid} "
+                f"with mode {info.st_mode & 0o777:04o}; it needs to read and write it"
+            )
+
+
+@functools.cache
+def _expected_schema() -> dict[str, frozenset[str]]:
+    """Every table and its columns, as the migrations create them (built once, in memory)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        for migration in MIGRATIONS:
+            db.executescript(migration)
+        tables = [
+            row[0]
+            for row in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        return {
+            table: frozenset(row[1] for row in db.execute(f"PRAGMA table_info({table})"))
+            for table in tables
+        }
+    finally:
+        db.close()
+
+
+def open_state(
+    data_dir: Path, *, had_state: bool, now: datetime
+) -> tuple[StateDB, StateReset | None]:
+    """The daemon's state database, checked; a damaged one moved aside and replaced.
+
+    ``had_state`` says that an earlier daemon on this data_dir created a state file (the lock
+    file remembers it): a missing file is then a loss to announce, not a first start.
+    """
+    path = Path(data_dir) / DB_NAME
+    if not path.exists():
+        db = StateDB(data_dir)
+        if not had_state:
+            return db, None
+        return db, StateReset(
+            path,
+            None,
+            "the state file is missing although an earlier keymon created it here "
+            "(deleted, or data_dir is a new volume holding only the old lock file)",
+        )
+    try:
+        db = StateDB(data_dir)
+        try:
+            db.verify()
+        except StateError:
+            db.close()
+            raise
+    except StateDamaged as exc:
+        moved = _move_aside(path, now)
+        return StateDB(data_dir), StateReset(path, moved, str(exc))
+    return db, None
+
+
+def _move_aside(path: Path, now: datetime) -> Path:
+    """Rename the file (and its -wal/-shm) to ``<name>.corrupt-<UTC timestamp>``."""
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    suffix = 0
+    while target.exists():
+        suffix += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}.{suffix}")
+    try:
+        for extra in ("-wal", "-shm"):
+            companion = path.with_name(path.name + extra)
+            if companion.exists():
+                os.replace(companion, target.with_name(target.name + extra))
+        os.replace(path, target)
+    except OSError as exc:
+        raise StateError(
+            f"{path}: damaged, and it cannot be moved aside: {_os_cause(exc)}"
+        ) from None
+    return target
+
+
+class DataDirLock:
+    """The exclusive lock of one running daemon on its data_dir (see the module docstring).
+
+    ``flock`` on ``data_dir/keymon.lock``: held while the file descriptor is open, released by
+    the kernel when the process ends however it ends. The file holds the holder's PID, host and
+    start time, for the message a second daemon prints, and whether a state file was created
+    here, so that a state file that later vanishes is noticed. The file itself is never
+    deleted: a deletion would let a third daemon lock a new file while the first still runs.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / LOCK_NAME
+        self._fd: int | None = None
+        self._info: dict[str, Any] = {}
+
+    def acquire(self, now: datetime) -> dict[str, Any]:
+        """Take the lock; return what the previous holder wrote. Raises :class:`DataDirBusy`."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot create the lock: {_os_cause(exc)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_lock(fd)
+            os.close(fd)
+            raise DataDirBusy(_busy_message(self.path.parent, holder)) from None
+        except OSError as exc:
+            os.close(fd)
+            raise StateError(f"{self.path}: cannot lock: {_os_cause(exc)}") from None
+        previous = _read_lock(fd)
+        self._fd = fd
+        self._info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": iso(now),
+            "state_created": bool(previous.get("state_created")),
+        }
+        self._write()
+        return previous
+
+    def mark_state_created(self) -> None:
+        """Remember that this data_dir has a state file from now on."""
+        if self._fd is not None and not self._info.get("state_created"):
+            self._info["state_created"] = True
+            self._write()
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def _write(self) -> None:
+        assert self._fd is not None
+        data = (json.dumps(self._info) + "\n").encode()
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, data, 0)
+        except OSError as exc:
+            self.release()
+            raise StateError(f"{self.path}: cannot write: {_os_cause(exc)}") from None
+
+
+def _read_lock(fd: int) -> dict[str, Any]:
+    try:
+        data = os.pread(fd, 4096, 0)
+        info = json.loads(data.decode()) if data.strip() else {}
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _busy_message(data_dir: Path, holder: dict[str, Any]) -> str:
+    who = f"PID {holder['pid']}" if holder.get("pid") else "a process that has not written its PID"
+    if holder.get("host") and holder.get("host") != socket.gethostname():
+        who += f" on host {holder['host']}"
+    if holder.get("since"):
+        who += f", running since {holder['since']}"
+    return (
+        f"{data_dir} is in use by another keymon run ({who}); two daemons on one data_dir "
+        "would send every alert twice. Stop the other one, or give this one its own data_dir"
+    )
 
 
 def _alert(r: sqlite3.Row) -> AlertRow:
