@@ -44,7 +44,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from keymon import log as logging_setup
 from keymon.audit import Auditor, TransportFactory
 from keymon.budget import ExchangeLimits, Sleep, WeightBudget
-from keymon.config import LoadedConfig, Settings, load, parse_listen
+from keymon.config import LoadedConfig, Settings, key_secrets, load, parse_listen
 from keymon.errors import ConfigError
 from keymon.exchanges import EXCHANGES
 from keymon.exchanges.base import Clock
@@ -64,6 +64,9 @@ MIN_WARMUP = timedelta(seconds=1)
 WARMUP_BUDGET_SHARE = 0.9
 #: Ban/429 waits longer than this fail the audit at once instead of queueing.
 MAX_BUDGET_WAIT = 60.0
+#: A configuration that failed to load is tried again this often while its files stay as
+#: they were (quietly: only new problems are logged).
+FAILED_RELOAD_RETRY = 30.0
 #: How long an old client may finish its in-flight requests after a reload replaced it.
 OLD_CLIENT_GRACE = 30.0
 
@@ -154,6 +157,10 @@ class App:
         self._watch_interval = watch_interval
         self._stopped = asyncio.Event()
         self._fingerprint = _fingerprint(loaded)
+        #: The watched files' state when a reload last failed, its problems, the next retry.
+        self._failed_fingerprint: tuple[Any, ...] | None = None
+        self._reload_problems: list[str] | None = None
+        self._retry_at = 0.0
         self.registry = CollectorRegistry(auto_describe=True)
         self._self_registry = CollectorRegistry()
         self.metrics = SelfMetrics(self._self_registry, EXCHANGES)
@@ -399,16 +406,25 @@ class App:
 
     # ------------------------------------------------------------------ reload
 
-    async def reload(self) -> bool:
-        """Load the configuration file again and apply it; False (old config kept) if invalid."""
+    async def reload(self, *, quiet_if_unchanged: bool = False) -> bool:
+        """Load the configuration file again and apply it; False (old config kept) if invalid.
+
+        ``quiet_if_unchanged``: a retry of a file that failed before logs its problems only if
+        they differ from the ones already logged.
+        """
         async with self._reload_lock:
             try:
                 loaded = load(self.config_path)
             except ConfigError as exc:
                 self.metrics.reload_success.set(0)
-                log.error("config_reload_failed", problems=exc.problems)  # noqa: TRY400 - no traceback for bad input
+                problems = list(exc.problems)
+                if not (quiet_if_unchanged and problems == self._reload_problems):
+                    log.error("config_reload_failed", problems=problems)  # noqa: TRY400 - no traceback for bad input
+                self._reload_problems = problems
                 return False
             self._fingerprint = _fingerprint(loaded)
+            self._failed_fingerprint = None
+            self._reload_problems = None
             self._apply(loaded)
             self.metrics.reload_success.set(1)
             return True
@@ -456,17 +472,39 @@ class App:
         )
 
     async def _watch_config(self) -> None:
-        """Every few seconds: reload if a watched file changed; re-judge stalled audits."""
+        """Every few seconds: reload if a watched file changed; re-judge stalled audits.
+
+        A change that fails to load is logged once; the same files are not parsed again until
+        one of them changes, except for a quiet retry every FAILED_RELOAD_RETRY (a secret file
+        the new configuration names may have appeared since), which logs only new problems.
+        Files put back as they were when the running configuration loaded end the failure.
+        """
         while True:
             await asyncio.sleep(self._watch_interval)
             try:
-                current = _fingerprint_paths(self._watched_paths())
-                if current != self._fingerprint[1]:
-                    log.info("config_changed", path=str(self.config_path))
-                    await self.reload()
+                await self._check_watched()
                 self._sweep()
             except Exception:  # the watcher must never die; the next round tries again
                 log.exception("config_watch_failed")
+
+    async def _check_watched(self) -> None:
+        current = _fingerprint_paths(self._watched_paths())
+        if current == self._fingerprint[1]:
+            if self._failed_fingerprint is not None:
+                # Back to the files the running configuration came from: nothing to reload.
+                self._failed_fingerprint = None
+                self._reload_problems = None
+                self.metrics.reload_success.set(1)
+                log.info("config_restored", path=str(self.config_path))
+            return
+        if current != self._failed_fingerprint:
+            log.info("config_changed", path=str(self.config_path))
+            if not await self.reload():
+                self._failed_fingerprint = current
+                self._retry_at = self._monotonic() + FAILED_RELOAD_RETRY
+        elif self._monotonic() >= self._retry_at:
+            self._retry_at = self._monotonic() + FAILED_RELOAD_RETRY
+            await self.reload(quiet_if_unchanged=True)
 
     def _sweep(self) -> None:
         now = self.now()
@@ -553,7 +591,8 @@ def _fingerprint(loaded: LoadedConfig) -> tuple[list[Path], tuple[Any, ...]]:
     """The files a configuration depends on, and their current state."""
     paths = [loaded.path]
     settings = loaded.settings
-    secrets = [s for key in settings.keys for s in (key.api_key, key.api_secret)]
+    # Every secret of every key (API key, secret, passphrase, memo, PEM) and every channel URL.
+    secrets = [s for key in settings.keys for s in key_secrets(key)]
     secrets += list(settings.notify.urls)
     paths += [Path(s.origin.removeprefix("file ")) for s in secrets if s.origin.startswith("file ")]
     return paths, _fingerprint_paths(paths)
