@@ -43,7 +43,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from keymon import log as logging_setup
 from keymon.audit import Auditor, TransportFactory
-from keymon.budget import ExchangeLimits, Sleep, WeightBudget
+from keymon.budget import (
+    BAN_FILE_NAME,
+    MAX_BUDGET_WAIT,
+    BanFile,
+    ExchangeLimits,
+    Sleep,
+    WeightBudget,
+    limits_for,
+)
 from keymon.config import LoadedConfig, Settings, key_secrets, load, parse_listen
 from keymon.errors import ConfigError
 from keymon.exchanges import EXCHANGES
@@ -62,8 +70,6 @@ WATCH_INTERVAL = 2.0
 MIN_WARMUP = timedelta(seconds=1)
 #: Share of the weight budget the first round may plan on (the rest is headroom).
 WARMUP_BUDGET_SHARE = 0.9
-#: Ban/429 waits longer than this fail the audit at once instead of queueing.
-MAX_BUDGET_WAIT = 60.0
 #: A configuration that failed to load is tried again this often while its files stay as
 #: they were (quietly: only new problems are logged).
 FAILED_RELOAD_RETRY = 30.0
@@ -129,10 +135,7 @@ def budget(settings: Settings, exchange: str) -> int:
 
 def budget_limits(settings: Settings) -> dict[str, ExchangeLimits]:
     """Each exchange's weight budget and the per-IP limits behind its used-weight headers."""
-    return {
-        name: ExchangeLimits(budget(settings, name), adapter.ip_limit_headers)
-        for name, adapter in EXCHANGES.items()
-    }
+    return limits_for(settings)
 
 
 class App:
@@ -201,6 +204,8 @@ class App:
             monotonic=monotonic,
             sleep=sleep,
             max_wait=min(MAX_BUDGET_WAIT, _shortest_interval(self.settings)),
+            # Bans and 429 windows shared with `keymon check` runs on the same data_dir.
+            ban_file=BanFile(self.settings.data_dir / BAN_FILE_NAME),
         )
         self.auditor = self._new_auditor(self.settings)
         self.scheduler = AsyncIOScheduler(timezone=UTC)

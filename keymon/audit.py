@@ -29,6 +29,11 @@ log = structlog.get_logger(__name__)
 TransportFactory = Callable[[str], httpx.AsyncBaseTransport | None]
 #: How many audits ``audit_all`` runs at once.
 DEFAULT_CONCURRENCY = 32
+#: How many audits ``keymon check`` runs at once on one exchange. Each audit has one request
+#: on the wire at a time, so when the exchange starts answering 429 (its limit, shared with
+#: the bots, is unknown to keymon) at most this many requests are already under way; the
+#: budget then holds back the rest. A burst of 32 into a spent limit is how an IP gets banned.
+CHECK_PER_EXCHANGE_CONCURRENCY = 4
 
 
 class Auditor:
@@ -142,13 +147,23 @@ class Auditor:
         return result
 
     async def audit_all(
-        self, keys: Iterable[KeyBase], *, concurrency: int = DEFAULT_CONCURRENCY
+        self,
+        keys: Iterable[KeyBase],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        per_exchange: int | None = None,
     ) -> list[AuditResult]:
-        """Audit every key, at most ``concurrency`` at once, results in the keys' order."""
+        """Audit every key, at most ``concurrency`` at once and at most ``per_exchange`` on
+        one exchange (None: no such limit), results in the keys' order."""
         slots = asyncio.Semaphore(concurrency)
+        keys = list(keys)
+        exchange_slots = {
+            name: asyncio.Semaphore(per_exchange or len(keys) or 1)
+            for name in {key.exchange for key in keys}
+        }
 
         async def one(key: KeyBase) -> AuditResult:
-            async with slots:
+            async with exchange_slots[key.exchange], slots:
                 return await self.audit(key)
 
         return list(await asyncio.gather(*(one(key) for key in keys)))

@@ -31,7 +31,14 @@ import structlog
 
 from keymon import __version__
 from keymon import log as logging_setup
-from keymon.audit import Auditor, TransportFactory, facts_mapping, mask_key_id
+from keymon.audit import (
+    CHECK_PER_EXCHANGE_CONCURRENCY,
+    Auditor,
+    TransportFactory,
+    facts_mapping,
+    mask_key_id,
+)
+from keymon.budget import BAN_FILE_NAME, MAX_BUDGET_WAIT, BanFile, WeightBudget, limits_for
 from keymon.config import DEFAULT_CONFIG_PATH, LoadedConfig, Settings, load
 from keymon.errors import ConfigError
 from keymon.model import AuditResult, Coverage, Severity, worst
@@ -326,8 +333,21 @@ def check(
 async def _audit(
     settings: Settings, keys: Sequence[Any], transport_factory: TransportFactory | None
 ) -> list[AuditResult]:
-    async with Auditor(settings, transport_factory=transport_factory) as auditor:
-        return await auditor.audit_all(keys)
+    """One pass over ``keys``, through the daemon's weight budget and the shared ban file.
+
+    A 429 whose Retry-After is at most :data:`~keymon.budget.MAX_BUDGET_WAIT` is waited out;
+    a longer one, a 418 ban, and a 429 window another keymon process recorded fail the
+    exchange's remaining keys at once (``rate_limited`` / ``banned``), without sending.
+    No lock is taken on ``data_dir``: a check runs beside the daemon.
+    """
+    gate = WeightBudget(
+        limits_for(settings),
+        max_wait=MAX_BUDGET_WAIT,
+        ban_file=BanFile(settings.data_dir / BAN_FILE_NAME),
+        wait_for_recorded=False,
+    )
+    async with Auditor(settings, transport_factory=transport_factory, gate=gate) as auditor:
+        return await auditor.audit_all(keys, per_exchange=CHECK_PER_EXCHANGE_CONCURRENCY)
 
 
 def key_status(result: AuditResult) -> int:

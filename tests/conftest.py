@@ -1,8 +1,19 @@
-"""Shared fixtures: an injected clock, a Binance simulator, and settings pointing at it."""
+"""Shared fixtures: an injected clock, a Binance simulator, and settings pointing at it.
+
+No test binds a fixed port: servers listen on ``127.0.0.1:0`` and say which port they got.
+keymon's default ``listen`` (``0.0.0.0:9877``) and the demo's (``127.0.0.1:9877``) are in use
+whenever ``scripts/demo`` or a local daemon runs, so a test that binds them fails on a
+developer's machine but not in CI. :func:`_hold_default_port` makes CI see it too: for the
+whole session it holds port 9877 (a listening socket on ``0.0.0.0:9877`` blocks binding
+``127.0.0.1:9877`` and ``0.0.0.0:9877`` alike), so such a test fails every time, with
+"address already in use". ``KEYMON_TEST_FREE_PORT=1`` leaves the port alone.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,6 +43,33 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+#: keymon's default listen port (config.py) and the demo's; no test may bind it.
+DEFAULT_PORT = 9877
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hold_default_port() -> Iterator[None]:
+    """Hold port 9877 for the session (see the module docstring), if it is free.
+
+    If something else already holds it (``scripts/demo``), that serves the same purpose.
+    """
+    if os.environ.get("KEYMON_TEST_FREE_PORT") == "1":
+        yield
+        return
+    holder = socket.socket()
+    try:
+        holder.bind(("0.0.0.0", DEFAULT_PORT))  # held, never served
+        holder.listen()
+    except OSError:  # already taken by someone else: tests see it taken either way
+        holder.close()
+        yield
+        return
+    try:
+        yield
+    finally:
+        holder.close()
 
 
 @pytest.fixture(autouse=True)

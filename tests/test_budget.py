@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
-from keymon.budget import WINDOW, ExchangeLimits, WeightBudget
+from keymon.budget import (
+    BAN_FILE_POLL,
+    WINDOW,
+    BanFile,
+    ExchangeLimits,
+    RecordedBlock,
+    WeightBudget,
+)
 from keymon.errors import ExchangeRateLimited
 from keymon.model import Reason
 from tests.conftest import FakeClock
@@ -38,7 +50,7 @@ def fake(clock: FakeClock) -> FakeTime:
     return FakeTime(clock)
 
 
-def budget(fake: FakeTime, clock: FakeClock, per_minute: int = 10, **kw: float) -> WeightBudget:
+def budget(fake: FakeTime, clock: FakeClock, per_minute: int = 10, **kw: Any) -> WeightBudget:
     limits = {"binance": ExchangeLimits(per_minute, {SAPI: 12_000})}
     return WeightBudget(limits, clock=clock, monotonic=fake, sleep=fake.sleep, **kw)
 
@@ -176,3 +188,218 @@ async def test_two_request_audits_complete_under_a_tight_budget(clock: FakeClock
     assert outcomes.count("ok") == 4  # the sync spent 1 of the 10: 9 // 2 whole audits
     assert outcomes.count(Reason.RATE_LIMITED) == 16
     assert gate.stats("gate")["weight_sent"] == 9
+
+
+# ----------------------------------------------------------------------------- the ban file
+
+
+def utc(unix: float) -> str:
+    return datetime.fromtimestamp(unix, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def read_bans(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+async def test_a_ban_is_recorded_and_stops_the_next_process_at_once(
+    fake: FakeTime, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A 418 seen by one process is in data_dir/bans.json; a later process sends nothing and
+    says until when, and where it learned it."""
+    path = tmp_path / "data" / "bans.json"  # data_dir does not exist yet: it is created
+    first = budget(fake, clock, ban_file=BanFile(path))
+    first.observe("binance", response(418, **{"Retry-After": "120"}))
+    assert read_bans(path) == {
+        "version": 1,
+        "exchanges": {
+            "binance": {
+                "banned_until": utc(clock() + 120).replace("Z", ".000Z"),
+                "rate_limited_until": None,
+            }
+        },
+    }
+    fake.now += 30  # a later run, 30 s on
+    clock.advance(30)
+    second = budget(fake, clock, ban_file=BanFile(path), wait_for_recorded=False)
+    with pytest.raises(ExchangeRateLimited) as exc:
+        await second.acquire("binance", 1)
+    assert exc.value.reason is Reason.BANNED
+    assert exc.value.retry_after == pytest.approx(90)
+    assert exc.value.message == (
+        f"binance: not sent: the exchange banned this IP (418) until {utc(clock() + 90)} "
+        f"(another 90 s); recorded by an earlier keymon run in {path}"
+    )
+    assert fake.slept == []
+    assert second.stats("binance")["weight_sent"] == 0
+    fake.now += 91
+    clock.advance(91)
+    await second.acquire("binance", 1)  # the ban is over
+
+
+async def test_a_recorded_429_fails_a_check_at_once_and_the_daemon_waits(
+    fake: FakeTime, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Another process's 429 window: `check` (wait_for_recorded=False) reports rate_limited
+    without sending or waiting; the daemon waits it out like its own."""
+    path = tmp_path / "bans.json"
+    budget(fake, clock, ban_file=BanFile(path)).observe(
+        "binance", response(429, **{"Retry-After": "30"})
+    )
+    check = budget(fake, clock, ban_file=BanFile(path), wait_for_recorded=False)
+    with pytest.raises(ExchangeRateLimited) as exc:
+        await check.acquire("binance", 1)
+    assert exc.value.reason is Reason.RATE_LIMITED
+    assert f"next slot at {utc(clock() + 30)} (in 30 s)" in exc.value.message
+    assert "recorded by an earlier keymon run" in exc.value.message
+    assert fake.slept == []
+    daemon = budget(fake, clock, ban_file=BanFile(path))
+    started = fake.now
+    await daemon.acquire("binance", 1)
+    assert fake.now - started == pytest.approx(30)
+
+
+async def test_own_429_is_waited_out_by_check(
+    fake: FakeTime, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A check's own short 429 is waited for (re-reading its own write is no news)."""
+    gate = budget(fake, clock, ban_file=BanFile(tmp_path / "bans.json"), wait_for_recorded=False)
+    await gate.acquire("binance", 1)
+    gate.observe("binance", response(429, **{"Retry-After": "20"}))
+    fake.now += BAN_FILE_POLL  # past the next look at the file
+    clock.advance(BAN_FILE_POLL)
+    before = fake.now
+    await gate.acquire("binance", 1)
+    assert fake.now - before == pytest.approx(20 - BAN_FILE_POLL)
+
+
+async def test_a_running_process_learns_a_ban_recorded_later(
+    fake: FakeTime, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The daemon, already running, stops when a check records a ban (it polls the file)."""
+    path = tmp_path / "bans.json"
+    daemon = budget(fake, clock, ban_file=BanFile(path))
+    await daemon.acquire("binance", 1)
+    budget(fake, clock, ban_file=BanFile(path)).observe(
+        "binance", response(418, **{"Retry-After": "300"})
+    )
+    fake.now += BAN_FILE_POLL
+    clock.advance(BAN_FILE_POLL)
+    with pytest.raises(ExchangeRateLimited) as exc:
+        await daemon.acquire("binance", 1)
+    assert exc.value.reason is Reason.BANNED
+
+
+async def test_entries_merge_and_past_ends_are_dropped(
+    fake: FakeTime, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Writers merge (the later end wins); ends already past leave the file."""
+    path = tmp_path / "bans.json"
+    gate = budget(fake, clock, ban_file=BanFile(path))
+    gate.observe("binance", response(429, **{"Retry-After": "10"}))
+    other = BanFile(path)  # a second process on the same data_dir
+    other.record("gate", RecordedBlock(banned_until=clock() + 600), now=clock())
+    other.record("binance", RecordedBlock(rate_limited_until=clock() + 5), now=clock())
+    bans = read_bans(path)["exchanges"]
+    assert set(bans) == {"binance", "gate"}
+    assert bans["binance"]["rate_limited_until"] == utc(clock() + 10).replace("Z", ".000Z")
+    clock.advance(20)
+    other.record("gate", RecordedBlock(rate_limited_until=clock() + 1), now=clock())
+    assert set(read_bans(path)["exchanges"]) == {"gate"}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"[]", b'{"exchanges": {"binance": {"banned_until": 12}}}', b"\xff\xfe"],
+    ids=["not-json", "not-object", "not-a-time", "not-utf8"],
+)
+async def test_a_corrupt_ban_file_is_a_warning_and_no_ban(
+    fake: FakeTime, clock: FakeClock, tmp_path: Path, content: bytes
+) -> None:
+    """Unreadable: one warning, treated as no ban; the next ban recorded replaces it."""
+    path = tmp_path / "bans.json"
+    path.write_bytes(content)
+    with capture_logs() as logs:
+        gate = budget(fake, clock, ban_file=BanFile(path), wait_for_recorded=False)
+        await gate.acquire("binance", 1)
+    assert [e["event"] for e in logs] == ["ban_file_unreadable"]
+    assert logs[0]["log_level"] == "warning"
+    gate.observe("binance", response(418, **{"Retry-After": "60"}))
+    assert read_bans(path)["exchanges"]["binance"]["banned_until"]
+
+
+async def test_an_unwritable_data_dir_still_honours_the_ban(
+    fake: FakeTime, clock: FakeClock, tmp_path: Path
+) -> None:
+    """data_dir cannot be created (a file is in the way): one warning; the ban holds here."""
+    blocker = tmp_path / "data"
+    blocker.write_text("not a directory")
+    with capture_logs() as logs:
+        gate = budget(fake, clock, ban_file=BanFile(blocker / "bans.json"))
+        gate.observe("binance", response(418, **{"Retry-After": "60"}))
+        gate.observe("binance", response(418, **{"Retry-After": "60"}))
+        with pytest.raises(ExchangeRateLimited) as exc:
+            await gate.acquire("binance", 1)
+    assert exc.value.reason is Reason.BANNED
+    assert "recorded by" not in exc.value.message  # seen by this process itself
+    warnings = [e for e in logs if e["event"] == "ban_file_unwritable"]
+    assert len(warnings) == 1  # said once, not at every answer
+
+
+async def test_a_ban_file_for_unknown_exchanges_or_past_ends_changes_nothing(
+    fake: FakeTime, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Entries of exchanges keymon does not budget, or already over, are ignored."""
+    path = tmp_path / "bans.json"
+    past = utc(clock() - 5)
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "exchanges": {
+                    "binance": {"banned_until": past, "rate_limited_until": past},
+                    "elsewhere": {"banned_until": utc(clock() + 600)},
+                },
+            }
+        )
+    )
+    gate = budget(fake, clock, ban_file=BanFile(path), wait_for_recorded=False)
+    await gate.acquire("binance", 1)
+    assert fake.slept == []
+
+
+async def test_check_runs_at_most_four_audits_per_exchange_at_once(clock: FakeClock) -> None:
+    """audit_all(per_exchange=4): never more than four Binance requests on the wire, so a
+    429 finds at most three more already under way."""
+    from keymon.audit import CHECK_PER_EXCHANGE_CONCURRENCY, Auditor
+    from keymon.simulator.binance import BinanceSimulator
+    from tests.conftest import key_entry, make_settings
+
+    sim = BinanceSimulator(clock=clock)
+    sim.latency = 0.01
+    entries = []
+    for n in range(12):
+        sim.add_key(f"inflightKey{n:02d}", hmac_secret="inflightSecret")
+        entries.append(key_entry(f"k{n}", f"inflightKey{n:02d}", "inflightSecret"))
+    settings = make_settings(*entries)
+    in_flight, peak = 0, 0
+
+    class Counting(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self._inner = sim.transport()
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            try:
+                return await self._inner.handle_async_request(request)
+            finally:
+                in_flight -= 1
+
+    async with Auditor(settings, transport_factory=lambda _n: Counting(), clock=clock) as auditor:
+        results = await auditor.audit_all(
+            settings.keys, per_exchange=CHECK_PER_EXCHANGE_CONCURRENCY
+        )
+    assert all(r.ok for r in results)
+    assert peak == CHECK_PER_EXCHANGE_CONCURRENCY == 4

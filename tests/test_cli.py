@@ -26,6 +26,7 @@ def write_config(tmp_path: Path, base_url: str = "http://binance.test", **extra:
     (tmp_path / "doc.secret").write_text(DOC_SECRET + "\n")
     (tmp_path / "other.secret").write_text(OTHER_SECRET + "\n")
     config = {
+        "data_dir": str(tmp_path / "data"),  # bans.json: never the working directory's
         "exchanges": {"binance": {"base_url": base_url}},
         "keys": [
             {

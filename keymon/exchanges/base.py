@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import errno
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
@@ -34,10 +37,10 @@ RequestObserver = Callable[[str, str, str, float], None]
 
 
 class RequestGate:
-    """Hooks around every exchange request; the daemon's weight budget implements these.
+    """Hooks around every exchange request; the weight budget implements these.
 
-    The default lets everything through: ``keymon check`` makes one pass and stays far below
-    any limit.
+    The default lets everything through (tests of a single adapter); ``keymon run`` and
+    ``keymon check`` both pass every request through :class:`~keymon.budget.WeightBudget`.
     """
 
     async def acquire(self, exchange: str, weight: int) -> None:
@@ -132,6 +135,8 @@ def _as_httpx_error(exc: BaseException) -> httpx.TransportError | None:
     cause = exc.__cause__ if isinstance(exc, httpx.TransportError) else None
     original = cause if cause is not None else exc
     message = str(original) or type(original).__name__
+    if isinstance(original, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
+        return httpx.ProxyError(message)
     if isinstance(original, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout(message)
     if isinstance(original, TimeoutError):  # aiohttp's socket and total timeouts
@@ -211,25 +216,144 @@ def build_client(
     )
 
 
-def translate_transport_error(exc: httpx.HTTPError, exchange: str, endpoint: str) -> ExchangeError:
-    """Map an httpx error (no response) onto keymon's reasons. Never quotes the URL."""
-    if isinstance(exc, httpx.TimeoutException):
-        return ExchangeUnavailable(
-            f"{exchange}: {endpoint} timed out ({type(exc).__name__})",
-            exchange=exchange,
-            reason=Reason.TIMEOUT,
-        )
-    if isinstance(exc, httpx.NetworkError | httpx.ProtocolError | httpx.ProxyError):
-        return ExchangeUnavailable(
-            f"{exchange}: {endpoint} failed: {type(exc).__name__}",
-            exchange=exchange,
-            reason=Reason.NETWORK,
-        )
+def translate_transport_error(
+    exc: httpx.HTTPError,
+    exchange: str,
+    endpoint: str,
+    *,
+    origin: str | None = None,
+    timeout: httpx.Timeout | None = None,
+) -> ExchangeError:
+    """Map an httpx error (no response) onto keymon's reasons: ``timeout`` for timeouts,
+    ``network`` for the rest. The message says which kind of failure and where, e.g.
+    ``binance: /api/v3/time: connect refused to 127.0.0.1:1 (ConnectError)``; it never quotes
+    the URL (its query can carry a key or a signature)."""
+    detail = describe_transport_error(exc, origin or exchange, timeout)
     return ExchangeUnavailable(
-        f"{exchange}: {endpoint} failed: {type(exc).__name__}",
+        f"{exchange}: {endpoint}: {detail} ({type(exc).__name__})",
         exchange=exchange,
-        reason=Reason.NETWORK,
+        reason=Reason.TIMEOUT if isinstance(exc, httpx.TimeoutException) else Reason.NETWORK,
     )
+
+
+def origin_of(url: httpx.URL) -> str | None:
+    """``host:port`` of a base URL (the scheme's default port if none is given)."""
+    if not url.host:
+        return None
+    port = url.port or {"https": 443, "http": 80}.get(url.scheme)
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{host}:{port}" if port else host
+
+
+_REFUSED = frozenset({errno.ECONNREFUSED})
+_RESET = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
+
+def describe_transport_error(
+    exc: BaseException, origin: str, timeout: httpx.Timeout | None = None
+) -> str:
+    """The kind of a failure without a response, and where, for people and logs.
+
+    Kinds: ``dns: cannot resolve``, ``connect refused to``, ``tls: ...``, ``connect timeout
+    to``, ``read timeout from``, ``connection reset by``, ``connection closed by``, ``proxy:``,
+    ``connect failed to``. The cause is read from the underlying aiohttp or OS error the
+    transport chained (``socket.gaierror``, ``errno``, ``ssl.SSLError``); a transport that
+    chains none (tests' in-process transports) is described by httpx's class alone.
+    """
+    causes = _causes(exc)
+
+    def first(*types: type[BaseException]) -> BaseException | None:
+        return next((c for c in causes if isinstance(c, types)), None)
+
+    def underlying(kind: type[BaseException]) -> BaseException | None:
+        # aiohttp's own errors subclass ssl.SSLError and kin without their fields.
+        return next(
+            (c for c in causes if isinstance(c, kind) and not isinstance(c, aiohttp.ClientError)),
+            None,
+        )
+
+    def with_errno(codes: frozenset[int]) -> OSError | None:
+        return next(
+            (c for c in causes if isinstance(c, OSError) and c.errno in codes),
+            None,
+        )
+
+    if first(aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError, httpx.ProxyError):
+        return f"proxy: cannot reach {origin} through the proxy"
+    dns = first(socket.gaierror, aiohttp.ClientConnectorDNSError)
+    if dns is not None:
+        reason = _strerror(underlying(socket.gaierror))
+        return f"dns: cannot resolve {origin}" + (f": {reason}" if reason else "")
+    certificate = underlying(ssl.SSLCertVerificationError)
+    if isinstance(certificate, ssl.SSLCertVerificationError) or first(
+        aiohttp.ClientConnectorCertificateError
+    ):
+        why = getattr(certificate, "verify_message", None) or "not trusted"
+        return f"tls: certificate of {origin} not accepted: {why}"
+    if first(ssl.SSLError, aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch):
+        tls = underlying(ssl.SSLError)
+        why = str(getattr(tls, "reason", None) or "").lower().replace("_", " ")
+        return f"tls: handshake with {origin} failed" + (f": {why}" if why else "")
+    connect_s = _seconds(timeout.connect if timeout else None)
+    read_s = _seconds(timeout.read if timeout else None)
+    if first(aiohttp.ConnectionTimeoutError):
+        return f"connect timeout to {origin}{connect_s}"
+    if first(aiohttp.SocketTimeoutError):
+        return f"read timeout from {origin}{read_s}"
+    if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx.ConnectTimeout):
+            return f"connect timeout to {origin}{connect_s}"
+        if isinstance(exc, httpx.WriteTimeout):
+            return f"write timeout to {origin}"
+        if isinstance(exc, httpx.PoolTimeout):
+            return f"timeout waiting for a connection to {origin}"
+        return f"read timeout from {origin}{read_s}"
+    if with_errno(_REFUSED) is not None:
+        return f"connect refused to {origin}"
+    if with_errno(_RESET) is not None:
+        return f"connection reset by {origin}"
+    if first(aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError):
+        return f"connection closed by {origin} before the response was complete"
+    if first(HttpProcessingError) or isinstance(exc, httpx.ProtocolError):
+        return f"invalid HTTP response from {origin}"
+    os_error = next((c for c in causes if isinstance(c, OSError) and c.strerror), None)
+    if first(aiohttp.ClientConnectorError) or isinstance(exc, httpx.ConnectError):
+        reason = _strerror(os_error)
+        return f"connect failed to {origin}" + (f": {reason}" if reason else "")
+    if os_error is not None:
+        return f"network error with {origin}: {_strerror(os_error)}"
+    if isinstance(exc, httpx.ReadError):
+        return f"read failed from {origin}"
+    if isinstance(exc, httpx.WriteError):
+        return f"write failed to {origin}"
+    return f"request to {origin} failed"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and everything behind it: ``__cause__``/``__context__``, and aiohttp's
+    ``os_error`` and ``certificate_error``."""
+    found: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending and len(found) < 16:
+        current = pending.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        for attribute in ("os_error", "certificate_error", "__cause__", "__context__"):
+            nested = getattr(current, attribute, None)
+            if isinstance(nested, BaseException):
+                pending.append(nested)
+    return found
+
+
+def _strerror(error: BaseException | None) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return ""
+
+
+def _seconds(value: float | None) -> str:
+    return f" after {value:g} s" if value else ""
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

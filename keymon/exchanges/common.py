@@ -22,7 +22,13 @@ import httpx
 import structlog
 
 from keymon.errors import ExchangeBadResponse, ExchangeClockError, ExchangeError
-from keymon.exchanges.base import Clock, RequestGate, RequestObserver, translate_transport_error
+from keymon.exchanges.base import (
+    Clock,
+    RequestGate,
+    RequestObserver,
+    origin_of,
+    translate_transport_error,
+)
 from keymon.model import Coverage
 
 log = structlog.get_logger(__name__)
@@ -147,7 +153,12 @@ class AdapterBase:
                 # Keep the last offset (or none): the signed call will say whether it matters.
                 # Try again soon, not before every audit: that would double the weight spent.
                 self._sync_rtt_ms = None
-                log.warning("clock_sync_failed", exchange=self.name, reason=str(exc.reason))
+                log.warning(
+                    "clock_sync_failed",
+                    exchange=self.name,
+                    reason=str(exc.reason),
+                    error=exc.message,
+                )
                 interval = self._settings.time_sync_interval.total_seconds()
                 self._next_sync = self._monotonic() + min(interval, SYNC_RETRY_SECONDS)
 
@@ -188,7 +199,13 @@ class AdapterBase:
                 auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.HTTPError as exc:
-            error = translate_transport_error(exc, self.name, path)
+            error = translate_transport_error(
+                exc,
+                self.name,
+                path,
+                origin=origin_of(self._client.base_url),
+                timeout=self._client.timeout,
+            )
             self._observe(path, str(error.reason), started)
             raise error from exc
         self._observe(path, str(response.status_code), started)

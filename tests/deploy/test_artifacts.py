@@ -58,6 +58,7 @@ DEPLOY_README = DEPLOY / "README.md"
 
 CONFIG_PATH = "/etc/keymon/keymon.yaml"
 DATA_DIR = "/var/lib/keymon"
+#: The port the artifacts publish (EXPOSE, probes, scrape targets); compared, never bound.
 PORT = 9877
 KEYMON = [sys.executable, "-m", "keymon"]
 #: What Grafana substitutes for the dashboard's variables, for running a query by hand.

@@ -387,6 +387,7 @@ def _mixed_config(tmp_path: Path, sims: dict[str, Any]) -> Path:
             }
         )
     config = {
+        "listen": "127.0.0.1:0",  # never the default 0.0.0.0:9877: it may be in use
         "data_dir": str(tmp_path / "data"),
         "exchanges": {name: {"base_url": f"http://{name}.test"} for name in sims},
         "trusted_ips": ["127.0.0.1/32"],
