@@ -31,6 +31,13 @@ changes (a reload, or a restart after the file was edited), :func:`route_channel
 
 The same URL at two places is one channel (the first place).
 
+**Delivery is supervised** (:meth:`Notifier.run`): any error of a pass (the state database
+failing a read, say) is logged with its cause and the loop goes on after a backoff (1 s
+doubling to 1 min); an outbox row that cannot be read is quarantined, logged and counted as
+dropped, and the others go on. :meth:`Notifier.healthy` turns false when the loop has made no
+progress for :data:`STALLED_AFTER` while failing or stuck in a pass; ``/healthz`` then answers
+503 naming ``notifier``.
+
 Channel URLs carry tokens: they are secrets. The state database stores slots and URL
 fingerprints; logs name a channel as ``notify.urls[i] (scheme://...)``, never by its URL.
 """
@@ -55,7 +62,7 @@ from keymon.changes import Change
 from keymon.config import NotifySettings, Secret
 from keymon.exchanges.base import Clock
 from keymon.model import Finding, Rule, Severity
-from keymon.state import DETACHED, AlertRow, OutboxRow, StateDB, iso
+from keymon.state import DETACHED, AlertRow, OutboxRow, StateDB, UnreadableRow, iso
 from keymon.store import KeyState
 
 log = structlog.get_logger(__name__)
@@ -65,6 +72,11 @@ FIRST_BACKOFF = timedelta(seconds=5)
 MAX_BACKOFF = timedelta(minutes=5)
 #: One delivery attempt may take this long before it counts as failed.
 SEND_TIMEOUT = 30.0
+#: After a failed pass the delivery loop waits this long, doubling, up to LOOP_MAX_BACKOFF.
+LOOP_FIRST_BACKOFF = 1.0
+LOOP_MAX_BACKOFF = 60.0
+#: No progress for this long while failing (or stuck in a pass): the notifier is unhealthy.
+STALLED_AFTER = timedelta(minutes=3)
 
 #: What to do, per rule: the last line of every firing message.
 REMEDIATION: Mapping[Rule, str] = {
@@ -201,6 +213,11 @@ class Notifier:
         #: and how logs name them.
         self._urls: dict[int, Secret] = {}
         self._labels: dict[int, str] = {}
+        # The delivery loop's health (see healthy()).
+        self._progress = clock()
+        self._failures = 0
+        self._last_error: str | None = None
+        self._in_pass = False
         self.configure(settings)
 
     def configure(self, settings: NotifySettings) -> None:
@@ -385,7 +402,9 @@ class Notifier:
         messages go oldest first, and the first failure postpones the rest of its queue.
         """
         generation = self._generation
-        rows = await asyncio.to_thread(self._db.due, self.now())
+        rows, unreadable = await asyncio.to_thread(self._db.due, self.now())
+        for bad in unreadable:
+            self._report_unreadable(bad)
         if generation != self._generation:
             return 0  # the channels changed meanwhile: the next pass routes afresh
         by_slot: dict[int, list[OutboxRow]] = {}
@@ -399,6 +418,18 @@ class Notifier:
             *(self._deliver_channel(rows, generation) for rows in by_slot.values())
         )
         return sum(counts)
+
+    def _report_unreadable(self, bad: UnreadableRow) -> None:
+        self._on_outcome("dropped")
+        log.error(
+            "notification_quarantined",
+            id=bad.id,
+            key=bad.key,
+            rule=bad.rule,
+            error=logging_setup.redactor.redact(bad.error),
+            detail="the queued message could not be read; it is kept in the outbox, "
+            "quarantined, and will not be sent",
+        )
 
     async def _deliver_channel(self, rows: list[OutboxRow], generation: int) -> int:
         delivered = 0
@@ -414,6 +445,7 @@ class Notifier:
                 ok, error = await self._attempt(url, row)
             finally:
                 self._inflight.discard(row.id)
+            self._progress = self._clock()
             if ok:
                 await asyncio.to_thread(self._db.delivered, row.id)
                 self._on_outcome("sent")
@@ -474,19 +506,67 @@ class Notifier:
         return ok, "" if ok else "the channel did not accept the message"
 
     async def run(self, *, idle: float = 30.0) -> None:
-        """Deliver forever: when woken by new messages, or when the next retry is due."""
+        """Deliver forever: when woken by new messages, or when the next retry is due.
+
+        Supervised: an error anywhere in a pass (reading the outbox, computing the next retry,
+        recording an outcome) is logged with its cause, and the loop goes on after a backoff
+        (:data:`LOOP_FIRST_BACKOFF` doubling to :data:`LOOP_MAX_BACKOFF`).
+        """
+        self._progress = self._clock()
         while True:
+            self._wake.clear()  # before the pass: a message queued during it wakes the next one
+            self._in_pass = True
             try:
                 await self.deliver_due()
-            except Exception:  # the delivery loop must outlive any one failure
-                log.exception("notification_loop_failed")
-            self._wake.clear()
-            next_due = await asyncio.to_thread(self._db.next_due)
+                next_due = await asyncio.to_thread(self._db.next_due)
+            except Exception as exc:  # the delivery loop must outlive any one failure
+                self._in_pass = False
+                self._failures += 1
+                self._last_error = type(exc).__name__
+                delay = min(LOOP_MAX_BACKOFF, LOOP_FIRST_BACKOFF * 2 ** (self._failures - 1))
+                log.exception(
+                    "notification_loop_failed",
+                    error=logging_setup.redactor.redact(f"{type(exc).__name__}: {exc}"),
+                    failures=self._failures,
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            self._in_pass = False
+            if self._failures:
+                log.info("notification_loop_recovered", failures=self._failures)
+            self._failures = 0
+            self._last_error = None
+            self._progress = self._clock()
             timeout = idle
             if next_due is not None:
                 timeout = max(0.05, min(idle, (next_due - self.now()).total_seconds()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    @property
+    def configured(self) -> bool:
+        """True when ``notify.urls`` names at least one channel."""
+        return bool(self._urls)
+
+    def healthy(self) -> bool:
+        """False when delivery cannot go on: no progress for :data:`STALLED_AFTER` while the
+        loop fails (or is stuck in a pass) and channels are configured.
+
+        A channel that refuses messages is not the notifier failing (its messages wait, and
+        ``keymon_notifications_total{outcome="failed"}`` says so); the loop's own failures are.
+        """
+        if not self._urls or not (self._failures or self._in_pass):
+            return True
+        return self._clock() - self._progress <= STALLED_AFTER.total_seconds()
+
+    def health(self) -> dict[str, object]:
+        """What ``/healthz`` says about the delivery loop when it is unhealthy."""
+        return {
+            "consecutive_failures": self._failures,
+            "seconds_since_progress": round(self._clock() - self._progress, 1),
+            "last_error": self._last_error,
+        }
 
 
 def _slot_name(slot: int) -> str:

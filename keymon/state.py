@@ -14,7 +14,8 @@ Channel URLs are secrets, and they are rotated: a queued message belongs to a ch
 in ``notify.urls`` (its *slot*), not to its URL. The outbox stores the slot; the ``channels``
 table the SHA-256 fingerprint of the URL each place held when last configured (so a change
 made while keymon was down is recognised at the next start); neither ever holds a URL. How a
-new list re-routes the queues is :func:`keymon.notify.route_channels`.
+new list re-routes the queues is :func:`keymon.notify.route_channels`. A row that cannot be read
+is *quarantined* (``outbox.quarantined`` says why): kept for inspection, out of the queue.
 """
 
 from __future__ import annotations
@@ -178,6 +179,17 @@ class OutboxRow:
     created_at: datetime
     next_attempt: datetime
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableRow:
+    """An outbox row that could not be read: quarantined, with what could be read of it."""
+
+    id: int
+    slot: object
+    key: str
+    rule: str
+    error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,27 +417,63 @@ class StateDB:
             [(s, kind, key, rule, severity, title, body, iso(now), iso(now)) for s in slots],
         )
 
-    def due(self, now: datetime, limit: int = 50) -> list[OutboxRow]:
-        """Messages whose next attempt is due, oldest first."""
+    def due(self, now: datetime, limit: int = 50) -> tuple[list[OutboxRow], list[UnreadableRow]]:
+        """Messages whose next attempt is due, oldest first; and the rows that could not be read.
+
+        An unreadable row (a timestamp that is not one, a count that is not a number) is
+        quarantined here, so it neither blocks the others nor comes back; so is one whose
+        ``next_attempt`` is no date at all (it would otherwise never fall due).
+        """
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM outbox WHERE quarantined IS NULL AND next_attempt <= ? "
-                "ORDER BY id LIMIT ?",
+                "SELECT * FROM outbox WHERE quarantined IS NULL AND "
+                "(next_attempt <= ? OR julianday(next_attempt) IS NULL) ORDER BY id LIMIT ?",
                 (iso(now), limit),
             ).fetchall()
-        return [_outbox(r) for r in rows]
+            good: list[OutboxRow] = []
+            bad: list[UnreadableRow] = []
+            for r in rows:
+                try:
+                    good.append(_outbox(r))
+                except Exception as exc:  # whatever is wrong with it, set it aside
+                    bad.append(
+                        UnreadableRow(
+                            int(r["id"]),
+                            r["slot"],
+                            str(r["key"]),
+                            str(r["rule"]),
+                            f"{type(exc).__name__}: {exc}"[:500],
+                        )
+                    )
+            if bad:
+                with self.transaction() as db:
+                    db.executemany(
+                        "UPDATE outbox SET quarantined = ? WHERE id = ?",
+                        [(b.error, b.id) for b in bad],
+                    )
+        return good, bad
 
     def pending(self) -> list[OutboxRow]:
+        """Every queued message (quarantined rows aside), oldest first."""
         with self._lock:
             rows = self._db.execute("SELECT * FROM outbox WHERE quarantined IS NULL ORDER BY id")
             return [_outbox(r) for r in rows]
 
     def next_due(self) -> datetime | None:
+        """When the next queued message falls due (None: nothing queued, or not a date).
+
+        An unreadable time is not an error here: :meth:`due` quarantines its row.
+        """
         with self._lock:
             row = self._db.execute(
                 "SELECT MIN(next_attempt) FROM outbox WHERE quarantined IS NULL"
             ).fetchone()
-        return parse_iso(row[0]) if row and row[0] else None
+        if not row or not row[0]:
+            return None
+        try:
+            return parse_iso(str(row[0]))
+        except ValueError:
+            return None
 
     def delivered(self, message_id: int) -> None:
         with self.transaction() as db:
@@ -539,19 +587,32 @@ def _alert(r: sqlite3.Row) -> AlertRow:
 
 
 def _outbox(r: sqlite3.Row) -> OutboxRow:
+    """One outbox row, read strictly: a field of the wrong type raises."""
     return OutboxRow(
-        r["id"],
-        r["slot"],
-        r["kind"],
-        r["key"],
-        r["rule"],
-        r["severity"],
-        r["title"],
-        r["body"],
-        parse_iso(r["created_at"]),
-        parse_iso(r["next_attempt"]),
-        r["attempts"],
+        _integer(r["id"]),
+        _integer(r["slot"]),
+        _text(r["kind"]),
+        _text(r["key"]),
+        _text(r["rule"]),
+        _text(r["severity"]),
+        _text(r["title"]),
+        _text(r["body"]),
+        parse_iso(_text(r["created_at"])),
+        parse_iso(_text(r["next_attempt"])),
+        _integer(r["attempts"]),
     )
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"not an integer: {type(value).__name__}")
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"not text: {type(value).__name__}")
+    return value
 
 
 def facts_to_json(facts: KeyFacts) -> str:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -32,13 +32,14 @@ import pytest
 import yaml
 
 from keymon import log as logging_setup
+from keymon import notify
 from keymon.app import App
 from keymon.cli import history as cli_history
 from keymon.config import load
 from keymon.model import Rule
-from keymon.notify import FIRST_BACKOFF, route_channels
+from keymon.notify import FIRST_BACKOFF, Notifier, route_channels
 from keymon.simulator.binance import BinanceSimulator
-from keymon.state import DB_NAME, MIGRATIONS
+from keymon.state import DB_NAME, MIGRATIONS, StateDB
 from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock, wait_until
 from tests.notify_receiver import Receiver
 
@@ -110,13 +111,19 @@ class Apps:
         self._clock = clock
         self._open: list[App] = []
 
-    async def start(self, config: Path) -> App:
-        """A new daemon on ``config`` (same data_dir: a restart)."""
+    async def start(self, config: Path, **start: bool) -> App:
+        """A new daemon on ``config`` (same data_dir: a restart).
+
+        No HTTP, scheduler or delivery loop unless ``start`` asks (App.start's arguments).
+        """
         app = App(
-            load(config), transport_factory=lambda _n: self._sim.transport(), clock=self._clock
+            load(config),
+            transport_factory=lambda _n: self._sim.transport(),
+            clock=self._clock,
+            watch_interval=3600,  # tests reload explicitly
         )
         self._open.append(app)
-        await app.start(serve_http=False, schedule=False)
+        await app.start(**{"serve_http": False, "schedule": False, **start})
         return app
 
     async def stop(self, app: App) -> None:
@@ -907,6 +914,175 @@ async def test_schema_2_outbox_rows_find_their_url_or_are_reported(
     assert titles(receiver) == ["kept message"]
     assert app.db.pending() == []
     assert int(app.db._db.execute("PRAGMA user_version").fetchone()[0]) == len(MIGRATIONS)
+
+
+# ----------------------------------------------------------------------------- supervised delivery
+
+
+async def get_healthz(app: App) -> tuple[int, dict[str, Any]]:
+    """GET /healthz of an App serving HTTP: (status, JSON body)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(f"http://127.0.0.1:{app.port}/healthz")
+    return response.status_code, response.json()
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Await ``predicate`` becoming true, polling without blocking the loop; bounded."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {within}s")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def fast_loop_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The delivery loop retries a failed pass within tens of milliseconds."""
+    monkeypatch.setattr(notify, "LOOP_FIRST_BACKOFF", 0.02)
+    monkeypatch.setattr(notify, "LOOP_MAX_BACKOFF", 0.1)
+
+
+async def test_delivery_loop_outlives_failing_reads_and_healthz_names_it(
+    tmp_path: Path,
+    sim: BinanceSimulator,
+    clock: FakeClock,
+    receiver: Receiver,
+    apps: Apps,
+    monkeypatch: pytest.MonkeyPatch,
+    fast_loop_backoff: None,
+) -> None:
+    """The outbox cannot be read for a while: the loop logs why and goes on; /healthz answers
+    503 naming notifier once it has been stuck for STALLED_AFTER, and 200 again when it recovers;
+    the alert queued meanwhile is delivered, once."""
+    broken = threading.Event()
+    real_due = StateDB.due
+
+    def due(self: StateDB, now: datetime, limit: int = 50) -> Any:
+        if broken.is_set():
+            raise sqlite3.OperationalError("database disk image is malformed")
+        return real_due(self, now, limit)
+
+    monkeypatch.setattr(StateDB, "due", due)
+    stream = capture_logs()
+    app = await apps.start(
+        write_config(tmp_path, [DOC], [receiver.url()]), serve_http=True, schedule=True
+    )
+    await app.audit_all()
+    assert await get_healthz(app) == (200, {"status": "ok"})
+    broken.set()
+    sim.update_key(DOC_API_KEY, enableWithdrawals=True)
+    await app.audit_all()
+    await wait_for(lambda: len(log_events(stream, "notification_loop_failed")) >= 3)
+    assert (await get_healthz(app))[0] == 200  # failing, but not for long yet
+    clock.advance(notify.STALLED_AFTER.total_seconds() + 1)
+    status, body = await get_healthz(app)
+    assert status == 503
+    assert body["status"] == "unhealthy"
+    assert body["failing"] == ["notifier"]
+    assert body["notifier"]["last_error"] == "OperationalError"
+    assert receiver.requests == []
+    broken.clear()
+    await wait_for(lambda: len(receiver.delivered) == 1)
+    await wait_for(lambda: app.notifier.healthy())
+    assert (await get_healthz(app)) == (200, {"status": "ok"})
+    clock.advance(600)
+    await app.audit_all()
+    app.notifier.wake()
+    await wait_for(lambda: log_events(stream, "notification_loop_recovered") != [])
+    assert titles(receiver) == [WITHDRAW_TITLE]
+    failed = log_events(stream, "notification_loop_failed")[0]
+    assert failed["error"] == "OperationalError: database disk image is malformed"
+    assert failed["level"] == "error"
+    assert "exception" in failed  # the traceback, redacted like every log line
+
+
+@pytest.mark.parametrize(
+    ("column", "garbage"),
+    [
+        # Sorts before every date: before the fix, next_due() raised and the loop ended.
+        pytest.param("next_attempt", "0000-garbage", id="next-attempt"),
+        pytest.param("next_attempt", "zz not a time", id="next-attempt-never-due"),
+        pytest.param("created_at", "yesterday", id="created-at"),
+        pytest.param("attempts", "many", id="attempts"),
+    ],
+)
+async def test_unreadable_outbox_row_is_quarantined_and_the_others_delivered(
+    tmp_path: Path,
+    sim: BinanceSimulator,
+    clock: FakeClock,
+    receiver: Receiver,
+    apps: Apps,
+    fast_loop_backoff: None,
+    column: str,
+    garbage: str,
+) -> None:
+    """One queued message's row corrupted on disk: it is quarantined, logged and counted as
+    dropped; the others, and every alert after, are still delivered by the running loop."""
+    receiver.answer_error(500)
+    app = await apps.start(
+        write_config(tmp_path, [DOC], [receiver.url()]), serve_http=True, schedule=True
+    )
+    await app.audit_all()
+    sim.update_key(DOC_API_KEY, enableFutures=True, enableWithdrawals=True)
+    await app.audit_all()
+    await wait_for(lambda: len(receiver.requests) >= 1)
+    futures_title = "[WARNING] doc-key: forbidden_permission[futures_trade]"
+    db = sqlite3.connect(tmp_path / "data" / DB_NAME)
+    with db:
+        db.execute(
+            f"UPDATE outbox SET {column} = ? WHERE title = ?",  # noqa: S608 - a test's own column
+            (garbage, futures_title),
+        )
+    db.close()
+    stream = capture_logs()
+    receiver.answer_ok()
+    clock.advance(3600)
+    app.notifier.wake()
+    await wait_for(lambda: WITHDRAW_TITLE in titles(receiver))
+    await wait_for(lambda: log_events(stream, "notification_quarantined") != [])
+    (quarantined,) = log_events(stream, "notification_quarantined")
+    assert (quarantined["key"], quarantined["rule"]) == ("doc-key", "forbidden_permission")
+    assert outcome(app, "dropped") == 1
+    # Later alerts still go out, from the same loop.
+    sim.update_key(DOC_API_KEY, enableWithdrawals=False)
+    clock.advance(60)
+    await app.audit_all()
+    await wait_for(lambda: "[RESOLVED] doc-key: withdraw_enabled" in titles(receiver))
+    assert futures_title not in titles(receiver)
+    assert titles(receiver).count(WITHDRAW_TITLE) == 1
+    assert (await get_healthz(app))[0] == 200
+    db = sqlite3.connect(tmp_path / "data" / DB_NAME)
+    try:
+        rows = db.execute("SELECT title, quarantined FROM outbox").fetchall()
+    finally:
+        db.close()
+    assert [title for title, _ in rows] == [futures_title]
+    assert rows[0][1]  # why it was set aside
+
+
+@pytest.mark.parametrize("configured", [True, False], ids=["notify-configured", "no-notify"])
+async def test_healthz_when_the_delivery_task_has_ended(
+    tmp_path: Path,
+    receiver: Receiver,
+    apps: Apps,
+    monkeypatch: pytest.MonkeyPatch,
+    configured: bool,
+) -> None:
+    """The delivery task ended: 503 naming notifier, unless no channel is configured."""
+
+    async def ended(self: Notifier, *, idle: float = 30.0) -> None:
+        return None
+
+    monkeypatch.setattr(Notifier, "run", ended)
+    urls = [receiver.url()] if configured else []
+    app = await apps.start(write_config(tmp_path, [DOC], urls), serve_http=True, schedule=True)
+    await asyncio.sleep(0)  # the task runs, and ends
+    status, body = await get_healthz(app)
+    if configured:
+        assert status == 503
+        assert body["failing"] == ["notifier"]
+    else:
+        assert (status, body) == (200, {"status": "ok"})
 
 
 # ----------------------------------------------------------------------------- secrets
