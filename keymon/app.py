@@ -16,6 +16,11 @@ validated in full; if invalid, its problems are logged, the old configuration ke
 and ``keymon_config_last_reload_success`` drops to 0. Otherwise keys added, removed or changed
 take effect at once, without a restart.
 
+**Health.** ``/healthz`` answers 200 while the scheduler runs and, when ``notify.urls`` names
+a channel, the notification delivery loop can go on (its task lives and
+:meth:`~keymon.notify.Notifier.healthy`); otherwise 503 with a JSON body naming what fails
+(``{"status": "unhealthy", "failing": ["notifier"], ...}``).
+
 **Stop** (SIGTERM, SIGINT): the scheduler stops, in-flight audits are cancelled, clients and
 the HTTP server close; ``keymon run`` exits 0.
 """
@@ -258,15 +263,22 @@ class App:
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), tz=UTC)
 
-    async def start(self, *, serve_http: bool = True, schedule: bool = True) -> None:
-        """Start the HTTP endpoints, the scheduler and the configuration watcher."""
+    async def start(
+        self, *, serve_http: bool = True, schedule: bool = True, deliver: bool | None = None
+    ) -> None:
+        """Start the HTTP endpoints, the scheduler and the configuration watcher, and the
+        notification delivery loop (``deliver``, by default with the scheduler)."""
         if serve_http:
             await self._start_http()
         if schedule:
             self.scheduler.start()
             self._schedule(list(self.store.names()))
             self._watch_task = asyncio.create_task(self._watch_config(), name="config-watch")
+        if deliver is None:
+            deliver = schedule
+        if deliver:
             self._deliver_task = asyncio.create_task(self.notifier.run(), name="notify")
+            self._deliver_task.add_done_callback(self._delivery_ended)
         log.info(
             "keymon_started",
             keys=len(self.settings.keys),
@@ -274,6 +286,21 @@ class App:
             listen=self.settings.listen if serve_http else None,
             port=self.port,
         )
+
+    def _delivery_ended(self, task: asyncio.Task[None]) -> None:
+        if self._stopped.is_set() or task.cancelled():
+            return
+        # Only a BaseException gets past the loop's own supervision; /healthz now says 503.
+        log.error("notification_loop_ended", error=repr(task.exception()))
+
+    def notifier_ok(self) -> bool:
+        """False when notifications are configured and cannot be delivered (see /healthz)."""
+        if not self.notifier.configured:
+            return True
+        task = self._deliver_task
+        if task is not None and task.done():
+            return False
+        return self.notifier.healthy()
 
     async def wait(self) -> None:
         """Block until :meth:`stop` is called."""
@@ -565,9 +592,16 @@ class App:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         alive = not self._stopped.is_set() and self.scheduler.running
-        return web.json_response(
-            {"status": "ok" if alive else "stopping"}, status=200 if alive else 503
-        )
+        if not alive:
+            return web.json_response({"status": "stopping"}, status=503)
+        if not self.notifier_ok():
+            body = {
+                "status": "unhealthy",
+                "failing": ["notifier"],
+                "notifier": self.notifier.health(),
+            }
+            return web.json_response(body, status=503)
+        return web.json_response({"status": "ok"})
 
     async def _readyz(self, request: web.Request) -> web.Response:
         states = self.store.snapshot()

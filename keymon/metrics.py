@@ -49,7 +49,7 @@ from keymon.store import KeyState, Store
 _go_float: Callable[[float], str] = floatToGoString  # the client's own number format
 
 KEY_LABELS = ("key", "client", "exchange")
-NOTIFY_OUTCOMES = ("sent", "failed", "retried")
+NOTIFY_OUTCOMES = ("sent", "failed", "retried", "dropped")
 #: Latency buckets for exchange calls and audits: loopback to a slow exchange.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -334,7 +334,7 @@ class SelfMetrics:
         )
         self.notifications = Counter(
             "keymon_notifications",
-            "Notifications sent, failed and retried.",
+            "Notifications sent, failed, retried and dropped (never to be delivered).",
             ["outcome"],
             registry=registry,
         )

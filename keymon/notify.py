@@ -15,8 +15,31 @@ what is due and deletes a message only once its channel accepted it. A message t
 be delivered (channel down, 5xx, 429, refused connection) stays, and is retried with
 exponential backoff, across restarts, until it is delivered.
 
-Channel URLs carry tokens: they are secrets. The outbox stores a fingerprint, logs show the
-Apprise "privacy" form of a URL, never the URL.
+**Channels are places.** A queued message belongs to the alert, and to a channel's place in
+``notify.urls`` (its *slot*), not to the text of its URL: rotating a leaked webhook token (a new
+URL at the same place) delivers what was queued to the new URL, at once, exactly once; a send
+to the old URL that was in flight at the change and succeeded is not repeated. When the list
+changes (a reload, or a restart after the file was edited), :func:`route_channels` decides:
+
+* a queue whose URL is still configured **follows its URL** to its new place (a reordered list
+  sends nothing twice and loses nothing: following the place instead would hand one channel's
+  backlog, which the other channel may already have received, to the other);
+* otherwise it **keeps its place** if that place now holds a URL new to the list (a rotation);
+* otherwise (the list got shorter, or its place went to another configured URL) it is
+  **dropped and reported**: a ``notifications_dropped`` warning naming the place and the count,
+  and ``keymon_notifications_total{outcome="dropped"}``. Nothing is lost silently.
+
+The same URL at two places is one channel (the first place).
+
+**Delivery is supervised** (:meth:`Notifier.run`): any error of a pass (the state database
+failing a read, say) is logged with its cause and the loop goes on after a backoff (1 s
+doubling to 1 min); an outbox row that cannot be read is quarantined, logged and counted as
+dropped, and the others go on. :meth:`Notifier.healthy` turns false when the loop has made no
+progress for :data:`STALLED_AFTER` while failing or stuck in a pass; ``/healthz`` then answers
+503 naming ``notifier``.
+
+Channel URLs carry tokens: they are secrets. The state database stores slots and URL
+fingerprints; logs name a channel as ``notify.urls[i] (scheme://...)``, never by its URL.
 """
 
 from __future__ import annotations
@@ -39,7 +62,7 @@ from keymon.changes import Change
 from keymon.config import NotifySettings, Secret
 from keymon.exchanges.base import Clock
 from keymon.model import Finding, Rule, Severity
-from keymon.state import AlertRow, OutboxRow, StateDB, iso
+from keymon.state import DETACHED, AlertRow, OutboxRow, StateDB, UnreadableRow, iso
 from keymon.store import KeyState
 
 log = structlog.get_logger(__name__)
@@ -49,6 +72,11 @@ FIRST_BACKOFF = timedelta(seconds=5)
 MAX_BACKOFF = timedelta(minutes=5)
 #: One delivery attempt may take this long before it counts as failed.
 SEND_TIMEOUT = 30.0
+#: After a failed pass the delivery loop waits this long, doubling, up to LOOP_MAX_BACKOFF.
+LOOP_FIRST_BACKOFF = 1.0
+LOOP_MAX_BACKOFF = 60.0
+#: No progress for this long while failing (or stuck in a pass): the notifier is unhealthy.
+STALLED_AFTER = timedelta(minutes=3)
 
 #: What to do, per rule: the last line of every firing message.
 REMEDIATION: Mapping[Rule, str] = {
@@ -101,8 +129,31 @@ Sender = Callable[[str, str, str, str], bool]  # (url, title, body, severity) ->
 
 
 def channel_id(url: str) -> str:
-    """A channel's fingerprint: what the outbox stores instead of the URL."""
+    """A channel URL's fingerprint: what the state database stores instead of the URL."""
     return hashlib.sha256(url.encode()).hexdigest()
+
+
+def route_channels(old: Mapping[int, str], new: Sequence[str]) -> tuple[dict[int, int], set[int]]:
+    """Where each old slot's queue goes in a new list of channels (see the module docstring).
+
+    ``old`` maps a slot to the fingerprint of the URL it held; ``new`` is the fingerprints of
+    the new list, by place. Returns ``(route, rotated)``: ``route`` maps an old slot to its new
+    slot for every queue that stays; ``rotated`` holds the slots kept for a new URL. A slot
+    absent from ``route`` is dropped.
+    """
+    first: dict[str, int] = {}
+    for place, fingerprint in enumerate(new):
+        first.setdefault(fingerprint, place)
+    known = set(old.values())
+    route: dict[int, int] = {}
+    rotated: set[int] = set()
+    for slot, fingerprint in old.items():
+        if fingerprint in first:
+            route[slot] = first[fingerprint]  # the URL is still configured: follow it
+        elif 0 <= slot < len(new) and new[slot] not in known and first[new[slot]] == slot:
+            route[slot] = slot  # a new URL at the same place: a rotation
+            rotated.add(slot)
+    return route, rotated
 
 
 def apprise_send(url: str, title: str, body: str, severity: str) -> bool:
@@ -154,24 +205,59 @@ class Notifier:
         self._on_outcome = on_outcome or (lambda _outcome: None)
         self._send = send
         self._wake = asyncio.Event()
+        #: Bumped by every configure(): a delivery pass started before it stops routing.
+        self._generation = 0
+        #: Ids of the messages being sent right now.
+        self._inflight: set[int] = set()
+        #: The channels by slot (a URL repeated at a later place is its first place's channel),
+        #: and how logs name them.
+        self._urls: dict[int, Secret] = {}
+        self._labels: dict[int, str] = {}
+        # The delivery loop's health (see healthy()).
+        self._progress = clock()
+        self._failures = 0
+        self._last_error: str | None = None
+        self._in_pass = False
         self.configure(settings)
 
     def configure(self, settings: NotifySettings) -> None:
-        """Adopt (re)loaded channel URLs; messages for dropped channels are discarded."""
+        """Adopt (re)loaded channel URLs, re-routing the queued messages (module docstring)."""
+        old_labels = self._labels
+        urls = [u.get() for u in settings.urls]
+        fingerprints = [channel_id(u) for u in urls]
+        route, rotated = route_channels(self._db.channel_places(), fingerprints)
+        dropped = self._db.rechannel(
+            route, rotated, fingerprints, self.now(), busy=set(self._inflight)
+        )
         self.settings = settings
-        self._channels: dict[str, Secret] = {channel_id(u.get()): u for u in settings.urls}
+        self._urls = {
+            place: url
+            for place, url in enumerate(settings.urls)
+            if fingerprints.index(fingerprints[place]) == place
+        }
         # How logs name a channel: its place in the configuration and its scheme, nothing more.
         self._labels = {
-            channel_id(u.get()): f"notify.urls[{i}] ({private_url(u.get())})"
-            for i, u in enumerate(settings.urls)
+            place: f"notify.urls[{place}] ({private_url(urls[place])})" for place in self._urls
         }
-        dropped = self._db.drop_channels(list(self._channels))
-        if dropped:
-            log.warning(
-                "notifications_dropped",
-                count=dropped,
-                detail="their channel is no longer configured",
+        self._generation += 1
+        for slot, count in sorted(dropped.items()):
+            self._report_dropped(
+                old_labels.get(slot, _slot_name(slot)),
+                count,
+                "notify.urls no longer holds this channel",
             )
+        if rotated:
+            log.info(
+                "notify_channels_rotated",
+                channels=[self._labels[slot] for slot in sorted(rotated)],
+                detail="queued messages go to the new URL",
+            )
+        self._wake.set()
+
+    def _report_dropped(self, channel: str, count: int, detail: str) -> None:
+        for _ in range(count):
+            self._on_outcome("dropped")
+        log.warning("notifications_dropped", channel=channel, count=count, detail=detail)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), tz=UTC)
@@ -226,7 +312,7 @@ class Notifier:
             StateDB.drop_alert(db, alert.key, alert.rule, alert.permission)
             if self.settings.send_resolved:
                 messages.append(self._resolved(state, alert, now))
-        channels = list(self._channels)
+        channels = list(self._urls)
         for message in messages if channels else ():
             # Alert state is kept even without channels, so adding one later does not replay
             # every finding that is already firing; only its own reminders reach it.
@@ -306,13 +392,13 @@ class Notifier:
 
     def announce(self, title: str, body: str, *, severity: str = "warning") -> None:
         """Queue one message about keymon itself (not a key) to every channel."""
-        if not self._channels:
+        if not self._urls:
             return
         now = self.now()
         with self._db.transaction() as db:
             StateDB.enqueue(
                 db,
-                list(self._channels),
+                list(self._urls),
                 "notice",
                 "",
                 "keymon",
@@ -326,7 +412,7 @@ class Notifier:
             key="",
             rule="keymon",
             kind="notice",
-            channels=len(self._channels),
+            channels=len(self._urls),
         )
         self._wake.set()
 
@@ -341,23 +427,51 @@ class Notifier:
         Channels are served concurrently, so one that hangs holds up no other; within a channel
         messages go oldest first, and the first failure postpones the rest of its queue.
         """
-        by_channel: dict[str, list[OutboxRow]] = {}
-        for row in await asyncio.to_thread(self._db.due, self.now()):
-            if row.channel in self._channels:  # configure() drops the others
-                by_channel.setdefault(row.channel, []).append(row)
+        generation = self._generation
+        rows, unreadable = await asyncio.to_thread(self._db.due, self.now())
+        for bad in unreadable:
+            self._report_unreadable(bad)
+        if generation != self._generation:
+            return 0  # the channels changed meanwhile: the next pass routes afresh
+        by_slot: dict[int, list[OutboxRow]] = {}
+        for row in rows:
+            if row.slot in self._urls:
+                by_slot.setdefault(row.slot, []).append(row)
+            elif row.id not in self._inflight and self._db.discard(row.id, row.slot):
+                # Its channel was removed while it was being sent, and that attempt failed.
+                self._report_dropped(_slot_name(row.slot), 1, "its channel was removed")
         counts = await asyncio.gather(
-            *(self._deliver_channel(rows) for rows in by_channel.values())
+            *(self._deliver_channel(rows, generation) for rows in by_slot.values())
         )
         return sum(counts)
 
-    async def _deliver_channel(self, rows: list[OutboxRow]) -> int:
+    def _report_unreadable(self, bad: UnreadableRow) -> None:
+        self._on_outcome("dropped")
+        log.error(
+            "notification_quarantined",
+            id=bad.id,
+            key=bad.key,
+            rule=bad.rule,
+            error=logging_setup.redactor.redact(bad.error),
+            detail="the queued message could not be read; it is kept in the outbox, "
+            "quarantined, and will not be sent",
+        )
+
+    async def _deliver_channel(self, rows: list[OutboxRow], generation: int) -> int:
         delivered = 0
         for index, row in enumerate(rows):
-            url = self._channels[row.channel]
+            if generation != self._generation:
+                break  # the channels changed: the next pass sends the rest where they now go
+            url = self._urls[row.slot]
+            label = self._labels[row.slot]
             if row.attempts:
                 self._on_outcome("retried")
-            ok, error = await self._attempt(url, row)
-            label = self._labels.get(row.channel, "?")
+            self._inflight.add(row.id)
+            try:
+                ok, error = await self._attempt(url, row)
+            finally:
+                self._inflight.discard(row.id)
+            self._progress = self._clock()
             if ok:
                 await asyncio.to_thread(self._db.delivered, row.id)
                 self._on_outcome("sent")
@@ -371,12 +485,27 @@ class Notifier:
                     attempts=row.attempts + 1,
                 )
                 continue
+            self._on_outcome("failed")
+            if generation != self._generation:
+                # The channels changed during the attempt: the message now goes elsewhere (a
+                # rotated URL, due at once) or nowhere (dropped by the next pass); this URL's
+                # failure sets no backoff for it.
+                log.warning(
+                    "notification_failed",
+                    key=row.key,
+                    rule=row.rule,
+                    kind=row.kind,
+                    channel=label,
+                    attempts=row.attempts + 1,
+                    error=error,
+                    detail="the channels changed meanwhile; the message follows the change",
+                )
+                break
             delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2**row.attempts)
             retry_at = self.now() + delay
             await asyncio.to_thread(self._db.retry_later, row.id, retry_at, error)
             # The channel is down: the rest of its queue waits as long, in order.
             await asyncio.to_thread(self._db.postpone, [r.id for r in rows[index + 1 :]], retry_at)
-            self._on_outcome("failed")
             log.warning(
                 "notification_failed",
                 key=row.key,
@@ -403,19 +532,76 @@ class Notifier:
         return ok, "" if ok else "the channel did not accept the message"
 
     async def run(self, *, idle: float = 30.0) -> None:
-        """Deliver forever: when woken by new messages, or when the next retry is due."""
+        """Deliver forever: when woken by new messages, or when the next retry is due.
+
+        Supervised: an error anywhere in a pass (reading the outbox, computing the next retry,
+        recording an outcome) is logged with its cause, and the loop goes on after a backoff
+        (:data:`LOOP_FIRST_BACKOFF` doubling to :data:`LOOP_MAX_BACKOFF`).
+        """
+        self._progress = self._clock()
         while True:
+            self._wake.clear()  # before the pass: a message queued during it wakes the next one
+            self._in_pass = True
             try:
                 await self.deliver_due()
-            except Exception:  # the delivery loop must outlive any one failure
-                log.exception("notification_loop_failed")
-            self._wake.clear()
-            next_due = await asyncio.to_thread(self._db.next_due)
+                next_due = await asyncio.to_thread(self._db.next_due)
+            except Exception as exc:  # the delivery loop must outlive any one failure
+                self._in_pass = False
+                self._failures += 1
+                self._last_error = type(exc).__name__
+                delay = min(LOOP_MAX_BACKOFF, LOOP_FIRST_BACKOFF * 2 ** (self._failures - 1))
+                log.exception(
+                    "notification_loop_failed",
+                    error=logging_setup.redactor.redact(f"{type(exc).__name__}: {exc}"),
+                    failures=self._failures,
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            self._in_pass = False
+            if self._failures:
+                log.info("notification_loop_recovered", failures=self._failures)
+            self._failures = 0
+            self._last_error = None
+            self._progress = self._clock()
             timeout = idle
             if next_due is not None:
                 timeout = max(0.05, min(idle, (next_due - self.now()).total_seconds()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    @property
+    def configured(self) -> bool:
+        """True when ``notify.urls`` names at least one channel."""
+        return bool(self._urls)
+
+    def healthy(self) -> bool:
+        """False when delivery cannot go on: no progress for :data:`STALLED_AFTER` while the
+        loop fails (or is stuck in a pass) and channels are configured.
+
+        A channel that refuses messages is not the notifier failing (its messages wait, and
+        ``keymon_notifications_total{outcome="failed"}`` says so); the loop's own failures are.
+        """
+        if not self._urls or not (self._failures or self._in_pass):
+            return True
+        return self._clock() - self._progress <= STALLED_AFTER.total_seconds()
+
+    def health(self) -> dict[str, object]:
+        """What ``/healthz`` says about the delivery loop when it is unhealthy."""
+        return {
+            "consecutive_failures": self._failures,
+            "seconds_since_progress": round(self._clock() - self._progress, 1),
+            "last_error": self._last_error,
+        }
+
+
+def _slot_name(slot: int) -> str:
+    """How a log names a slot when its URL is no longer known (never the URL)."""
+    if slot == DETACHED:
+        return "a removed notify.urls entry"
+    if slot < 0:
+        return "a channel of an earlier notify.urls (its URL is no longer configured)"
+    return f"notify.urls[{slot}]"
 
 
 def _fired_by(db: sqlite3.Connection, alert: AlertRow, changes: Sequence[Change]) -> list[Change]:

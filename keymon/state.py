@@ -25,7 +25,12 @@ keymon database is moved aside to ``keymon.sqlite3.corrupt-<UTC timestamp>`` (it
 disk, I/O errors) are never mistaken for damage: they are a :class:`StateError` naming the path
 and the cause, and nothing is moved.
 
-Channel URLs are secrets: the outbox stores a channel's SHA-256 fingerprint, never its URL.
+Channel URLs are secrets, and they are rotated: a queued message belongs to a channel's place
+in ``notify.urls`` (its *slot*), not to its URL. The outbox stores the slot; the ``channels``
+table the SHA-256 fingerprint of the URL each place held when last configured (so a change
+made while keymon was down is recognised at the next start); neither ever holds a URL. How a
+new list re-routes the queues is :func:`keymon.notify.route_channels`. A row that cannot be read
+is *quarantined* (``outbox.quarantined`` says why): kept for inspection, out of the queue.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -102,8 +107,48 @@ MIGRATIONS: tuple[str, ...] = (
     -- The key_rejected finding's message while rejected, so a restart keeps it firing.
     ALTER TABLE key_facts ADD COLUMN rejection TEXT;
     """,
+    """
+    -- Queued messages belong to a place in notify.urls (a slot), not to a URL's text, so a
+    -- rotated URL delivers what its place had queued. `channels` remembers the fingerprint of
+    -- the URL each place held. Rows of schema 2 were keyed by that fingerprint: each distinct
+    -- one gets a provisional negative slot, which the first start routes to the place whose URL
+    -- has that fingerprint, or drops and reports (keymon.notify.route_channels).
+    CREATE TABLE channels (
+        slot          INTEGER PRIMARY KEY,  -- place in notify.urls; < 0 before the first start
+        fingerprint   TEXT NOT NULL         -- SHA-256 of the URL at that place, never the URL
+    );
+    INSERT INTO channels (slot, fingerprint)
+        SELECT -ROW_NUMBER() OVER (ORDER BY MIN(id)), channel FROM outbox GROUP BY channel;
+    CREATE TABLE outbox_by_slot (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        slot          INTEGER NOT NULL,  -- place in notify.urls (channels.slot), never the URL
+        kind          TEXT NOT NULL,     -- firing | reminder | escalated | changed | resolved
+        key           TEXT NOT NULL,
+        rule          TEXT NOT NULL,
+        severity      TEXT NOT NULL,
+        title         TEXT NOT NULL,
+        body          TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        next_attempt  TEXT NOT NULL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        last_error    TEXT,
+        quarantined   TEXT               -- why the row could not be read; NULL: in the queue
+    );
+    INSERT INTO outbox_by_slot (id, slot, kind, key, rule, severity, title, body, created_at,
+                                next_attempt, attempts, last_error)
+        SELECT o.id, c.slot, o.kind, o.key, o.rule, o.severity, o.title, o.body, o.created_at,
+               o.next_attempt, o.attempts, o.last_error
+        FROM outbox o JOIN channels c ON c.fingerprint = o.channel;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_by_slot RENAME TO outbox;
+    CREATE INDEX outbox_due ON outbox (next_attempt);
+    CREATE INDEX outbox_slot ON outbox (slot);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+#: The slot of a message whose channel was removed while it was being sent: delivered if that
+#: attempt succeeds, otherwise dropped and reported.
+DETACHED = -(2**62)
 
 
 LOCK_NAME = "keymon.lock"
@@ -182,7 +227,7 @@ class AlertRow:
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     id: int
-    channel: str
+    slot: int
     kind: str
     key: str
     rule: str
@@ -192,6 +237,17 @@ class OutboxRow:
     created_at: datetime
     next_attempt: datetime
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableRow:
+    """An outbox row that could not be read: quarantined, with what could be read of it."""
+
+    id: int
+    slot: object
+    key: str
+    rule: str
+    error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +310,8 @@ class StateDB:
         """Check that the whole file can be relied on; :class:`StateDamaged` says why not.
 
         SQLite's ``quick_check``, every table and column the schema's migrations create, and
-        every row the daemon reads back (facts, alerts, the outbox, the journal's timestamps).
+        every row the daemon reads back (facts, alerts, the journal's timestamps). An unreadable
+        outbox row is not damage to the file: the notifier quarantines it, alone.
         """
         try:
             with self._lock:
@@ -287,14 +344,6 @@ class StateDB:
                     f"{self.path}: damaged: a row of table {table} is unreadable "
                     f"({type(exc).__name__})"
                 ) from None
-        try:
-            self.pending()
-        except sqlite3.DatabaseError as exc:
-            raise _classify(self.path, exc) from None
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise StateDamaged(
-                f"{self.path}: damaged: a row of table outbox is unreadable ({type(exc).__name__})"
-            ) from None
 
     def _check_version(self) -> int:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -468,7 +517,7 @@ class StateDB:
     @staticmethod
     def enqueue(
         db: sqlite3.Connection,
-        channels: Sequence[str],
+        slots: Sequence[int],
         kind: str,
         key: str,
         rule: str,
@@ -477,33 +526,83 @@ class StateDB:
         body: str,
         now: datetime,
     ) -> None:
+        """Queue one message for each channel (its slot: its place in ``notify.urls``)."""
         db.executemany(
-            "INSERT INTO outbox (channel, kind, key, rule, severity, title, body, created_at, "
+            "INSERT INTO outbox (slot, kind, key, rule, severity, title, body, created_at, "
             "next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(c, kind, key, rule, severity, title, body, iso(now), iso(now)) for c in channels],
+            [(s, kind, key, rule, severity, title, body, iso(now), iso(now)) for s in slots],
         )
 
-    def due(self, now: datetime, limit: int = 50) -> list[OutboxRow]:
-        """Messages whose next attempt is due, oldest first."""
+    def due(self, now: datetime, limit: int = 50) -> tuple[list[OutboxRow], list[UnreadableRow]]:
+        """Messages whose next attempt is due, oldest first; and the rows that could not be read.
+
+        An unreadable row (a timestamp that is not one, a count that is not a number) is
+        quarantined here, so it neither blocks the others nor comes back; so is one whose
+        ``next_attempt`` is no date at all (it would otherwise never fall due).
+        """
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM outbox WHERE next_attempt <= ? ORDER BY id LIMIT ?",
+                "SELECT * FROM outbox WHERE quarantined IS NULL AND "
+                "(next_attempt <= ? OR julianday(next_attempt) IS NULL) ORDER BY id LIMIT ?",
                 (iso(now), limit),
             ).fetchall()
-        return [_outbox(r) for r in rows]
+            good: list[OutboxRow] = []
+            bad: list[UnreadableRow] = []
+            for r in rows:
+                try:
+                    good.append(_outbox(r))
+                except Exception as exc:  # whatever is wrong with it, set it aside
+                    bad.append(
+                        UnreadableRow(
+                            int(r["id"]),
+                            r["slot"],
+                            str(r["key"]),
+                            str(r["rule"]),
+                            f"{type(exc).__name__}: {exc}"[:500],
+                        )
+                    )
+            if bad:
+                with self.transaction() as db:
+                    db.executemany(
+                        "UPDATE outbox SET quarantined = ? WHERE id = ?",
+                        [(b.error, b.id) for b in bad],
+                    )
+        return good, bad
 
     def pending(self) -> list[OutboxRow]:
+        """Every queued message (quarantined rows aside), oldest first."""
         with self._lock:
-            return [_outbox(r) for r in self._db.execute("SELECT * FROM outbox ORDER BY id")]
+            rows = self._db.execute("SELECT * FROM outbox WHERE quarantined IS NULL ORDER BY id")
+            return [_outbox(r) for r in rows]
 
     def next_due(self) -> datetime | None:
+        """When the next queued message falls due (None: nothing queued, or not a date).
+
+        An unreadable time is not an error here: :meth:`due` quarantines its row.
+        """
         with self._lock:
-            row = self._db.execute("SELECT MIN(next_attempt) FROM outbox").fetchone()
-        return parse_iso(row[0]) if row and row[0] else None
+            row = self._db.execute(
+                "SELECT MIN(next_attempt) FROM outbox WHERE quarantined IS NULL"
+            ).fetchone()
+        if not row or not row[0]:
+            return None
+        try:
+            return parse_iso(str(row[0]))
+        except ValueError:
+            return None
 
     def delivered(self, message_id: int) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+
+    def discard(self, message_id: int, slot: int) -> bool:
+        """Delete a message still queued at ``slot`` (its channel is gone); True if it was."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM outbox WHERE id = ? AND slot = ? AND quarantined IS NULL",
+                (message_id, slot),
+            )
+            return cursor.rowcount > 0
 
     def retry_later(self, message_id: int, when: datetime, error: str) -> None:
         with self.transaction() as db:
@@ -523,13 +622,72 @@ class StateDB:
                 [(iso(when), message_id) for message_id in message_ids],
             )
 
-    def drop_channels(self, keep: Sequence[str]) -> int:
-        """Drop queued messages for channels no longer configured; returns how many."""
-        marks = ",".join("?" * len(keep))
+    def channel_places(self) -> dict[int, str]:
+        """The fingerprint of the URL each slot held when channels were last configured."""
+        with self._lock:
+            rows = self._db.execute("SELECT slot, fingerprint FROM channels").fetchall()
+        return {int(r["slot"]): str(r["fingerprint"]) for r in rows}
+
+    def rechannel(
+        self,
+        route: Mapping[int, int],
+        rotated: Collection[int],
+        places: Sequence[str],
+        now: datetime,
+        *,
+        busy: Collection[int] = (),
+    ) -> dict[int, int]:
+        """Re-route the queues to a new list of channels, in one transaction.
+
+        ``route`` maps an old slot to its new one, for every queue that stays (identity
+        included); ``rotated`` slots kept their place but got a new URL: their messages are due
+        at once, their attempt count starts again. Messages at any other slot are dropped and
+        counted per old slot (the return value), except those in ``busy`` (being sent right
+        now), which become :data:`DETACHED`. ``places`` (fingerprints by slot) is recorded.
+        """
+        kept = list(route)
+        keep_marks = ",".join("?" * len(kept))
+        busy_ids = list(busy)
+        busy_marks = ",".join("?" * len(busy_ids))
         with self.transaction() as db:
-            query = f"DELETE FROM outbox WHERE channel NOT IN ({marks})"  # noqa: S608 - only ?s
-            cursor = db.execute(query, list(keep))
-            return cursor.rowcount
+            gone = f"quarantined IS NULL AND slot NOT IN ({keep_marks})"
+            counts = {
+                int(r[0]): int(r[1])
+                for r in db.execute(
+                    f"SELECT slot, COUNT(*) FROM outbox WHERE {gone} "  # noqa: S608 - only ?s
+                    f"AND id NOT IN ({busy_marks}) GROUP BY slot",
+                    [*kept, *busy_ids],
+                )
+            }
+            db.execute(
+                f"DELETE FROM outbox WHERE {gone} AND id NOT IN ({busy_marks})",  # noqa: S608
+                [*kept, *busy_ids],
+            )
+            db.execute(
+                f"UPDATE outbox SET slot = ? WHERE {gone} AND id IN ({busy_marks})",  # noqa: S608
+                [DETACHED, *kept, *busy_ids],
+            )
+            if rotated:
+                marks = ",".join("?" * len(rotated))
+                query = (
+                    "UPDATE outbox SET next_attempt = ?, attempts = 0, last_error = NULL "  # noqa: S608 - only ?s
+                    f"WHERE quarantined IS NULL AND slot IN ({marks})"
+                )
+                db.execute(query, [iso(now), *rotated])
+            moves = [(old, new) for old, new in route.items() if old != new]
+            if moves:
+                # One statement, every row read before it is written: a swap stays a swap.
+                cases = " ".join("WHEN ? THEN ?" for _ in moves)
+                db.execute(
+                    f"UPDATE outbox SET slot = CASE slot {cases} END "  # noqa: S608 - only ?s
+                    f"WHERE slot IN ({','.join('?' * len(moves))})",
+                    [*(v for move in moves for v in move), *(old for old, _ in moves)],
+                )
+            db.execute("DELETE FROM channels")
+            db.executemany(
+                "INSERT INTO channels (slot, fingerprint) VALUES (?, ?)", list(enumerate(places))
+            )
+        return counts
 
 
 def _classify(path: Path, exc: sqlite3.DatabaseError) -> StateError:
@@ -737,19 +895,32 @@ def _alert(r: sqlite3.Row) -> AlertRow:
 
 
 def _outbox(r: sqlite3.Row) -> OutboxRow:
+    """One outbox row, read strictly: a field of the wrong type raises."""
     return OutboxRow(
-        r["id"],
-        r["channel"],
-        r["kind"],
-        r["key"],
-        r["rule"],
-        r["severity"],
-        r["title"],
-        r["body"],
-        parse_iso(r["created_at"]),
-        parse_iso(r["next_attempt"]),
-        r["attempts"],
+        _integer(r["id"]),
+        _integer(r["slot"]),
+        _text(r["kind"]),
+        _text(r["key"]),
+        _text(r["rule"]),
+        _text(r["severity"]),
+        _text(r["title"]),
+        _text(r["body"]),
+        parse_iso(_text(r["created_at"])),
+        parse_iso(_text(r["next_attempt"])),
+        _integer(r["attempts"]),
     )
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"not an integer: {type(value).__name__}")
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"not text: {type(value).__name__}")
+    return value
 
 
 def facts_to_json(facts: KeyFacts) -> str:

@@ -12,7 +12,8 @@ Its behaviour can be switched at any time:
 * :meth:`Receiver.answer_error` - 500 (or any status);
 * :meth:`Receiver.answer_throttled` - 429 with ``Retry-After``;
 * :meth:`Receiver.hang` - never answer until :meth:`Receiver.release`; a released request is
-  then answered 503, so a late answer to a sender that gave up never counts as delivered;
+  then answered 503 by default, so a late answer to a sender that gave up never counts as
+  delivered (``release(200)`` answers it 200: a slow send that succeeds);
 * :meth:`Receiver.stop` / :meth:`Receiver.start` - close the listening socket (connections are
   refused) and open it again on the same port.
 
@@ -57,6 +58,7 @@ class Receiver:
         self._mode: Mode = "ok"
         self._status = 500
         self._retry_after = "60"
+        self._release_status = 503
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="notify-receiver", daemon=True
@@ -148,8 +150,10 @@ class Receiver:
         """Never answer, until :meth:`release` (or :meth:`close`)."""
         self._set("hang")
 
-    def release(self) -> None:
-        """Let every hung request go (it is answered 503: its sender has given up)."""
+    def release(self, status: int = 503) -> None:
+        """Let every hung request go, answered ``status`` (503: its sender has given up)."""
+        with self._lock:
+            self._release_status = status
         if self._release is not None:
             event = self._release
             self._loop.call_soon_threadsafe(event.set)
@@ -191,8 +195,11 @@ class Receiver:
         assert release is not None
         await release.wait()
         with self._lock:
-            self._requests[index] = Received(request.path, body, 503)
-        return web.json_response({"error": "too late"}, status=503)
+            status = self._release_status
+            self._requests[index] = Received(request.path, body, status)
+        if status < 300:
+            return web.json_response({"ok": True}, status=status)
+        return web.json_response({"error": "too late"}, status=status)
 
     # ---------------------------------------------------------------- what arrived
 

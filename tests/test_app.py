@@ -265,7 +265,7 @@ async def test_metrics_follow_the_contract(
     assert value(s, "keymon_config_last_reload_success") == 1
     for reason in Reason:
         assert value(s, "keymon_audit_errors_total", exchange="binance", reason=str(reason)) == 0
-    for outcome in ("sent", "failed", "retried"):
+    for outcome in ("sent", "failed", "retried", "dropped"):
         assert value(s, "keymon_notifications_total", outcome=outcome) == 0
     assert (
         value(

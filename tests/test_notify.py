@@ -10,6 +10,8 @@ it.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import io
 import itertools
 import json
@@ -18,24 +20,26 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from keymon import log as logging_setup
+from keymon import notify
 from keymon.app import App
 from keymon.cli import history as cli_history
 from keymon.config import load
 from keymon.model import Rule
-from keymon.notify import FIRST_BACKOFF
+from keymon.notify import FIRST_BACKOFF, Notifier, route_channels
 from keymon.simulator.binance import BinanceSimulator
-from keymon.state import DB_NAME
+from keymon.state import DB_NAME, MIGRATIONS, StateDB
 from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock, wait_until
 from tests.notify_receiver import Receiver
 
@@ -54,13 +58,16 @@ OTHER = ("other-key", OTHER_KEY, OTHER_SECRET)
 def write_config(
     tmp_path: Path,
     keys: list[KeySpec],
-    urls: list[str],
+    urls: list[Any],
     *,
     base_url: str = "http://binance.test",
     notify: dict[str, Any] | None = None,
     **extra: Any,
 ) -> Path:
-    """A daemon configuration for (name, api_key, secret) triples, secrets in files."""
+    """A daemon configuration for (name, api_key, secret) triples, secrets in files.
+
+    ``urls`` are written as given: URL strings, or secret references (``{"file": PATH}``).
+    """
     entries = []
     for name, api_key, secret in keys:
         secret_file = tmp_path / f"{name}.secret"
@@ -104,13 +111,19 @@ class Apps:
         self._clock = clock
         self._open: list[App] = []
 
-    async def start(self, config: Path) -> App:
-        """A new daemon on ``config`` (same data_dir: a restart)."""
+    async def start(self, config: Path, **start: bool) -> App:
+        """A new daemon on ``config`` (same data_dir: a restart).
+
+        No HTTP, scheduler or delivery loop unless ``start`` asks (App.start's arguments).
+        """
         app = App(
-            load(config), transport_factory=lambda _n: self._sim.transport(), clock=self._clock
+            load(config),
+            transport_factory=lambda _n: self._sim.transport(),
+            clock=self._clock,
+            watch_interval=3600,  # tests reload explicitly
         )
         self._open.append(app)
-        await app.start(serve_http=False, schedule=False)
+        await app.start(**{"serve_http": False, "schedule": False, **start})
         return app
 
     async def stop(self, app: App) -> None:
@@ -634,27 +647,38 @@ async def test_hung_channel_times_out_and_is_retried(
     assert len(receiver.requests) == 2
 
 
-async def test_reload_removing_a_url_drops_its_queued_messages(
+@pytest.mark.parametrize("removed_at", [0, 1], ids=["first-entry", "last-entry"])
+async def test_reload_removing_a_url_drops_and_reports_its_queued_messages(
     tmp_path: Path,
     sim: BinanceSimulator,
     clock: FakeClock,
     receiver: Receiver,
     apps: Apps,
+    removed_at: int,
 ) -> None:
-    """A channel removed by a reload gets nothing more; the remaining channel is unaffected."""
+    """A channel removed by a reload gets nothing more; its queue is dropped, logged and counted.
+
+    The remaining channel is unaffected wherever the removed one stood (its URL moves up to
+    notify.urls[0] when the first entry goes, and its queue with it).
+    """
     with Receiver() as removed:
         removed.answer_error(500)
-        app = await apps.start(
-            write_config(tmp_path, [DOC], [receiver.url("/kept"), removed.url("/gone")])
-        )
+        urls = [receiver.url("/kept")]
+        urls.insert(removed_at, removed.url("/gone"))
+        app = await apps.start(write_config(tmp_path, [DOC], urls))
         await app.audit_all()
         sim.update_key(DOC_API_KEY, enableWithdrawals=True)
         await app.audit_all()
         await app.notifier.deliver_due()
         assert len(app.db.pending()) == 1
+        stream = capture_logs()
         write_config(tmp_path, [DOC], [receiver.url("/kept")])
         assert await app.reload()
         assert app.db.pending() == []
+        (dropped,) = log_events(stream, "notifications_dropped")
+        assert dropped["channel"] == f"notify.urls[{removed_at}] (json://...)"
+        assert dropped["count"] == 1
+        assert outcome(app, "dropped") == 1
         removed.answer_ok()
         sim.update_key(DOC_API_KEY, enableFutures=True)
         for _ in range(3):
@@ -667,6 +691,398 @@ async def test_reload_removing_a_url_drops_its_queued_messages(
         WITHDRAW_TITLE,
         "[WARNING] doc-key: forbidden_permission[futures_trade]",
     ]
+    assert outcome(app, "dropped") == 1
+
+
+# ----------------------------------------------------------------------------- channel changes
+
+
+def capture_logs() -> io.StringIO:
+    """Send keymon's logs, as JSON lines, into a buffer the test reads."""
+    stream = io.StringIO()
+    logging_setup.configure(fmt="json", level="info", stream=stream)
+    return stream
+
+
+def log_events(stream: io.StringIO | str, event: str) -> list[dict[str, Any]]:
+    """The JSON log lines of one event."""
+    text = stream if isinstance(stream, str) else stream.getvalue()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == event]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "route", "rotated"),
+    [
+        pytest.param({0: "a"}, ["a"], {0: 0}, set(), id="unchanged"),
+        pytest.param({0: "a"}, ["b"], {0: 0}, {0}, id="rotated"),
+        pytest.param({0: "a", 1: "b"}, ["b", "a"], {0: 1, 1: 0}, set(), id="swapped"),
+        pytest.param({0: "a", 1: "b"}, ["b"], {1: 0}, set(), id="first-removed"),
+        pytest.param({0: "a", 1: "b"}, ["a"], {0: 0}, set(), id="last-removed"),
+        pytest.param({0: "a", 1: "b"}, ["c"], {0: 0}, {0}, id="first-rotated-last-removed"),
+        # Its place went to a URL that was configured already: a move, not a rotation.
+        pytest.param({0: "a", 1: "b"}, ["b", "c"], {1: 0}, set(), id="place-taken-by-a-move"),
+        pytest.param({0: "a", 1: "b"}, ["a", "b", "c"], {0: 0, 1: 1}, set(), id="one-added"),
+        pytest.param({0: "a"}, [], {}, set(), id="all-removed"),
+        # The same URL twice is one channel, at its first place.
+        pytest.param({0: "a", 1: "b"}, ["c", "c", "b"], {0: 0, 1: 2}, {0}, id="duplicate-url"),
+        # Schema 2's rows, keyed by fingerprint (provisional negative slots).
+        pytest.param({-1: "a", -2: "gone"}, ["x", "a"], {-1: 1}, set(), id="migrated"),
+    ],
+)
+def test_route_channels(
+    old: dict[int, str], new: list[str], route: dict[int, int], rotated: set[int]
+) -> None:
+    """A queue follows its URL; else keeps its place for a URL new to the list; else drops."""
+    assert route_channels(old, new) == (route, rotated)
+
+
+async def test_rotated_url_gets_the_queued_message_once(
+    tmp_path: Path,
+    sim: BinanceSimulator,
+    clock: FakeClock,
+    receiver: Receiver,
+    apps: Apps,
+) -> None:
+    """A leaked webhook token rotated in the secret file: the held message goes to the new URL.
+
+    At once (the old URL's backoff does not hold it), exactly once, nothing dropped, and neither
+    URL stored in the state database.
+    """
+    with Receiver() as old:
+        old.answer_error(500)
+        hook = tmp_path / "hook"
+        hook.write_text(old.url(f"/old/{URL_TOKEN}") + "\n")
+        app = await apps.start(write_config(tmp_path, [DOC], [{"file": str(hook)}]))
+        await app.audit_all()
+        sim.update_key(DOC_API_KEY, enableWithdrawals=True)
+        await app.audit_all()
+        for _ in range(3):  # three failed attempts: the backoff has grown to 20 s
+            assert await app.notifier.deliver_due() == 0
+            clock.advance(FIRST_BACKOFF.total_seconds() * 4)
+        assert outcome(app, "failed") == 3
+        stream = capture_logs()
+        hook.write_text(receiver.url(f"/new/{URL_TOKEN[::-1]}") + "\n")
+        assert await app.reload()
+        assert await app.notifier.deliver_due() == 1
+        for _ in range(3):
+            clock.advance(600)
+            await app.audit_all()
+            await app.notifier.deliver_due()
+        assert old.delivered == []
+        assert len(old.requests) == 3
+    assert titles(receiver) == [WITHDRAW_TITLE]
+    assert [r.path for r in receiver.requests] == [f"/new/{URL_TOKEN[::-1]}"]
+    assert outcome(app, "dropped") == 0
+    assert log_events(stream, "notifications_dropped") == []
+    (rotated,) = log_events(stream, "notify_channels_rotated")
+    assert rotated["channels"] == ["notify.urls[0] (json://...)"]
+    await apps.stop(app)
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "data").iterdir() if p.is_file())
+    for token in (URL_TOKEN, URL_TOKEN[::-1]):
+        assert token.encode() not in stored
+
+
+@pytest.mark.parametrize(
+    ("old_answers", "new_gets"),
+    [
+        pytest.param(200, [], id="old-send-succeeds"),
+        pytest.param(503, [WITHDRAW_TITLE], id="old-send-fails"),
+    ],
+)
+async def test_message_in_flight_when_the_url_rotates(
+    tmp_path: Path,
+    sim: BinanceSimulator,
+    clock: FakeClock,
+    receiver: Receiver,
+    apps: Apps,
+    old_answers: int,
+    new_gets: list[str],
+) -> None:
+    """Rotated while a send to the old URL hangs: if that send succeeds, the new URL gets
+    nothing; if it fails, the new URL gets the message once, at once."""
+    with Receiver() as old:
+        hook = tmp_path / "hook"
+        hook.write_text(old.url("/old", rto="30") + "\n")
+        app = await apps.start(write_config(tmp_path, [DOC], [{"file": str(hook)}]))
+        await app.audit_all()
+        old.hang()
+        sim.update_key(DOC_API_KEY, enableWithdrawals=True)
+        await app.audit_all()
+        sending = asyncio.create_task(app.notifier.deliver_due())
+        await asyncio.to_thread(old.wait_for, lambda rx: rx.hanging == 1)
+        hook.write_text(receiver.url("/new") + "\n")
+        assert await app.reload()
+        old.release(old_answers)
+        await asyncio.wait_for(sending, 10)
+        for _ in range(3):
+            await app.notifier.deliver_due()
+            clock.advance(600)
+            await app.audit_all()
+        assert len(old.requests) == 1
+        assert len(old.delivered) == (1 if old_answers == 200 else 0)
+    assert titles(receiver) == new_gets
+    assert app.db.pending() == []
+    assert outcome(app, "dropped") == 0
+
+
+async def test_reordered_urls_each_get_the_message_once(
+    tmp_path: Path,
+    sim: BinanceSimulator,
+    clock: FakeClock,
+    receiver: Receiver,
+    apps: Apps,
+) -> None:
+    """Two URLs swap places while one holds a message: it follows its URL, nobody gets two."""
+    with Receiver() as down:
+        down.answer_error(500)
+        app = await apps.start(write_config(tmp_path, [DOC], [down.url("/a"), receiver.url("/b")]))
+        await withdraw_fired(app, sim, receiver)
+        write_config(tmp_path, [DOC], [receiver.url("/b"), down.url("/a")])
+        assert await app.reload()
+        down.answer_ok()
+        for _ in range(3):
+            clock.advance(600)
+            await app.audit_all()
+            await app.notifier.deliver_due()
+        assert titles(down) == [WITHDRAW_TITLE]
+    assert titles(receiver) == [WITHDRAW_TITLE]
+    assert outcome(app, "dropped") == 0
+
+
+async def test_url_rotated_while_keymon_was_down(
+    tmp_path: Path,
+    sim: BinanceSimulator,
+    clock: FakeClock,
+    receiver: Receiver,
+    apps: Apps,
+) -> None:
+    """The secret file rotated between two runs: the next start sends the queue to the new URL."""
+    with Receiver() as old:
+        old.answer_error(500)
+        hook = tmp_path / "hook"
+        hook.write_text(old.url("/old") + "\n")
+        config = write_config(tmp_path, [DOC], [{"file": str(hook)}])
+        app = await apps.start(config)
+        await app.audit_all()
+        sim.update_key(DOC_API_KEY, enableWithdrawals=True)
+        await app.audit_all()
+        assert await app.notifier.deliver_due() == 0
+        await apps.stop(app)
+        hook.write_text(receiver.url("/new") + "\n")
+        app = await apps.start(config)
+        assert await app.notifier.deliver_due() == 1
+        assert old.delivered == []
+    assert titles(receiver) == [WITHDRAW_TITLE]
+    assert outcome(app, "dropped") == 0
+
+
+async def test_schema_2_outbox_rows_find_their_url_or_are_reported(
+    tmp_path: Path,
+    sim: BinanceSimulator,
+    receiver: Receiver,
+    apps: Apps,
+) -> None:
+    """Rows queued by a keymon that keyed them by URL fingerprint: at the first start, a row
+    whose URL is still configured goes to it (wherever it now stands); the other is dropped,
+    logged and counted."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    kept_url, gone_url = receiver.url("/kept"), "json://127.0.0.1:9/gone"
+    db = sqlite3.connect(data_dir / DB_NAME)
+    for version, script in enumerate(MIGRATIONS[:2]):
+        db.executescript(f"BEGIN; {script}; PRAGMA user_version = {version + 1}; COMMIT;")
+    for url, title in ((kept_url, "kept message"), (gone_url, "gone message")):
+        db.execute(
+            "INSERT INTO outbox (channel, kind, key, rule, severity, title, body, created_at, "
+            "next_attempt, attempts) VALUES (?, 'firing', 'doc-key', 'withdraw_enabled', "
+            "'critical', ?, 'body', '2026-11-01T00:00:00.000000Z', "
+            "'2026-11-01T00:00:05.000000Z', 1)",
+            (hashlib.sha256(url.encode()).hexdigest(), title),
+        )
+    db.commit()
+    db.close()
+    stream = capture_logs()
+    with Receiver() as first:
+        app = await apps.start(write_config(tmp_path, [DOC], [first.url("/new"), kept_url]))
+        (dropped,) = log_events(stream, "notifications_dropped")
+        assert dropped["count"] == 1
+        assert "notify.urls" in dropped["channel"]
+        assert outcome(app, "dropped") == 1
+        assert await app.notifier.deliver_due() == 1
+        assert first.requests == []
+    assert titles(receiver) == ["kept message"]
+    assert app.db.pending() == []
+    assert int(app.db._db.execute("PRAGMA user_version").fetchone()[0]) == len(MIGRATIONS)
+
+
+# ----------------------------------------------------------------------------- supervised delivery
+
+
+async def get_healthz(app: App) -> tuple[int, dict[str, Any]]:
+    """GET /healthz of an App serving HTTP: (status, JSON body)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(f"http://127.0.0.1:{app.port}/healthz")
+    return response.status_code, response.json()
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Await ``predicate`` becoming true, polling without blocking the loop; bounded."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {within}s")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def fast_loop_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The delivery loop retries a failed pass within tens of milliseconds."""
+    monkeypatch.setattr(notify, "LOOP_FIRST_BACKOFF", 0.02)
+    monkeypatch.setattr(notify, "LOOP_MAX_BACKOFF", 0.1)
+
+
+async def test_delivery_loop_outlives_failing_reads_and_healthz_names_it(
+    tmp_path: Path,
+    sim: BinanceSimulator,
+    clock: FakeClock,
+    receiver: Receiver,
+    apps: Apps,
+    monkeypatch: pytest.MonkeyPatch,
+    fast_loop_backoff: None,
+) -> None:
+    """The outbox cannot be read for a while: the loop logs why and goes on; /healthz answers
+    503 naming notifier once it has been stuck for STALLED_AFTER, and 200 again when it recovers;
+    the alert queued meanwhile is delivered, once."""
+    broken = threading.Event()
+    real_due = StateDB.due
+
+    def due(self: StateDB, now: datetime, limit: int = 50) -> Any:
+        if broken.is_set():
+            raise sqlite3.OperationalError("database disk image is malformed")
+        return real_due(self, now, limit)
+
+    monkeypatch.setattr(StateDB, "due", due)
+    stream = capture_logs()
+    app = await apps.start(
+        write_config(tmp_path, [DOC], [receiver.url()]), serve_http=True, schedule=True
+    )
+    await app.audit_all()
+    assert await get_healthz(app) == (200, {"status": "ok"})
+    broken.set()
+    sim.update_key(DOC_API_KEY, enableWithdrawals=True)
+    await app.audit_all()
+    await wait_for(lambda: len(log_events(stream, "notification_loop_failed")) >= 3)
+    assert (await get_healthz(app))[0] == 200  # failing, but not for long yet
+    clock.advance(notify.STALLED_AFTER.total_seconds() + 1)
+    status, body = await get_healthz(app)
+    assert status == 503
+    assert body["status"] == "unhealthy"
+    assert body["failing"] == ["notifier"]
+    assert body["notifier"]["last_error"] == "OperationalError"
+    assert receiver.requests == []
+    broken.clear()
+    await wait_for(lambda: len(receiver.delivered) == 1)
+    await wait_for(lambda: app.notifier.healthy())
+    assert (await get_healthz(app)) == (200, {"status": "ok"})
+    clock.advance(600)
+    await app.audit_all()
+    app.notifier.wake()
+    await wait_for(lambda: log_events(stream, "notification_loop_recovered") != [])
+    assert titles(receiver) == [WITHDRAW_TITLE]
+    failed = log_events(stream, "notification_loop_failed")[0]
+    assert failed["error"] == "OperationalError: database disk image is malformed"
+    assert failed["level"] == "error"
+    assert "exception" in failed  # the traceback, redacted like every log line
+
+
+@pytest.mark.parametrize(
+    ("column", "garbage"),
+    [
+        # Sorts before every date: before the fix, next_due() raised and the loop ended.
+        pytest.param("next_attempt", "0000-garbage", id="next-attempt"),
+        pytest.param("next_attempt", "zz not a time", id="next-attempt-never-due"),
+        pytest.param("created_at", "yesterday", id="created-at"),
+        pytest.param("attempts", "many", id="attempts"),
+    ],
+)
+async def test_unreadable_outbox_row_is_quarantined_and_the_others_delivered(
+    tmp_path: Path,
+    sim: BinanceSimulator,
+    clock: FakeClock,
+    receiver: Receiver,
+    apps: Apps,
+    fast_loop_backoff: None,
+    column: str,
+    garbage: str,
+) -> None:
+    """One queued message's row corrupted on disk: it is quarantined, logged and counted as
+    dropped; the others, and every alert after, are still delivered by the running loop."""
+    receiver.answer_error(500)
+    app = await apps.start(
+        write_config(tmp_path, [DOC], [receiver.url()]), serve_http=True, schedule=True
+    )
+    await app.audit_all()
+    sim.update_key(DOC_API_KEY, enableFutures=True, enableWithdrawals=True)
+    await app.audit_all()
+    await wait_for(lambda: len(receiver.requests) >= 1)
+    futures_title = "[WARNING] doc-key: forbidden_permission[futures_trade]"
+    db = sqlite3.connect(tmp_path / "data" / DB_NAME)
+    with db:
+        db.execute(
+            f"UPDATE outbox SET {column} = ? WHERE title = ?",  # noqa: S608 - a test's own column
+            (garbage, futures_title),
+        )
+    db.close()
+    stream = capture_logs()
+    receiver.answer_ok()
+    clock.advance(3600)
+    app.notifier.wake()
+    await wait_for(lambda: WITHDRAW_TITLE in titles(receiver))
+    await wait_for(lambda: log_events(stream, "notification_quarantined") != [])
+    (quarantined,) = log_events(stream, "notification_quarantined")
+    assert (quarantined["key"], quarantined["rule"]) == ("doc-key", "forbidden_permission")
+    assert outcome(app, "dropped") == 1
+    # Later alerts still go out, from the same loop.
+    sim.update_key(DOC_API_KEY, enableWithdrawals=False)
+    clock.advance(60)
+    await app.audit_all()
+    await wait_for(lambda: "[RESOLVED] doc-key: withdraw_enabled" in titles(receiver))
+    assert futures_title not in titles(receiver)
+    assert titles(receiver).count(WITHDRAW_TITLE) == 1
+    assert (await get_healthz(app))[0] == 200
+    db = sqlite3.connect(tmp_path / "data" / DB_NAME)
+    try:
+        rows = db.execute("SELECT title, quarantined FROM outbox").fetchall()
+    finally:
+        db.close()
+    assert [title for title, _ in rows] == [futures_title]
+    assert rows[0][1]  # why it was set aside
+
+
+@pytest.mark.parametrize("configured", [True, False], ids=["notify-configured", "no-notify"])
+async def test_healthz_when_the_delivery_task_has_ended(
+    tmp_path: Path,
+    receiver: Receiver,
+    apps: Apps,
+    monkeypatch: pytest.MonkeyPatch,
+    configured: bool,
+) -> None:
+    """The delivery task ended: 503 naming notifier, unless no channel is configured."""
+
+    async def ended(self: Notifier, *, idle: float = 30.0) -> None:
+        return None
+
+    monkeypatch.setattr(Notifier, "run", ended)
+    urls = [receiver.url()] if configured else []
+    app = await apps.start(write_config(tmp_path, [DOC], urls), serve_http=True, schedule=True)
+    await asyncio.sleep(0)  # the task runs, and ends
+    status, body = await get_healthz(app)
+    if configured:
+        assert status == 503
+        assert body["failing"] == ["notifier"]
+    else:
+        assert (status, body) == (200, {"status": "ok"})
 
 
 # ----------------------------------------------------------------------------- secrets
@@ -1022,3 +1438,105 @@ def test_kill_9_during_audits_never_leaves_half_written_state(
         stop_flipping.set()
         flipper.join(5)
     assert set(read_state(data_dir)["facts"]) == {"doc-key", "other-key"}
+
+
+def daemon_port(log: Path, within: float = 20.0) -> int:
+    """The HTTP port of the `keymon run` whose JSON log is ``log`` (from `keymon_started`)."""
+    ports: list[int] = []
+
+    def started() -> bool:
+        text = log.read_text() if log.exists() else ""
+        ports.extend(int(e["port"]) for e in log_events(text, "keymon_started"))
+        return bool(ports)
+
+    wait_until(started, timeout=within)
+    return ports[-1]
+
+
+def scrape_outcome(port: int, name: str) -> float:
+    """keymon_notifications_total{outcome=name} from a running daemon's /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(f'keymon_notifications_total{{outcome="{name}"}}'):
+            return float(line.split()[-1])
+    raise AssertionError(f"no keymon_notifications_total{{outcome={name!r}}}")
+
+
+def test_rotating_the_url_secret_of_a_running_daemon(
+    tmp_path: Path, live_sim: tuple[BinanceSimulator, str], receiver: Receiver
+) -> None:
+    """`keymon run`, the channel answering 500, withdrawals switched on, then the URL's secret
+    file rewritten to a second receiver: that one gets the message exactly once, the first
+    never a 2xx delivery, nothing is dropped."""
+    simulator, base_url = live_sim
+    with Receiver() as old:
+        old.answer_error(500)
+        hook = tmp_path / "hook"
+        hook.write_text(old.url(f"/hooks/{URL_TOKEN}") + "\n")
+        config = write_config(
+            tmp_path,
+            [DOC],
+            [{"file": str(hook)}],
+            base_url=base_url,
+            audit=LIVE_AUDIT,
+            log={"format": "json", "level": "info"},
+        )
+        data_dir = tmp_path / "data"
+        log = tmp_path / "keymon.log"
+        with keymon_run(config, log) as proc:
+            port = daemon_port(log)
+            moment = wait_for_audit(data_dir, "doc-key", None)
+            simulator.update_key(DOC_API_KEY, enableWithdrawals=True)
+            old.wait_for(lambda rx: len(rx.requests) >= 1, timeout=20)
+            hook.write_text(receiver.url(f"/new/{URL_TOKEN[::-1]}") + "\n")
+            receiver.wait_for(lambda rx: len(rx.delivered) == 1, timeout=20)
+            # Two more audits, then an empty outbox: nothing else is on its way anywhere.
+            moment = wait_for_audit(data_dir, "doc-key", moment)
+            wait_for_audit(data_dir, "doc-key", moment)
+            wait_until(lambda: (s := state_now(data_dir)) is not None and s["outbox"] == [])
+            assert scrape_outcome(port, "dropped") == 0
+            assert scrape_outcome(port, "sent") == 1
+            assert proc.poll() is None
+        assert old.delivered == []
+        assert len(old.requests) >= 1
+    assert titles(receiver) == ["[CRITICAL] doc-key: withdraw_enabled"]
+    assert len(receiver.requests) == 1
+    text = log.read_text()
+    assert log_events(text, "notifications_dropped") == []
+    assert log_events(text, "notify_channels_rotated") != []
+    for token in (URL_TOKEN, URL_TOKEN[::-1]):
+        assert token not in text
+
+
+def test_removing_a_url_from_a_running_daemon_reports_the_drop(
+    tmp_path: Path, live_sim: tuple[BinanceSimulator, str], receiver: Receiver
+) -> None:
+    """A URL removed from the configuration of `keymon run` while it holds a message: the drop
+    is logged with the channel's place and count, and counted in /metrics."""
+    simulator, base_url = live_sim
+    with Receiver() as removed:
+        removed.answer_error(500)
+        settings: dict[str, Any] = {
+            "base_url": base_url,
+            "audit": LIVE_AUDIT,
+            "log": {"format": "json", "level": "info"},
+        }
+        config = write_config(tmp_path, [DOC], [receiver.url(), removed.url()], **settings)
+        data_dir = tmp_path / "data"
+        log = tmp_path / "keymon.log"
+        with keymon_run(config, log) as proc:
+            port = daemon_port(log)
+            wait_for_audit(data_dir, "doc-key", None)
+            simulator.update_key(DOC_API_KEY, enableWithdrawals=True)
+            receiver.wait_for(lambda rx: len(rx.delivered) == 1, timeout=20)
+            removed.wait_for(lambda rx: len(rx.requests) >= 1, timeout=20)
+            write_config(tmp_path, [DOC], [receiver.url()], **settings)
+            wait_until(lambda: log_events(log.read_text(), "notifications_dropped") != [], 20)
+            assert scrape_outcome(port, "dropped") == 1
+            assert proc.poll() is None
+    (dropped,) = log_events(log.read_text(), "notifications_dropped")
+    assert dropped["channel"] == "notify.urls[1] (json://...)"
+    assert dropped["count"] == 1
+    assert dropped["level"] == "warning"
+    assert removed.delivered == []
+    assert titles(receiver) == ["[CRITICAL] doc-key: withdraw_enabled"]

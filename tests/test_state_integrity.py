@@ -277,13 +277,6 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
         _sql("UPDATE alerts SET firing_since = 'yesterday'"),
         "a row of table alerts is unreadable",
     ),
-    "bad outbox time": (
-        _sql(
-            "INSERT INTO outbox (channel, kind, key, rule, severity, title, body, created_at, "
-            "next_attempt) VALUES ('c', 'firing', 'k', 'r', 'critical', 't', 'b', 'x', 'y')"
-        ),
-        "a row of table outbox is unreadable",
-    ),
     "bad journal time": (
         _sql(
             "INSERT INTO journal (key, client, exchange, field, before, after, seen_at) "
