@@ -240,8 +240,13 @@ def test_security_alerts_fire_without_waiting() -> None:
     for name in security:
         assert "for" not in rules[name], name
         assert rules[name]["labels"]["severity"] == "critical", name
+
+
+def test_rule_groups_follow_the_users_evaluation_interval() -> None:
+    """No group pins an `interval:`: the user's `evaluation_interval` decides, as documented."""
     groups = yaml.safe_load(RULES.read_text())["groups"]
-    assert all("interval" in group for group in groups), "evaluation interval must be explicit"
+    assert not [group["name"] for group in groups if "interval" in group]
+    assert "interval: 30s" not in RULES.read_text()
 
 
 def test_every_alert_has_firing_and_quiet_unit_tests() -> None:
