@@ -40,16 +40,36 @@ SEVERITY_FROM_SERIES = {"KeymonKeyForbiddenPermission": "{{ $labels.severity }}"
 TARGET_LABELS = {"instance", "job"}
 #: Rules never evaluated for a Binance key (it does not show its own IP list).
 NOT_ON_BINANCE = {str(Rule.UNTRUSTED_IP)}
+#: The security alerts and the finding each reports: held through keymon outages.
+SECURITY = {
+    "KeymonKeyWithdrawEnabled": str(Rule.WITHDRAW_ENABLED),
+    "KeymonKeyIpUnrestricted": str(Rule.IP_UNRESTRICTED),
+    "KeymonKeyUntrustedIp": str(Rule.UNTRUSTED_IP),
+    "KeymonKeyRejected": str(Rule.KEY_REJECTED),
+    "KeymonKeyForbiddenPermission": str(Rule.FORBIDDEN_PERMISSION),
+}
+#: The recording rule the security alerts read.
+HELD = "keymon:key_security_finding:held"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
 
 
+def all_rules() -> list[dict[str, Any]]:
+    """Every rule of the shipped rules file, alerting and recording, in order."""
+    data = yaml.safe_load(RULES.read_text())
+    return [rule for group in data["groups"] for rule in group["rules"]]
+
+
 def alert_rules() -> list[dict[str, Any]]:
     """Every alerting rule of the shipped rules file."""
-    data = yaml.safe_load(RULES.read_text())
-    return [rule for group in data["groups"] for rule in group["rules"] if "alert" in rule]
+    return [rule for rule in all_rules() if "alert" in rule]
+
+
+def recorded_names() -> set[str]:
+    """The names the recording rules of the shipped rules file record."""
+    return {rule["record"] for rule in all_rules() if "record" in rule}
 
 
 def _slug(heading: str) -> str:
@@ -69,14 +89,24 @@ def runbook_anchors() -> dict[str, str]:
 
 
 def _names_in(expr: str) -> set[str]:
-    """Metric names in a PromQL expression (keymon's, and Prometheus's own ``up``)."""
-    return set(re.findall(r"\bkeymon_[a-z0-9_]+\b", expr)) | set(re.findall(r"\b(up)\s*\{", expr))
+    """Metric names in a PromQL expression: keymon's, recorded ``keymon:...`` ones, ``up``."""
+    names = set(re.findall(r"\bkeymon_[a-z0-9_]+\b", expr))
+    names |= set(re.findall(r"\bkeymon:[a-z0-9_:]+", expr))
+    return names | set(re.findall(r"\b(up)\s*\{", expr))
 
 
 def _matchers(expr: str) -> Iterator[tuple[str, str]]:
-    """(label, value) of every equality matcher in a PromQL expression."""
+    """(label, value) of every equality matcher in a PromQL expression.
+
+    A regular-expression matcher of plain alternatives (``rule=~"a|b"``) counts as one
+    matcher per alternative; any other regular expression fails the test that uses it.
+    """
     for selector in re.findall(r"\{([^}]*)\}", expr):
         yield from re.findall(r'(\w+)\s*=\s*"([^"]*)"', selector)
+        for label, pattern in re.findall(r'(\w+)\s*=~\s*"([^"]*)"', selector):
+            assert re.fullmatch(r"\w+(\|\w+)*", pattern), f"{label}=~{pattern!r}: not plain"
+            for value in pattern.split("|"):
+                yield label, value
 
 
 def _grouping_labels(expr: str) -> set[str]:
@@ -110,7 +140,7 @@ def test_promtool_check_rules() -> None:
     promtool = require_tool("promtool")
     result = _run(promtool, "check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+    assert f"SUCCESS: {len(all_rules())} rules found" in result.stdout
 
 
 def test_promtool_unit_tests_pass() -> None:
@@ -242,6 +272,31 @@ def test_security_alerts_fire_without_waiting() -> None:
         assert rules[name]["labels"]["severity"] == "critical", name
 
 
+def test_security_alerts_read_the_held_findings() -> None:
+    """Security alerts read keymon:key_security_finding:held, never a window that runs out.
+
+    The record is evaluated in the alerts' group, before them, holds exactly the security
+    findings, reads its own previous value (the hold) and ``up`` (to tell a keymon that is
+    down from one that dropped the key). ``keep_firing_for`` would also hold the real fix.
+    """
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    (group,) = [g for g in groups if any(r.get("record") == HELD for r in g["rules"])]
+    order = [rule.get("record") or rule.get("alert") for rule in group["rules"]]
+    assert all(order.index(HELD) < order.index(name) for name in SECURITY), order
+    (record,) = [rule for rule in group["rules"] if rule.get("record") == HELD]
+    held_rules = {value for label, value in _matchers(record["expr"]) if label == "rule"}
+    assert held_rules == set(SECURITY.values())
+    assert HELD in record["expr"].split("\n", 1)[1], "the record must read its own last value"
+    assert 'up{job="keymon"} == 1' in record["expr"]
+    rules = {rule["alert"]: rule for rule in alert_rules()}
+    for name, finding in SECURITY.items():
+        expr = rules[name]["expr"]
+        assert f'{HELD}{{rule="{finding}"}}' in expr, name
+        assert "_over_time" not in expr, name
+        assert "keep_firing_for" not in rules[name], name
+        assert "for" not in rules[name], name
+
+
 def test_rule_groups_follow_the_users_evaluation_interval() -> None:
     """No group pins an `interval:`: the user's `evaluation_interval` decides, as documented."""
     groups = yaml.safe_load(RULES.read_text())["groups"]
@@ -301,15 +356,16 @@ def test_rules_use_only_metrics_and_label_values_keymon_exports() -> None:
         "reason": {str(reason) for reason in Reason},
         "job": {"keymon"},
     }
-    for rule in alert_rules():
-        expr, name = rule["expr"], rule["alert"]
+    declared |= recorded_names()
+    for rule in all_rules():
+        expr, name = rule["expr"], rule.get("alert") or rule["record"]
         names = _names_in(expr)
         assert names, name
         assert names <= declared, f"{name}: {sorted(names - declared)} not exported by keymon"
         for label, value in _matchers(expr):
             assert label in allowed_values, f"{name}: unexpected matcher {label}"
             assert value in allowed_values[label], f"{name}: {label}={value!r} does not exist"
-        text = " ".join(rule["annotations"].values())
+        text = " ".join(rule.get("annotations", {}).values())
         mentioned = set(re.findall(r"\bkeymon_[a-z0-9_]+\b", text))
         assert mentioned <= declared, f"{name}: annotations name {sorted(mentioned - declared)}"
 
@@ -343,9 +399,9 @@ async def test_rules_match_a_real_scrape(tmp_path: Path) -> None:
             labels |= set(sample.labels)
             if sample.name == "keymon_key_finding":
                 rule_values.add(sample.labels["rule"])
-    for rule in alert_rules():
-        expr, name = rule["expr"], rule["alert"]
-        missing = _names_in(expr) - names - {"up"}
+    for rule in all_rules():
+        expr, name = rule["expr"], rule.get("alert") or rule["record"]
+        missing = _names_in(expr) - names - {"up"} - recorded_names()
         assert not missing, f"{name}: {sorted(missing)} not in a real scrape"
         grouping = _grouping_labels(expr) - TARGET_LABELS
         assert grouping <= labels, f"{name}: labels {sorted(grouping - labels)} never exported"
