@@ -164,8 +164,90 @@ def test_amtool_check_config() -> None:
     amtool = require_tool("amtool")
     result = _run(amtool, "check-config", str(ALERTMANAGER_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 inhibit rules" in result.stdout
+    assert "2 inhibit rules" in result.stdout
     assert "1 templates" in result.stdout
+
+
+def _matches(matchers: list[str], labels: dict[str, str]) -> bool:
+    """Whether Alertmanager ``matchers`` (``a="b"``, ``a=~"re"``) all match ``labels``."""
+    for matcher in matchers:
+        match = re.fullmatch(r'(\w+)(=~|=)"([^"]*)"', matcher)
+        assert match, f"matcher {matcher!r} not understood by this test"
+        name, op, value = match.groups()
+        actual = labels.get(name, "")
+        if not (re.fullmatch(value, actual) if op == "=~" else actual == value):
+            return False
+    return True
+
+
+def muted_by(source: dict[str, str], target: dict[str, str]) -> bool:
+    """Whether alertmanager.yml's inhibit rules let alert ``source`` mute alert ``target``."""
+    rules = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())["inhibit_rules"]
+    return any(
+        _matches(rule["source_matchers"], source)
+        and _matches(rule["target_matchers"], target)
+        and all(source.get(label) == target.get(label) for label in rule.get("equal", []))
+        for rule in rules
+    )
+
+
+def _static_labels(rule: dict[str, Any]) -> dict[str, str]:
+    """An alert's name, severity and, for a per-key alert, a `key` (its other labels vary)."""
+    labels = {"alertname": rule["alert"], "severity": rule["labels"]["severity"]}
+    if rule["alert"].startswith(("KeymonKey", "KeymonAudits")):
+        labels["key"] = "acme-main"
+    if labels["severity"].startswith("{{"):
+        labels["severity"] = "warning"  # the policy's: the weaker one, the one muted more
+    return labels
+
+
+def test_keymon_down_mutes_every_keys_audit_health_alerts_and_nothing_else_per_key() -> None:
+    """KeymonDown/KeymonAbsent (no `key`) mute per-key audit-health alerts, never security ones.
+
+    And the critical-mutes-same-key-warnings rule still holds.
+    """
+    rules = {rule["alert"]: _static_labels(rule) for rule in alert_rules()}
+    down = {"alertname": "KeymonDown", "severity": "critical", "job": "keymon", "instance": "k"}
+    absent = {"alertname": "KeymonAbsent", "severity": "critical", "job": "keymon"}
+    per_key = {name for name, labels in rules.items() if "key" in labels}
+    muted = {name for name in per_key if muted_by(down, rules[name])}
+    assert muted == {"KeymonAuditsStale", "KeymonAuditsFailing"}
+    assert {name for name in per_key if muted_by(absent, rules[name])} == muted
+    assert not muted & set(SECURITY)
+    # keymon's own warnings (no key) are moot while it is down, as before.
+    assert muted_by(down, rules["KeymonConfigReloadFailed"])
+    # A key's critical alert mutes that key's warnings, not another key's.
+    withdraw = rules["KeymonKeyWithdrawEnabled"]
+    assert muted_by(withdraw, rules["KeymonKeyReviewDeadlineNear"])
+    assert not muted_by(withdraw, {**rules["KeymonKeyReviewDeadlineNear"], "key": "other"})
+    assert not muted_by(withdraw, rules["KeymonKeyIpUnrestricted"])
+
+
+def test_outage_unit_tests_fire_only_held_security_and_muted_alerts() -> None:
+    """In the promtool outage cases, every alert that fires is KeymonDown/KeymonAbsent, a held
+    security alert, or one that Alertmanager mutes while KeymonDown/KeymonAbsent fires."""
+    rules = {rule["alert"]: _static_labels(rule) for rule in alert_rules()}
+    down = {"alertname": "KeymonDown", "severity": "critical", "job": "keymon", "instance": "k"}
+    allowed = {"KeymonDown", "KeymonAbsent", *SECURITY}
+    allowed |= {name for name, labels in rules.items() if muted_by(down, labels)}
+    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    outages = [case for case in tests if case["name"].startswith("outage")]
+    assert len(outages) >= 3
+    for case in outages:
+        checks = [
+            check
+            for check in case.get("promql_expr_test", [])
+            if "ALERTS" in check["expr"] and check["exp_samples"]
+        ]
+        assert checks, f"{case['name']}: list what fires during the outage"
+        for check in checks:
+            firing = {
+                name
+                for sample in check["exp_samples"]
+                for name in re.findall(r'alertname="(\w+)"', sample["labels"])
+            }
+            assert firing & {"KeymonDown", "KeymonAbsent"}, (case["name"], check["eval_time"])
+            assert firing <= allowed, (case["name"], check["eval_time"], firing - allowed)
 
 
 def test_notification_templates_render(tmp_path: Path) -> None:
