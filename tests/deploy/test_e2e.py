@@ -1,5 +1,7 @@
 """End to end with the real programs: simulator -> keymon -> Prometheus -> Alertmanager -> webhook.
 
+And the shipped Alertmanager configuration's inhibition, with a real Alertmanager.
+
 Everything listens on 127.0.0.1 on free ports and is stopped in a ``finally``; every wait polls
 against one overall deadline, so a broken link fails the test in bounded time with the
 programs' logs in the message instead of hanging it.
@@ -25,7 +27,7 @@ import yaml
 
 from keymon.simulator.binance import BinanceSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET
-from tests.deploy import RULES, require_tool
+from tests.deploy import ALERTMANAGER_CONFIG, RULES, require_tool
 from tests.test_app import write_config
 
 #: The whole test, start-up to shutdown, stays within this many seconds.
@@ -173,13 +175,11 @@ def _query(prometheus: str, expr: str) -> list[dict[str, Any]] | None:
     return body["data"]["result"] if body and body.get("status") == "success" else None
 
 
-def _rules_evaluated_every_second(path: Path) -> Path:
-    """The shipped rules, unchanged but for the groups' evaluation interval (1 s)."""
+def _shipped_rules(path: Path) -> Path:
+    """The shipped rules, unchanged: their groups run at Prometheus's evaluation_interval."""
     data = yaml.safe_load(RULES.read_text())
-    for group in data["groups"]:
-        assert "interval" in group
-        group["interval"] = "1s"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert all("interval" not in group for group in data["groups"])
+    path.write_text(RULES.read_text())
     return path
 
 
@@ -238,7 +238,7 @@ def test_withdrawals_switched_on_reach_the_receiver_and_resolve(tmp_path: Path) 
                 audit={"interval": "1s", "jitter": "200ms"},
                 log={"format": "json", "level": "info"},
             )
-            rules = _rules_evaluated_every_second(tmp_path / "keymon-rules.yml")
+            rules = _shipped_rules(tmp_path / "keymon-rules.yml")
             am_config = _alertmanager_config(tmp_path / "alertmanager.yml", hook.url)
             prom_config = _prometheus_config(
                 tmp_path / "prometheus.yml", rules, keymon_port, alertmanager_port
@@ -314,5 +314,163 @@ def test_withdrawals_switched_on_reach_the_receiver_and_resolve(tmp_path: Path) 
             # keymon audits, Prometheus scrapes and evaluates every 1 s: seconds, not minutes.
             assert fired_after < 15, fired_after
             assert resolved_after < 15, resolved_after
+        finally:
+            programs.stop()
+
+
+# ----------------------------------------------------------------------------- inhibition
+
+
+def _shipped_routing_to(path: Path, webhook_url: str) -> Path:
+    """alertmanager.yml's routes and inhibit rules as shipped; its receivers post to a webhook.
+
+    Only what needs a secret or a channel changes: the receivers (same names) and the
+    templates they used; the route tree keeps its matchers, only with waits of a second.
+    """
+    config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    config.pop("templates", None)
+    config["global"] = {"resolve_timeout": "5m"}
+    hook = [{"url": webhook_url, "send_resolved": True}]
+    config["receivers"] = [
+        {"name": receiver["name"], "webhook_configs": hook} for receiver in config["receivers"]
+    ]
+
+    def quick(route: dict[str, Any]) -> None:
+        for field, value in (("group_wait", "200ms"), ("group_interval", "1s")):
+            if field in route:
+                route[field] = value
+        for child in route.get("routes", []):
+            quick(child)
+
+    quick(config["route"])
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _alert(name: str, severity: str, **labels: str) -> dict[str, Any]:
+    return {"labels": {"alertname": name, "severity": severity, **labels}, "annotations": {}}
+
+
+KEY = {"client": "acme", "exchange": "binance"}
+KEYMON_DOWN = _alert("KeymonDown", "critical", job="keymon", instance="keymon:9877")
+KEYMON_ABSENT = _alert("KeymonAbsent", "critical", job="keymon")
+#: alertname -> an alert firing beside KeymonDown, and whether Alertmanager must mute it.
+BESIDE_KEYMON_DOWN = {
+    "KeymonAuditsStale": (_alert("KeymonAuditsStale", "warning", key="delta-main", **KEY), True),
+    "KeymonAuditsFailing": (
+        _alert("KeymonAuditsFailing", "warning", key="bravo-main", **KEY),
+        True,
+    ),
+    "KeymonConfigReloadFailed": (
+        _alert("KeymonConfigReloadFailed", "warning", job="keymon", instance="keymon:9877"),
+        True,
+    ),
+    "KeymonKeyWithdrawEnabled": (
+        _alert("KeymonKeyWithdrawEnabled", "critical", key="acme-main", **KEY),
+        False,
+    ),
+    "KeymonKeyForbiddenPermission": (
+        _alert(
+            "KeymonKeyForbiddenPermission",
+            "warning",
+            key="acme-main",
+            permission="futures_trade",
+            **KEY,
+        ),
+        True,  # by acme-main's critical alert, as before
+    ),
+    "KeymonKeyTooOld": (_alert("KeymonKeyTooOld", "warning", key="charlie-main", **KEY), False),
+}
+
+
+@pytest.mark.timeout(OVERALL_DEADLINE + 30)
+def test_alertmanager_mutes_audit_warnings_while_keymon_is_down(tmp_path: Path) -> None:
+    """The shipped inhibit rules, in a real Alertmanager: KeymonDown (no `key` label) mutes
+    every key's KeymonAuditsStale/KeymonAuditsFailing, KeymonAbsent too, and only while it
+    fires; security alerts and other keys' warnings still reach the receiver."""
+    alertmanager_bin = require_tool("alertmanager", "prometheus-alertmanager")
+    amtool = require_tool("amtool")
+    (port,) = _free_ports(1)
+    base = f"http://127.0.0.1:{port}"
+    programs = Programs(tmp_path)
+    with webhook() as hook:
+        try:
+            config = _shipped_routing_to(tmp_path / "alertmanager.yml", hook.url)
+            checked = subprocess.run(
+                [amtool, "check-config", str(config)], capture_output=True, text=True, timeout=60
+            )
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+            programs.start(
+                "alertmanager",
+                [
+                    alertmanager_bin,
+                    f"--config.file={config}",
+                    f"--storage.path={tmp_path / 'alertmanager-data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--cluster.listen-address=",
+                ],
+            )
+            programs.wait_for("alertmanager /-/ready", lambda: _ready(f"{base}/-/ready"))
+
+            def post(*alerts: dict[str, Any]) -> None:
+                response = httpx.post(f"{base}/api/v2/alerts", json=list(alerts), timeout=5)
+                assert response.status_code == 200, response.text
+
+            def muted() -> dict[str, bool] | None:
+                """alertname -> inhibited, once Alertmanager has every alert posted."""
+                body = _get_json(f"{base}/api/v2/alerts")
+                if body is None:
+                    return None
+                state = {
+                    alert["labels"]["alertname"]: bool(alert["status"]["inhibitedBy"])
+                    for alert in body
+                }
+                return state if set(BESIDE_KEYMON_DOWN) <= set(state) else None
+
+            def settled(expected: dict[str, bool]) -> Callable[[], dict[str, bool] | None]:
+                def probe() -> dict[str, bool] | None:
+                    state = muted()
+                    if state is None:
+                        return None
+                    got = {name: state[name] for name in expected}
+                    return got if got == expected else None
+
+                return probe
+
+            # KeymonDown first, so that the per-key warnings arrive muted, as they would.
+            post(KEYMON_DOWN)
+            programs.wait_for(
+                "KeymonDown in Alertmanager",
+                lambda: _get_json(f"{base}/api/v2/alerts") or None,
+            )
+            post(*(alert for alert, _ in BESIDE_KEYMON_DOWN.values()))
+            expected = {name: mute for name, (_, mute) in BESIDE_KEYMON_DOWN.items()}
+            programs.wait_for("inhibition by KeymonDown", settled(expected))
+            # The receiver got the unmuted alerts, and never a muted one.
+            programs.wait_for(
+                "the unmuted notifications",
+                lambda: (
+                    hook.find("KeymonKeyTooOld", "firing")
+                    and hook.find("KeymonKeyWithdrawEnabled", "firing")
+                    and hook.find("KeymonDown", "firing")
+                ),
+            )
+            time.sleep(1.5)  # a group_interval more: anything muted would have gone out now
+            notified = {alert["labels"]["alertname"] for alert in hook.alerts()}
+            assert notified == {"KeymonDown", "KeymonKeyWithdrawEnabled", "KeymonKeyTooOld"}
+
+            # KeymonDown resolves: the audit warnings are no longer muted; keymon's own
+            # warning neither; the key's critical alert still mutes its warning.
+            post({**KEYMON_DOWN, "endsAt": "2000-01-01T00:00:00Z"})
+            unmuted = {**expected, "KeymonAuditsStale": False, "KeymonAuditsFailing": False}
+            unmuted["KeymonConfigReloadFailed"] = False
+            programs.wait_for("no inhibition without KeymonDown", settled(unmuted))
+
+            # KeymonAbsent mutes them as KeymonDown does.
+            post(KEYMON_ABSENT)
+            programs.wait_for(
+                "inhibition by KeymonAbsent",
+                settled({"KeymonAuditsStale": True, "KeymonAuditsFailing": True}),
+            )
         finally:
             programs.stop()

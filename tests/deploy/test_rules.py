@@ -40,16 +40,36 @@ SEVERITY_FROM_SERIES = {"KeymonKeyForbiddenPermission": "{{ $labels.severity }}"
 TARGET_LABELS = {"instance", "job"}
 #: Rules never evaluated for a Binance key (it does not show its own IP list).
 NOT_ON_BINANCE = {str(Rule.UNTRUSTED_IP)}
+#: The security alerts and the finding each reports: held through keymon outages.
+SECURITY = {
+    "KeymonKeyWithdrawEnabled": str(Rule.WITHDRAW_ENABLED),
+    "KeymonKeyIpUnrestricted": str(Rule.IP_UNRESTRICTED),
+    "KeymonKeyUntrustedIp": str(Rule.UNTRUSTED_IP),
+    "KeymonKeyRejected": str(Rule.KEY_REJECTED),
+    "KeymonKeyForbiddenPermission": str(Rule.FORBIDDEN_PERMISSION),
+}
+#: The recording rule the security alerts read.
+HELD = "keymon:key_security_finding:held"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
 
 
+def all_rules() -> list[dict[str, Any]]:
+    """Every rule of the shipped rules file, alerting and recording, in order."""
+    data = yaml.safe_load(RULES.read_text())
+    return [rule for group in data["groups"] for rule in group["rules"]]
+
+
 def alert_rules() -> list[dict[str, Any]]:
     """Every alerting rule of the shipped rules file."""
-    data = yaml.safe_load(RULES.read_text())
-    return [rule for group in data["groups"] for rule in group["rules"] if "alert" in rule]
+    return [rule for rule in all_rules() if "alert" in rule]
+
+
+def recorded_names() -> set[str]:
+    """The names the recording rules of the shipped rules file record."""
+    return {rule["record"] for rule in all_rules() if "record" in rule}
 
 
 def _slug(heading: str) -> str:
@@ -69,14 +89,24 @@ def runbook_anchors() -> dict[str, str]:
 
 
 def _names_in(expr: str) -> set[str]:
-    """Metric names in a PromQL expression (keymon's, and Prometheus's own ``up``)."""
-    return set(re.findall(r"\bkeymon_[a-z0-9_]+\b", expr)) | set(re.findall(r"\b(up)\s*\{", expr))
+    """Metric names in a PromQL expression: keymon's, recorded ``keymon:...`` ones, ``up``."""
+    names = set(re.findall(r"\bkeymon_[a-z0-9_]+\b", expr))
+    names |= set(re.findall(r"\bkeymon:[a-z0-9_:]+", expr))
+    return names | set(re.findall(r"\b(up)\s*\{", expr))
 
 
 def _matchers(expr: str) -> Iterator[tuple[str, str]]:
-    """(label, value) of every equality matcher in a PromQL expression."""
+    """(label, value) of every equality matcher in a PromQL expression.
+
+    A regular-expression matcher of plain alternatives (``rule=~"a|b"``) counts as one
+    matcher per alternative; any other regular expression fails the test that uses it.
+    """
     for selector in re.findall(r"\{([^}]*)\}", expr):
         yield from re.findall(r'(\w+)\s*=\s*"([^"]*)"', selector)
+        for label, pattern in re.findall(r'(\w+)\s*=~\s*"([^"]*)"', selector):
+            assert re.fullmatch(r"\w+(\|\w+)*", pattern), f"{label}=~{pattern!r}: not plain"
+            for value in pattern.split("|"):
+                yield label, value
 
 
 def _grouping_labels(expr: str) -> set[str]:
@@ -110,7 +140,7 @@ def test_promtool_check_rules() -> None:
     promtool = require_tool("promtool")
     result = _run(promtool, "check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+    assert f"SUCCESS: {len(all_rules())} rules found" in result.stdout
 
 
 def test_promtool_unit_tests_pass() -> None:
@@ -134,8 +164,90 @@ def test_amtool_check_config() -> None:
     amtool = require_tool("amtool")
     result = _run(amtool, "check-config", str(ALERTMANAGER_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 inhibit rules" in result.stdout
+    assert "2 inhibit rules" in result.stdout
     assert "1 templates" in result.stdout
+
+
+def _matches(matchers: list[str], labels: dict[str, str]) -> bool:
+    """Whether Alertmanager ``matchers`` (``a="b"``, ``a=~"re"``) all match ``labels``."""
+    for matcher in matchers:
+        match = re.fullmatch(r'(\w+)(=~|=)"([^"]*)"', matcher)
+        assert match, f"matcher {matcher!r} not understood by this test"
+        name, op, value = match.groups()
+        actual = labels.get(name, "")
+        if not (re.fullmatch(value, actual) if op == "=~" else actual == value):
+            return False
+    return True
+
+
+def muted_by(source: dict[str, str], target: dict[str, str]) -> bool:
+    """Whether alertmanager.yml's inhibit rules let alert ``source`` mute alert ``target``."""
+    rules = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())["inhibit_rules"]
+    return any(
+        _matches(rule["source_matchers"], source)
+        and _matches(rule["target_matchers"], target)
+        and all(source.get(label) == target.get(label) for label in rule.get("equal", []))
+        for rule in rules
+    )
+
+
+def _static_labels(rule: dict[str, Any]) -> dict[str, str]:
+    """An alert's name, severity and, for a per-key alert, a `key` (its other labels vary)."""
+    labels = {"alertname": rule["alert"], "severity": rule["labels"]["severity"]}
+    if rule["alert"].startswith(("KeymonKey", "KeymonAudits")):
+        labels["key"] = "acme-main"
+    if labels["severity"].startswith("{{"):
+        labels["severity"] = "warning"  # the policy's: the weaker one, the one muted more
+    return labels
+
+
+def test_keymon_down_mutes_every_keys_audit_health_alerts_and_nothing_else_per_key() -> None:
+    """KeymonDown/KeymonAbsent (no `key`) mute per-key audit-health alerts, never security ones.
+
+    And the critical-mutes-same-key-warnings rule still holds.
+    """
+    rules = {rule["alert"]: _static_labels(rule) for rule in alert_rules()}
+    down = {"alertname": "KeymonDown", "severity": "critical", "job": "keymon", "instance": "k"}
+    absent = {"alertname": "KeymonAbsent", "severity": "critical", "job": "keymon"}
+    per_key = {name for name, labels in rules.items() if "key" in labels}
+    muted = {name for name in per_key if muted_by(down, rules[name])}
+    assert muted == {"KeymonAuditsStale", "KeymonAuditsFailing"}
+    assert {name for name in per_key if muted_by(absent, rules[name])} == muted
+    assert not muted & set(SECURITY)
+    # keymon's own warnings (no key) are moot while it is down, as before.
+    assert muted_by(down, rules["KeymonConfigReloadFailed"])
+    # A key's critical alert mutes that key's warnings, not another key's.
+    withdraw = rules["KeymonKeyWithdrawEnabled"]
+    assert muted_by(withdraw, rules["KeymonKeyReviewDeadlineNear"])
+    assert not muted_by(withdraw, {**rules["KeymonKeyReviewDeadlineNear"], "key": "other"})
+    assert not muted_by(withdraw, rules["KeymonKeyIpUnrestricted"])
+
+
+def test_outage_unit_tests_fire_only_held_security_and_muted_alerts() -> None:
+    """In the promtool outage cases, every alert that fires is KeymonDown/KeymonAbsent, a held
+    security alert, or one that Alertmanager mutes while KeymonDown/KeymonAbsent fires."""
+    rules = {rule["alert"]: _static_labels(rule) for rule in alert_rules()}
+    down = {"alertname": "KeymonDown", "severity": "critical", "job": "keymon", "instance": "k"}
+    allowed = {"KeymonDown", "KeymonAbsent", *SECURITY}
+    allowed |= {name for name, labels in rules.items() if muted_by(down, labels)}
+    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    outages = [case for case in tests if case["name"].startswith("outage")]
+    assert len(outages) >= 3
+    for case in outages:
+        checks = [
+            check
+            for check in case.get("promql_expr_test", [])
+            if "ALERTS" in check["expr"] and check["exp_samples"]
+        ]
+        assert checks, f"{case['name']}: list what fires during the outage"
+        for check in checks:
+            firing = {
+                name
+                for sample in check["exp_samples"]
+                for name in re.findall(r'alertname="(\w+)"', sample["labels"])
+            }
+            assert firing & {"KeymonDown", "KeymonAbsent"}, (case["name"], check["eval_time"])
+            assert firing <= allowed, (case["name"], check["eval_time"], firing - allowed)
 
 
 def test_notification_templates_render(tmp_path: Path) -> None:
@@ -240,8 +352,38 @@ def test_security_alerts_fire_without_waiting() -> None:
     for name in security:
         assert "for" not in rules[name], name
         assert rules[name]["labels"]["severity"] == "critical", name
+
+
+def test_security_alerts_read_the_held_findings() -> None:
+    """Security alerts read keymon:key_security_finding:held, never a window that runs out.
+
+    The record is evaluated in the alerts' group, before them, holds exactly the security
+    findings, reads its own previous value (the hold) and ``up`` (to tell a keymon that is
+    down from one that dropped the key). ``keep_firing_for`` would also hold the real fix.
+    """
     groups = yaml.safe_load(RULES.read_text())["groups"]
-    assert all("interval" in group for group in groups), "evaluation interval must be explicit"
+    (group,) = [g for g in groups if any(r.get("record") == HELD for r in g["rules"])]
+    order = [rule.get("record") or rule.get("alert") for rule in group["rules"]]
+    assert all(order.index(HELD) < order.index(name) for name in SECURITY), order
+    (record,) = [rule for rule in group["rules"] if rule.get("record") == HELD]
+    held_rules = {value for label, value in _matchers(record["expr"]) if label == "rule"}
+    assert held_rules == set(SECURITY.values())
+    assert HELD in record["expr"].split("\n", 1)[1], "the record must read its own last value"
+    assert 'up{job="keymon"} == 1' in record["expr"]
+    rules = {rule["alert"]: rule for rule in alert_rules()}
+    for name, finding in SECURITY.items():
+        expr = rules[name]["expr"]
+        assert f'{HELD}{{rule="{finding}"}}' in expr, name
+        assert "_over_time" not in expr, name
+        assert "keep_firing_for" not in rules[name], name
+        assert "for" not in rules[name], name
+
+
+def test_rule_groups_follow_the_users_evaluation_interval() -> None:
+    """No group pins an `interval:`: the user's `evaluation_interval` decides, as documented."""
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    assert not [group["name"] for group in groups if "interval" in group]
+    assert "interval: 30s" not in RULES.read_text()
 
 
 def test_every_alert_has_firing_and_quiet_unit_tests() -> None:
@@ -296,15 +438,16 @@ def test_rules_use_only_metrics_and_label_values_keymon_exports() -> None:
         "reason": {str(reason) for reason in Reason},
         "job": {"keymon"},
     }
-    for rule in alert_rules():
-        expr, name = rule["expr"], rule["alert"]
+    declared |= recorded_names()
+    for rule in all_rules():
+        expr, name = rule["expr"], rule.get("alert") or rule["record"]
         names = _names_in(expr)
         assert names, name
         assert names <= declared, f"{name}: {sorted(names - declared)} not exported by keymon"
         for label, value in _matchers(expr):
             assert label in allowed_values, f"{name}: unexpected matcher {label}"
             assert value in allowed_values[label], f"{name}: {label}={value!r} does not exist"
-        text = " ".join(rule["annotations"].values())
+        text = " ".join(rule.get("annotations", {}).values())
         mentioned = set(re.findall(r"\bkeymon_[a-z0-9_]+\b", text))
         assert mentioned <= declared, f"{name}: annotations name {sorted(mentioned - declared)}"
 
@@ -338,9 +481,9 @@ async def test_rules_match_a_real_scrape(tmp_path: Path) -> None:
             labels |= set(sample.labels)
             if sample.name == "keymon_key_finding":
                 rule_values.add(sample.labels["rule"])
-    for rule in alert_rules():
-        expr, name = rule["expr"], rule["alert"]
-        missing = _names_in(expr) - names - {"up"}
+    for rule in all_rules():
+        expr, name = rule["expr"], rule.get("alert") or rule["record"]
+        missing = _names_in(expr) - names - {"up"} - recorded_names()
         assert not missing, f"{name}: {sorted(missing)} not in a real scrape"
         grouping = _grouping_labels(expr) - TARGET_LABELS
         assert grouping <= labels, f"{name}: labels {sorted(grouping - labels)} never exported"
