@@ -100,8 +100,8 @@ WORKDIR /var/lib/keymon
 USER 10001:10001
 EXPOSE 9877
 
-# /healthz answers 200 while the process and its scheduler live. python, not curl: the slim
-# image has no curl. The port follows KEYMON_LISTEN when it is set (default 0.0.0.0:9877).
+# /healthz answers 200 while the process, its scheduler and its notifier live. python, not
+# curl: the slim image has no curl. The port follows KEYMON_LISTEN when it is set (default 0.0.0.0:9877).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('KEYMON_LISTEN', ':9877').rpartition(':')[2]; sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status == 200 else 1)"]
 
