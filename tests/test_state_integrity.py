@@ -89,6 +89,14 @@ def run_once(config: Path, *extra: str, timeout: float = 30) -> subprocess.Compl
     )
 
 
+def watched(rx: Receiver) -> list[str]:
+    """Delivered titles about withdrawals and resets, oldest first.
+
+    A loaded machine can slow an audit into audit_failing; that alert is not under test here.
+    """
+    return [t for t in titles(rx) if "withdraw_enabled" in t or t == RESET_TITLE]
+
+
 def live_config(tmp_path: Path, base_url: str, rx: Receiver) -> Path:
     return write_config(
         tmp_path,
@@ -123,7 +131,7 @@ def test_second_daemon_on_the_same_data_dir_exits_1_naming_the_holder(
         assert run_once(config, "history").returncode == 0
         assert run_once(config, "check").returncode == 0
         simulator.update_key(SENTINEL_KEY, enableWithdrawals=True)
-        receiver.wait_for(lambda rx: len(rx.delivered) == 1, timeout=20)
+        receiver.wait_for(lambda rx: len(watched(rx)) == 1, timeout=20)
         wait_for_audit(data_dir, "sentinel", moment)
         assert first.poll() is None
         kill_9(first)
@@ -132,7 +140,7 @@ def test_second_daemon_on_the_same_data_dir_exits_1_naming_the_holder(
         moment = wait_for_audit(data_dir, "sentinel", None)
         wait_for_audit(data_dir, "sentinel", moment)
         assert third.poll() is None
-    assert titles(receiver) == ["[CRITICAL] sentinel: withdraw_enabled"]
+    assert watched(receiver) == ["[CRITICAL] sentinel: withdraw_enabled"]
 
 
 async def test_in_process_the_lock_is_taken_and_released(tmp_path: Path) -> None:
@@ -162,7 +170,7 @@ def test_damaged_state_file_is_moved_aside_and_announced(
     log = tmp_path / "keymon.log"
     simulator.update_key(SENTINEL_KEY, enableWithdrawals=True)
     with keymon_run(config, log) as first:
-        receiver.wait_for(lambda rx: len(rx.delivered) == 1, timeout=20)
+        receiver.wait_for(lambda rx: len(watched(rx)) == 1, timeout=20)
         kill_9(first)
     state = data_dir / DB_NAME
     for extra in ("-wal", "-shm"):
@@ -172,19 +180,19 @@ def test_damaged_state_file_is_moved_aside_and_announced(
     offset = log.stat().st_size
     with keymon_run(config, log) as second:
         port = started_port(log, offset)
-        receiver.wait_for(lambda rx: len(rx.delivered) == 3, timeout=20)
+        receiver.wait_for(lambda rx: len(watched(rx)) == 3, timeout=20)
         assert metric(port, "keymon_state_reset_total") == 1.0
         assert second.poll() is None
     (kept,) = data_dir.glob(f"{DB_NAME}.corrupt-*")
     assert kept.read_bytes() == damaged  # nothing recorded is destroyed
     assert re.fullmatch(rf"{re.escape(DB_NAME)}\.corrupt-\d{{8}}T\d{{6}}Z", kept.name)
     # The announcement first, then the alert again (documented: it may repeat after a reset).
-    assert titles(receiver) == [
+    assert watched(receiver) == [
         "[CRITICAL] sentinel: withdraw_enabled",
         RESET_TITLE,
         "[CRITICAL] sentinel: withdraw_enabled",
     ]
-    notice = str(receiver.delivered[1]["message"])
+    (notice,) = [str(b["message"]) for b in receiver.delivered if b["title"] == RESET_TITLE]
     assert str(kept) in notice
     assert "alerts that were already sent may be sent again" in notice
     events = [json.loads(line) for line in log.read_text().splitlines() if "state_reset" in line]
