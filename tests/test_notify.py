@@ -56,7 +56,7 @@ def write_config(
     keys: list[KeySpec],
     urls: list[str],
     *,
-    base_url: str = "http://binance.test",
+    base_url: str = "https://binance.test",
     notify: dict[str, Any] | None = None,
     **extra: Any,
 ) -> Path:
