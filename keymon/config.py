@@ -249,7 +249,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 _SHOWN_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 #: Paths quoted back in messages: absolute or explicitly relative, made of ordinary file-name
 #: components of at most 64 characters (no ``+`` or ``=``: base64 key material is not quoted).
-_SHOWN_PATH = re.compile(r"(?:/|\./|\.\./|~/)(?:[A-Za-z0-9_.@:-]{1,64}/?)*")
+_SHOWN_PATH = re.compile(r"(?:~|\.{1,2})?(?:/[A-Za-z0-9_.@:-]{1,64})+/?")
 _SECRET_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -307,16 +307,15 @@ def _file_secret(path: object) -> Secret:
     if "\x00" in path:
         raise PydanticCustomError("secret", "file: a path cannot contain a NUL character")
     try:
+        # Looked at before it is opened: opening a FIFO would wait for a writer.
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            raise PydanticCustomError(
+                "secret", "{what} is not a regular file{hidden}", {"what": what, "hidden": hidden}
+            )
         with open(path, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            if stat.S_ISDIR(mode):
-                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-            if not stat.S_ISREG(mode):
-                raise PydanticCustomError(
-                    "secret",
-                    "{what} is not a regular file{hidden}",
-                    {"what": what, "hidden": hidden},
-                )
             data = handle.read(MAX_SECRET_FILE_BYTES + 1)
     except OSError as exc:
         raise PydanticCustomError(
@@ -349,6 +348,12 @@ def _check_secret_text(text: str, what: str) -> None:
         raise PydanticCustomError(
             "secret", "{what} holds control characters (binary data?)", {"what": what}
         )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in YAML, undecodable bytes in env)
+        raise PydanticCustomError(
+            "secret", "{what} is not valid Unicode text", {"what": what}
+        ) from None
 
 
 def _resolve_secret(value: object) -> Secret:
@@ -1516,8 +1521,8 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], list[str]]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\\n", 0, exc.start) + 1) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise ConfigError(
             [f"{path}:{line}:{column}: not UTF-8 text; save the file as UTF-8"]
         ) from None
@@ -1541,8 +1546,8 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], list[str]]:
         raise ConfigError([f"{where}: invalid YAML: {what}"]) from None
     except yaml.reader.ReaderError as exc:
         # A control character (or other unprintable one) in the text.
-        line = text.count("\\n", 0, exc.position) + 1
-        column = exc.position - (text.rfind("\\n", 0, exc.position) + 1) + 1
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
         raise ConfigError(
             [f"{path}:{line}:{column}: invalid YAML: a control character YAML does not allow"]
         ) from None
@@ -1584,6 +1589,7 @@ class _LimitExceeded(yaml.MarkedYAMLError):
     """The file nests too deeply or expands to too many values; ``problem`` says which."""
 
 
+_YAML_TAG = "tag:yaml.org,2002:"
 #: Fields of a key whose values are secrets: nothing under them is ever quoted.
 _SECRET_FIELDS = frozenset({"api_key", "api_secret", "passphrase", "memo"})
 
@@ -1613,6 +1619,18 @@ class _LimitedComposer(yaml.composer.Composer):
         self._values = 0
         self._sizes: dict[int, int] = {}
         self._path: list[str | int] = []
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """As PyYAML's, but a value its tag cannot read (``!!int nope``, ``!!timestamp
+        2024-13-45``) is a located error, not a bare ``ValueError``."""
+        try:
+            return super().construct_object(node, deep)  # type: ignore[misc]
+        except (ValueError, TypeError, OverflowError, AttributeError, binascii.Error):
+            tag = str(node.tag)
+            shown = "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else "its tag"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{shown} cannot read this value", node.start_mark
+            ) from None
 
     def _count(self, size: int, mark: yaml.Mark | None) -> None:
         self._values += size
