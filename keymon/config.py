@@ -1625,7 +1625,7 @@ class _LimitedComposer(yaml.composer.Composer):
         2024-13-45``) is a located error, not a bare ``ValueError``."""
         try:
             return super().construct_object(node, deep)  # type: ignore[misc]
-        except (ValueError, TypeError, OverflowError, AttributeError, binascii.Error):
+        except (ValueError, TypeError, OverflowError, AttributeError, LookupError):
             tag = str(node.tag)
             shown = "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else "its tag"
             raise yaml.constructor.ConstructorError(

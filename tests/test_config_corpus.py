@@ -202,6 +202,7 @@ CORPUS: list[Case] = [
     Case("yaml-duplicate-anchor", "a: &x 1\nb: &x 2\n" + KEY, "{path}:"),
     Case("yaml-bad-int-tag", top("listen: !!int nope"), "{path}:1:9: invalid YAML: !!int"),
     Case("yaml-bad-timestamp-tag", top("data_dir: !!timestamp 2024-13-45"), "{path}:1:11:"),
+    Case("yaml-bad-bool-tag", top("notify: {send_resolved: !!bool maybe}"), "{path}:1:"),
     Case("yaml-bad-binary-tag", key(api_secret=f"!!binary {SENTINEL}!"), "{path}:6:"),
     Case("yaml-python-tag", top("listen: !!python/object:os.system {}"), "{path}:1:"),
     Case("yaml-two-documents", KEY + "---\n" + KEY, "{path}:7:"),
