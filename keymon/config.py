@@ -509,7 +509,10 @@ def check_base_url(value: str, *, allow_insecure_http: bool = False) -> str:
         raise PydanticCustomError(
             "url", "'{value}' is not an http(s) base URL " + example, {"value": shown}
         )
-    parts = urllib.parse.urlsplit(value)
+    try:
+        parts = urllib.parse.urlsplit(value)
+    except ValueError:  # an unclosed [ipv6 literal
+        raise PydanticCustomError("url", f"not an http(s) base URL {example}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise PydanticCustomError(
@@ -530,7 +533,7 @@ def check_base_url(value: str, *, allow_insecure_http: bool = False) -> str:
             "url", "a base URL takes no path (https://host[:port]): keymon adds the paths itself"
         )
     host = parts.hostname or ""
-    if not host or not re.fullmatch(r"[a-z0-9.-]+|[0-9a-f:.]+", host):
+    if not host or not re.fullmatch(r"[a-z0-9_.-]+|[0-9a-f:.]+", host):
         raise PydanticCustomError("url", "a base URL needs a host name " + example)
     try:
         port = parts.port
@@ -1733,10 +1736,8 @@ class _LimitedComposer(yaml.composer.Composer):
     def _duplicate(self, name: str | int, first: int, second: int) -> None:
         path = [*self._path, name]
         # Nothing under a secret is quoted: a mapping there may be keyed by the secret itself.
-        if (len(path) >= 3 and path[0] == "keys" and path[2] in _SECRET_FIELDS) or path[:2] == [
-            "notify",
-            "urls",
-        ]:
+        in_a_key_secret = len(path) >= 3 and path[0] == "keys" and path[2] in _SECRET_FIELDS
+        if in_a_key_secret or path[:2] == ["notify", "urls"]:
             path = path[:3]
         loc = _format_loc(tuple(path)) or "(top level)"
         lines = f"lines {first} and {second}" if first != second else f"twice on line {first}"

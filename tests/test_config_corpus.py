@@ -501,6 +501,11 @@ CORPUS: list[Case] = [
         "exchanges.binance.base_url:",
     ),
     Case(
+        "base-url-unclosed-ipv6",
+        top("exchanges: {binance: {base_url: 'https://[::1'}}"),
+        "exchanges.binance.base_url: not an http(s) base URL",
+    ),
+    Case(
         "base-url-a-number",
         top("exchanges: {binance: {base_url: 5}}"),
         "exchanges.binance.base_url:",
