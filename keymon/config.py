@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import ipaddress
+import json
+import math
 import os
 import re
+import stat
+import urllib.parse
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, get_origin
 
 import yaml
 from pydantic import (
@@ -37,7 +43,13 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from keymon.errors import ConfigError
 from keymon.model import PERMISSIONS, Severity
@@ -134,30 +146,59 @@ LIVENESS_MAX_WEIGHT_PER_MINUTE = 60
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The longest duration keymon accepts anywhere (intervals, windows, ``max_age``, ``--since``):
+#: ten years. Far beyond any useful setting, and well inside what ``timedelta``, ``datetime``
+#: arithmetic up to year 9999 and the scheduler can hold (10,000,000d passed validation once and
+#: then crashed the scheduler).
+MAX_DURATION = timedelta(days=3650)
+_MAX_DURATION_TEXT = "3650d"
 
 
 def parse_duration(value: object) -> timedelta:
-    """Parse ``30s``/``5m``/``1h``/``14d``/``1h30m`` (or a number of seconds) to a timedelta."""
+    """Parse ``30s``/``5m``/``1h``/``14d``/``1h30m`` (or a number of seconds) to a timedelta.
+
+    Durations are finite, not negative and at most :data:`MAX_DURATION`; anything else is a
+    ``PydanticCustomError`` (a ``ValueError``) that says which rule it broke.
+    """
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
         raise PydanticCustomError("duration", "expected a duration such as 30s, 5m, 1h or 14d")
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
+    seconds: float | None = None
+    if isinstance(value, int):
+        # Compared before any float conversion: a huge integer does not fit a float.
+        seconds = float(min(max(value, -1), MAX_DURATION.days * 86400 + 1))
+    elif isinstance(value, float):
+        seconds = value
+    elif isinstance(value, str):
         text = value.strip()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            return timedelta(seconds=float(text))
-        if text and re.fullmatch(rf"(?:{_DURATION_PART.pattern})+", text):
+        if len(text) > 64:
+            seconds = None
+        elif re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+        elif text and re.fullmatch(rf"(?:{_DURATION_PART.pattern})+", text):
             seconds = sum(
                 float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text)
             )
-            return timedelta(seconds=seconds)
-    raise PydanticCustomError(
-        "duration",
-        "'{value}' is not a duration; write it like 30s, 5m, 1h or 14d",
-        {"value": str(value)[:40]},
-    )
+    if seconds is None:
+        raise PydanticCustomError(
+            "duration",
+            "'{value}' is not a duration; write it like 30s, 5m, 1h or 14d",
+            {"value": str(value)[:40]},
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError(
+            "duration", "a duration must be a finite number, not {value}", {"value": str(value)}
+        )
+    if seconds < 0:
+        raise PydanticCustomError("duration", "a duration must not be negative")
+    if seconds > MAX_DURATION.total_seconds():  # also .inf
+        raise PydanticCustomError(
+            "duration",
+            "'{value}' is longer than {max}, the longest duration keymon accepts",
+            {"value": str(value)[:40], "max": _MAX_DURATION_TEXT},
+        )
+    return timedelta(seconds=seconds)
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -197,6 +238,124 @@ class Secret:
     __str__ = __repr__
 
 
+#: A secret file larger than this is not a secret (an RSA-4096 PEM is about 3.3 KB): it is
+#: refused before it is read whole.
+MAX_SECRET_FILE_BYTES = 64 * 1024
+#: What ``{env: NAME}`` may name: a POSIX-style variable name.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+#: Names quoted back in messages: the upper-case convention (``ACME_BINANCE_SECRET``), at most
+#: 64 characters, and either with an underscore or without digits. A key or secret pasted where
+#: its variable's name belongs (``{env: vmPUZE6mv9...}``, ``{env: HUNTER2}``) is not quoted.
+_SHOWN_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+#: Paths quoted back in messages: absolute or explicitly relative, made of ordinary file-name
+#: components of at most 64 characters (no ``+`` or ``=``: base64 key material is not quoted).
+_SHOWN_PATH = re.compile(r"(?:~|\.{1,2})?(?:/[A-Za-z0-9_.@:-]{1,64})+/?")
+_SECRET_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _shown_env_name(name: str) -> str | None:
+    """``name`` if it may be quoted in a message, None if it might be a secret itself."""
+    if _SHOWN_ENV_NAME.fullmatch(name) and ("_" in name or not any(c.isdigit() for c in name)):
+        return name
+    return None
+
+
+def _shown_path(path: str) -> str | None:
+    """``path`` if it may be quoted in a message, None if it might be a secret itself."""
+    return path if len(path) <= 1024 and _SHOWN_PATH.fullmatch(path) else None
+
+
+def _env_secret(name: object) -> Secret:
+    if not isinstance(name, str) or not name:
+        raise PydanticCustomError("secret", "env: needs the name of a variable")
+    if not _ENV_NAME.fullmatch(name):
+        # Most likely the secret itself, written where its variable's name belongs: never quoted.
+        raise PydanticCustomError(
+            "secret",
+            "env: is not an environment variable name (letters, digits and _); if it is the "
+            "secret itself, put it in a variable or a file and name that here",
+        )
+    shown = _shown_env_name(name)
+    found = os.environ.get(name)
+    if found is None:
+        if shown is None:
+            raise PydanticCustomError(
+                "secret",
+                "the environment variable named by env: is not set (its name is not shown: it "
+                "does not look like a variable name; is it the secret itself?)",
+            )
+        raise PydanticCustomError(
+            "secret", "environment variable {name} is not set", {"name": name}
+        )
+    what = f"environment variable {shown}" if shown else "the environment variable named by env:"
+    if not found:
+        raise PydanticCustomError("secret", "{what} is empty", {"what": what})
+    _check_secret_text(found, what)
+    return Secret(SecretStr(found), f"environment variable {name}")
+
+
+def _file_secret(path: object) -> Secret:
+    if not isinstance(path, str) or not path:
+        raise PydanticCustomError("secret", "file: needs a path")
+    shown = _shown_path(path)
+    what = f"secret file {shown}" if shown else "the secret file"
+    hidden = (
+        ""
+        if shown
+        else " (its name is not shown: it does not look like a path; is it the secret itself?)"
+    )
+    if "\x00" in path:
+        raise PydanticCustomError("secret", "file: a path cannot contain a NUL character")
+    try:
+        # Looked at before it is opened: opening a FIFO would wait for a writer.
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            raise PydanticCustomError(
+                "secret", "{what} is not a regular file{hidden}", {"what": what, "hidden": hidden}
+            )
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise PydanticCustomError(
+            "secret",
+            "cannot read {what}: {why}{hidden}",
+            {"what": what, "why": exc.strerror or type(exc).__name__, "hidden": hidden},
+        ) from None
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise PydanticCustomError(
+            "secret",
+            "{what} is larger than {limit} KiB: not a secret",
+            {"what": what, "limit": MAX_SECRET_FILE_BYTES // 1024},
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PydanticCustomError("secret", "{what} is not UTF-8 text", {"what": what}) from None
+    # Docker and Kubernetes secrets usually end in a newline that is not the secret.
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise PydanticCustomError("secret", "{what} is empty", {"what": what})
+    _check_secret_text(text, what)
+    return Secret(SecretStr(text), f"file {path}")
+
+
+def _check_secret_text(text: str, what: str) -> None:
+    """A secret is text: control characters (other than line breaks and tabs, which PEM keys
+    hold) mean a binary file or a paste gone wrong, and would break the request headers."""
+    if _SECRET_CONTROL.search(text):
+        raise PydanticCustomError(
+            "secret", "{what} holds control characters (binary data?)", {"what": what}
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in YAML, undecodable bytes in env)
+        raise PydanticCustomError(
+            "secret", "{what} is not valid Unicode text", {"what": what}
+        ) from None
+
+
 def _resolve_secret(value: object) -> Secret:
     if isinstance(value, Secret):
         return value
@@ -205,44 +364,15 @@ def _resolve_secret(value: object) -> Secret:
     if isinstance(value, str):
         if not value:
             raise PydanticCustomError("secret", "secret is empty")
+        _check_secret_text(value, "the secret")
         return Secret(SecretStr(value), "literal")
     if isinstance(value, Mapping):
         keys = set(value)
         if keys == {"env"}:
-            name = value["env"]
-            if not isinstance(name, str) or not name:
-                raise PydanticCustomError("secret", "env: needs the name of a variable")
-            found = os.environ.get(name)
-            if found is None:
-                raise PydanticCustomError(
-                    "secret", "environment variable {name} is not set", {"name": name}
-                )
-            if not found:
-                raise PydanticCustomError(
-                    "secret", "environment variable {name} is empty", {"name": name}
-                )
-            return Secret(SecretStr(found), f"environment variable {name}")
+            return _env_secret(value["env"])
         if keys == {"file"}:
-            path = value["file"]
-            if not isinstance(path, str) or not path:
-                raise PydanticCustomError("secret", "file: needs a path")
-            try:
-                text = Path(path).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise PydanticCustomError(
-                    "secret",
-                    "cannot read secret file {path}: {why}",
-                    {"path": path, "why": exc.strerror or type(exc).__name__},
-                ) from None
-            except UnicodeDecodeError:
-                raise PydanticCustomError(
-                    "secret", "secret file {path} is not UTF-8 text", {"path": path}
-                ) from None
-            # Docker and Kubernetes secrets usually end in a newline that is not the secret.
-            text = text.removesuffix("\n").removesuffix("\r")
-            if not text:
-                raise PydanticCustomError("secret", "secret file {path} is empty", {"path": path})
-            return Secret(SecretStr(text), f"file {path}")
+            return _file_secret(value["file"])
+    # Never quote the value: a mapping typo ({evn: ...}) may hold the secret itself.
     raise PydanticCustomError("secret", "a secret is {env: NAME}, {file: PATH} or a string")
 
 
@@ -297,6 +427,8 @@ class AuditSettings(_Model):
     def _timeout_positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise PydanticCustomError("duration", "must be more than 0s")
+        if value > MAX_TIMEOUT:
+            raise PydanticCustomError("duration", "must be at most 10m")
         return value
 
     @model_validator(mode="after")
@@ -316,24 +448,135 @@ class AuditSettings(_Model):
         return self
 
 
+#: The largest weight budget keymon accepts: far above any exchange's per-IP limit (Binance's
+#: largest is 12,000 a minute), low enough that the budget's arithmetic stays exact.
+MAX_WEIGHT_PER_MINUTE = 1_000_000
+#: The longest HTTP timeout: a request still unanswered after ten minutes is lost.
+MAX_TIMEOUT = timedelta(minutes=10)
+
+
+def _whole_number(value: object) -> object:
+    """YAML's ``true`` is no number, though Python's ``bool`` is an ``int``: refuse it."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "int_type", "expected a whole number, not {value}", {"value": str(value).lower()}
+        )
+    return value
+
+
+_BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+_BOOL_WORDS |= {"1": True, "0": False}
+
+
+def _boolean(value: object) -> object:
+    """``true``/``false`` (an environment override may spell it yes/no, on/off, 1/0). Numbers
+    and other text are refused: ``send_resolved: 2`` is a mistake, not a truth value."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[value.strip().lower()]
+    raise PydanticCustomError("bool_type", "expected true or false")
+
+
+WeightPerMinute = Annotated[
+    int, BeforeValidator(_whole_number), Field(gt=0, le=MAX_WEIGHT_PER_MINUTE)
+]
+Boolean = Annotated[bool, BeforeValidator(_boolean)]
+
+
+def _loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(value: str, *, allow_insecure_http: bool = False) -> str:
+    """``value`` as a base URL keymon may send signed requests to, without a trailing slash.
+
+    ``https://host[:port]``; plain ``http`` only to a loopback address (127.0.0.0/8, ``::1``,
+    ``localhost``: tests, simulators) or with ``allow_insecure_http``. No user name or password
+    (sent as Basic credentials with every request), no path, query or fragment. Messages never
+    quote a URL that holds credentials or a query.
+    """
+    shown = value[:80] if not re.search(r"[@?#\s]", value) else None
+    example = "such as https://api.binance.com"
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S*", value):
+        if shown is None:
+            raise PydanticCustomError("url", f"not an http(s) base URL {example}")
+        raise PydanticCustomError(
+            "url", "'{value}' is not an http(s) base URL " + example, {"value": shown}
+        )
+    try:
+        parts = urllib.parse.urlsplit(value)
+    except ValueError:  # an unclosed [ipv6 literal
+        raise PydanticCustomError("url", f"not an http(s) base URL {example}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise PydanticCustomError(
+            "url",
+            "scheme '{scheme}': a base URL is https://host[:port], " + example,
+            {"scheme": scheme[:20]},
+        )
+    if "@" in parts.netloc:
+        raise PydanticCustomError(
+            "url",
+            "a base URL must not hold a user name or password (user:pass@): they would be sent "
+            "with every request",
+        )
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise PydanticCustomError("url", "a base URL takes no query (?...) or fragment (#...)")
+    if parts.path not in ("", "/"):
+        raise PydanticCustomError(
+            "url", "a base URL takes no path (https://host[:port]): keymon adds the paths itself"
+        )
+    host = parts.hostname or ""
+    if not host or not re.fullmatch(r"[a-z0-9_.-]+|[0-9a-f:.]+", host):
+        raise PydanticCustomError("url", "a base URL needs a host name " + example)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise PydanticCustomError("url", "the port must be a number from 1 to 65535")
+    if scheme == "http" and not allow_insecure_http and not _loopback_host(host):
+        raise PydanticCustomError(
+            "url",
+            "plain http to {host} would send API keys and signatures in clear: use https "
+            "(http is accepted for loopback addresses only: 127.0.0.0/8, ::1, localhost; or "
+            "set allow_insecure_http: true for a simulator on a private network)",
+            {"host": host[:80]},
+        )
+    return value.rstrip("/")
+
+
 class ExchangeSettingsBase(_Model):
     """What every ``exchanges.<name>:`` section has; each exchange sets its own defaults."""
 
+    #: Plain http to a host other than a loopback address. For a simulated exchange on a
+    #: private network only (the compose demo): never for a real exchange. Declared first: the
+    #: base_url check reads it.
+    allow_insecure_http: Boolean = False
     base_url: str
     #: keymon's own share of the exchange's per-IP rate limit (the bots share the IP).
-    max_weight_per_minute: int = Field(gt=0)
+    max_weight_per_minute: WeightPerMinute
     time_sync_interval: Duration = timedelta(minutes=10)
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.fullmatch(r"https?://[^\s/?#]+(:\d+)?/?", value):
-            raise PydanticCustomError(
-                "url",
-                "'{value}' is not an http(s) base URL such as https://api.binance.com",
-                {"value": value[:80]},
-            )
-        return value.rstrip("/")
+    def _http_url(cls, value: str, info: ValidationInfo) -> str:
+        return check_base_url(
+            value, allow_insecure_http=info.data.get("allow_insecure_http") is True
+        )
+
+    @field_validator("time_sync_interval")
+    @classmethod
+    def _time_sync_floor(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise PydanticCustomError("duration", "must be at least 1s")
+        return value
 
 
 class BinanceSettings(ExchangeSettingsBase):
@@ -341,7 +584,7 @@ class BinanceSettings(ExchangeSettingsBase):
 
     base_url: str = BINANCE_BASE_URL
     recv_window: Duration = BINANCE_RECV_WINDOW
-    max_weight_per_minute: int = Field(default=BINANCE_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = BINANCE_MAX_WEIGHT_PER_MINUTE
 
     @field_validator("recv_window")
     @classmethod
@@ -356,7 +599,7 @@ class BybitSettings(ExchangeSettingsBase):
 
     base_url: str = BYBIT_BASE_URL
     recv_window: Duration = BYBIT_RECV_WINDOW
-    max_weight_per_minute: int = Field(default=BYBIT_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = BYBIT_MAX_WEIGHT_PER_MINUTE
 
     @field_validator("recv_window")
     @classmethod
@@ -370,14 +613,16 @@ class BitgetSettings(ExchangeSettingsBase):
     """``exchanges.bitget:``. No recv_window: Bitget's signature has none."""
 
     base_url: str = BITGET_BASE_URL
-    max_weight_per_minute: int = Field(default=BITGET_MAX_WEIGHT_PER_MINUTE, gt=0, le=60)
+    max_weight_per_minute: Annotated[int, BeforeValidator(_whole_number), Field(gt=0, le=60)] = (
+        BITGET_MAX_WEIGHT_PER_MINUTE
+    )
 
 
 class HtxSettings(ExchangeSettingsBase):
     """``exchanges.htx:``. No recv_window: signature v2 carries only a ``Timestamp``."""
 
     base_url: str = HTX_BASE_URL
-    max_weight_per_minute: int = Field(default=HTX_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = HTX_MAX_WEIGHT_PER_MINUTE
 
 
 class GateSettings(ExchangeSettingsBase):
@@ -385,7 +630,7 @@ class GateSettings(ExchangeSettingsBase):
     server's time."""
 
     base_url: str = GATE_BASE_URL
-    max_weight_per_minute: int = Field(default=GATE_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = GATE_MAX_WEIGHT_PER_MINUTE
 
 
 class KrakenSettings(ExchangeSettingsBase):
@@ -393,7 +638,7 @@ class KrakenSettings(ExchangeSettingsBase):
     instead of a time window, so ``time_sync_interval`` is unused."""
 
     base_url: str = KRAKEN_BASE_URL
-    max_weight_per_minute: int = Field(default=KRAKEN_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = KRAKEN_MAX_WEIGHT_PER_MINUTE
 
 
 class KucoinSettings(ExchangeSettingsBase):
@@ -401,14 +646,14 @@ class KucoinSettings(ExchangeSettingsBase):
     the server's time."""
 
     base_url: str = KUCOIN_BASE_URL
-    max_weight_per_minute: int = Field(default=KUCOIN_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = KUCOIN_MAX_WEIGHT_PER_MINUTE
 
 
 class OkxSettings(ExchangeSettingsBase):
     """``exchanges.okx:``. OKX has no recv_window: a request expires 30 s from server time."""
 
     base_url: str = OKX_BASE_URL
-    max_weight_per_minute: int = Field(default=OKX_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = OKX_MAX_WEIGHT_PER_MINUTE
 
 
 class _RecvWindowSettings(ExchangeSettingsBase):
@@ -429,7 +674,7 @@ class MexcSettings(_RecvWindowSettings):
 
     base_url: str = MEXC_BASE_URL
     recv_window: Duration = MEXC_RECV_WINDOW
-    max_weight_per_minute: int = Field(default=MEXC_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = MEXC_MAX_WEIGHT_PER_MINUTE
 
 
 class BitmartSettings(ExchangeSettingsBase):
@@ -437,7 +682,7 @@ class BitmartSettings(ExchangeSettingsBase):
     of the server's time."""
 
     base_url: str = BITMART_BASE_URL
-    max_weight_per_minute: int = Field(default=LIVENESS_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
 
 
 class BitrueSettings(_RecvWindowSettings):
@@ -445,7 +690,7 @@ class BitrueSettings(_RecvWindowSettings):
 
     base_url: str = BITRUE_BASE_URL
     recv_window: Duration = BITRUE_RECV_WINDOW
-    max_weight_per_minute: int = Field(default=LIVENESS_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
 
 
 class XtSettings(_RecvWindowSettings):
@@ -453,28 +698,28 @@ class XtSettings(_RecvWindowSettings):
 
     base_url: str = XT_BASE_URL
     recv_window: Duration = XT_RECV_WINDOW
-    max_weight_per_minute: int = Field(default=LIVENESS_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
 
 
 class LbankSettings(ExchangeSettingsBase):
     """``exchanges.lbank:`` (liveness only)."""
 
     base_url: str = LBANK_BASE_URL
-    max_weight_per_minute: int = Field(default=LIVENESS_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
 
 
 class CoinstoreSettings(ExchangeSettingsBase):
     """``exchanges.coinstore:`` (liveness only)."""
 
     base_url: str = COINSTORE_BASE_URL
-    max_weight_per_minute: int = Field(default=LIVENESS_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
 
 
 class BiconomySettings(ExchangeSettingsBase):
     """``exchanges.biconomy:`` (liveness only)."""
 
     base_url: str = BICONOMY_BASE_URL
-    max_weight_per_minute: int = Field(default=LIVENESS_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
 
 
 class BingxSettings(ExchangeSettingsBase):
@@ -483,7 +728,7 @@ class BingxSettings(ExchangeSettingsBase):
 
     base_url: str = BINGX_BASE_URL
     recv_window: Duration = BINGX_RECV_WINDOW
-    max_weight_per_minute: int = Field(default=BINGX_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = BINGX_MAX_WEIGHT_PER_MINUTE
 
     @field_validator("recv_window")
     @classmethod
@@ -498,7 +743,7 @@ class CoinbaseSettings(ExchangeSettingsBase):
     for 120 s from the time keymon reads off Coinbase's clock (``time_sync_interval``)."""
 
     base_url: str = COINBASE_BASE_URL
-    max_weight_per_minute: int = Field(default=COINBASE_MAX_WEIGHT_PER_MINUTE, gt=0)
+    max_weight_per_minute: WeightPerMinute = COINBASE_MAX_WEIGHT_PER_MINUTE
 
 
 class ExchangesSettings(_Model):
@@ -543,12 +788,19 @@ class Policy(_Model):
             "portfolio_margin": Severity.WARNING,
         }
     )
-    require_ip_restriction: bool = True
+    require_ip_restriction: Boolean = True
     review_warning: Duration = timedelta(days=14)
     review_critical: Duration = timedelta(days=3)
     max_age: Duration | None = None
     #: Audit keys under this policy this often (default: ``audit.interval``).
     interval: Duration | None = None
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age_positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise PydanticCustomError("duration", "must be more than 0s")
+        return value
 
     @field_validator("forbid")
     @classmethod
@@ -1025,7 +1277,7 @@ class NotifySettings(_Model):
 
     urls: tuple[Annotated[SecretRef, AfterValidator(_apprise_url)], ...] = ()
     reminder: Duration = timedelta(hours=4)
-    send_resolved: bool = True
+    send_resolved: Boolean = True
 
     @field_validator("reminder")
     @classmethod
@@ -1043,6 +1295,14 @@ def _parse_network(value: object) -> TrustedNetwork:
         return value
     if not isinstance(value, str):
         raise PydanticCustomError("ip", "an IP address or CIDR network is a string")
+    if "%" in value:
+        # ipaddress accepts fe80::1%eth0, but a zone names an interface of this machine, not an
+        # address the exchange could show.
+        raise PydanticCustomError(
+            "ip",
+            "'{value}' is a scoped IPv6 address (%zone); give the address without the zone",
+            {"value": value[:60]},
+        )
     try:
         return ipaddress.ip_network(value.strip(), strict=True)
     except ValueError as exc:
@@ -1086,8 +1346,21 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The YAML file arrives as init kwargs; the environment overrides it.
+        # The YAML file arrives as init kwargs; the environment overrides it. Variables load()
+        # already reported as unreadable are left out, so the other problems are still found.
+        skipped = _SKIPPED_ENV.get()
+        if skipped and isinstance(env_settings, EnvSettingsSource):
+            env_settings.env_vars = {
+                k: v for k, v in env_settings.env_vars.items() if k.lower() not in skipped
+            }
         return (env_settings, init_settings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir_path(cls, value: Path) -> Path:
+        if "\x00" in str(value):
+            raise PydanticCustomError("path", "a path cannot contain a NUL character")
+        return value
 
     @field_validator("listen")
     @classmethod
@@ -1159,17 +1432,49 @@ class LoadedConfig:
     warnings: tuple[str, ...]
 
 
+#: The largest configuration file keymon reads, checked before parsing. A 10,000-key file is
+#: 1.1 MB in the benchmark's one-line form and about 3.5 MB written out with labels and comments.
+MAX_CONFIG_BYTES = 8 * 1024 * 1024
+#: How deeply the file may nest. keymon's settings need 5 levels (``keys[0].api_secret.env``);
+#: libyaml's composer recurses once per level and crashed the process (SIGSEGV) at 100,000.
+MAX_NESTING = 32
+#: Values in the file once YAML aliases are expanded (a "billion laughs" file is a few hundred
+#: bytes). A 10,000-key file has about 250,000.
+MAX_VALUES = 2_000_000
+#: On a syntax error in a file up to this size, the pure-Python parser reads it again for a more
+#: precise message (it is some ten times slower than libyaml).
+_PRECISE_REPARSE_BYTES = 1024 * 1024
+
+
 def load(path: Path | str) -> LoadedConfig:
     """Read, override from the environment and validate the configuration at ``path``.
 
     Raises:
-        ConfigError: with every problem found, each prefixed by its location.
+        ConfigError: with every problem found, each prefixed by its location. Nothing else: an
+            unexpected failure is one problem naming its type (and a bug to report).
     """
     path = Path(path)
-    raw = _read_yaml(path)
-    problems = [f"{k}: unknown field" for k in raw if not isinstance(k, str)]
+    try:
+        return _load(path)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            [
+                f"{path}: the configuration could not be validated ({type(exc).__name__}); "
+                "this is a bug in keymon, please report it"
+            ]
+        ) from None
+
+
+def _load(path: Path) -> LoadedConfig:
+    raw, problems = _read_yaml(path)
+    problems += [f"{k}: unknown field" for k in raw if not isinstance(k, str)]
     raw = {k: v for k, v in raw.items() if isinstance(k, str)}
     problems += _cross_check(raw)
+    env_problems, bad_env = _env_json_problems(os.environ)
+    problems += env_problems
+    token = _SKIPPED_ENV.set(frozenset(name.lower() for name in bad_env))
     try:
         settings = Settings(**raw)
     except ValidationError as exc:
@@ -1179,23 +1484,57 @@ def load(path: Path | str) -> LoadedConfig:
             raw.get("keys"),
         )
         raise ConfigError(_dedupe(_format_errors(exc) + problems)) from None
+    except SettingsError as exc:  # a shape of override _env_json_problems did not foresee
+        problems.append(_settings_error_problem(exc))
+        raise ConfigError(_dedupe(problems)) from None
+    finally:
+        _SKIPPED_ENV.reset(token)
     problems += _reference_problems(settings.policies, settings.default_policy, settings.keys)
     if problems:
         raise ConfigError(_dedupe(problems))
     return LoadedConfig(settings, path, tuple(_literal_secret_warnings(settings)))
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_config_bytes(path: Path) -> bytes:
+    """The file's bytes, at most :data:`MAX_CONFIG_BYTES` of them, or a located problem."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory, not a configuration file"]) from None
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or type(exc).__name__}"]) from None
+    except ValueError:  # a NUL in the path
+        raise ConfigError([f"{path}: not a usable path"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            [
+                f"{path}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB; keymon reads "
+                "configuration files up to that size"
+            ]
+        )
+    return data
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """The file's top-level mapping, and its duplicate keys as problems."""
+    data = _read_config_bytes(path)
     try:
-        data = _parse_yaml(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(
+            [f"{path}:{line}:{column}: not UTF-8 text; save the file as UTF-8"]
+        ) from None
+    try:
+        loaded, duplicates = _parse_yaml(text)
+    except _LimitExceeded as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError([f"{where}: {exc.problem}"]) from None
     except yaml.MarkedYAMLError as exc:
         # PyYAML's own rendering quotes the offending line, which may hold a literal secret:
         # say where and what, never the line itself.
@@ -1208,27 +1547,315 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         # Alias and tag names are the user's text, perhaps a secret: never quote them.
         what = re.sub(r"'[^'<][^']{2,}'", "(...)", what)
         raise ConfigError([f"{where}: invalid YAML: {what}"]) from None
+    except yaml.reader.ReaderError as exc:
+        # A control character (or other unprintable one) in the text.
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ConfigError(
+            [f"{path}:{line}:{column}: invalid YAML: a control character YAML does not allow"]
+        ) from None
     except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError):
         # Tags such as !!int or !!timestamp on a value they cannot read fail inside PyYAML's
         # constructors with plain Python errors whose text quotes the value.
         raise ConfigError([f"{path}: invalid YAML (a value or tag YAML cannot read)"]) from None
-    if data is None:
+    if loaded is None:
         raise ConfigError([f"{path}: the file is empty"])
-    if not isinstance(data, dict):
+    if not isinstance(loaded, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of settings"])
-    return data
+    return loaded, duplicates
 
 
-def _parse_yaml(text: str) -> Any:
-    """libyaml's C parser where available (a 10,000-key file loads in a fraction of the time);
-    on an error, the pure-Python parser again, whose messages say where and what precisely."""
-    fast = getattr(yaml, "CSafeLoader", None)
-    if fast is not None:
+def _parse_yaml(text: str) -> tuple[Any, list[str]]:
+    """The document and its duplicate-key problems. libyaml's C parser where available (a
+    10,000-key file loads in a fraction of the time); on a syntax error in a file of reasonable
+    size, the pure-Python parser again, whose messages say where and what precisely. Both feed
+    :class:`_LimitedComposer`, so nesting and alias expansion are bounded either way."""
+    if _FastLoader is not None:
+        fast = _FastLoader(text)
         try:
-            return yaml.load(text, Loader=fast)  # noqa: S506 - a safe loader, in C
+            return fast.get_single_data(), fast.duplicates
+        except _LimitExceeded:
+            raise
         except yaml.YAMLError:
-            pass
-    return yaml.safe_load(text)
+            if len(text) > _PRECISE_REPARSE_BYTES:
+                raise
+        finally:
+            fast.dispose()
+    precise = _PreciseLoader(text)
+    try:
+        return precise.get_single_data(), precise.duplicates
+    finally:
+        precise.dispose()
+
+
+class _LimitExceeded(yaml.MarkedYAMLError):
+    """The file nests too deeply or expands to too many values; ``problem`` says which."""
+
+
+_YAML_TAG = "tag:yaml.org,2002:"
+#: Fields of a key whose values are secrets: nothing under them is ever quoted.
+_SECRET_FIELDS = frozenset({"api_key", "api_secret", "passphrase", "memo"})
+
+
+class _LimitedComposer(yaml.composer.Composer):
+    """PyYAML's composer, iterative over the parser's events, with three additions:
+
+    * nesting deeper than :data:`MAX_NESTING` stops composition at once (libyaml's C composer
+      recursed into a segmentation fault on a deep file, before any check could run);
+    * every value is counted, an alias as the size of what it repeats, up to
+      :data:`MAX_VALUES` (an alias that repeats its own ancestor is refused);
+    * a key given twice in one mapping is a problem naming both lines (YAML would keep the
+      second silently), collected in ``duplicates``.
+    """
+
+    if TYPE_CHECKING:  # provided by the parser and resolver it is mixed with
+
+        def check_event(self, *choices: Any) -> bool: ...
+        def peek_event(self) -> Any: ...
+        def get_event(self) -> Any: ...
+        def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str: ...
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.duplicates: list[str] = []
+        self._depth = 0
+        self._values = 0
+        self._sizes: dict[int, int] = {}
+        self._path: list[str | int] = []
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """As PyYAML's, but a value its tag cannot read (``!!int nope``, ``!!timestamp
+        2024-13-45``) is a located error, not a bare ``ValueError``."""
+        try:
+            return super().construct_object(node, deep)  # type: ignore[misc]
+        except (ValueError, TypeError, OverflowError, AttributeError, LookupError):
+            tag = str(node.tag)
+            shown = "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else "its tag"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{shown} cannot read this value", node.start_mark
+            ) from None
+
+    def _count(self, size: int, mark: yaml.Mark | None) -> None:
+        self._values += size
+        if self._values > MAX_VALUES:
+            raise _LimitExceeded(
+                problem=f"more than {MAX_VALUES:,} values once aliases are expanded",
+                problem_mark=mark,
+            )
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = self.anchors.get(event.anchor)
+            if node is not None:
+                size = self._sizes.get(id(node))
+                if size is None:
+                    raise _LimitExceeded(
+                        problem="an alias repeats a value that contains it",
+                        problem_mark=event.start_mark,
+                    )
+                self._count(size, event.start_mark)
+        return super().compose_node(parent, index)
+
+    def compose_scalar_node(self, anchor: Any) -> yaml.ScalarNode:
+        node: yaml.ScalarNode = super().compose_scalar_node(anchor)
+        self._count(1, node.start_mark)
+        if anchor is not None:
+            self._sizes[id(node)] = 1
+        return node
+
+    def _enter(self, mark: yaml.Mark) -> int:
+        self._depth += 1
+        if self._depth > MAX_NESTING:
+            raise _LimitExceeded(
+                problem=f"nested more than {MAX_NESTING} levels deep (keymon's settings need 5)",
+                problem_mark=mark,
+            )
+        self._count(1, mark)
+        return self._values
+
+    def _leave(self, node: yaml.Node, anchor: str | None, start: int) -> None:
+        self._depth -= 1
+        if anchor is not None:
+            self._sizes[id(node)] = self._values - start + 1
+
+    def compose_sequence_node(self, anchor: Any) -> yaml.SequenceNode:
+        start_event = self.get_event()
+        start = self._enter(start_event.start_mark)
+        tag = start_event.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(yaml.SequenceNode, None, start_event.implicit)
+        node = yaml.SequenceNode(
+            tag, [], start_event.start_mark, None, flow_style=start_event.flow_style
+        )
+        if anchor is not None:
+            self.anchors[anchor] = node
+        index = 0
+        while not self.check_event(yaml.SequenceEndEvent):
+            self._path.append(index)
+            node.value.append(self.compose_node(node, index))
+            self._path.pop()
+            index += 1
+        end_event = self.get_event()
+        node.end_mark = end_event.end_mark
+        self._leave(node, anchor, start)
+        return node
+
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
+        start_event = self.get_event()
+        start = self._enter(start_event.start_mark)
+        tag = start_event.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(yaml.MappingNode, None, start_event.implicit)
+        node = yaml.MappingNode(
+            tag, [], start_event.start_mark, None, flow_style=start_event.flow_style
+        )
+        if anchor is not None:
+            self.anchors[anchor] = node
+        seen: dict[tuple[str, str], int] = {}
+        while not self.check_event(yaml.MappingEndEvent):
+            item_key = self.compose_node(node, None)
+            name: str | int = "?"
+            if isinstance(item_key, yaml.ScalarNode):
+                name = item_key.value
+                line = item_key.start_mark.line + 1
+                first = seen.get((item_key.tag, item_key.value))
+                if first is None:
+                    seen[(item_key.tag, item_key.value)] = line
+                else:
+                    self._duplicate(name, first, line)
+            self._path.append(name)
+            item_value = self.compose_node(node, item_key)
+            self._path.pop()
+            node.value.append((item_key, item_value))
+        end_event = self.get_event()
+        node.end_mark = end_event.end_mark
+        self._leave(node, anchor, start)
+        return node
+
+    def _duplicate(self, name: str | int, first: int, second: int) -> None:
+        path = [*self._path, name]
+        # Nothing under a secret is quoted: a mapping there may be keyed by the secret itself.
+        in_a_key_secret = len(path) >= 3 and path[0] == "keys" and path[2] in _SECRET_FIELDS
+        if in_a_key_secret or path[:2] == ["notify", "urls"]:
+            path = path[:3]
+        loc = _format_loc(tuple(path)) or "(top level)"
+        lines = f"lines {first} and {second}" if first != second else f"twice on line {first}"
+        self.duplicates.append(f"{loc}: duplicate key ({lines})")
+
+
+class _PreciseLoader(
+    _LimitedComposer,
+    yaml.reader.Reader,
+    yaml.scanner.Scanner,
+    yaml.parser.Parser,
+    yaml.constructor.SafeConstructor,
+    yaml.resolver.Resolver,
+):
+    """The pure-Python safe loader, composing through :class:`_LimitedComposer`."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        _LimitedComposer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+
+
+try:
+    from yaml._yaml import CParser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _FastLoader: type[_PreciseLoader | _CLoader] | None = None
+else:
+
+    class _CLoader(
+        _LimitedComposer, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver
+    ):
+        """libyaml's parser (events only: it does not recurse) under :class:`_LimitedComposer`."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            _LimitedComposer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    _FastLoader = _CLoader
+
+# ----------------------------------------------------------------------------- environment
+
+#: Lower-cased names of KEYMON_* variables already reported as unreadable: the environment
+#: source skips them, so that the file's own problems are still listed with theirs.
+_SKIPPED_ENV: ContextVar[frozenset[str]] = ContextVar("keymon_skipped_env", default=frozenset())
+
+
+def _env_json_problems(environ: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """Problems of the ``KEYMON_*`` variables that hold JSON (sections, lists, mappings), each
+    named by its variable, and the names of those variables.
+
+    pydantic-settings decodes them itself, but a malformed one ends the whole load with a
+    ``SettingsError`` that names neither the variable nor the mistake.
+    """
+    problems, bad = [], []
+    for name, value in sorted(environ.items()):
+        upper = name.upper()
+        if not upper.startswith("KEYMON_") or not _env_holds_json(upper[7:].lower().split("__")):
+            continue
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError as exc:
+            why = f"{exc.msg} (line {exc.lineno}, column {exc.colno})"
+        except RecursionError:
+            why = f"nested more than {MAX_NESTING} levels deep"
+        else:
+            if _json_depth(decoded) <= MAX_NESTING:
+                continue
+            why = f"nested more than {MAX_NESTING} levels deep"
+        problems.append(f"{name}: not valid JSON: {why}")
+        bad.append(name)
+    return problems, bad
+
+
+def _env_holds_json(parts: list[str]) -> bool:
+    """Whether the override of the setting at ``parts`` is read as JSON: a section, a list or
+    a mapping (a scalar setting takes the text as it is)."""
+    model: type[BaseModel] = Settings
+    for index, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return False
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if index == len(parts) - 1:
+                return True
+            model = annotation
+            continue
+        # A list or mapping: a variable for one of its items is not decoded strictly.
+        return index == len(parts) - 1 and get_origin(annotation) in (tuple, list, dict)
+    return False
+
+
+def _json_depth(value: object) -> int:
+    """How deeply ``value`` nests, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_NESTING:
+                children = item.values() if isinstance(item, dict) else item
+                stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _settings_error_problem(exc: SettingsError) -> str:
+    """A located problem for a ``SettingsError`` (an unreadable environment override)."""
+    match = re.search(r'field "(\w+)"', str(exc))
+    field = match.group(1) if match else None
+    variable = f"KEYMON_{field.upper()}" if field else "a KEYMON_* variable"
+    cause = exc.__cause__
+    why = cause.msg if isinstance(cause, json.JSONDecodeError) else "cannot be read"
+    return f"{variable}: {why} (an environment override of {field or 'a setting'})"
 
 
 def _cross_check(raw: Mapping[str, Any]) -> list[str]:

@@ -114,7 +114,7 @@ def key_entry(name: str, api_key: str, secret: str, **extra: Any) -> dict[str, A
 
 
 def make_settings(
-    *keys: dict[str, Any], base_url: str = "http://binance.test", **overrides: Any
+    *keys: dict[str, Any], base_url: str = "https://binance.test", **overrides: Any
 ) -> Settings:
     """Settings for the given key entries, pointing at ``base_url``."""
     data: dict[str, Any] = {

@@ -47,7 +47,7 @@ def write_config(tmp_path: Path, keys: list[tuple[str, str, str]], **extra: Any)
     config: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "data_dir": str(tmp_path / "data"),
-        "exchanges": {"binance": {"base_url": "http://binance.test"}},
+        "exchanges": {"binance": {"base_url": "https://binance.test"}},
         "audit": {"interval": "5m", "jitter": "10s", "timeout": "2s"},
         "keys": entries,
     }
@@ -429,7 +429,7 @@ async def test_budget_holds_against_a_small_exchange_limit(tmp_path: Path, clock
     config = write_config(
         tmp_path,
         keys,
-        exchanges={"binance": {"base_url": "http://binance.test", "max_weight_per_minute": 4}},
+        exchanges={"binance": {"base_url": "https://binance.test", "max_weight_per_minute": 4}},
     )
     app = App(
         load(config),

@@ -21,7 +21,7 @@ OTHER_KEY = "otherKey0123456789abcdef"
 OTHER_SECRET = "otherSecret0123456789"
 
 
-def write_config(tmp_path: Path, base_url: str = "http://binance.test", **extra: Any) -> Path:
+def write_config(tmp_path: Path, base_url: str = "https://binance.test", **extra: Any) -> Path:
     """A two-key configuration; secrets come from files."""
     (tmp_path / "doc.secret").write_text(DOC_SECRET + "\n")
     (tmp_path / "other.secret").write_text(OTHER_SECRET + "\n")

@@ -23,7 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from keymon import cli
+from keymon import config as config_module
 from keymon.config import (
+    MAX_NESTING,
     AuditSettings,
     BiconomyKey,
     BinanceKey,
@@ -1226,7 +1228,9 @@ def test_example_yaml_sets_every_field() -> None:
     for name, section in raw["exchanges"].items():
         model = ExchangesSettings.model_fields[name].annotation
         assert model is not None
-        assert set(section) == set(model.model_fields), name
+        # allow_insecure_http (every section has it) is written out once, under binance.
+        assert set(section) | {"allow_insecure_http"} == set(model.model_fields), name
+    assert "allow_insecure_http" in raw["exchanges"]["binance"]
     assert set().union(*raw["keys"]) == (
         set(BinanceKey.model_fields)
         | set(BitgetKey.model_fields)
@@ -1443,3 +1447,171 @@ keys:
     assert settings.exchanges.bingx.base_url == "https://open-api.bingx.com"
     assert settings.exchanges.bingx.recv_window == timedelta(seconds=2)
     assert settings.exchanges.bingx.max_weight_per_minute == 60
+
+
+# ----------------------------------------------------------------------------- limits (#12)
+# The broken side of each limit is in tests/test_config_corpus.py; here, what stays accepted.
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://api.binance.com/", "https://api.binance.com"),
+        ("https://api.binance.com:8443", "https://api.binance.com:8443"),
+        ("http://127.0.0.1:8900", "http://127.0.0.1:8900"),
+        ("http://127.5.6.7", "http://127.5.6.7"),
+        ("http://[::1]:8900/", "http://[::1]:8900"),
+        ("http://localhost:8900", "http://localhost:8900"),
+    ],
+)
+def test_base_url_https_anywhere_http_on_loopback(url: str, expected: str, tmp_path: Path) -> None:
+    """https to any host; plain http to a loopback address (simulators, tests)."""
+    text = f"exchanges: {{binance: {{base_url: '{url}'}}}}\n" + KEY_BLOCK
+    assert load(write(tmp_path, text)).settings.exchanges.binance.base_url == expected
+
+
+def test_allow_insecure_http_opens_plain_http_to_one_exchange(tmp_path: Path) -> None:
+    """allow_insecure_http lets one section talk plain http to a non-loopback host (the
+    compose demo's simulator); every other section keeps the https rule."""
+    text = (
+        "exchanges:\n"
+        "  binance: {base_url: 'http://simulator:8900', allow_insecure_http: true}\n"
+        "  bybit: {base_url: 'http://simulator:8901'}\n" + KEY_BLOCK
+    )
+    problems = problems_of(write(tmp_path, text))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("exchanges.bybit.base_url: plain http to simulator ")
+    fixed = text.replace("  bybit: {base_url: 'http://simulator:8901'}\n", "")
+    settings = load(write(tmp_path, fixed)).settings
+    assert settings.exchanges.binance.base_url == "http://simulator:8900"
+
+
+def test_durations_up_to_ten_years(tmp_path: Path) -> None:
+    """3650d is the longest duration accepted, in every setting and however it is written."""
+    text = "policies: {market-maker: {max_age: %s}}\n" + KEY_BLOCK
+    for written in ("3650d", "520w10d", "315360000"):
+        policy = load(write(tmp_path, text % written)).settings.policies["market-maker"]
+        assert policy.max_age == timedelta(days=3650), written
+    assert problems_of(write(tmp_path, text % "3650d1s")) == [
+        "policies.market-maker.max_age: '3650d1s' is longer than 3650d, the longest duration "
+        "keymon accepts"
+    ]
+
+
+def test_history_since_is_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """history --since takes durations up to 3650d; a longer one is exit 2, not an overflow."""
+    path = write(tmp_path, f"data_dir: {tmp_path}/state\n" + KEY_BLOCK)
+    status, out, err = run_cli(["history", "--config", str(path), "--since", "3650d"], capsys)
+    assert status == 0, err
+    assert "no changes recorded" in out
+    for since in ("1000000d", "99999999999d"):
+        status, _, err = run_cli(["history", "--config", str(path), "--since", since], capsys)
+        assert status == 2
+        assert f"--since {since}: '{since}' is longer than 3650d" in err
+        assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [("false", False), ("0", False), ("no", False), ("True", True), ("on", True)],
+)
+def test_boolean_overrides_take_the_usual_words(
+    written: str, expected: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An environment override of a boolean is text: true/false, yes/no, on/off, 1/0."""
+    monkeypatch.setenv("KEYMON_NOTIFY__SEND_RESOLVED", written)
+    assert load(write(tmp_path, KEY_BLOCK)).settings.notify.send_resolved is expected
+
+
+def test_env_json_override_still_applies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A well-formed JSON override (a list) is read as before."""
+    monkeypatch.setenv("KEYMON_TRUSTED_IPS", '["203.0.113.10", "2001:db8::/32"]')
+    settings = load(write(tmp_path, KEY_BLOCK)).settings
+    assert [str(n) for n in settings.trusted_ips] == ["203.0.113.10/32", "2001:db8::/32"]
+
+
+def test_aliases_and_merge_keys_still_work(tmp_path: Path) -> None:
+    """Anchors, aliases and merge keys, as people use them to share parts of keys, load; a key
+    a merge brings in may be given again (that is no duplicate)."""
+    text = """\
+keys:
+  - &acme
+    name: one
+    client: acme
+    exchange: binance
+    labels: &eu {desk: eu}
+    api_key: {env: KMTEST_ACME_KEY}
+    api_secret: {env: KMTEST_ACME_SECRET}
+  - <<: *acme
+    name: two
+    labels: *eu
+    api_key: {env: KMTEST_BETA_KEY}
+    api_secret: {env: KMTEST_BETA_SECRET}
+"""
+    settings = load(write(tmp_path, text)).settings
+    assert [(k.name, k.client, k.labels) for k in settings.keys] == [
+        ("one", "acme", {"desk": "eu"}),
+        ("two", "acme", {"desk": "eu"}),
+    ]
+    assert settings.keys[1].api_secret.get() == TEST_SECRETS["KMTEST_BETA_SECRET"]
+
+
+@pytest.mark.parametrize("loader", ["libyaml", "pure-python"])
+@pytest.mark.parametrize("style", ["flow", "block"])
+def test_nesting_limit_in_both_parsers(
+    loader: str, style: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MAX_NESTING levels load (and fail validation as usual); one more, or 100,000, is a
+    located problem in either parser, never a crash or a RecursionError."""
+    if loader == "pure-python":
+        monkeypatch.setattr(config_module, "_FastLoader", None)
+
+    def nested(depth: int) -> str:  # the top-level mapping is the first level
+        if style == "flow":
+            return "x: " + "[" * (depth - 1) + "]" * (depth - 1) + "\n" + KEY_BLOCK
+        return KEY_BLOCK + "x:\n  " + "- " * (depth - 1) + "1\n"
+
+    assert problems_of(write(tmp_path, nested(MAX_NESTING))) == ["x: unknown field"]
+    for depth in (MAX_NESTING + 1, 100_000):
+        (problem,) = problems_of(write(tmp_path, nested(depth)))
+        assert problem.startswith(f"{tmp_path}/keymon.yaml:"), problem
+        assert problem.endswith(
+            f"nested more than {MAX_NESTING} levels deep (keymon's settings need 5)"
+        ), problem
+
+
+def test_an_unexpected_failure_is_still_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong inside load() surfaces as one ConfigError naming the file (and asking
+    for a bug report), never as another exception: callers rely on it (reload, check)."""
+
+    def broken(raw: object) -> list[str]:
+        raise RuntimeError(SENTINEL)
+
+    monkeypatch.setattr(config_module, "_cross_check", broken)
+    path = write(tmp_path, KEY_BLOCK)
+    problems = problems_of(path)
+    assert problems == [
+        f"{path}: the configuration could not be validated (RuntimeError); this is a bug in "
+        "keymon, please report it"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("ACME_BINANCE_SECRET", True),
+        ("SECRET", True),
+        ("KEY_2", True),
+        ("HUNTER2", False),  # a password in capitals
+        ("vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A", False),  # a key
+        ("acme_secret", False),
+    ],
+)
+def test_env_names_are_quoted_only_when_they_look_like_names(name: str, shown: bool) -> None:
+    """An unset variable is named in the message only when its name looks like one: a key or
+    password pasted where the name belongs is not echoed."""
+    with pytest.raises(ValueError, match="not set") as info:
+        config_module._resolve_secret({"env": name})
+    assert (name in str(info.value)) is shown

@@ -52,7 +52,7 @@ def write_config(tmp_path: Path, data_dir: Path | None = None) -> Path:
     config = {
         "listen": "127.0.0.1:0",
         "data_dir": str(data_dir or tmp_path / "data"),
-        "exchanges": {"binance": {"base_url": "http://binance.test"}},
+        "exchanges": {"binance": {"base_url": "https://binance.test"}},
         "trusted_ips": ["127.0.0.1/32"],
         "keys": entries,
     }

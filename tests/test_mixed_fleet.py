@@ -60,7 +60,7 @@ async def test_daemon_labels_findings_metrics_and_notifications_by_exchange(
     assert {key.name for key in keys} == set(EXPECTED)
     simulators = build_simulators(keys)
     transports = {name: sim.transport() for name, sim in simulators.items()}
-    config = write_config(tmp_path, {name: f"http://{name}.test" for name in simulators}, keys)
+    config = write_config(tmp_path, {name: f"https://{name}.test" for name in simulators}, keys)
     data: dict[str, Any] = yaml.safe_load(config.read_text())
     data["notify"] = {"urls": [receiver.url()], "send_resolved": True}
     config.write_text(yaml.safe_dump(data))

@@ -60,7 +60,7 @@ def write_config(
     keys: list[KeySpec],
     urls: list[Any],
     *,
-    base_url: str = "http://binance.test",
+    base_url: str = "https://binance.test",
     notify: dict[str, Any] | None = None,
     **extra: Any,
 ) -> Path:

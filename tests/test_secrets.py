@@ -53,7 +53,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path.write_text(
         yaml.safe_dump(
             {
-                "exchanges": {"binance": {"base_url": "http://binance.test"}},
+                "exchanges": {"binance": {"base_url": "https://binance.test"}},
                 "audit": {"timeout": "300ms", "jitter": "0s"},
                 "keys": [
                     {
@@ -132,7 +132,7 @@ def test_check_over_a_real_server_holds_no_secret(
     sim.add_key(SENTINEL_KEY, hmac_secret=SENTINEL)
     sim.latency = 1.0
     with sim.serve_in_thread() as url:
-        config.write_text(config.read_text().replace("http://binance.test", url))
+        config.write_text(config.read_text().replace("https://binance.test", url))
         check(config, fmt="json")
     out, err = capsys.readouterr()
     report = json.loads(out)
@@ -197,7 +197,7 @@ def test_no_credential_of_any_exchange_reaches_output_or_logs(
     transports = {name: sim.transport() for name, sim in simulators.items()}
     config = write_config(
         tmp_path,
-        {name: f"http://{name}.test" for name in simulators},
+        {name: f"https://{name}.test" for name in simulators},
         keys,
         log={"format": "json", "level": "debug"},
     )

@@ -48,7 +48,7 @@ class Exchange:
 def exchange(request: pytest.FixtureRequest, sim: BinanceSimulator) -> Iterator[Exchange]:
     """The simulator reached both ways: an httpx transport, and a real HTTP server."""
     if request.param == "in-process":
-        yield Exchange("http://binance.test", lambda _name: sim.transport())
+        yield Exchange("https://binance.test", lambda _name: sim.transport())
     else:
         with sim.serve_in_thread() as url:
             yield Exchange(url, None)

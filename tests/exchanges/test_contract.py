@@ -566,7 +566,7 @@ class Harness:
             base_url = self.stack.enter_context(self.venue.serve())
             factory = None
         else:
-            base_url = f"http://{self.venue.name}.test"
+            base_url = f"https://{self.venue.name}.test"
             transport = self.venue.transport()
 
             def factory(name: str) -> httpx.AsyncBaseTransport | None:
@@ -857,8 +857,8 @@ def test_check_mixes_exchanges(
     bybit.update_key(BYBIT_KEY, permissions={"Wallet": ["Withdraw"]})
     config = {
         "exchanges": {
-            "binance": {"base_url": "http://binance.test"},
-            "bybit": {"base_url": "http://bybit.test"},
+            "binance": {"base_url": "https://binance.test"},
+            "bybit": {"base_url": "https://bybit.test"},
         },
         "trusted_ips": ["127.0.0.1/32"],
         "keys": [

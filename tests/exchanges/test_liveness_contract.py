@@ -152,7 +152,7 @@ class Harness:
             base_url = self.stack.enter_context(self.sim.serve_in_thread())
             factory = None
         else:
-            base_url = f"http://{self.venue.name}.test"
+            base_url = f"https://{self.venue.name}.test"
             transport = self.sim.transport()
 
             def factory(name: str) -> httpx.AsyncBaseTransport | None:
@@ -389,7 +389,7 @@ def _mixed_config(tmp_path: Path, sims: dict[str, Any]) -> Path:
     config = {
         "listen": "127.0.0.1:0",  # never the default 0.0.0.0:9877: it may be in use
         "data_dir": str(tmp_path / "data"),
-        "exchanges": {name: {"base_url": f"http://{name}.test"} for name in sims},
+        "exchanges": {name: {"base_url": f"https://{name}.test"} for name in sims},
         "trusted_ips": ["127.0.0.1/32"],
         "keys": keys,
     }
