@@ -302,7 +302,7 @@ async def test_a_ban_the_daemon_saw_stops_a_later_check(
     add_keys(sim, 3)
     with httpx.Client(transport=sim.sync_transport(), base_url="http://binance.test") as bots:
         ban_the_ip(bots)
-    config = write_config(tmp_path, "http://binance.test", keys=3)
+    config = write_config(tmp_path, "https://binance.test", keys=3)
     data = yaml.safe_load(config.read_text())
     data["listen"] = "127.0.0.1:0"
     config.write_text(yaml.safe_dump(data))

@@ -37,7 +37,7 @@ def write(tmp_path: Path, **extra: Any) -> Path:
     config = {
         "listen": "127.0.0.1:0",
         "data_dir": str(tmp_path / "data"),
-        "exchanges": {"binance": {"base_url": "http://binance.test"}},
+        "exchanges": {"binance": {"base_url": "https://binance.test"}},
         "audit": {"interval": "5m", "jitter": "10s", "timeout": "2s"},
         "keys": [
             {
