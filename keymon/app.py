@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import hashlib
 import signal
+import stat
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -78,6 +79,8 @@ WARMUP_BUDGET_SHARE = 0.9
 #: A configuration that failed to load is tried again this often while its files stay as
 #: they were (quietly: only new problems are logged).
 FAILED_RELOAD_RETRY = 30.0
+#: The watcher hashes at most this much of each file (the loader refuses larger ones anyway).
+MAX_WATCHED_BYTES = 16 * 1024 * 1024
 #: How long an old client may finish its in-flight requests after a reload replaced it.
 OLD_CLIENT_GRACE = 30.0
 
@@ -446,7 +449,8 @@ class App:
         """
         async with self._reload_lock:
             try:
-                loaded = load(self.config_path)
+                # Off the event loop: a large file takes seconds to parse, /healthz must answer.
+                loaded = await asyncio.to_thread(load, self.config_path)
             except ConfigError as exc:
                 self.metrics.reload_success.set(0)
                 problems = list(exc.problems)
@@ -638,10 +642,19 @@ def _fingerprint(loaded: LoadedConfig) -> tuple[list[Path], tuple[Any, ...]]:
 
 
 def _fingerprint_paths(paths: list[Path]) -> tuple[Any, ...]:
+    """Each file's content hash; a path that is not a regular file reads as its kind, unopened.
+
+    Never opened unless regular: a FIFO put in a secret file's place would block the watcher.
+    """
     out: list[Any] = []
     for path in paths:
         try:
-            out.append(hashlib.sha256(path.read_bytes()).hexdigest())
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                out.append(("not a regular file", stat.S_IFMT(info.st_mode)))
+                continue
+            with path.open("rb") as handle:
+                out.append(hashlib.sha256(handle.read(MAX_WATCHED_BYTES + 1)).hexdigest())
         except OSError:
             out.append(None)
     return tuple(out)

@@ -7,6 +7,7 @@ the test edits the files as an operator would and reads the daemon's log events.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,18 @@ async def test_a_missing_secret_file_that_appears_is_picked_up(
         await settle(lambda: "late-key" in app.store.names())
     assert reload_success(app) == 1
     assert len([e for e in logs if e["event"] == "config_reload_failed"]) == 1
+
+
+async def test_a_fifo_in_place_of_a_secret_file_blocks_nothing(app: App, tmp_path: Path) -> None:
+    """A FIFO swapped in for a secret file: refused with its location, the watcher goes on."""
+    passphrase = tmp_path / "okx.passphrase"
+    passphrase.unlink()
+    os.mkfifo(passphrase)
+    with capture_logs() as logs:
+        await settle(lambda: reload_success(app) == 0)
+        (failure,) = [e for e in logs if e["event"] == "config_reload_failed"]
+        assert any("keys[1].passphrase" in p for p in failure["problems"])
+        passphrase.unlink()
+        passphrase.write_text(PASSPHRASE + "\n")
+        await settle(lambda: reload_success(app) == 1)
+    assert app.store.get("okx-key") is not None
