@@ -201,6 +201,10 @@ def facts_mapping(facts: KeyFacts | None) -> Mapping[str, Any]:
             "ip_list": None,
             "created_at": None,
             "deadlines": [],
+            "key_locked": None,
+            "account_kind": None,
+            "third_party_app": None,
+            "last_used_at": None,
         }
     return {
         "permissions": dict(facts.permissions),
@@ -208,6 +212,10 @@ def facts_mapping(facts: KeyFacts | None) -> Mapping[str, Any]:
         "ip_list": list(facts.ip_list) if facts.ip_list is not None else None,
         "created_at": _rfc3339(facts.created_at),
         "deadlines": [{"kind": d.kind, "at": _rfc3339(d.at)} for d in facts.deadlines],
+        "key_locked": facts.key_locked,
+        "account_kind": facts.account_kind,
+        "third_party_app": facts.third_party_app,
+        "last_used_at": _rfc3339(facts.last_used_at),
     }
 
 

@@ -1,7 +1,9 @@
 """Change detection: which facts of a key differ between two audits.
 
 A pure function of (before, after): every permission, the IP restriction, the visible IP
-list, the creation time, each deadline and whether the exchange rejects the key. Values are
+list, the creation time, the key's own lock, its account kind (master/sub) and third-party
+binding, each deadline and whether the exchange rejects the key (not its last use: that
+changes with every call). Values are
 rendered the way an operator reads them (``withdraw: off -> on``); ``field`` doubles as the
 ``field`` label of ``keymon_key_changes_total``.
 """
@@ -49,6 +51,20 @@ def diff_facts(before: KeyFacts, after: KeyFacts) -> list[Change]:
         changes.append(Change("ip_list", _ips(before.ip_list), _ips(after.ip_list)))
     if before.created_at != after.created_at:
         changes.append(Change("created_at", _when(before.created_at), _when(after.created_at)))
+    if before.key_locked != after.key_locked:
+        changes.append(Change("key_locked", _onoff(before.key_locked), _onoff(after.key_locked)))
+    if before.account_kind != after.account_kind:
+        changes.append(
+            Change(
+                "account_kind",
+                before.account_kind or "unknown",
+                after.account_kind or "unknown",
+            )
+        )
+    if before.third_party_app != after.third_party_app:
+        changes.append(
+            Change("third_party_app", _onoff(before.third_party_app), _onoff(after.third_party_app))
+        )
     old_deadlines = {d.kind: d.at for d in before.deadlines}
     new_deadlines = {d.kind: d.at for d in after.deadlines}
     for kind in sorted(set(old_deadlines) | set(new_deadlines)):

@@ -25,7 +25,9 @@ audit interval, ip_restricted, created, review windows (2), audit_ok, last succe
 ``keymon_key_finding`` per evaluated rule and severity (12 for a Binance key under the default
 policy, 14 with a deadline), one ``keymon_key_deadline_timestamp_seconds`` per deadline, one
 error series while failing, one changes counter per field that ever changed: 31 to 37 series
-per key (the README's cardinality budget).
+per key (the README's cardinality budget), plus at most 5 where the exchange shows the key's
+own lock, account kind, third-party binding and last use (lock, sub-account, third-party app,
+last used, and the ``key_locked`` finding).
 """
 
 from __future__ import annotations
@@ -110,6 +112,26 @@ REVIEW_CRITICAL = Family(
 CHANGES = Family(
     "keymon_key_changes", "counter", "Observed changes of a fact between two audits.", ("field",)
 )
+KEY_LOCKED = Family(
+    "keymon_key_locked",
+    "gauge",
+    "1 if the exchange has locked (frozen) the key itself, where it shows the key's state.",
+)
+SUB_ACCOUNT = Family(
+    "keymon_key_sub_account",
+    "gauge",
+    "1 if the key belongs to a sub-account, 0 to a master account, where the exchange shows it.",
+)
+THIRD_PARTY_APP = Family(
+    "keymon_key_third_party_app",
+    "gauge",
+    "1 if the key is bound to a third-party application, where the exchange shows it.",
+)
+LAST_USED = Family(
+    "keymon_key_last_used_timestamp_seconds",
+    "gauge",
+    "When the key was last used, where the exchange shows it.",
+)
 AUDIT_INTERVAL = Family(
     "keymon_key_audit_interval_seconds",
     "gauge",
@@ -135,6 +157,10 @@ KEY_FAMILIES: tuple[Family, ...] = (
     UNTRUSTED_IPS,
     CREATED,
     DEADLINE,
+    KEY_LOCKED,
+    SUB_ACCOUNT,
+    THIRD_PARTY_APP,
+    LAST_USED,
     FINDING,
     REVIEW_WARNING,
     REVIEW_CRITICAL,
@@ -179,6 +205,14 @@ def key_samples(state: KeyState, trusted_ips: Sequence[object]) -> list[Sample]:
             out.append(_sample(CREATED, base, facts.created_at.timestamp()))
         for deadline in facts.deadlines:
             out.append(_sample(DEADLINE, (*base, deadline.kind), deadline.at.timestamp()))
+        if facts.key_locked is not None:
+            out.append(_sample(KEY_LOCKED, base, float(facts.key_locked)))
+        if facts.account_kind is not None:
+            out.append(_sample(SUB_ACCOUNT, base, float(facts.account_kind == "sub")))
+        if facts.third_party_app is not None:
+            out.append(_sample(THIRD_PARTY_APP, base, float(facts.third_party_app)))
+        if facts.last_used_at is not None:
+            out.append(_sample(LAST_USED, base, facts.last_used_at.timestamp()))
     firing = {(f.rule, f.severity, f.permission or "") for f in state.findings()}
     for check in state.checks():
         for severity in check.severities:

@@ -5,8 +5,9 @@ into :class:`Finding` values, and every audit ends as one :class:`AuditResult`, 
 not: errors are data, so a failed audit is never mistaken for a healthy key.
 
 Facts are three-state. A permission absent from ``KeyFacts.permissions``, an
-``ip_restricted`` or ``ip_list`` of ``None``: the exchange does not show it, so the rules
-that need it are not evaluated (not passed).
+``ip_restricted``, ``ip_list``, ``key_locked``, ``account_kind``, ``third_party_app`` or
+``last_used_at`` of ``None``: the exchange does not show it, so the rules that need it are
+not evaluated (not passed).
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ PERMISSIONS: tuple[str, ...] = (
 )
 
 
+#: The values of :attr:`KeyFacts.account_kind`.
+ACCOUNT_KINDS: tuple[str, ...] = ("master", "sub")
+
+
 class Rule(enum.StrEnum):
     """The rules of PRODUCT.md's table. Values are the ``rule`` label: a contract."""
 
@@ -82,6 +87,7 @@ class Rule(enum.StrEnum):
     KEY_TOO_OLD = "key_too_old"
     KEY_REJECTED = "key_rejected"
     AUDIT_FAILING = "audit_failing"
+    KEY_LOCKED = "key_locked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,16 @@ class KeyFacts:
     #: Not a fact of its own: no metric, no change journal (kept with the facts in ``data_dir``
     #: so the finding reads the same after a restart).
     ip_unrestricted_note: str | None = None
+    #: The exchange has locked or frozen this key itself (Gate ``state``, HTX ``status``, XT
+    #: ``isLock``): it is accepted for reads but cannot trade. None: not shown.
+    key_locked: bool | None = None
+    #: Whose key it is: :data:`ACCOUNT_KINDS` (``"master"`` or ``"sub"``). None: not shown.
+    account_kind: str | None = None
+    #: The key is bound to a third-party application (Bybit ``type`` 2). None: not shown.
+    third_party_app: bool | None = None
+    #: When the key was last used, as the exchange shows it (Kraken ``lastUsed``, Gate
+    #: ``last_access``). Not journaled: it changes with every call. None: not shown.
+    last_used_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

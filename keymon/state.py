@@ -933,6 +933,10 @@ def facts_to_json(facts: KeyFacts) -> str:
             "created_at": iso(facts.created_at) if facts.created_at else None,
             "deadlines": [{"kind": d.kind, "at": iso(d.at)} for d in facts.deadlines],
             "ip_unrestricted_note": facts.ip_unrestricted_note,
+            "key_locked": facts.key_locked,
+            "account_kind": facts.account_kind,
+            "third_party_app": facts.third_party_app,
+            "last_used_at": iso(facts.last_used_at) if facts.last_used_at else None,
         }
     )
 
@@ -948,4 +952,8 @@ def facts_from_json(text: str) -> KeyFacts:
         deadlines=tuple(Deadline(d["kind"], parse_iso(d["at"])) for d in data["deadlines"]),
         # Absent from rows written before the field existed.
         ip_unrestricted_note=data.get("ip_unrestricted_note"),
+        key_locked=data.get("key_locked"),
+        account_kind=data.get("account_kind"),
+        third_party_app=data.get("third_party_app"),
+        last_used_at=parse_iso(data["last_used_at"]) if data.get("last_used_at") else None,
     )

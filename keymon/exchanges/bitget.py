@@ -13,6 +13,16 @@ answer forces one re-sync and one retry before the audit fails with ``clock_skew
 Bitget shows a key its IP whitelist (``ips``, one string) and its permission codes
 (``authorities``). It shows no creation time or expiry for the key: ``regisTime`` is the
 *account's* registration time, so ``created_at`` stays unknown and there are no deadlines.
+
+Checked against the official page https://www.bitget.com/api-doc/spot/account/Get-Account-Info
+(tests/conformance/test_bitget.py). Its example answer carries ``"authorities": ["trade",
+"readonly"]``, codes its own field table does not list (the table lists ``stow``, ``coow``,
+``wwow``, ...). The docs do not say which products ``trade`` covers, nor whether a key shown in
+that vocabulary would show its withdrawal right at all. So a code outside the documented table
+makes every mapped permission that is not positively shown *not visible* (absent), never off:
+``trade`` is kept raw (on), and spot, margin, futures, withdraw and transfer stay unknown.
+exchange-apis.md §2.5 mapped the example as "nothing enabled", which made a trading key read as
+unable to trade and let a forbidden-futures rule pass.
 """
 
 from __future__ import annotations
@@ -60,16 +70,28 @@ AUTHORITY_CODES: Final[Mapping[str, str]] = {
     "wwow": "withdraw",
     "wtow": "universal_transfer",
 }
-#: Read-only codes from the English doc page; any other code ending in ``r`` (``*r``/``*or``)
-#: that is not a write code is read as well.
+#: Read-only codes of the official field table (English and Chinese pages), and the official
+#: example's ``readonly``.
 READ_CODES: Final = frozenset(
-    {"coor", "cpor", "stor", "smor", "ttor", "wtor", "taxr", "chor", "p2pr", "pllr"}
+    {"coor", "cpor", "stor", "smor", "ttor", "wtor", "taxr", "chor", "p2pr", "pllr", "readonly"}
 )
+#: Documented write codes with no keymon permission (copy trading, sub-account management,
+#: P2P, pledge loans, tax): kept under their raw name, and they hide nothing.
+OTHER_DOCUMENTED_CODES: Final = frozenset({"ttow", "chow", "p2pw", "p2p", "pllw", "taxw"})
 
-# Error codes (exchange-apis.md §2.5, from ccxt's map: third-party).
-KEY_REJECTED_CODES: Final = frozenset({"40006", "40009", "40012", "40014", "40018"})
+# Error codes. Bitget's own error page (api-doc/common/error-code/restapi) was not in the
+# stored copies we could read; the meanings below are those of ccxt's bitget map (third-party),
+# which quotes Bitget's messages: 40004 "Request timestamp expired", 40005 "Invalid
+# ACCESS_TIMESTAMP", 40008 "Request timestamp expired", 40006 "Invalid ACCESS_KEY", 40009/40010
+# "sign signature error", 40012 "apikey/password is incorrect", 40013 "User status is
+# abnormal", 40014 "Incorrect permissions", 40018 "Invalid IP", 40037 "Apikey does not exist".
+KEY_REJECTED_CODES: Final = frozenset(
+    {"40006", "40009", "40010", "40012", "40013", "40014", "40018", "40037"}
+)
 IP_REFUSED: Final = "40018"
 TIMESTAMP_EXPIRED: Final = "40008"
+#: Timestamp refusals: expired (40004, 40008) or not accepted (40005).
+TIMESTAMP_CODES: Final = frozenset({"40004", "40005", "40008"})
 #: Bitget answers a rate-limited request with HTTP 429 and code ``429``.
 RATE_LIMIT_CODES: Final = frozenset({"429"})
 #: Third-party report: a Unified Trading Account is sent to the v3 API with ``40085``.
@@ -218,7 +240,7 @@ class BitgetAdapter(AdapterBase):
             return ExchangeRateLimited(
                 f"{detail} (rate limited)", exchange=NAME, code=code, retry_after=retry_after
             )
-        if code == TIMESTAMP_EXPIRED:
+        if code in TIMESTAMP_CODES:
             return self._clock_error(detail, code)
         if code in KEY_REJECTED_CODES:
             match = _IP.search(msg) if code == IP_REFUSED else None
@@ -255,6 +277,7 @@ class BitgetAdapter(AdapterBase):
             ) from None
         ip_list = parse_ips(info.ips)
         return KeyFacts(
+            account_kind=account_kind(data),
             coverage=Coverage.INTROSPECTION,
             permissions=permissions(info.authorities),
             ip_restricted=bool(ip_list),
@@ -266,27 +289,44 @@ class BitgetAdapter(AdapterBase):
 
 
 def permissions(authorities: list[str]) -> dict[str, bool]:
-    """``authorities`` codes -> keymon permissions; unknown codes are kept raw (True).
+    """``authorities`` codes -> keymon permissions; codes without one are kept raw (True).
 
-    The list is the key's whole set of codes, so a mapped permission whose codes are absent
-    is observed off (False).
+    When every code is in the official table, the list is the key's whole set, so a mapped
+    permission whose codes are absent is observed off (False). A code the table does not list
+    (the official example's ``trade``) may cover any of them: then only what is positively
+    shown is on, and the rest is not visible (absent), never off.
     """
     result: dict[str, bool] = {"read": True}  # every key can read its own account info
-    for permission in AUTHORITY_CODES.values():
-        result.setdefault(permission, False)
+    undocumented = False
     for raw in authorities:
         code = raw.strip().lower()
         mapped = AUTHORITY_CODES.get(code)
         if mapped is not None:
             result[mapped] = True
-        elif code in READ_CODES or code == "readonly":
+        elif code in READ_CODES:
             result["read"] = True
+        elif code in OTHER_DOCUMENTED_CODES:
+            result[raw] = True
         else:
+            undocumented = True
             result[raw] = True
             if raw not in _unknown_codes_logged:
                 _unknown_codes_logged.add(raw)
                 log.info("unmapped_permission", exchange=NAME, permission=raw)
+    if not undocumented:
+        for permission in AUTHORITY_CODES.values():
+            result.setdefault(permission, False)
     return result
+
+
+def account_kind(data: Mapping[str, Any]) -> str | None:
+    """``parentId`` is "Main account user ID" (official field table). Our reading: equal to
+    ``userId`` on a main account (its own main account), another UID on a sub-account. None when
+    either is missing or masked."""
+    user, parent = str(data.get("userId", "")), str(data.get("parentId", ""))
+    if not (user.isdigit() and parent.isdigit()):
+        return None
+    return "master" if int(user) == int(parent) else "sub"
 
 
 def parse_ips(value: str | None) -> tuple[str, ...]:
@@ -301,7 +341,10 @@ def _rejection_message(code: str, detail: str, refused_ip: str | None) -> str:
     causes = {
         "40006": "the key is unknown to Bitget (deleted?)",
         "40009": "the signature is not valid: wrong secret",
+        "40010": "the signature is not valid: wrong secret",
         "40012": "the key or its passphrase is wrong",
+        "40013": "Bitget reports the user's status as abnormal (account frozen?)",
+        "40037": "the key does not exist at Bitget (deleted?)",
         "40014": "the key lacks the permission for this request (Spot read)",
         "40018": "this egress IP is not in the key's IP whitelist",
     }

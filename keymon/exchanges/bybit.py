@@ -72,10 +72,17 @@ _PERMISSION_GROUPS: Final[Mapping[str, tuple[str, ...]]] = {
     "internal_transfer": ("Wallet",),
 }
 
-# docs error.mdx (exchange-apis.md §2.1). 33004 and -2015 are the legacy "API key expired".
-KEY_REJECTED_CODES: Final = frozenset({10003, 10004, 10005, 10007, 10010, 33004, -2015})
+# Official error table: bybit-exchange/docs docs/v5/error.mdx ("UTA"), recorded in
+# tests/conformance/test_bybit.py. 33004 and -2015 are "Your api key has expired"; 10008
+# "Common banned, please check your account mode"; 10009 "Service Restricted: Access is
+# currently unavailable for your region" (this egress IP's region is refused).
+KEY_REJECTED_CODES: Final = frozenset(
+    {10003, 10004, 10005, 10007, 10008, 10009, 10010, 33004, -2015}
+)
 IP_REFUSED: Final = 10010
 INVALID_TIMESTAMP: Final = 10002
+#: ``10002`` "The request time exceeds the time window range" and ``-1`` "request expired".
+TIMESTAMP_CODES: Final = frozenset({INVALID_TIMESTAMP, -1})
 #: 10006 "too many visits" is documented in §2.1; 10018 ("exceeded the IP rate limit") is from
 #: Bybit's v5 error list, not from exchange-apis.md.
 RATE_LIMIT_CODES: Final = frozenset({10006, 10018})
@@ -156,6 +163,11 @@ class ApiKeyInfo(BaseModel):
     deadlineDay: StrictInt | None = None
     expiredAt: StrictStr | None = None
     createdAt: StrictStr | None = None
+    #: ``1`` personal, ``2`` connected to a third-party app.
+    type: StrictInt | None = None
+    #: Whether the key belongs to the master account; ``parentUid`` is ``"0"`` for a master.
+    isMaster: bool | None = None
+    parentUid: StrictStr | None = None
 
 
 # ----------------------------------------------------------------------------- adapter
@@ -273,7 +285,7 @@ class BybitAdapter(AdapterBase):
                 code=code,
                 retry_after=retry_after,
             )
-        if code == INVALID_TIMESTAMP:
+        if code in TIMESTAMP_CODES:
             return self._clock_error(detail, code)
         if code in KEY_REJECTED_CODES:
             match = _IP.search(msg) if code == IP_REFUSED else None
@@ -314,6 +326,8 @@ class BybitAdapter(AdapterBase):
             created_at=_parse_time(info.createdAt),
             deadlines=self._deadlines(info),
             raw={k: v for k, v in dict(result).items() if k != "secret"},
+            account_kind=_account_kind(info),
+            third_party_app=None if info.type not in (1, 2) else info.type == 2,
         )
 
     def _deadlines(self, info: ApiKeyInfo) -> tuple[Deadline, ...]:
@@ -353,6 +367,16 @@ def _permissions(info: ApiKeyInfo) -> dict[str, bool]:
     return permissions
 
 
+def _account_kind(info: ApiKeyInfo) -> str | None:
+    """``isMaster`` (official: "If this api key belongs to master account or not"), else
+    ``parentUid`` (``"0"`` when called by the main account)."""
+    if info.isMaster is not None:
+        return "master" if info.isMaster else "sub"
+    if info.parentUid is not None and info.parentUid.isdigit():
+        return "master" if int(info.parentUid) == 0 else "sub"
+    return None
+
+
 def _ip_restricted(ips: list[str] | None) -> bool:
     return bool(ips) and "*" not in (ips or ())
 
@@ -373,6 +397,8 @@ def _rejection_message(code: int, detail: str, refused_ip: str | None) -> str:
         10004: "the signature is not valid: wrong secret",
         10005: "the key lacks the permission for this request",
         10007: "Bybit could not authenticate the user",
+        10008: "Bybit has banned the account ('common banned'; check the account mode)",
+        10009: "Bybit refuses access from this egress IP's region",
         10010: "this egress IP is not bound to the key",
         33004: "the key has expired",
         -2015: "the key has expired",

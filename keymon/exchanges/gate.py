@@ -6,7 +6,15 @@ Two endpoints. ``GET /api/v4/account/detail`` describes *the calling key*: its I
 ``created_at``; the key is masked (``c5dcfbf1f3a7*****``), so keymon finds its own entry by the
 unmasked prefix. The permission that endpoint needs is unconfirmed: when Gate refuses it (or its
 answer has no single matching entry), keymon reports the IP facts only and leaves permissions
-unknown.
+unknown. The entry's ``state`` (official SDK model ``SubAccountKey``: 1 normal; 2 and 3 frozen
+and locked, the SDK versions name them in either order) is ``key_locked``, its ``last_access``
+``last_used_at``.
+
+``FORBIDDEN`` ("No permission" in Gate's error label list) on ``account/detail`` comes after
+authentication: the key is valid but lacks the ``account`` read permission (a Gate permission of
+its own, SDK model ``SubAccountKeyPerms``: "account: account information"). That is not a dead
+key: the audit succeeds as *liveness only* (the key is accepted, nothing about it is visible),
+never ``key_rejected``.
 
 Signing (Gate APIv4 "Authentication"): ``hex(HMAC-SHA512(secret, METHOD + "\\n" + path + "\\n"
 + query + "\\n" + hex(SHA512(body)) + "\\n" + timestamp))`` with headers ``KEY``,
@@ -166,6 +174,7 @@ class MainKey(BaseModel):
     perms: list[Perm] | None = None
     state: int | None = None
     created_at: int | str | None = None
+    last_access: int | str | None = None
 
 
 # ----------------------------------------------------------------------------- adapter
@@ -194,7 +203,17 @@ class GateAdapter(AdapterBase):
         """The key's IP whitelist (account/detail) and, if Gate shows them, its permissions
         and creation time (its own entry in account/main_keys)."""
         auth = GateAuth(key.api_key, key.api_secret, self.now_s)
-        detail = await self._get_synced(DETAIL_PATH, auth=auth)
+        try:
+            detail = await self._get_synced(DETAIL_PATH, auth=auth)
+        except ExchangeAuthError as exc:
+            if exc.code not in NOT_ALLOWED_LABELS:
+                raise
+            # Authenticated, but without the account read permission: accepted, not visible.
+            log.info("account_detail_not_allowed", exchange=NAME, label=str(exc.code))
+            return KeyFacts(
+                coverage=Coverage.LIVENESS,
+                raw={"account_detail": f"{exc.code}: the key lacks the account read permission"},
+            )
         entry: MainKey | None = None
         try:
             keys = await self._get(MAIN_KEYS_PATH, auth=auth)
@@ -283,11 +302,15 @@ class GateAdapter(AdapterBase):
         raw: dict[str, Any] = dict(data)
         perms: dict[str, bool] = {}
         created_at: datetime | None = None
+        last_used: datetime | None = None
+        locked: bool | None = None
         if entry is not None:
             raw["main_key"] = entry.model_dump()
             if entry.perms is not None:
                 perms = permissions(entry.perms)
             created_at = _timestamp(entry.created_at)
+            last_used = _timestamp(entry.last_access)
+            locked = None if entry.state not in (1, 2, 3) else entry.state != 1
         return KeyFacts(
             coverage=Coverage.INTROSPECTION,
             permissions=perms,
@@ -296,6 +319,8 @@ class GateAdapter(AdapterBase):
             created_at=created_at,
             deadlines=(),  # Gate shows no expiry for a key
             raw=raw,
+            key_locked=locked,
+            last_used_at=last_used,
         )
 
 

@@ -18,9 +18,13 @@ use (keymon's polling included) extends the validity by 90 days, so a date compu
 would move with every audit.
 
 Errors: v2 answers ``{"code": <int>, "message": ...}`` (``200`` is success) and v1-style
-answers ``{"status": "error", "err-code": ...}``. The specific auth codes are unconfirmed, so
-only the documented ``api-signature-not-valid`` and HTTP 401/403 are read as a key rejection;
+answers ``{"status": "error", "err-code": ...}``. ``api-signature-not-valid``,
+``api-signature-check-failed`` and HTTP 401/403 reject the key;
+``base-request-exceed-frequency-limit`` is rate limited; ``system-maintenance`` is unavailable;
 anything else is a bad response quoting HTX's code and message.
+
+The entry's ``status`` is the key's own state: ``normal`` reads ``key_locked`` off, any other
+value on (the key cannot be used as it is); absent, not visible.
 """
 
 from __future__ import annotations
@@ -66,8 +70,12 @@ PERMISSION_VALUES: Final[Mapping[str, str]] = {
 }
 #: Products HTX's ``trade`` covers besides spot: off when ``trade`` is absent.
 TRADE_COVERS: Final = ("margin_trade", "futures_trade")
-#: The one auth error code exchange-apis.md §2.15 names (v1 text code).
-KEY_REJECTED_CODES: Final = frozenset({"api-signature-not-valid"})
+#: Signature refusals (v1 text codes). exchange-apis.md §2.15 named only the first; its "Known
+#: corrections" list ``api-signature-check-failed``, ``base-request-exceed-frequency-limit`` and
+#: ``system-maintenance`` as documented by HTX (tests/conformance/test_htx.py).
+KEY_REJECTED_CODES: Final = frozenset({"api-signature-not-valid", "api-signature-check-failed"})
+RATE_LIMIT_CODES: Final = frozenset({"base-request-exceed-frequency-limit"})
+UNAVAILABLE_CODES: Final = frozenset({"system-maintenance"})
 
 _unknown_perms_logged: set[str] = set()
 
@@ -140,6 +148,8 @@ class KeyInfo(BaseModel):
     ipAddresses: StrictStr | None = None
     createTime: StrictInt | None = None
     validDays: Any = None
+    #: The key's own status; ``normal`` is the one documented working value.
+    status: StrictStr | None = None
 
 
 # ----------------------------------------------------------------------------- adapter
@@ -226,6 +236,7 @@ class HtxAdapter(AdapterBase):
             created_at=created,
             deadlines=(),  # validDays is kept raw: see the module docstring
             raw=dict(entry),
+            key_locked=None if info.status is None else info.status.lower() != "normal",
         )
 
 
@@ -240,6 +251,10 @@ def _body_error(body: Mapping[str, Any], status: int) -> ExchangeError | None:
     else:
         return None
     detail = f"htx {code}: {msg or 'no message'}"
+    if code in RATE_LIMIT_CODES:
+        return ExchangeRateLimited(f"{detail} (rate limited)", exchange=NAME, code=code)
+    if code in UNAVAILABLE_CODES:
+        return ExchangeUnavailable(f"{detail} (HTX is under maintenance)", exchange=NAME, code=code)
     if code in KEY_REJECTED_CODES:
         return ExchangeAuthError(
             f"htx rejects the key ({detail}): the signature is not valid (wrong secret?)",

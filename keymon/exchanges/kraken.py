@@ -65,20 +65,32 @@ log = structlog.get_logger(__name__)
 NAME: Final = "kraken"
 KEY_INFO_PATH: Final = "/0/private/GetApiKeyInfo"
 
-#: ``permissions`` strings -> keymon permissions (exchange-apis.md §2.16 and §4). Only
-#: ``query-funds``, ``modify-trades`` and ``withdraw-funds`` are confirmed API strings; the
-#: spellings of the order create/cancel permissions are not, so the likely ones are all mapped.
+#: ``permissions`` strings -> keymon permissions. Checked against Kraken's own page
+#: (docs.kraken.com/api-reference/account-data/get-api-key-info, example answer with
+#: ``query-funds``, ``withdraw-funds``, ``query-open-trades``, ``modify-trades``) and its API-key
+#: permission guide (docs.kraken.com/exchange/guides/rest/api-keys: Query Funds reads balances;
+#: Create & Modify Orders places orders; Cancel/Close Orders only cancels and closes; Withdraw
+#: Funds withdraws). The names exchange-apis.md guessed (``create-orders``,
+#: ``cancel-close-orders``, ...) are not Kraken's and are no longer mapped.
 PERMISSION_NAMES: Final[Mapping[str, str]] = {
     "query-funds": "read",
     "modify-trades": "spot_trade",
-    "create-orders": "spot_trade",
-    "modify-orders": "spot_trade",
-    "create-modify-orders": "spot_trade",
-    "cancel-orders": "spot_trade",
-    "close-orders": "spot_trade",
-    "cancel-close-orders": "spot_trade",
     "withdraw-funds": "withdraw",
 }
+#: Kraken's own names with no keymon permission, kept under their name (no "unmapped" log):
+#: ``close-trades`` (Cancel/Close Orders: cancels orders and closes positions, cannot place
+#: one; a market maker needs it besides ``modify-trades``), the other query permissions,
+#: ``deposit-funds``, ``export-data``.
+DOCUMENTED_RAW: Final = frozenset(
+    {
+        "close-trades",
+        "query-open-trades",
+        "query-closed-trades",
+        "query-ledger",
+        "deposit-funds",
+        "export-data",
+    }
+)
 #: Observed off when absent: ``permissions`` is the key's whole list.
 OBSERVED_OFF: Final = frozenset(PERMISSION_NAMES.values())
 
@@ -91,7 +103,12 @@ PERMISSION_DENIED: Final = "EGeneral:Permission denied"
 RATE_LIMITED: Final = frozenset({"EAPI:Rate limit exceeded", "EGeneral:Temporary lockout"})
 _CAUSES: Final[Mapping[str, str]] = {
     INVALID_KEY: "the key is unknown to Kraken (deleted or expired?)",
-    INVALID_SIGNATURE: "the signature is not valid: wrong secret",
+    # Kraken's support article on API-key 2FA: a client that does not send the key's
+    # one-time password gets EAPI:Invalid signature. keymon sends none.
+    INVALID_SIGNATURE: "the signature is not valid: a wrong secret, or the key has two-factor "
+    "authentication (2FA) enabled, which keymon cannot satisfy (it sends no one-time password; "
+    "Kraken answers a missing or wrong OTP with EAPI:Invalid signature). Check the secret, or "
+    "switch 2FA off for this key to have it audited",
     # GetApiKeyInfo needs no permission, so "permission denied" cannot mean a missing
     # permission here: the one restriction left is the key's IP allowlist. The exact string
     # Kraken sends for a refused IP is unconfirmed (exchange-apis.md §2.16).
@@ -196,6 +213,7 @@ class KeyInfo(BaseModel):
     ipAllowlist: list[StrictStr] | StrictStr | None = None
     createdTime: Stamp = None
     validUntil: Stamp = None
+    lastUsed: Stamp = None
 
 
 # ----------------------------------------------------------------------------- adapter
@@ -316,6 +334,10 @@ class KrakenAdapter(AdapterBase):
         except ValueError:
             log.info("unreadable_created_time", exchange=NAME)
             created = None
+        try:
+            last_used = parse_time(info.lastUsed)
+        except ValueError:
+            last_used = None
         raw = {k: v for k, v in dict(data).items() if k not in ("apiKey", "iban")}
         return KeyFacts(
             coverage=Coverage.INTROSPECTION,
@@ -325,6 +347,7 @@ class KrakenAdapter(AdapterBase):
             created_at=created,
             deadlines=(Deadline("key_expiry", expires),) if expires else (),
             raw=raw,
+            last_used_at=last_used,
         )
 
 
@@ -352,7 +375,7 @@ def permissions(names: list[str]) -> dict[str, bool]:
             result[mapped] = True
             continue
         result[name] = True
-        if name not in _unknown_permissions_logged:
+        if name.lower() not in DOCUMENTED_RAW and name not in _unknown_permissions_logged:
             _unknown_permissions_logged.add(name)
             log.info("unmapped_permission", exchange=NAME, permission=name)
     return result

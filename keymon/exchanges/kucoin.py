@@ -151,6 +151,8 @@ class ApiKeyInfo(BaseModel):
     permission: StrictStr
     ipWhitelist: StrictStr | None = None
     createdAt: StrictInt | None = None
+    #: Whether the key belongs to the master account (KuCoin's field table).
+    isMaster: bool | None = None
     apiVersion: StrictInt | None = None
 
 
@@ -283,6 +285,7 @@ class KucoinAdapter(AdapterBase):
             created_at=utc_from_ms(info.createdAt) if info.createdAt else None,
             deadlines=(),  # no expiry field (§2.3)
             raw=dict(data),
+            account_kind=None if info.isMaster is None else "master" if info.isMaster else "sub",
         )
 
 

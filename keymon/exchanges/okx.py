@@ -145,6 +145,10 @@ class AccountConfig(BaseModel):
 
     perm: StrictStr
     ip: StrictStr | None = None
+    #: OKX docs: "The current request account is main account if uid = mainUid. The current
+    #: request account is sub-account if uid != mainUid."
+    uid: StrictStr | None = None
+    mainUid: StrictStr | None = None
 
 
 class ServerTime(BaseModel):
@@ -267,6 +271,13 @@ class OkxAdapter(AdapterBase):
             created_at=None,  # OKX shows no creation time
             deadlines=(),  # nor an expiry
             raw=dict(first),
+            account_kind=(
+                None
+                if not info.uid or not info.mainUid
+                else "master"
+                if info.uid == info.mainUid
+                else "sub"
+            ),
         )
 
 

@@ -200,6 +200,25 @@ def key_too_old(facts: KeyFacts, policy: Policy, ctx: Context) -> Outcome:
     return [(RuleCheck(Rule.KEY_TOO_OLD, (W,)), finding)]
 
 
+def key_locked(facts: KeyFacts, policy: Policy, ctx: Context) -> Outcome:
+    """``key_locked``: the exchange has locked or frozen the key itself (critical).
+
+    Evaluated only where the exchange shows the key's own state (Gate ``state``, HTX
+    ``status``, XT ``isLock``): a locked key still answers reads but cannot trade.
+    """
+    if facts.key_locked is None:
+        return None
+    finding = None
+    if facts.key_locked:
+        finding = Finding(
+            Rule.KEY_LOCKED,
+            C,
+            "the exchange has locked (frozen) this API key: it cannot trade until the "
+            "account owner unlocks it on the exchange",
+        )
+    return [(RuleCheck(Rule.KEY_LOCKED, (C,)), finding)]
+
+
 def _ago(delta: timedelta) -> str:
     """A short human duration: ``2d 3h``, ``5h 12m``, ``42m``."""
     minutes = int(delta.total_seconds() // 60)
@@ -221,4 +240,5 @@ FACT_RULES: tuple[RuleFn, ...] = (
     missing_permissions,
     review_deadline,
     key_too_old,
+    key_locked,
 )

@@ -57,6 +57,10 @@ class _Key:
     perms: list[tuple[str, bool]]
     ips: list[str] = field(default_factory=list)
     created_at: int = 0
+    #: ``main_keys`` ``state``: 1 normal, 2 and 3 frozen/locked (the SDKs' docs differ on which).
+    state: int = 1
+    #: Without the ``account`` read permission, ``account/detail`` answers 403 ``FORBIDDEN``.
+    account_read: bool = True
 
 
 class GateSimulator(SimulatorBase):
@@ -77,8 +81,10 @@ class GateSimulator(SimulatorBase):
         *,
         perms: list[tuple[str, bool]] | None = None,
         ips: list[str] | None = None,
+        account_read: bool = True,
     ) -> None:
-        """Create a key: ``perms`` is (name, read_only) pairs; ``ips`` defaults to loopback."""
+        """Create a key: ``perms`` is (name, read_only) pairs; ``ips`` defaults to loopback;
+        ``account_read=False``: a valid key that may not read ``account/detail``."""
         for entry in ips or ():
             ipaddress.ip_network(entry, strict=False)
         with self._lock:
@@ -87,6 +93,7 @@ class GateSimulator(SimulatorBase):
                 list(DEFAULT_PERMS if perms is None else perms),
                 list(["127.0.0.1"] if ips is None else ips),
                 self._now_ms() // 1000,
+                account_read=account_read,
             )
 
     def update_key(
@@ -95,9 +102,12 @@ class GateSimulator(SimulatorBase):
         *,
         perms: list[tuple[str, bool]] | None = None,
         ips: list[str] | None = None,
+        state: int | None = None,
     ) -> None:
         with self._lock:
             key = self._keys[api_key]
+            if state is not None:
+                key.state = state
             if perms is not None:
                 key.perms = list(perms)
             if ips is not None:
@@ -135,6 +145,8 @@ class GateSimulator(SimulatorBase):
         self._window = (int(now), count)
         if self._limit is not None and count > self._limit:
             raise _error(429, "TOO_MANY_REQUESTS", "Request rate limit exceeded")
+        if path == DETAIL_PATH and not key.account_read:
+            raise _error(403, "FORBIDDEN", "No permission")
         if path == DETAIL_PATH:
             return json_response(
                 200,
@@ -153,7 +165,7 @@ class GateSimulator(SimulatorBase):
 
     def _entry(self, api_key: str, key: _Key) -> dict[str, object]:
         return {
-            "state": 1,
+            "state": key.state,
             "mode": 1,
             "name": "",
             "currency_pairs": [],

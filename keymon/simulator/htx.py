@@ -233,7 +233,11 @@ class HtxSimulator(SimulatorBase):
         self._windows[api_key] = (second, count)
         if count > self._limit:
             self._count_429 += 1
-            raise Answer(json_response(429, {"status": "error", "err-code": "too-many-requests"}))
+            raise Answer(
+                json_response(
+                    429, {"status": "error", "err-code": "base-request-exceed-frequency-limit"}
+                )
+            )
 
     @staticmethod
     def _entry(api_key: str, key: _Key) -> dict[str, object]:

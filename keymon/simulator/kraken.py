@@ -48,7 +48,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs, parse_qsl
 
 from keymon.simulator.common import (
     SimulatorBase,
@@ -101,6 +101,8 @@ class _Key:
     #: Nonces accepted inside the window below ``last_nonce`` (each may be used once).
     window_used: set[int] = field(default_factory=set)
     last_used: int = 0
+    #: A one-time password the key requires (API-key 2FA); None: no 2FA.
+    otp: str | None = None
     counter: float = 0.0
     counter_at: float = 0.0
 
@@ -171,10 +173,13 @@ class KrakenSimulator(SimulatorBase):
         ips: list[str] | None = None,
         valid_until: int = 0,
         nonce_window: int = 0,
+        otp: str | None = None,
     ) -> None:
         """Register a key (default: the market-making permissions, allowlisted to 127.0.0.1).
 
-        ``secret`` must be base64, as Kraken's private keys are.
+        ``secret`` must be base64, as Kraken's private keys are. ``otp``: the key has 2FA and
+        every call must carry this password, else ``EAPI:Invalid signature`` (Kraken's support
+        article on API-key 2FA).
         """
         allowlist = list(ips) if ips is not None else ["127.0.0.1"]
         _check_key(secret, allowlist, nonce_window)
@@ -191,6 +196,7 @@ class KrakenSimulator(SimulatorBase):
                 now,
                 valid_until,
                 nonce_window,
+                otp=otp,
             )
 
     def update_key(
@@ -287,6 +293,8 @@ class KrakenSimulator(SimulatorBase):
         given = header(headers, "API-Sign") or ""
         if not hmac.compare_digest(_b64(given), base64.b64decode(expected)):
             raise _Error(INVALID_SIGNATURE)
+        if key.otp is not None and _form_field(postdata, "otp") != key.otp:
+            raise _Error(INVALID_SIGNATURE)  # a missing or wrong 2FA password
         self._take_nonce(key, int(nonce_text))
         if key.ips and not ip_allowed(client_ip, key.ips):
             raise _Error(PERMISSION_DENIED)
@@ -370,3 +378,9 @@ def _envelope(error: list[str], result: object | None = None) -> SimResponse:
     if result is not None:
         body["result"] = result
     return SimResponse(200, dict(_JSON), json.dumps(body).encode())
+
+
+def _form_field(postdata: str, name: str) -> str | None:
+    """One field of a form-encoded body (None if absent or not form-encoded)."""
+    values = parse_qs(postdata).get(name)
+    return values[0] if values else None

@@ -162,14 +162,18 @@ def test_write_codes_map(code: str, permission: str) -> None:
 
 
 def test_read_and_unknown_codes() -> None:
-    """Read codes are read; chow, the doc example's 'trade' and anything unknown stay raw."""
+    """Read codes are read; chow, the doc example's 'trade' and anything unknown stay raw, and
+    an undocumented code hides the mapped permissions (not visible, never off)."""
     mapped = permissions(["coor", "taxr", "readonly", "chow", "trade", "zzzw"])
     assert mapped["read"] is True
     assert mapped["chow"] is True
     assert mapped["trade"] is True
     assert mapped["zzzw"] is True
     assert "coor" not in mapped
-    assert mapped["spot_trade"] is False
+    assert "spot_trade" not in mapped
+    documented = permissions(["coor", "taxr", "chow"])
+    assert documented["spot_trade"] is False
+    assert documented["chow"] is True
 
 
 @pytest.mark.parametrize(
@@ -215,6 +219,7 @@ async def test_empty_ips_is_unrestricted() -> None:
         (400, "40014", Reason.KEY_REJECTED),
         (400, "40018", Reason.KEY_REJECTED),
         (400, "40008", Reason.CLOCK_SKEW),
+        (400, "40037", Reason.KEY_REJECTED),
         (429, "429", Reason.RATE_LIMITED),
         (400, "40085", Reason.BAD_RESPONSE),
         (500, "50000", Reason.EXCHANGE_UNAVAILABLE),

@@ -72,6 +72,30 @@ async def test_main_keys_forbidden_leaves_permissions_unknown() -> None:
     assert result.facts.ip_restricted is True
 
 
+async def test_locked_key_and_last_use_are_shown() -> None:
+    """main_keys' ``state`` 2 (locked) is key_locked, with its critical finding; last_access
+    is the last use."""
+    sim = GateSimulator()
+    sim.add_key(KEY, SECRET)
+    sim.update_key(KEY, state=2)
+    result = await _audit(sim)
+    assert result.facts is not None
+    assert result.facts.key_locked is True
+    assert result.facts.last_used_at is not None
+    assert [f.rule for f in result.findings] == ["key_locked"]
+
+
+async def test_key_without_account_read_is_accepted_not_rejected() -> None:
+    """A valid key without the ``account`` permission gets 403 FORBIDDEN on account/detail:
+    accepted, liveness only, never key_rejected."""
+    sim = GateSimulator()
+    sim.add_key(KEY, SECRET, account_read=False)
+    result = await _audit(sim)
+    assert result.ok, result.error
+    assert result.facts is not None
+    assert str(result.facts.coverage) == "liveness"
+
+
 async def test_deleted_key_and_foreign_ip_are_rejected() -> None:
     sim = GateSimulator()
     sim.add_key(KEY, SECRET)
