@@ -122,7 +122,8 @@ BITMART_BASE_URL = "https://api-cloud.bitmart.com"
 BITRUE_BASE_URL = "https://openapi.bitrue.com"
 BITRUE_RECV_WINDOW = timedelta(seconds=5)
 BITRUE_MAX_RECV_WINDOW = timedelta(seconds=60)
-XT_BASE_URL = "https://sapi.xt.com"
+#: XT's user-center API (GET /v4/user/account/api-key), not the spot host sapi.xt.com.
+XT_BASE_URL = "https://api.xt.com"
 XT_RECV_WINDOW = timedelta(seconds=5)
 XT_MAX_RECV_WINDOW = timedelta(seconds=60)
 LBANK_BASE_URL = "https://api.lbkex.com"
@@ -449,7 +450,8 @@ class BitrueSettings(_RecvWindowSettings):
 
 
 class XtSettings(_RecvWindowSettings):
-    """``exchanges.xt:`` (liveness only)."""
+    """``exchanges.xt:``. ``base_url`` is XT's user-center host, where a key reads its own
+    settings; ``recv_window`` is ``validate-recvwindow``."""
 
     base_url: str = XT_BASE_URL
     recv_window: Duration = XT_RECV_WINDOW
@@ -801,7 +803,7 @@ class BitrueKey(KeyBase):
 
 
 class XtKey(KeyBase):
-    """An XT.com key (liveness only): API key and HMAC secret."""
+    """An XT.com key: API key (XT's appkey / accessKey) and HMAC secret."""
 
     exchange: Literal["xt"]
 

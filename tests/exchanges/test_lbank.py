@@ -1,6 +1,6 @@
 """The LBank adapter: MD5-then-HMAC signing against the derived vector, the exact POST it
-sends (api_key and sign in the query, as LBank's official Java connector), the mapping of every code it knows, what it keeps of the unconfirmed answer, and its
-allowlist."""
+sends (api_key and sign in the query, as LBank's official Java connector), the mapping of
+every code it knows, what it keeps of the unconfirmed answer, and its allowlist."""
 
 from __future__ import annotations
 
