@@ -1,10 +1,11 @@
 """Liveness audits: the exchanges that show a key nothing about itself (exchange-apis.md §3).
 
-MEXC, BitMart, Bitrue, XT, LBank, Coinstore and Biconomy give a key no way to read its own
-permissions, IP list or expiry. What keymon *can* vouch for there is that the key is still
-accepted, from this egress IP, with this secret: one signed, read-only, low-weight call, whose
-answer is classified into PRODUCT.md's reasons (deleted key, wrong secret, refused IP, expired
-or frozen key, clock skew, rate limit, exchange down) so that an operator can tell them apart.
+MEXC, BitMart, Bitrue, LBank, Coinstore and Biconomy give a key no way to read its own
+permissions, IP list or expiry (XT, once among them, does: see :mod:`keymon.exchanges.xt`).
+What keymon *can* vouch for there is that the key is still accepted, from this egress IP, with
+this secret: one signed, read-only, low-weight call, whose answer is classified into
+PRODUCT.md's reasons (deleted key, wrong secret, refused IP, expired or frozen key, clock skew,
+rate limit, exchange down) so that an operator can tell them apart.
 
 A successful call proves exactly that and nothing more: the facts are :attr:`Coverage.LIVENESS`
 with every permission, the IP restriction, the IP list, the creation time and any deadline
@@ -15,7 +16,8 @@ with every permission, the IP restriction, the IP list, the creation time and an
 optional server-time sync) it adds one re-sync and retry on a timestamp error, and the mapping
 of HTTP statuses and exchange codes onto :mod:`keymon.errors`. An exchange's module adds only what
 is its own: how to sign (an :class:`httpx.Auth` that signs when the request is sent), which call
-to make, how to read its server time, and its error codes (:attr:`LivenessAdapter.codes`).
+to make, how to read its server time, and its error codes (:attr:`LivenessAdapter.codes`) and
+HTTP statuses (:attr:`LivenessAdapter.statuses`), each from the exchange's own tables.
 """
 
 from __future__ import annotations
