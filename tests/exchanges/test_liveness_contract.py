@@ -444,7 +444,7 @@ async def test_metrics_carry_coverage_and_no_rule_but_liveness(
     path = _mixed_config(tmp_path, sims)
     transports = {name: sim.transport() for name, sim in sims.items()}
     app = App(load(path), transport_factory=transports.get)
-    await app.start(schedule=False)
+    await app.start(serve_http=False, schedule=False)
     try:
         await app.audit_all()
         text = app.render_metrics().decode()
