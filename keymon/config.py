@@ -134,7 +134,8 @@ BITMART_BASE_URL = "https://api-cloud.bitmart.com"
 BITRUE_BASE_URL = "https://openapi.bitrue.com"
 BITRUE_RECV_WINDOW = timedelta(seconds=5)
 BITRUE_MAX_RECV_WINDOW = timedelta(seconds=60)
-XT_BASE_URL = "https://sapi.xt.com"
+#: XT's user-center API (GET /v4/user/account/api-key), not the spot host sapi.xt.com.
+XT_BASE_URL = "https://api.xt.com"
 XT_RECV_WINDOW = timedelta(seconds=5)
 XT_MAX_RECV_WINDOW = timedelta(seconds=60)
 LBANK_BASE_URL = "https://api.lbkex.com"
@@ -694,7 +695,8 @@ class BitrueSettings(_RecvWindowSettings):
 
 
 class XtSettings(_RecvWindowSettings):
-    """``exchanges.xt:`` (liveness only)."""
+    """``exchanges.xt:``. ``base_url`` is XT's user-center host, where a key reads its own
+    settings; ``recv_window`` is ``validate-recvwindow``."""
 
     base_url: str = XT_BASE_URL
     recv_window: Duration = XT_RECV_WINDOW
@@ -1053,7 +1055,7 @@ class BitrueKey(KeyBase):
 
 
 class XtKey(KeyBase):
-    """An XT.com key (liveness only): API key and HMAC secret."""
+    """An XT.com key: API key (XT's appkey / accessKey) and HMAC secret."""
 
     exchange: Literal["xt"]
 
@@ -1095,10 +1097,12 @@ class CoinbaseKey(KeyBase):
     """A Coinbase Advanced Trade key (a CDP "Secret API key").
 
     ``api_key`` is the key's **name**, ``organizations/{org_id}/apiKeys/{key_id}``;
-    ``api_secret`` its private key: an EC P-256 PEM (signs ES256) or an Ed25519 key (signs
-    EdDSA) as PKCS#8 PEM or as the base64 string the CDP portal shows. A PEM pasted with
-    literal ``\\n`` escapes (as in the downloaded key JSON) is accepted. Both are checked when
-    the configuration loads; messages never quote either.
+    ``api_secret`` its private key, in every form the official SDKs (coinbase-advanced-py,
+    cdp-sdk) accept: an EC P-256 PEM (SEC1 or PKCS#8; signs ES256), an Ed25519 PKCS#8 PEM, or
+    an Ed25519 key as the base64 string the CDP portal shows (64 bytes: seed and public key)
+    or of its 32-byte seed alone (both sign EdDSA). A PEM pasted with literal ``\\n`` escapes
+    (as in the downloaded key JSON) and base64 broken over lines are accepted. Both are checked
+    when the configuration loads; messages never quote either.
     """
 
     exchange: Literal["coinbase"]
@@ -1155,6 +1159,10 @@ def normalize_coinbase_secret(text: str) -> str:
     if "-----BEGIN" in text:
         text = text.replace("\\r\\n", "\n").replace("\\n", "\n").replace("\r\n", "\n")
         text = text.strip() + "\n"
+    elif not text.startswith("{"):
+        # Base64 broken over lines (or with a stray blank) is the same key: coinbase-advanced-py
+        # removes every whitespace before decoding.
+        text = "".join(text.split())
     return text
 
 
@@ -1167,11 +1175,7 @@ def coinbase_private_key(text: str) -> tuple[Any, CoinbaseAlgorithm]:
     # Imported here, as for Binance: cryptography costs every `keymon check` start-up time.
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-    from cryptography.hazmat.primitives.serialization import (
-        Encoding,
-        PublicFormat,
-        load_pem_private_key,
-    )
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     if "-----BEGIN" in text:
         try:
@@ -1196,21 +1200,19 @@ def coinbase_private_key(text: str) -> tuple[Any, CoinbaseAlgorithm]:
             "looks like the whole CDP key JSON; give its privateKey value (api_key is its name)"
         )
     try:
-        raw = base64.b64decode(text, validate=True)
+        raw = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
         raw = b""
-    if len(raw) != 64:
+    if len(raw) not in (32, 64):
         raise CoinbaseKeyError(
             "is neither a PEM private key (EC P-256 or Ed25519) nor a CDP Ed25519 key (base64 of "
-            "64 bytes)"
+            "a 32-byte seed, or of 64 bytes: seed and public key)"
         )
-    private = ed25519.Ed25519PrivateKey.from_private_bytes(raw[:32])
-    if raw[32:] != private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw):
-        raise CoinbaseKeyError(
-            "is 64 bytes of base64 but no Ed25519 key: its second half is not the public key of "
-            "its first"
-        )
-    return private, "EdDSA"
+    # The official SDKs (coinbase-advanced-py jwt_generator._load_private_key, cdp-sdk
+    # _parse_private_key) sign with the first 32 bytes, the seed, and ignore the rest: so does
+    # keymon. A second half that is not the seed's public key is no reason to refuse a key the
+    # SDKs use; Coinbase itself will refuse a wrong seed (401).
+    return ed25519.Ed25519PrivateKey.from_private_bytes(raw[:32]), "EdDSA"
 
 
 KeyConfig = Annotated[

@@ -95,7 +95,8 @@ def _plain(simulator: Any, key: DemoKey) -> None:
 
 
 def _liveness(simulator: Any, key: DemoKey) -> None:
-    """A liveness-only exchange's key; ``key_state`` (frozen, expired, ...) is set after."""
+    """A key on a simulator built on LivenessSimulator (the liveness-only exchanges, and XT);
+    ``key_state`` (frozen, expired, ...) is set after."""
     state = dict(key.state)
     key_state = state.pop("key_state", None)
     credentials = (key.memo,) if key.exchange == "bitmart" else ()
@@ -165,7 +166,7 @@ _VENUES: dict[str, _Venue] = {
     "mexc": _Venue(_liveness),
     "bitmart": _Venue(_liveness, ("memo",)),
     "bitrue": _Venue(_liveness),
-    "xt": _Venue(_liveness),
+    "xt": _Venue(_liveness),  # same registration; XT shows the key its settings
     "lbank": _Venue(_liveness),
     "coinstore": _Venue(_liveness),
     "biconomy": _Venue(_liveness),
@@ -259,7 +260,13 @@ def demo_keys(now: float) -> list[DemoKey]:
             {"key_state": "expired"},
         ),
         DemoKey("quebec-bitrue", "quebec", "bitrue", "liveness only: accepted from this IP"),
-        DemoKey("romeo-xt", "romeo", "xt", "liveness only: accepted from this IP"),
+        DemoKey(
+            "romeo-xt",
+            "romeo",
+            "xt",
+            "withdrawals switched on (WITHDRAW among its roleScopes)",
+            {"role_scopes": ["QUERY", "TRADE", "WITHDRAW"]},
+        ),
         DemoKey("sierra-lbank", "sierra", "lbank", "liveness only: accepted from this IP"),
         DemoKey(
             "tango-coinstore",

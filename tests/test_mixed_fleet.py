@@ -40,7 +40,7 @@ EXPECTED: dict[str, set[str]] = {
     "oscar-mexc": set(),
     "papa-bitmart": {"key_rejected"},
     "quebec-bitrue": set(),
-    "romeo-xt": set(),
+    "romeo-xt": {"withdraw_enabled"},
     "sierra-lbank": set(),
     "tango-coinstore": {"key_rejected"},
     "uniform-biconomy": set(),

@@ -24,8 +24,11 @@ error), 3 (service unavailable), 4 (method not found), 5 (service timeout) and 1
 found: an ``X-SITE-ID`` setting error), and **no code for an unknown key, a bad signature, a
 refused IP or an expired or frozen key**. keymon reads code 1 on this call, whose only
 parameters are ``api_key`` and ``sign``, as the key being rejected (an inference, unconfirmed),
-2, 3 and 5 as the exchange being unavailable, HTTP 401 as a rejection, 429 as a rate limit and
-anything else as a bad response, quoting Biconomy's code and message.
+10022 (failed real-name authentication) and 10051 (user forbids trading) as rejections, 2, 3
+and 5 as the exchange being unavailable, 4 (method not found) and 10005 (X-SITE-ID) as keymon's
+own malformed request, HTTP 401 as a rejection, 429 as a rate limit and anything else as a bad
+response, quoting Biconomy's code and message. The docs name ``https://market.biconomy.vip``
+the main URL and ``https://www.biconomy.com`` (keymon's default) the backup.
 """
 
 from __future__ import annotations
@@ -82,7 +85,11 @@ class BiconomyAdapter(LivenessAdapter):
         ),
         2: (Kind.UNAVAILABLE, "internal error"),
         3: (Kind.UNAVAILABLE, "service unavailable"),
+        4: (Kind.MALFORMED, "method not found"),
         5: (Kind.UNAVAILABLE, "service timeout"),
+        10005: (Kind.MALFORMED, "record not found: the X-SITE-ID header is wrong"),
+        10022: (Kind.REJECTED, "the account failed real-name authentication"),
+        10051: (Kind.REJECTED, "the user forbids trading"),
     }
 
     def auth(self, key: BiconomyKey) -> httpx.Auth:

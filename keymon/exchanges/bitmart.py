@@ -28,7 +28,9 @@ outside a minute, ``30010`` IP forbidden (HTTP 403; the message does not name th
 ``30011`` key past its expiry time (HTTP 403), ``30012`` key forbidden (HTTP 403), ``30013``
 too many requests (HTTP 429), ``30014`` service unavailable (503). ``30001``, ``30004``,
 ``30006`` and ``30008`` (a missing or malformed header) cannot follow from a key's state, so
-keymon reads them as an answer it does not know (bad response), never as a rejected key.
+keymon reads them as its own malformed request (bad response), never as a rejected key. An
+error status whose code keymon does not know is read by BitMart's table of HTTP statuses: 401
+(authentication failed) and 403 (no permission, or an IP restriction) refuse the key.
 """
 
 from __future__ import annotations
@@ -110,6 +112,26 @@ class BitmartAdapter(LivenessAdapter):
         30012: (Kind.REJECTED, "the key is forbidden (disabled) at BitMart"),
         30013: (Kind.RATE_LIMITED, "too many requests"),
         30014: (Kind.UNAVAILABLE, "service unavailable"),
+        # A header keymon always sends was empty, missing or malformed: keymon's request.
+        30001: (Kind.MALFORMED, "Header X-BM-KEY is empty"),
+        30004: (Kind.MALFORMED, "Header X-BM-SIGN is empty"),
+        30006: (Kind.MALFORMED, "Header X-BM-TIMESTAMP is empty"),
+        30008: (Kind.MALFORMED, "Header X-BM-TIMESTAMP invalid format"),
+    }
+
+    #: BitMart's "List of global HTTP return codes" (developer-pro.bitmart.com/en/error): an
+    #: error status whose code keymon does not know is read as BitMart says.
+    statuses: ClassVar[Mapping[int, tuple[Kind, str]]] = {
+        401: (
+            Kind.REJECTED,
+            "HTTP 401: BitMart's authentication failed (a problem with the X-BM-KEY, X-BM-SIGN "
+            "or X-BM-TIMESTAMP header)",
+        ),
+        403: (
+            Kind.REJECTED,
+            "HTTP 403: BitMart forbids the key this resource (it may lack the permission, or an "
+            "IP restriction refuses this egress IP)",
+        ),
     }
 
     _settings: BitmartSettings

@@ -88,7 +88,11 @@ class BitrueAdapter(LivenessAdapter):
     weights: ClassVar[Mapping[str, int]] = {ACCOUNT_PATH: 5, TIME_PATH: 1}
     #: Bitrue refuses a stamp 1000 ms or more ahead of its clock ("timing security").
     stamp_tolerance_ms: ClassVar[float] = 1000.0
-    #: exchange-apis.md §2.9 "Errors".
+    #: Bitrue's error tables (Bitrue-exchange/Spot-official-api-docs ``README.md``: "Error
+    #: Codes" with their HTTP statuses, the withdraw section's table, the user-data stream's
+    #: table). ``-1102`` (a mandatory parameter missing or malformed) is keymon's own
+    #: malformed request; the order and withdraw codes are answers keymon does not know (both
+    #: bad_response).
     codes: ClassVar[Mapping[int | str, tuple[Kind, str]]] = {
         -1022: (
             Kind.KEY_OR_CLOCK,
@@ -100,6 +104,18 @@ class BitrueAdapter(LivenessAdapter):
             Kind.REJECTED,
             "the key has no privilege for the account read the client guide's Read-Only "
             "permission grants",
+        ),
+        32: (Kind.REJECTED, "Bitrue reports a user authentication error"),
+        -1016: (Kind.UNAVAILABLE, "service unavailable"),
+        -1102: (Kind.MALFORMED, "a mandatory parameter is missing or illegal"),
+        503: (Kind.UNAVAILABLE, "service unavailable"),
+    }
+    #: Bitrue's table pairs HTTP 401 with -1022 only: an HTTP 401 whose code keymon does not
+    #: know is read like -1022.
+    statuses: ClassVar[Mapping[int, tuple[Kind, str]]] = {
+        401: (
+            Kind.KEY_OR_CLOCK,
+            "HTTP 401: Bitrue refused the signature, the timestamp or the key's authorization",
         ),
     }
 

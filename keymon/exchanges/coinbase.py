@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable, Generator, Mapping
+from datetime import datetime
 from typing import Any, ClassVar, Final
 
 import httpx
@@ -76,6 +77,8 @@ PERMISSION_FIELDS: Final[Mapping[str, str]] = {
     "can_trade": "spot_trade",
     "can_transfer": "withdraw",  # transfer means moving funds out
 }
+
+_unknown_flags_logged: set[str] = set()
 
 UNAUTHORIZED_CAUSES: Final = (
     "the key is unknown to Coinbase (deleted or disabled?), the private key does not match the "
@@ -145,12 +148,17 @@ def _load(secret: Secret) -> tuple[Any, CoinbaseAlgorithm]:
 
 
 class KeyPermissions(BaseModel):
-    """``GET /api/v3/brokerage/key_permissions``."""
+    """``GET /api/v3/brokerage/key_permissions`` (the docs' ``GetApiKeyPermissionsResponse``).
+
+    Every field is optional there, and in the official SDK's model (coinbase-advanced-py
+    ``GetAPIKeyPermissionsResponse``): a flag that is absent is **not visible**, never off. An
+    answer with none of the three flags tells nothing and is a bad response.
+    """
 
     model_config = ConfigDict(extra="allow")
-    can_view: StrictBool
-    can_trade: StrictBool
-    can_transfer: StrictBool
+    can_view: StrictBool | None = None
+    can_trade: StrictBool | None = None
+    can_transfer: StrictBool | None = None
     portfolio_uuid: str | None = None
     portfolio_type: str | None = None
 
@@ -206,7 +214,9 @@ class CoinbaseAdapter(AdapterBase):
         return seconds * 1000
 
     async def _server_time(self, *, auth: httpx.Auth | None = None) -> float:
-        """Coinbase's clock in Unix seconds (``epochMillis``, else ``epochSeconds``)."""
+        """Coinbase's clock in Unix seconds (``epochMillis``, else ``epochSeconds``, else the
+        RFC 3339 ``iso``: the docs' ``ExtendedTimestamp`` has all three, the official SDK's
+        test answer only ``iso``)."""
         data = await self._get(TIME_PATH, auth=auth)
         for field, scale in (("epochMillis", 1000), ("epochSeconds", 1)):
             value = data.get(field) if isinstance(data, dict) else None
@@ -216,8 +226,17 @@ class CoinbaseAdapter(AdapterBase):
                 return float(value) / scale  # Coinbase sends both as decimal strings
             except (TypeError, ValueError):
                 continue
+        iso = data.get("iso") if isinstance(data, dict) else None
+        if isinstance(iso, str):
+            try:
+                parsed = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+            except ValueError:
+                parsed = None
+            if parsed is not None and parsed.tzinfo is not None:
+                return parsed.timestamp()
         raise ExchangeBadResponse(
-            f"coinbase: {TIME_PATH} answered without epochMillis or epochSeconds", exchange=NAME
+            f"coinbase: {TIME_PATH} answered without epochMillis, epochSeconds or iso",
+            exchange=NAME,
         )
 
     async def _judge_refusal(self, window: tuple[int, int], before: float | None) -> ExchangeError:
@@ -276,11 +295,32 @@ class CoinbaseAdapter(AdapterBase):
                 f"coinbase: {PERMISSIONS_PATH} answered an unexpected shape ({fields})",
                 exchange=NAME,
             ) from None
+        permissions: dict[str, bool] = {}
+        for field, mapped in PERMISSION_FIELDS.items():
+            value = getattr(body, field)
+            if value is not None:
+                permissions[mapped] = value
+        if not permissions:
+            raise ExchangeBadResponse(
+                f"coinbase: {PERMISSIONS_PATH} answered none of can_view, can_trade and "
+                "can_transfer",
+                exchange=NAME,
+            )
+        # A can_* flag Coinbase documents nowhere is kept under its raw name, logged once.
+        for field, value in data.items():
+            if (
+                isinstance(field, str)
+                and field.startswith("can_")
+                and field not in PERMISSION_FIELDS
+                and isinstance(value, bool)
+            ):
+                permissions[field] = value
+                if field not in _unknown_flags_logged:
+                    _unknown_flags_logged.add(field)
+                    log.info("unmapped_permission", exchange=NAME, permission=field)
         return KeyFacts(
             coverage=Coverage.INTROSPECTION,
-            permissions={
-                mapped: getattr(body, field) for field, mapped in PERMISSION_FIELDS.items()
-            },
+            permissions=permissions,
             ip_restricted=None,  # Coinbase does not show a key its IP allowlist
             ip_list=None,
             created_at=None,  # nor its creation time

@@ -16,18 +16,23 @@ Signing (exchange-apis.md §2.12, the official connectors): the parameters ``api
 ``echostr`` (30 to 40 random alphanumerics), ``signature_method=HmacSHA256`` and ``timestamp``
 (ms, the local clock corrected by ``GET /v2/timestamp.do``, ``{"data": ms}``), with any
 business parameters, are sorted by name and joined as ``k=v&...``; ``sign`` is lowercase hex
-HMAC-SHA256, under the secret, of the **uppercase hex MD5** of that string. Everything but the
-secret is sent form-encoded in the POST body, with ``sign``; ``timestamp``,
-``signature_method`` and ``echostr`` also go in headers. Only HmacSHA256 keys are supported
-(the client guide asks for them).
+HMAC-SHA256, under the secret, of the **uppercase hex MD5** of that string. As in LBank's
+official Java connector, ``api_key`` and ``sign`` are sent in the query string of the POST
+(empty body), and ``timestamp``, ``signature_method`` and ``echostr`` only in headers (the
+official Python and Node connectors send the same two parameters in the body instead; none
+sends the three header values as parameters, as keymon did before). Only HmacSHA256 keys are
+supported (the client guide asks for them).
 
 Answers are HTTP 200 with ``{"result": "true"|"false", "error_code": ..., "ts": ...}``. Codes
-from LBank's support article 21534616606105: ``10004`` requests too frequent, ``10005`` API
-key does not exist, ``10006`` user does not exist, ``10007`` invalid signature, ``10022``
-insufficient API key permissions, ``10000``/``10017`` server errors. ``10002`` "validation
-failed" and ``10600`` ("intercepted by replay attacks filter, check timestamp") are from
-third-party code (ccxt) only. LBank documents neither a code for a refused IP nor its
-timestamp window; keymon reads ``10022`` as possibly an unbound IP too, and names no IP.
+from LBank's own tables (LBank-exchange/lbank-official-api-docs ``API-For-Spot-EN/Error
+Code.md`` and the Chinese one; support article 21534616606105): ``10004`` requests too
+frequent, ``10005`` secret key (API key) does not exist, ``10006`` user does not exist,
+``10007`` invalid signature, ``10022`` access denied / insufficient API key permissions,
+``10002`` validation failed, ``10001`` required parameters empty and ``10003`` invalid
+parameter (keymon's own request), ``10000``/``10017`` server errors. ``10600`` ("intercepted
+by replay attacks filter, check timestamp") is from third-party code (ccxt) only. LBank
+documents neither a code for a refused IP nor its timestamp window; keymon reads ``10022`` as
+possibly an unbound IP too, and names no IP.
 """
 
 from __future__ import annotations
@@ -70,8 +75,12 @@ def make_echostr() -> str:
 
 
 class LbankAuth(httpx.Auth):
-    """Rewrites the form body with ``api_key``, ``echostr``, ``signature_method``,
-    ``timestamp`` and ``sign`` when the request is sent, and adds the three headers."""
+    """Signs the request when it is sent, as LBank's official Java connector does
+    (LBank-exchange/lbank-connector-java ``RequestHandler.sendSignedRequest`` and
+    ``RequestBuilder.buildApiKeyRequest``): ``api_key``, ``echostr``, ``signature_method`` and
+    ``timestamp`` (with any business parameters) are signed; ``api_key`` and ``sign`` (with the
+    business parameters) go in the **query string** and the body stays empty; ``timestamp``,
+    ``signature_method`` and ``echostr`` go **only** in headers, never among the parameters."""
 
     requires_request_body = True
 
@@ -91,17 +100,18 @@ class LbankAuth(httpx.Auth):
         return "LbankAuth(...)"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        params = dict(parse_qsl(request.content.decode("utf-8"), keep_blank_values=True))
+        params = dict(parse_qsl(request.url.query.decode("ascii"), keep_blank_values=True))
+        params |= dict(parse_qsl(request.content.decode("utf-8"), keep_blank_values=True))
+        params["api_key"] = self._api_key.get()
         timestamp = str(self._now_ms())
         echostr = self._echostr()
-        params |= {
-            "api_key": self._api_key.get(),
+        signed = params | {
             "echostr": echostr,
             "signature_method": SIGNATURE_METHOD,
             "timestamp": timestamp,
         }
-        _, signature = sign(self._secret.get(), params)
-        body = urlencode([(name, params[name]) for name in sorted(params)] + [("sign", signature)])
+        _, signature = sign(self._secret.get(), signed)
+        query = urlencode([(name, params[name]) for name in sorted(params)] + [("sign", signature)])
         headers = {
             name: value
             for name, value in request.headers.items()
@@ -115,9 +125,9 @@ class LbankAuth(httpx.Auth):
         }
         yield httpx.Request(
             request.method,
-            request.url,
+            request.url.copy_with(query=query.encode("ascii")),
             headers=headers,
-            content=body.encode("ascii"),
+            content=b"",
             extensions=request.extensions,
         )
 
@@ -131,7 +141,9 @@ class LbankAdapter(LivenessAdapter):
     #: LBank counts requests per second, not weights: each call is one.
     weights: ClassVar[Mapping[str, int]] = {RESTRICTIONS_PATH: 1, TIME_PATH: 1}
     codes: ClassVar[Mapping[int | str, tuple[Kind, str]]] = {
+        10001: (Kind.MALFORMED, "the required parameters can not be empty"),
         10002: (Kind.REJECTED, "LBank's validation of the request failed"),
+        10003: (Kind.MALFORMED, "invalid parameter"),
         10005: (Kind.REJECTED, "the API key does not exist (deleted, or expired?)"),
         10006: (Kind.REJECTED, "the user the key belongs to does not exist"),
         10007: (Kind.REJECTED, "the signature is not valid: wrong secret (or an RSA key)"),

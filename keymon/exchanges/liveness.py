@@ -1,10 +1,11 @@
 """Liveness audits: the exchanges that show a key nothing about itself (exchange-apis.md §3).
 
-MEXC, BitMart, Bitrue, XT, LBank, Coinstore and Biconomy give a key no way to read its own
-permissions, IP list or expiry. What keymon *can* vouch for there is that the key is still
-accepted, from this egress IP, with this secret: one signed, read-only, low-weight call, whose
-answer is classified into PRODUCT.md's reasons (deleted key, wrong secret, refused IP, expired
-or frozen key, clock skew, rate limit, exchange down) so that an operator can tell them apart.
+MEXC, BitMart, Bitrue, LBank, Coinstore and Biconomy give a key no way to read its own
+permissions, IP list or expiry (XT, once among them, does: see :mod:`keymon.exchanges.xt`).
+What keymon *can* vouch for there is that the key is still accepted, from this egress IP, with
+this secret: one signed, read-only, low-weight call, whose answer is classified into
+PRODUCT.md's reasons (deleted key, wrong secret, refused IP, expired or frozen key, clock skew,
+rate limit, exchange down) so that an operator can tell them apart.
 
 A successful call proves exactly that and nothing more: the facts are :attr:`Coverage.LIVENESS`
 with every permission, the IP restriction, the IP list, the creation time and any deadline
@@ -15,7 +16,8 @@ with every permission, the IP restriction, the IP list, the creation time and an
 optional server-time sync) it adds one re-sync and retry on a timestamp error, and the mapping
 of HTTP statuses and exchange codes onto :mod:`keymon.errors`. An exchange's module adds only what
 is its own: how to sign (an :class:`httpx.Auth` that signs when the request is sent), which call
-to make, how to read its server time, and its error codes (:attr:`LivenessAdapter.codes`).
+to make, how to read its server time, and its error codes (:attr:`LivenessAdapter.codes`) and
+HTTP statuses (:attr:`LivenessAdapter.statuses`), each from the exchange's own tables.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ class Kind(enum.Enum):
     RATE_LIMITED = "rate_limited"
     BANNED = "banned"
     UNAVAILABLE = "unavailable"
+    #: The exchange says keymon's own request was malformed (a header or parameter missing or
+    #: out of range): nothing about the key, a bad_response that names the cause.
+    MALFORMED = "malformed"
 
 
 class LivenessAdapter(AdapterBase):
@@ -84,6 +89,13 @@ class LivenessAdapter(AdapterBase):
     ip_limit_headers: ClassVar[Mapping[str, int]] = {}
     #: Exchange error code -> (what it means, the cause an operator reads).
     codes: ClassVar[Mapping[int | str, tuple[Kind, str]]] = {}
+    #: HTTP status -> (what it means, the cause), from the exchange's own table of statuses:
+    #: how an error answer is read when it carries no code, or a code keymon does not know.
+    #: 418, 429 and 5xx need no entry (a ban, a rate limit, the exchange's own failure); an
+    #: HTTP 401 is a refusal of the key's credentials everywhere unless an exchange says more.
+    statuses: ClassVar[Mapping[int, tuple[Kind, str]]] = {
+        401: (Kind.REJECTED, "HTTP 401 Unauthorized: the exchange refused the key's credentials"),
+    }
     #: How far off keymon's stamp may be before the exchange refuses it, in ms (for
     #: :attr:`Kind.KEY_OR_CLOCK`): a persisting refusal reads as the key's only if the last
     #: sync's round trip bounds keymon's error within this.
@@ -216,6 +228,9 @@ class LivenessAdapter(AdapterBase):
         status = response.status_code
         retry_after = self._retry_after(response)
         detail = f"{self.name}: HTTP {status}"
+        documented = self.statuses.get(status)
+        if documented is not None and status not in (418, 429) and status < 500:
+            return self._known_error(None, "", response, documented, detail=detail)
         if status == 418:
             return ExchangeRateLimited(
                 f"{detail} (IP banned; retry after {retry_after or 'unknown'} s)",
@@ -228,11 +243,6 @@ class LivenessAdapter(AdapterBase):
                 f"{detail} (rate limited; retry after {retry_after or 'unknown'} s)",
                 exchange=self.name,
                 retry_after=retry_after,
-            )
-        if status == 401:
-            return ExchangeAuthError(
-                f"{self.name} rejects the key ({detail}): the exchange refused its credentials",
-                exchange=self.name,
             )
         if status >= 500:
             return ExchangeUnavailable(detail, exchange=self.name)
@@ -252,11 +262,37 @@ class LivenessAdapter(AdapterBase):
                 return ExchangeUnavailable(detail, exchange=self.name, code=code)
             if response.status_code in (418, 429):
                 return self._http_error(response)
+            documented = self.statuses.get(response.status_code)
+            if documented is not None:
+                # A code the exchange's table does not list, under a status whose meaning
+                # the exchange does document: the status decides (MEXC 401 "No authority").
+                kind, cause = documented
+                return self._known_error(
+                    code,
+                    message,
+                    response,
+                    (kind, f"{cause} (code {code} is not in its error table)"),
+                )
             return ExchangeBadResponse(
                 f"{detail} (HTTP {response.status_code}; a code keymon does not know)",
                 exchange=self.name,
                 code=code,
             )
+        return self._known_error(code, message, response, known)
+
+    def _known_error(
+        self,
+        code: int | str | None,
+        message: str,
+        response: httpx.Response,
+        known: tuple[Kind, str],
+        *,
+        detail: str | None = None,
+    ) -> ExchangeError:
+        """The error for an answer whose meaning the exchange documents (by its code, or by
+        its HTTP status when ``code`` is None)."""
+        if detail is None:
+            detail = f"{self.name} {code}: {message or 'no message'}"
         kind, cause = known
         retry_after = self._retry_after(response)
         if kind is Kind.REJECTED or kind is Kind.IP_REFUSED:
@@ -279,6 +315,13 @@ class LivenessAdapter(AdapterBase):
             )
         if kind is Kind.CLOCK:
             return self._clock_error(detail, code, cause)
+        if kind is Kind.MALFORMED:
+            return ExchangeBadResponse(
+                f"{detail} ({cause}; the exchange refused keymon's request as malformed, "
+                "which says nothing about the key)",
+                exchange=self.name,
+                code=code,
+            )
         if kind is Kind.RATE_LIMITED:
             return ExchangeRateLimited(
                 f"{detail} ({cause})", exchange=self.name, code=code, retry_after=retry_after

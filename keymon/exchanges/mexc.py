@@ -10,7 +10,15 @@ never kept.
 Signing (MEXC "Signed"): the query string directly followed by the body is signed with
 HMAC-SHA256, lowercase hex, as at Binance; ``recvWindow`` and ``timestamp`` (ms, the local clock
 corrected by ``GET /api/v3/time``) are added, and the key goes in ``X-MEXC-APIKEY``. A
-``700003`` (timestamp outside recvWindow) forces one re-sync and one retry.
+``700003`` (timestamp outside recvWindow) or ``10073`` (invalid Request-Time) forces one re-sync
+and one retry.
+
+Errors are read from MEXC's own table (mexcdevelop/apidocs, branch ``spot_v3_en``, "Error
+Code" and "HTTP Return Codes"; :attr:`MexcAdapter.codes`): the ``7000xx`` codes, and the
+``10072`` (invalid access key), ``602`` (signature), ``401`` (no authority) and ``10073``
+(Request-Time) codes of its older gateway. An HTTP 401 whose code the table does not list is a
+refusal of the key too; an HTTP 403 is MEXC's firewall limit (rate_limited). MEXC's FAQ: a key
+without a linked IP expires after 90 days, with no date keymon could read beforehand.
 """
 
 from __future__ import annotations
@@ -72,8 +80,31 @@ class MexcAdapter(LivenessAdapter):
     time_path: ClassVar[str | None] = TIME_PATH
     #: Request weights (MEXC spot v3): account 10, time 1.
     weights: ClassVar[Mapping[str, int]] = {ACCOUNT_PATH: 10, TIME_PATH: 1}
-    #: exchange-apis.md §2.6 "Errors".
+    #: MEXC's own error table (mexcdevelop/apidocs, spot_v3_en ``source/index.html.md``,
+    #: "Error Code"): every entry that concerns the key, its signature, its timestamp, its
+    #: permissions, its IP or a rate limit. ``700005`` ("recvWindow must less than 60000") is
+    #: keymon's own malformed request (bad_response); codes the table gives no key-related
+    #: meaning are answers keymon does not know (bad_response).
     codes: ClassVar[Mapping[int | str, tuple[Kind, str]]] = {
+        400: (Kind.REJECTED, "MEXC saw no API key in the request ('api key required')"),
+        401: (Kind.REJECTED, "MEXC refuses the key ('No authority')"),
+        403: (
+            Kind.RATE_LIMITED,
+            "'Access Denied': MEXC uses 403 when its web application firewall limit is violated",
+        ),
+        429: (Kind.RATE_LIMITED, "too many requests"),
+        500: (Kind.UNAVAILABLE, "internal error"),
+        503: (Kind.UNAVAILABLE, "service not available"),
+        504: (Kind.UNAVAILABLE, "gateway time-out"),
+        602: (Kind.REJECTED, "the signature verification failed: wrong secret"),
+        10001: (Kind.REJECTED, "the user the key belongs to does not exist"),
+        10072: (
+            Kind.REJECTED,
+            "the access key is invalid (deleted, or expired: MEXC expires a key "
+            "without a linked IP after 90 days)",
+        ),
+        10073: (Kind.CLOCK, "the Request-Time is invalid"),
+        60005: (Kind.REJECTED, "MEXC says the account is abnormal"),
         700001: (Kind.REJECTED, "the API key is malformed or unknown to MEXC (deleted?)"),
         700002: (Kind.REJECTED, "the signature is not valid: wrong secret"),
         700003: (Kind.CLOCK, "the timestamp is outside recvWindow"),
@@ -81,9 +112,18 @@ class MexcAdapter(LivenessAdapter):
         700007: (
             Kind.REJECTED,
             "the key may not read the account: it lacks the View Account Details permission "
-            "the client guide asks for",
+            "(SPOT_ACCOUNT_READ) the client guide asks for",
         ),
-        429: (Kind.RATE_LIMITED, "too many requests"),
+        700005: (Kind.MALFORMED, "recvWindow must be less than 60000"),
+    }
+    #: MEXC "HTTP Return Codes": 403 is its web application firewall limit; 401 (not in that
+    #: list, but "No authority" in its code table) refuses the key.
+    statuses: ClassVar[Mapping[int, tuple[Kind, str]]] = {
+        401: (Kind.REJECTED, "HTTP 401: MEXC refuses the key ('No authority')"),
+        403: (
+            Kind.RATE_LIMITED,
+            "HTTP 403: MEXC's web application firewall limit was violated",
+        ),
     }
 
     _settings: MexcSettings

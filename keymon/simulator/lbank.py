@@ -2,11 +2,13 @@
 error codes (21534616606105) and its official connectors, not from keymon's adapter.
 
 Serves ``GET /v2/timestamp.do`` (``{"result": "true", "data": ms, ...}``) and the signed
-``POST /v2/supplement/api_Restrictions.do``. A signed request carries, in the form body (or
-the query string), ``api_key``, ``echostr`` (30 to 40 alphanumerics), ``signature_method``
-(``HmacSHA256``), ``timestamp`` (ms) and ``sign``: hex HMAC-SHA256, under the secret, of the
-uppercase hex MD5 of every other parameter sorted by name and joined as ``k=v&...``; the
-headers ``timestamp``, ``signature_method`` and ``echostr`` repeat those parameters.
+``POST /v2/supplement/api_Restrictions.do``. A signed request carries, in the query string (as
+LBank's official Java connector sends it) or the form body (the official Python connector),
+``api_key`` and ``sign``, and in headers ``timestamp`` (ms), ``signature_method``
+(``HmacSHA256``) and ``echostr`` (30 to 40 alphanumerics). ``sign`` is hex HMAC-SHA256, under
+the secret, of the uppercase hex MD5 of ``api_key``, the three header values and any business
+parameters, sorted by name and joined as ``k=v&...``. A header value repeated among the
+parameters must agree with the header (``10002`` otherwise).
 
 Every answer is HTTP 200 with ``{"result": "true"|"false", "error_code": ..., "ts": ...}``:
 ``10001`` a required parameter missing, ``10002`` headers that contradict the parameters,
@@ -43,6 +45,8 @@ RESTRICTIONS_PATH: Final = "/v2/supplement/api_Restrictions.do"
 #: An assumption: LBank does not document how far a timestamp may stray.
 TIMESTAMP_WINDOW_MS: Final = 60_000
 _REQUIRED: Final = ("api_key", "echostr", "signature_method", "timestamp", "sign")
+#: Sent as headers by the official connectors (and signed as if they were parameters).
+_HEADERS: Final = ("timestamp", "signature_method", "echostr")
 _REFUSALS: Final = {
     Refusal.MISSING_AUTH: (10001, "The required parameters can not be empty"),
     Refusal.UNKNOWN_KEY: (10005, "Secret key does not exist"),
@@ -83,8 +87,17 @@ class LbankSimulator(LivenessSimulator):
         return json_response(200, {"result": "true", "data": now_ms, "error_code": 0, "ts": now_ms})
 
     def authenticate(self, request: Request, now_ms: int) -> str:
+        # api_key, sign and any business parameters: in the query (the official Java
+        # connector) or the form body (the official Python connector); timestamp,
+        # signature_method and echostr: in headers (every official connector).
         params = dict(parse_qsl(request.raw_query, keep_blank_values=True))
         params |= dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
+        for name in _HEADERS:
+            given = request.header(name)
+            if name in params and given is not None and params[name] != given:
+                raise Answer(_error(10002, "Validation failed", now_ms))
+            if given is not None:
+                params[name] = given
         if any(not params.get(name) for name in _REQUIRED):
             raise self.refuse(Refusal.MISSING_AUTH, request)
         echostr = params["echostr"]
@@ -94,9 +107,6 @@ class LbankSimulator(LivenessSimulator):
                     10031, "echostr length must be valid and length must be from 30 to 40", now_ms
                 )
             )
-        for name in ("timestamp", "signature_method", "echostr"):
-            if request.header(name) != params[name]:
-                raise Answer(_error(10002, "Validation failed", now_ms))
         timestamp = params["timestamp"]
         if not timestamp.isdigit() or abs(now_ms - int(timestamp)) > TIMESTAMP_WINDOW_MS:
             raise self.refuse(Refusal.TIMESTAMP, request)

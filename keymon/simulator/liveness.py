@@ -1,12 +1,13 @@
 """The shared body of the fakes for exchanges that show a key nothing about itself.
 
-MEXC, BitMart, Bitrue, XT, LBank, Coinstore and Biconomy answer a signed read call for a key
-that exists, is signed with the right secret, is called from an allowed IP and in time; they
-refuse it otherwise, each with its own documented codes. :class:`LivenessSimulator` holds what
-they share: the keys (secret, IP whitelist, state: active, frozen, expired or disabled), the
-per-key rate window, fault injection (:class:`~keymon.simulator.faults.FaultKnobs`), the
-in-process transport, the real server and an admin API under ``/_simulator/``. Each exchange's
-module supplies how a request is signed and which of its codes and bodies answer what
+MEXC, BitMart, Bitrue, LBank, Coinstore and Biconomy (and XT, whose fake lists the key's
+settings on top) answer a signed read call for a key that exists, is signed with the right
+secret, is called from an allowed IP and in time; they refuse it otherwise, each with its own
+documented codes. :class:`LivenessSimulator` holds what they share: the keys (secret, IP
+whitelist, state: active, frozen, expired or disabled), the per-key rate window, fault
+injection (:class:`~keymon.simulator.faults.FaultKnobs`), the in-process transport, the real
+server and an admin API under ``/_simulator/``. Each exchange's module supplies how a request
+is signed and which of its codes and bodies answer what
 (:meth:`LivenessSimulator.authenticate`, :meth:`LivenessSimulator.refusal`, ...).
 
 Nothing here imports from the rest of keymon.

@@ -98,11 +98,7 @@ class MexcSimulator(LivenessSimulator):
     def success(self, request: Request, api_key: str) -> SimResponse:
         return json_response(
             200,
-            {
-                "makerCommission": 0,
-                "takerCommission": 0,
-                "buyerCommission": 0,
-                "sellerCommission": 0,
+            {  # the shape of MEXC's "Account Information" example answer
                 "canTrade": True,
                 "canWithdraw": True,
                 "canDeposit": True,

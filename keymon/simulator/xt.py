@@ -1,7 +1,17 @@
-"""A fake XT.com spot API v4, written from exchange-apis.md §2.11 and XT's "Signature
-Instructions" / "Signature generation" pages (not from keymon's adapter).
+"""A fake XT.com API, written from XT's own pages (xt-com/xt-api: "Signature Instructions",
+"Signature generation", the spot and user-center "response code" tables and "Query user's
+apiKey"), not from keymon's adapter.
 
-Serves ``GET /v4/public/time`` (``result.serverTime``, ms) and the signed ``GET /v4/balances``.
+Serves ``GET /v4/public/time`` (spot: ``result.serverTime``, ms) and the signed user-center
+call ``GET /v4/user/account/api-key``, which answers as XT's example does: the envelope
+``{"rc": 0, "mc": "SUCCESS", "ma": [{}], "result": [...]}`` listing every key of the caller's
+account, each with ``id``, ``userAccountId``, ``userAccountLevel`` (1 master, 2 sub),
+``userId``, ``keyName``, ``bindIps`` (comma string, ``""`` when unbound), ``accessKey``,
+``secretKey`` (XT's example answer does carry it, so this fake does too: whoever reads the
+answer must drop it), ``isLock`` (0/1), ``roleScopes`` (comma string of QUERY, TRADE,
+WITHDRAW, LEVER_LOAN, FUTURE, TRANSFER), ``tags``, ``createTime`` and ``updateTime``
+(``"YYYY-MM-DD hh:mm:ss"``).
+
 A signed request carries ``validate-appkey``, ``validate-timestamp`` (ms),
 ``validate-recvwindow`` (ms, at most 60000), ``validate-algorithms`` (HmacMD5, HmacSHA1,
 HmacSHA224, HmacSHA256, HmacSHA384 or HmacSHA512) and ``validate-signature``: lowercase hex
@@ -10,26 +20,28 @@ with ``&``, and ``Y`` is ``#METHOD#path``, then ``#query`` (pairs sorted by key)
 query and ``#body`` (raw) if there is a body. A timestamp older than the recvwindow or more
 than 1 s ahead of the server is outdated.
 
-Answers use XT's envelope ``{"rc", "mc", "ma", "result"}`` (rc 0, mc ``SUCCESS``). The error
-codes are the third-party ones (ccxt): ``AUTH_001``..``AUTH_007`` for a missing or bad header,
-``AUTH_101`` unknown key, ``AUTH_102`` key not activated (this fake's answer for a frozen,
-expired or disabled key: XT documents nothing finer), ``AUTH_103`` signature, ``AUTH_104``
-unbound IP, ``AUTH_105`` outdated. XT's pages give no HTTP status for these; this fake answers
-them with HTTP 200, as XT's envelope carries the outcome, and answers a rate limit with HTTP
-429 (XT: "429 will be returned") and ``mc`` ``"429"``.
+Refusals are XT's documented codes with rc 1: ``AUTH_001``..``AUTH_007`` for a missing or bad
+header, ``AUTH_101`` unknown key, ``AUTH_102`` key not activated (this fake's answer for a
+frozen, expired or disabled key: XT documents nothing finer), ``AUTH_103`` signature,
+``AUTH_104`` unbound IP, ``AUTH_105`` outdated. XT's pages give no HTTP status for these; this
+fake answers them with HTTP 200 ("The request is successful, please check the rc and mc"), and
+a rate limit with HTTP 429 and ``mc`` ``"429"``. A locked key (``isLock`` 1) is still answered:
+XT does not say what a lock refuses.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import ClassVar, Final
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final
 
 from keymon.simulator.liveness import (
     Answer,
     LivenessSimulator,
     Refusal,
     Request,
+    SimKey,
     json_response,
 )
 from keymon.simulator.server import SimResponse
@@ -37,7 +49,12 @@ from keymon.simulator.server import SimResponse
 __all__ = ["ALGORITHMS", "XtSimulator", "signature_payload"]
 
 TIME_PATH: Final = "/v4/public/time"
-BALANCES_PATH: Final = "/v4/balances"
+API_KEY_PATH: Final = "/v4/user/account/api-key"
+#: XT's example account and user ids.
+DEFAULT_ACCOUNT: Final = "1352123154435"
+DEFAULT_CREATED: Final = "2023-02-17 05:41:43"
+#: The client guide's key: read and spot trading.
+GUIDE_SCOPES: Final = ("QUERY", "TRADE")
 MAX_RECV_WINDOW_MS: Final = 60_000
 #: How far ahead of the server a timestamp may be.
 AHEAD_MS: Final = 1000
@@ -83,12 +100,74 @@ def _error(status: int, code: str) -> SimResponse:
     return json_response(status, {"rc": 1, "mc": code, "ma": [], "result": None})
 
 
-class XtSimulator(LivenessSimulator):
-    """A thread-safe, in-memory XT spot v4 fake with an injectable clock (seconds)."""
+@dataclass
+class _Settings:
+    """What XT shows of a key besides its secret, IP binding and state."""
 
-    probe: ClassVar[tuple[str, str]] = ("GET", BALANCES_PATH)
+    id: int
+    role_scopes: list[str] = field(default_factory=lambda: list(GUIDE_SCOPES))
+    is_lock: int = 0
+    key_name: str = "keymon"
+    account_id: str = DEFAULT_ACCOUNT
+    account_level: int = 1
+    created: str = DEFAULT_CREATED
+
+
+class XtSimulator(LivenessSimulator):
+    """A thread-safe, in-memory XT fake with an injectable clock (seconds)."""
+
+    probe: ClassVar[tuple[str, str]] = ("GET", API_KEY_PATH)
     time_path: ClassVar[str | None] = TIME_PATH
     rate_limit: ClassVar[tuple[int, float]] = (50, 1.0)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._settings: dict[str, _Settings] = {}
+
+    def add_key(
+        self,
+        api_key: str,
+        secret: str,
+        *,
+        ips: list[str] | None = None,
+        role_scopes: list[str] | None = None,
+        is_lock: bool = False,
+        account_level: int = 1,
+        account_id: str = DEFAULT_ACCOUNT,
+    ) -> None:
+        """Create an active key (the guide's QUERY + TRADE unless ``role_scopes`` says)."""
+        super().add_key(api_key, secret, ips=ips)
+        with self._lock:
+            self._settings[api_key] = _Settings(
+                id=len(self._settings) + 1,
+                role_scopes=list(role_scopes if role_scopes is not None else GUIDE_SCOPES),
+                is_lock=int(is_lock),
+                account_level=account_level,
+                account_id=account_id,
+            )
+
+    def update_key(
+        self,
+        api_key: str,
+        *,
+        ips: list[str] | None = None,
+        state: str | None = None,
+        role_scopes: list[str] | None = None,
+        is_lock: bool | None = None,
+    ) -> None:
+        """Change a key's IP binding, state, permission codes or lock."""
+        super().update_key(api_key, ips=ips, state=state)
+        with self._lock:
+            settings = self._settings[api_key]
+            if role_scopes is not None:
+                settings.role_scopes = list(role_scopes)
+            if is_lock is not None:
+                settings.is_lock = int(is_lock)
+
+    def delete_key(self, api_key: str) -> None:
+        super().delete_key(api_key)
+        with self._lock:
+            self._settings.pop(api_key, None)
 
     def time_body(self, now_ms: int) -> SimResponse:
         return json_response(
@@ -144,29 +223,33 @@ class XtSimulator(LivenessSimulator):
         return _error(status, code)
 
     def success(self, request: Request, api_key: str) -> SimResponse:
-        return json_response(
-            200,
-            {
-                "rc": 0,
-                "mc": "SUCCESS",
-                "ma": [],
-                "result": {
-                    "totalUsdtAmount": "1000.00",
-                    "totalBtcAmount": "0.0102",
-                    "assets": [
-                        {
-                            "currency": "usdt",
-                            "currencyId": 11,
-                            "frozenAmount": "0",
-                            "availableAmount": "1000.00",
-                            "totalAmount": "1000.00",
-                            "convertBtcAmount": "0.0102",
-                            "convertUsdtAmount": "1000.00",
-                        }
-                    ],
-                },
-            },
-        )
+        """Every key of the caller's account, as XT's example lists them (called under the
+        simulator's lock)."""
+        account = self._settings[api_key].account_id
+        entries = [
+            _entry(name, self._keys[name], settings)
+            for name, settings in self._settings.items()
+            if settings.account_id == account and name in self._keys
+        ]
+        return json_response(200, {"rc": 0, "mc": "SUCCESS", "ma": [{}], "result": entries})
 
     def not_found(self, request: Request) -> SimResponse:
         return json_response(404, {"rc": 1, "mc": "404", "ma": [], "result": None})
+
+
+def _entry(api_key: str, key: SimKey, settings: _Settings) -> dict[str, Any]:
+    return {
+        "id": settings.id,
+        "userAccountId": settings.account_id,
+        "userAccountLevel": settings.account_level,
+        "userId": int(DEFAULT_ACCOUNT),
+        "keyName": settings.key_name,
+        "bindIps": ",".join(key.ips),
+        "accessKey": api_key,
+        "secretKey": key.secret,
+        "isLock": settings.is_lock,
+        "roleScopes": ",".join(settings.role_scopes),
+        "tags": None,
+        "createTime": settings.created,
+        "updateTime": settings.created,
+    }

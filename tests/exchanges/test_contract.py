@@ -36,6 +36,7 @@ from keymon.simulator.htx import HtxSimulator
 from keymon.simulator.kraken import KrakenSimulator
 from keymon.simulator.kucoin import KucoinSimulator, mask
 from keymon.simulator.okx import OkxSimulator
+from keymon.simulator.xt import XtSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock
 
 BYBIT_KEY = "bybitContractKey"
@@ -63,6 +64,8 @@ COINBASE_KEY = (
     "organizations/6f1c2d3e-0000-4000-8000-00000000c0de/"
     "apiKeys/0b5e7a11-0000-4000-8000-00000000beef"
 )
+XT_KEY = "xtContractKey01"
+XT_SECRET = "xtContractSecret01"
 #: Coinbase's secret is an EC P-256 private key; the simulator holds only its public half.
 COINBASE_SECRET, COINBASE_PUBLIC = new_key_pair("ES256")
 UNTRUSTED = "198.51.100.9"
@@ -537,6 +540,44 @@ class CoinbaseVenue(SimVenue):
         self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
 
 
+@dataclass
+class XtVenue(SimVenue):
+    """XT: roleScopes and bindIps from the user-center API (the account's keys, secrets
+    included, of which keymon keeps the calling key's entry without its secret); no expiry."""
+
+    name: str = "xt"
+    api_key: str = XT_KEY
+    secret: str = XT_SECRET
+    key_extra: dict[str, Any] = field(default_factory=dict)
+    untrusted_shown: str = UNTRUSTED
+    sim: XtSimulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sim = XtSimulator(clock=self.clock)
+
+    def healthy(self, *, rate_limited: bool = False) -> None:
+        if rate_limited:
+            self.sim.set_rate_limit(1, 60)
+        self.sim.add_key(self.api_key, self.secret, ips=["127.0.0.1"])
+
+    def withdraw_on(self) -> None:
+        self.sim.update_key(self.api_key, role_scopes=["QUERY", "TRADE", "WITHDRAW"])
+
+    def drop_ip_restriction(self) -> bool:
+        self.sim.update_key(self.api_key, ips=[])
+        return True
+
+    def untrusted_ip(self) -> bool:
+        self.sim.update_key(self.api_key, ips=["127.0.0.1", UNTRUSTED])
+        return True
+
+    def expiry_near(self, at: datetime) -> bool:
+        return False  # XT shows a key no expiry
+
+    def refuse_ip(self) -> None:
+        self.sim.update_key(self.api_key, ips=[REFUSED_ONLY])
+
+
 VENUES: dict[str, Callable[[FakeClock], Venue]] = {
     "binance": BinanceVenue,
     "bybit": BybitVenue,
@@ -548,6 +589,7 @@ VENUES: dict[str, Callable[[FakeClock], Venue]] = {
     "kraken": KrakenVenue,
     "bingx": BingxVenue,
     "coinbase": CoinbaseVenue,
+    "xt": XtVenue,
 }
 
 

@@ -1,6 +1,6 @@
-"""The LBank adapter: MD5-then-HMAC signing against the derived vector, the exact form POST it
-sends, the mapping of every code it knows, what it keeps of the unconfirmed answer, and its
-allowlist."""
+"""The LBank adapter: MD5-then-HMAC signing against the derived vector, the exact POST it
+sends (api_key and sign in the query, as LBank's official Java connector), the mapping of
+every code it knows, what it keeps of the unconfirmed answer, and its allowlist."""
 
 from __future__ import annotations
 
@@ -54,18 +54,20 @@ def test_sign_reproduces_the_derived_vector() -> None:
     assert sign(SECRET, _vector_params()) == (VECTOR_MD5, VECTOR_SIGN)
 
 
-def test_auth_rewrites_the_form_body_with_the_vector() -> None:
-    """An empty form POST becomes the sorted parameters plus ``sign``, and the three headers
-    repeat timestamp, signature_method and echostr; the secret goes nowhere."""
+def test_auth_puts_api_key_and_sign_in_the_query_with_the_vector() -> None:
+    """As LBank's official Java connector sends it: api_key and sign in the query string, an
+    empty body, and timestamp, signature_method and echostr only in headers (signed, but never
+    sent as parameters); the secret goes nowhere."""
     auth = LbankAuth(_secret(KEY), _secret(SECRET), lambda: 1700000000000, lambda: ECHOSTR)
     signed = next(auth.auth_flow(httpx.Request("POST", f"https://x.test{PROBE}", data={})))
-    assert signed.content.decode() == f"{VECTOR_JOINED}&sign={VECTOR_SIGN}"
+    assert signed.url.query.decode() == f"api_key={KEY}&sign={VECTOR_SIGN}"
+    assert signed.content == b""
     assert signed.headers["Content-Type"] == "application/x-www-form-urlencoded"
-    assert signed.headers["Content-Length"] == str(len(signed.content))
+    assert signed.headers["Content-Length"] == "0"
     assert signed.headers["timestamp"] == "1700000000000"
     assert signed.headers["signature_method"] == "HmacSHA256"
     assert signed.headers["echostr"] == ECHOSTR
-    assert SECRET not in signed.content.decode()
+    assert SECRET not in str(signed.url)
     assert SECRET not in repr(auth)
 
 
@@ -74,10 +76,11 @@ def test_auth_signs_business_parameters_too() -> None:
     signed = next(
         auth.auth_flow(httpx.Request("POST", "https://x.test/p", data={"symbol": "eth_btc"}))
     )
-    params = dict(parse_qsl(signed.content.decode()))
+    params = dict(parse_qsl(signed.url.query.decode()))
     given = params.pop("sign")
-    assert params["symbol"] == "eth_btc"
-    assert given == sign(SECRET, params)[1] != VECTOR_SIGN
+    assert params == {"api_key": KEY, "symbol": "eth_btc"}
+    headers = {name: signed.headers[name] for name in ("timestamp", "signature_method", "echostr")}
+    assert given == sign(SECRET, params | headers)[1] != VECTOR_SIGN
 
 
 def test_echostr_is_fresh_and_in_lbanks_range() -> None:
@@ -133,8 +136,9 @@ GUESSED = {
 
 
 async def test_exact_request() -> None:
-    """GET /v2/timestamp.do unsigned, then a form POST to api_Restrictions.do carrying
-    api_key, echostr, signature_method, a timestamp on the server's clock and a valid sign."""
+    """GET /v2/timestamp.do unsigned, then a POST to api_Restrictions.do with api_key and sign
+    in the query (LBank's official Java connector), an empty body, and timestamp (on the
+    server's clock), signature_method and echostr in headers, all three signed."""
     seen: list[httpx.Request] = []
     clock = FakeClock()
     server_ms = int(clock.now * 1000) - 40_000
@@ -142,15 +146,16 @@ async def test_exact_request() -> None:
     assert result.ok, result.error
     assert [(r.method, r.url.path) for r in seen] == [("GET", TIME), ("POST", PROBE)]
     call = seen[1]
-    assert call.url.query == b""
-    params = dict(parse_qsl(call.content.decode()))
-    assert set(params) == {"api_key", "echostr", "signature_method", "timestamp", "sign"}
+    assert call.content == b""
+    params = dict(parse_qsl(call.url.query.decode()))
+    assert set(params) == {"api_key", "sign"}
     assert params["api_key"] == KEY
-    assert int(params["timestamp"]) == server_ms
-    assert call.headers["timestamp"] == params["timestamp"]
-    assert call.headers["echostr"] == params["echostr"]
+    assert int(call.headers["timestamp"]) == server_ms
+    assert call.headers["signature_method"] == "HmacSHA256"
+    assert 30 <= len(call.headers["echostr"]) <= 40
     given = params.pop("sign")
-    assert given == sign(SECRET, params)[1]
+    headers = {name: call.headers[name] for name in ("timestamp", "signature_method", "echostr")}
+    assert given == sign(SECRET, params | headers)[1]
 
 
 async def test_unconfirmed_fields_are_kept_by_name_only() -> None:

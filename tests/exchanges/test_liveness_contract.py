@@ -1,6 +1,6 @@
 """The liveness contract: exchanges that show a key nothing about itself.
 
-For MEXC, BitMart, Bitrue, XT, LBank, Coinstore and Biconomy keymon can vouch only that a key
+For MEXC, BitMart, Bitrue, LBank, Coinstore and Biconomy keymon can vouch only that a key
 is accepted from this egress IP. Every scenario here runs against every liveness adapter and
 its simulator, in-process and served on 127.0.0.1: an accepted key has every fact "not
 visible" and no permission, IP or deadline rule evaluated (in the audit, in ``keymon check``
@@ -34,7 +34,6 @@ from keymon.simulator.coinstore import CoinstoreSimulator
 from keymon.simulator.lbank import LbankSimulator
 from keymon.simulator.liveness import LivenessSimulator
 from keymon.simulator.mexc import MexcSimulator
-from keymon.simulator.xt import XtSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET, SENTINEL, FakeClock
 from tests.exchanges.test_contract import BrokenTransport, JumpyClock
 
@@ -77,13 +76,6 @@ VENUES: dict[str, LivenessVenue] = {
             add_args=("bitmartMemo01",),
             names_refused_ip=False,
             states={"frozen": "frozen", "expired": "expir", "disabled": "forbidden"},
-        ),
-        LivenessVenue(
-            "xt",
-            lambda c: XtSimulator(clock=c),
-            "xtContractKey01",
-            "xtSecret01",
-            names_refused_ip=False,
         ),
         # Bitrue's "Ip limit" names no IP; its -1022 covers every unusable key state.
         LivenessVenue(
@@ -453,7 +445,7 @@ async def test_metrics_carry_coverage_and_no_rule_but_liveness(
     path = _mixed_config(tmp_path, sims)
     transports = {name: sim.transport() for name, sim in sims.items()}
     app = App(load(path), transport_factory=transports.get)
-    await app.start(schedule=False)
+    await app.start(serve_http=False, schedule=False)
     try:
         await app.audit_all()
         text = app.render_metrics().decode()

@@ -1,9 +1,10 @@
-"""The XT adapter: signing, the exact request, and every (third-party) code on canned answers."""
+"""The XT adapter: signing, the exact request, the key's own settings from the user-center
+API, and every documented code on canned answers."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,13 +22,13 @@ from keymon.errors import (
     ForbiddenRequest,
 )
 from keymon.exchanges.base import ReadOnlyTransport
-from keymon.exchanges.xt import XtAdapter, XtAuth, pre_hash, sign
+from keymon.exchanges.xt import XtAdapter, XtAuth, permissions, pre_hash, sign
 from keymon.model import Coverage, Reason
 
 KEY = "xtKey01"
 SECRET = "xtSecret01"
 NOW_MS = 1_700_000_000_000
-BASE = "https://sapi.xt.com"
+BASE = "https://api.xt.com"
 VECTOR_PRE_HASH = (
     "validate-algorithms=HmacSHA256&validate-appkey=testkey&validate-recvwindow=5000"
     "&validate-timestamp=1700000000000#GET#/v4/balances"
@@ -40,8 +41,14 @@ def literal(value: str) -> Secret:
 
 
 def key() -> XtKey:
-    entry = {"name": "xt", "client": "acme", "exchange": "xt", "api_key": KEY, "api_secret": SECRET}
-    loaded = Settings(keys=[entry]).keys[0]
+    config = {
+        "name": "xt",
+        "client": "acme",
+        "exchange": "xt",
+        "api_key": KEY,
+        "api_secret": SECRET,
+    }
+    loaded = Settings(keys=[config]).keys[0]
     assert isinstance(loaded, XtKey)
     return loaded
 
@@ -71,10 +78,11 @@ def test_auth_sets_the_five_headers() -> None:
 
 
 def envelope(rc: int, mc: str, result: Any = None, ma: list[Any] | None = None) -> dict[str, Any]:
-    return {"rc": rc, "mc": mc, "ma": ma or [], "result": result}
+    return {"rc": rc, "mc": mc, "ma": ma if ma is not None else [], "result": result}
 
 
 Handler = Callable[[httpx.Request], httpx.Response]
+API_KEY = "/v4/user/account/api-key"
 
 
 def adapter(
@@ -95,44 +103,153 @@ def adapter(
     return XtAdapter(client, settings, clock=lambda: NOW_MS / 1000)
 
 
-def answering(status: int, body: Any, time_ms: int = NOW_MS) -> Handler:
+def answering(status: int, body: Any) -> Handler:
     def handle(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v4/public/time":
-            return httpx.Response(200, json=envelope(0, "SUCCESS", {"serverTime": time_ms}))
         return httpx.Response(status, json=body)
 
     return handle
 
 
-OK = envelope(0, "SUCCESS", {"totalUsdtAmount": "0", "assets": []})
+def entry(access_key: str = KEY, **fields: Any) -> dict[str, Any]:
+    """One key as XT's example lists it (secretKey included, as XT's answer does)."""
+    base: dict[str, Any] = {
+        "id": 1,
+        "userAccountId": "1352123154435",
+        "userAccountLevel": 1,
+        "userId": 1352123154435,
+        "keyName": "desk",
+        "bindIps": "127.0.0.1",
+        "accessKey": access_key,
+        "secretKey": SECRET,
+        "isLock": 0,
+        "roleScopes": "QUERY,TRADE",
+        "tags": None,
+        "createTime": "2023-02-17 05:41:43",
+        "updateTime": "2023-02-17 05:41:43",
+    }
+    return base | fields
 
 
-async def test_the_exact_requests() -> None:
-    """A time sync, then the signed GET with no query and no body; nothing else."""
+def listing(*entries: dict[str, Any]) -> dict[str, Any]:
+    return envelope(0, "SUCCESS", list(entries), ma=[{}])
+
+
+async def test_the_exact_request() -> None:
+    """One signed GET of the user-center call, no query, no body, no time sync."""
     seen: list[httpx.Request] = []
-    facts = await adapter(answering(200, OK), seen).audit(key())
-    assert facts.coverage is Coverage.LIVENESS
-    assert [(r.method, r.url.path) for r in seen] == [
-        ("GET", "/v4/public/time"),
-        ("GET", "/v4/balances"),
-    ]
-    probe = seen[1]
-    assert probe.url.query == b""
-    assert probe.content == b""
-    assert probe.headers["validate-appkey"] == KEY
-    assert probe.headers["validate-recvwindow"] == "5000"
-    assert probe.headers["validate-timestamp"] == str(NOW_MS)
-    expected = pre_hash(KEY, 5000, str(NOW_MS), "GET", "/v4/balances")
-    assert probe.headers["validate-signature"] == sign(SECRET, expected)
-    assert "validate-appkey" not in seen[0].headers
+    facts = await adapter(answering(200, listing(entry())), seen).audit(key())
+    assert facts.coverage is Coverage.INTROSPECTION
+    assert [(r.method, r.url.path) for r in seen] == [("GET", API_KEY)]
+    call = seen[0]
+    assert call.url.query == b""
+    assert call.content == b""
+    assert call.headers["validate-appkey"] == KEY
+    assert call.headers["validate-recvwindow"] == "5000"
+    assert call.headers["validate-timestamp"] == str(NOW_MS)
+    expected = pre_hash(KEY, 5000, str(NOW_MS), "GET", API_KEY)
+    assert call.headers["validate-signature"] == sign(SECRET, expected)
 
 
-async def test_recv_window_comes_from_settings_and_offset_from_the_server() -> None:
+async def test_recv_window_comes_from_settings() -> None:
     seen: list[httpx.Request] = []
-    handler = answering(200, OK, time_ms=NOW_MS - 20_000)
-    await adapter(handler, seen, recv_window=timedelta(seconds=10)).audit(key())
-    assert seen[1].headers["validate-recvwindow"] == "10000"
-    assert seen[1].headers["validate-timestamp"] == str(NOW_MS - 20_000)
+    await adapter(answering(200, listing(entry())), seen, timedelta(seconds=10)).audit(key())
+    assert seen[0].headers["validate-recvwindow"] == "10000"
+
+
+async def test_the_guides_key() -> None:
+    """QUERY + TRADE, bound to one IP: read and spot (and margin) trading on, the rest off."""
+    facts = await adapter(answering(200, listing(entry())), []).audit(key())
+    assert dict(facts.permissions) == {
+        "read": True,
+        "spot_trade": True,
+        "margin_trade": True,
+        "margin_loan": False,
+        "futures_trade": False,
+        "withdraw": False,
+        "internal_transfer": False,
+        "universal_transfer": False,
+    }
+    assert facts.ip_restricted is True
+    assert facts.ip_list == ("127.0.0.1",)
+    assert facts.created_at == datetime(2023, 2, 17, 5, 41, 43, tzinfo=UTC)
+    assert facts.deadlines == ()
+    assert facts.raw["key_locked"] is False
+    assert facts.raw["account_level"] == "master"
+
+
+async def test_only_the_calling_keys_entry_is_read_and_no_secret_is_kept() -> None:
+    other = entry("someone-else", roleScopes="QUERY,WITHDRAW", secretKey="otherSecret")
+    facts = await adapter(answering(200, listing(other, entry())), []).audit(key())
+    assert facts.permissions["withdraw"] is False
+    text = repr(facts)
+    assert SECRET not in text
+    assert "otherSecret" not in text
+    assert "secretKey" not in facts.raw
+    assert "accessKey" not in facts.raw
+
+
+@pytest.mark.parametrize(
+    ("scopes", "on"),
+    [
+        ("QUERY,TRADE,WITHDRAW", {"read", "spot_trade", "margin_trade", "withdraw"}),
+        (["QUERY", "FUTURE"], {"read", "futures_trade"}),
+        ("QUERY,LEVER_LOAN", {"read", "margin_loan"}),
+        ("TRANSFER", {"internal_transfer", "universal_transfer"}),
+        ("QUERY_TRADE", {"read", "spot_trade", "margin_trade"}),
+        ("QUERY_NO_TRADE", {"read"}),
+        ("QUERY_TRADE_WITHDRAW", {"read", "spot_trade", "margin_trade", "withdraw"}),
+        ("", set()),
+    ],
+    ids=["codes", "list", "lever-loan", "transfer", "legacy", "legacy-no-trade", "joined", "none"],
+)
+def test_role_scopes(scopes: Any, on: set[str]) -> None:
+    granted = permissions(scopes)
+    assert {name for name, value in granted.items() if value} == on
+    assert set(granted) >= {"read", "spot_trade", "withdraw", "futures_trade"}
+
+
+def test_unknown_scope_is_kept_raw() -> None:
+    granted = permissions("QUERY,OPTIONS")
+    assert granted["OPTIONS"] is True
+    assert granted["read"] is True
+
+
+@pytest.mark.parametrize(
+    ("bind_ips", "restricted", "ips"),
+    [
+        ("", False, ()),
+        (None, False, ()),
+        ("1.2.3.4, 5.6.7.0/24", True, ("1.2.3.4", "5.6.7.0/24")),
+    ],
+    ids=["empty", "null", "two"],
+)
+async def test_bind_ips(bind_ips: Any, restricted: bool, ips: tuple[str, ...]) -> None:
+    facts = await adapter(answering(200, listing(entry(bindIps=bind_ips))), []).audit(key())
+    assert facts.ip_restricted is restricted
+    assert facts.ip_list == ips
+
+
+async def test_locked_key_and_sub_account_are_kept() -> None:
+    body = listing(entry(isLock=1, userAccountLevel=2, createTime="2023-02-20 07:39:56.768"))
+    facts = await adapter(answering(200, body), []).audit(key())
+    assert facts.raw["key_locked"] is True
+    assert facts.raw["account_level"] == "sub"
+    assert facts.created_at == datetime(2023, 2, 20, 7, 39, 56, 768000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        listing(entry("someone-else")),
+        envelope(0, "SUCCESS", {"not": "a list"}),
+        listing(entry(roleScopes=None)),
+        listing(entry(roleScopes=7)),
+    ],
+    ids=["key-not-listed", "not-a-list", "no-scopes", "scopes-not-text"],
+)
+async def test_unreadable_answers_are_bad_response(body: Any) -> None:
+    with pytest.raises(ExchangeBadResponse):
+        await adapter(answering(200, body), []).audit(key())
 
 
 CODES = [
@@ -141,9 +258,10 @@ CODES = [
     ("AUTH_103", ExchangeAuthError, "wrong secret"),
     ("AUTH_104", ExchangeAuthError, "IP"),
     ("AUTH_105", ExchangeClockError, "outdated"),
-    ("AUTH_106", ExchangeAuthError, "Read permission"),
-    ("429", ExchangeRateLimited, "too many"),
-    ("503", ExchangeUnavailable, "unavailable"),
+    ("AUTH_106", ExchangeAuthError, "permissions"),
+    ("NO_OPERATION_PERMISSION", ExchangeAuthError, "user-center"),
+    ("COMMON_001", ExchangeAuthError, "does not exist"),
+    ("COMMON_002", ExchangeUnavailable, "busy"),
 ]
 
 
@@ -167,25 +285,17 @@ async def test_unbound_ip_is_key_rejected_without_an_address() -> None:
     assert raised.value.refused_ip is None
 
 
-async def test_outdated_resyncs_and_retries_once() -> None:
+async def test_outdated_is_clock_skew_without_a_retry() -> None:
+    """No server time on the user-center host: nothing to re-sync with, so no retry."""
     seen: list[httpx.Request] = []
-    answers = iter([envelope(1, "AUTH_105"), OK])
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v4/public/time":
-            return httpx.Response(200, json=envelope(0, "SUCCESS", {"serverTime": NOW_MS}))
-        return httpx.Response(200, json=next(answers))
-
-    await adapter(handle, seen).audit(key())
-    assert [r.url.path for r in seen] == [
-        "/v4/public/time",
-        "/v4/balances",
-        "/v4/public/time",
-        "/v4/balances",
-    ]
+    with pytest.raises(ExchangeClockError, match="NTP"):
+        await adapter(answering(200, envelope(1, "AUTH_105")), seen).audit(key())
+    assert len(seen) == 1
 
 
-@pytest.mark.parametrize("code", ["AUTH_001", "AUTH_003", "AUTH_007", "COMMON_001"])
+@pytest.mark.parametrize(
+    "code", ["AUTH_001", "AUTH_003", "AUTH_007", "FAILURE", "PERMISSION_LIMIT"]
+)
 async def test_header_and_other_codes_are_bad_response(code: str) -> None:
     with pytest.raises(ExchangeBadResponse, match=code):
         await adapter(answering(200, envelope(1, code)), []).audit(key())
@@ -197,17 +307,24 @@ async def test_ma_details_reach_the_message() -> None:
         await adapter(answering(200, body), []).audit(key())
 
 
-async def test_time_without_server_time_still_audits() -> None:
-    """A sync that cannot be read keeps offset 0; the signed call decides."""
-    seen: list[httpx.Request] = []
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (429, ExchangeRateLimited),
+        (500, ExchangeUnavailable),
+        (502, ExchangeUnavailable),
+        (503, ExchangeUnavailable),
+        (404, ExchangeBadResponse),
+    ],
+)
+async def test_http_statuses(status: int, error: type[ExchangeError]) -> None:
+    with pytest.raises(error):
+        await adapter(answering(status, {"error": "x"}), []).audit(key())
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v4/public/time":
-            return httpx.Response(200, json=envelope(0, "SUCCESS", {}))
-        return httpx.Response(200, json=OK)
 
-    await adapter(handle, seen).audit(key())
-    assert seen[1].headers["validate-timestamp"] == str(NOW_MS)
+async def test_404_points_at_the_user_center_host() -> None:
+    with pytest.raises(ExchangeBadResponse, match=r"api\.xt\.com"):
+        await adapter(answering(404, {}), []).audit(key())
 
 
 @pytest.mark.parametrize(
@@ -215,20 +332,19 @@ async def test_time_without_server_time_still_audits() -> None:
     [
         ("POST", "/v4/order"),
         ("POST", "/v4/withdraw"),
-        ("GET", "/v4/open-order"),
-        ("POST", "/v4/balances"),
+        ("POST", API_KEY),
+        ("PUT", API_KEY),
+        ("GET", "/v4/balances"),
     ],
-    ids=["order", "withdraw", "unlisted-get", "right-path-wrong-method"],
+    ids=["order", "withdraw", "create-key", "modify-key", "unlisted-get"],
 )
 async def test_allowlist_refuses_everything_else(method: str, path: str) -> None:
     seen: list[httpx.Request] = []
-    client = adapter(answering(200, OK), seen)._client
+    client = adapter(answering(200, listing(entry())), seen)._client
     with pytest.raises(ForbiddenRequest, match="read-only allowlist"):
         await client.request(method, path)
     assert seen == []
 
 
-def test_allowlist_is_the_probe_and_the_clock() -> None:
-    assert XtAdapter.read_only_endpoints == frozenset(
-        {("GET", "/v4/public/time"), ("GET", "/v4/balances")}
-    )
+def test_allowlist_is_the_one_read() -> None:
+    assert XtAdapter.read_only_endpoints == frozenset({("GET", API_KEY)})

@@ -1,4 +1,5 @@
-"""The XT simulator: the documented X + Y signing, codes, in-process and served."""
+"""The XT simulator: the documented X + Y signing, codes, the user-center listing of the
+account's keys, in-process and served."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.conftest import FakeClock
 
 KEY = "xtSimKey"
 SECRET = "xtSimSecret"
+API_KEY = "/v4/user/account/api-key"
 VECTOR_HEADERS = {
     "validate-algorithms": "HmacSHA256",
     "validate-appkey": "testkey",
@@ -97,11 +99,11 @@ def get(
         "validate-timestamp": str(int(clock.now * 1000) + offset_ms),
     }
     digest = getattr(hashlib, algorithm.removeprefix("Hmac").lower(), hashlib.sha256)
-    payload = signature_payload(headers, "GET", "/v4/balances", query, "")
+    payload = signature_payload(headers, "GET", API_KEY, query, "")
     headers["validate-signature"] = hmac.new(secret.encode(), payload.encode(), digest).hexdigest()
     if drop is not None:
         del headers[drop]
-    url = "/v4/balances" + (f"?{query}" if query else "")
+    url = API_KEY + (f"?{query}" if query else "")
     response = client.get(url, headers=headers)
     return response.status_code, response.json()
 
@@ -116,16 +118,50 @@ def test_time_endpoint(client: httpx.Client, clock: FakeClock) -> None:
     }
 
 
-def test_accepted_request(client: httpx.Client, clock: FakeClock) -> None:
+def test_accepted_request_lists_the_key_as_xts_example(
+    client: httpx.Client, clock: FakeClock
+) -> None:
     status, body = get(client, clock)
     assert status == 200
-    assert (body["rc"], body["mc"]) == (0, "SUCCESS")
-    assert body["result"]["assets"]
+    assert (body["rc"], body["mc"], body["ma"]) == (0, "SUCCESS", [{}])
+    [entry] = body["result"]
+    assert set(entry) == {
+        "id",
+        "userAccountId",
+        "userAccountLevel",
+        "userId",
+        "keyName",
+        "bindIps",
+        "accessKey",
+        "secretKey",
+        "isLock",
+        "roleScopes",
+        "tags",
+        "createTime",
+        "updateTime",
+    }
+    assert entry["accessKey"] == KEY
+    assert entry["roleScopes"] == "QUERY,TRADE"
+    assert entry["bindIps"] == "127.0.0.1"
+    assert entry["isLock"] == 0
+
+
+def test_listing_holds_the_accounts_other_keys_and_their_changes(
+    client: httpx.Client, sim: XtSimulator, clock: FakeClock
+) -> None:
+    sim.add_key("other", "otherSecret", ips=[], role_scopes=["QUERY", "WITHDRAW"])
+    sim.add_key("stranger", "s", account_id="999")
+    sim.update_key(KEY, role_scopes=["QUERY", "TRADE", "FUTURE"], is_lock=True)
+    by_key = {e["accessKey"]: e for e in get(client, clock)[1]["result"]}
+    assert set(by_key) == {KEY, "other"}
+    assert by_key["other"]["bindIps"] == ""
+    assert by_key[KEY]["roleScopes"] == "QUERY,TRADE,FUTURE"
+    assert by_key[KEY]["isLock"] == 1
 
 
 def test_query_is_signed_sorted(client: httpx.Client, clock: FakeClock) -> None:
     """The server sorts the query before checking: a client that sorts it too is accepted."""
-    assert get(client, clock, query="currencies=usdt&a=1")[1]["rc"] == 0
+    assert get(client, clock, query="keyName=desk&isLock=0")[1]["rc"] == 0
 
 
 @pytest.mark.parametrize("algorithm", ["HmacSHA512", "HmacSHA1", "HmacMD5"])
