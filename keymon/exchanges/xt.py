@@ -22,8 +22,8 @@ internal_transfer and universal_transfer. ``roleScopes`` is read as the key's wh
 that is absent is observed off. The query page's example still shows the older combined form
 ``QUERY_TRADE`` ("trade is enabled") and names ``QUERY_NO_TRADE`` ("trade is not enabled");
 both are read as those codes. A code keymon does not know is kept under its raw name and
-logged once. ``isLock`` has no fact of its own in keymon's model yet: it is kept in
-``facts.raw["key_locked"]`` (and the account level in ``facts.raw["account_level"]``).
+logged once. ``isLock`` is the fact ``key_locked`` (rule ``key_locked``), ``userAccountLevel``
+the fact ``account_kind`` (1 master, 2 sub).
 
 Signing (XT "Signature generation"): lowercase hex HMAC-SHA256, under the secret, of ``X + Y``;
 ``X`` is ``validate-algorithms=HmacSHA256&validate-appkey=<key>&validate-recvwindow=<ms>&
@@ -389,12 +389,10 @@ class XtAdapter(AdapterBase):
             ) from None
         raw: dict[str, Any] = dict(entry)
         lock = entry.get("isLock")
-        if isinstance(lock, bool) or lock in (0, 1):
-            # XT's lock of the key: no fact of its own in keymon's model yet.
-            raw["key_locked"] = bool(lock)
+        # isLock: XT's lock of the key (key_locked); userAccountLevel 1 master, 2 sub.
+        key_locked = bool(lock) if isinstance(lock, bool) or lock in (0, 1) else None
         level = entry.get("userAccountLevel")
-        if level in (1, 2):
-            raw["account_level"] = "master" if level == 1 else "sub"
+        account_kind = {1: "master", 2: "sub"}.get(level) if isinstance(level, int) else None
         return KeyFacts(
             coverage=Coverage.INTROSPECTION,
             permissions=granted,
@@ -402,5 +400,7 @@ class XtAdapter(AdapterBase):
             ip_list=ip_list,
             created_at=parse_time(entry.get("createTime")),
             deadlines=(),  # XT shows no expiry
+            key_locked=key_locked,
+            account_kind=account_kind,
             raw=raw,
         )

@@ -71,7 +71,7 @@ async def audit(
     }
     settings = Settings(
         keys=[key],
-        exchanges={exchange: {"base_url": f"http://{exchange}.test"}},
+        exchanges={exchange: {"base_url": f"https://{exchange}.test"}},
         trusted_ips=["127.0.0.1/32"],
     )
     async with Auditor(

@@ -100,8 +100,8 @@ async def test_query_example_gives_the_facts_the_docs_describe() -> None:
     assert facts.ip_restricted is False
     assert facts.ip_list == ()
     assert facts.created_at == datetime(2023, 2, 17, 5, 41, 43, tzinfo=UTC)
-    assert facts.raw["key_locked"] is False
-    assert facts.raw["account_level"] == "master"
+    assert facts.key_locked is False
+    assert facts.account_kind == "master"
     # XT's answer carries every key's secret: none of it is kept.
     assert EXAMPLE_SECRET not in repr(facts)
     assert [(r.method, r.url.path) for r in seen] == [("GET", API_KEY)]

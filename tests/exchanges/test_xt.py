@@ -173,8 +173,8 @@ async def test_the_guides_key() -> None:
     assert facts.ip_list == ("127.0.0.1",)
     assert facts.created_at == datetime(2023, 2, 17, 5, 41, 43, tzinfo=UTC)
     assert facts.deadlines == ()
-    assert facts.raw["key_locked"] is False
-    assert facts.raw["account_level"] == "master"
+    assert facts.key_locked is False
+    assert facts.account_kind == "master"
 
 
 async def test_only_the_calling_keys_entry_is_read_and_no_secret_is_kept() -> None:
@@ -232,8 +232,8 @@ async def test_bind_ips(bind_ips: Any, restricted: bool, ips: tuple[str, ...]) -
 async def test_locked_key_and_sub_account_are_kept() -> None:
     body = listing(entry(isLock=1, userAccountLevel=2, createTime="2023-02-20 07:39:56.768"))
     facts = await adapter(answering(200, body), []).audit(key())
-    assert facts.raw["key_locked"] is True
-    assert facts.raw["account_level"] == "sub"
+    assert facts.key_locked is True
+    assert facts.account_kind == "sub"
     assert facts.created_at == datetime(2023, 2, 20, 7, 39, 56, 768000, tzinfo=UTC)
 
 
