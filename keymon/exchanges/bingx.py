@@ -14,6 +14,12 @@ timestamp is the local clock plus the offset measured on ``GET /openApi/swap/v2/
 refreshed every ``time_sync_interval``; a clock refusal forces one re-sync and one retry before
 the audit fails with ``clock_skew``.
 
+**The envelope.** BingX answers ``{"code": 0, "msg": "", "data": {...}}`` (its server-time
+example) and an error as a non-zero ``code``; but its own example answer for
+``apiPermissions`` is the bare object ``{"apiKey": "", "permissions": [1, 2], "ipAddresses":
+[], "note": "demo"}``. keymon reads either: a 200 JSON object without ``code`` from that
+endpoint is the data itself.
+
 **What the answer holds.** Two descriptions of this endpoint exist. BingX's own reference (common
 "Sub-account" page, "Query user API Key permissions") documents ``data`` as ``{apiKey,
 permissions, ipAddresses, note}``: ``permissions`` a list of codes (1 spot trading, 2 read,
@@ -116,8 +122,9 @@ RATE_LIMITED: Final = 100410
 KEY_REJECTED_CODES: Final = frozenset(
     {SIGNATURE_FAILED, INCORRECT_KEY, ACCOUNT_ABNORMAL, IP_NOT_WHITELISTED, PERMISSION_DENIED}
 )
-#: 100500 internal error, 100503 server busy, 80012 service unavailable.
-UNAVAILABLE_CODES: Final = frozenset({100500, 100503, 80012})
+#: 100500 "Internal system error", 100503 "Server busy", 80012 "Service unavailable", 101500
+#: "RPC timeout" (BingX's common error codes).
+UNAVAILABLE_CODES: Final = frozenset({100500, 100503, 80012, 101500})
 _REQUEST_IP = re.compile(r"request IP is\s+([0-9A-Fa-f:.]+[0-9A-Fa-f])")
 #: A moment in epoch ms inside a message ("will be unblocked after 1727193814249").
 _EPOCH_MS = re.compile(r"\b(1\d{12})\b")
@@ -247,8 +254,21 @@ class BingxAdapter(AdapterBase):
     async def _get(self, path: str, *, auth: httpx.Auth) -> Any:
         response = await self._send("GET", path, auth=auth)
         try:
-            envelope = Envelope.model_validate(json.loads(response.content))
-        except (ValueError, UnicodeDecodeError, ValidationError):
+            body = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            raise self._http_error(response, path) from None
+        if (
+            path == PERMISSIONS_PATH
+            and response.status_code == httpx.codes.OK
+            and isinstance(body, dict)
+            and "code" not in body
+        ):
+            # BingX's own example answer for this endpoint is the bare object, without the
+            # envelope (module docstring): read it as the data.
+            return body
+        try:
+            envelope = Envelope.model_validate(body)
+        except ValidationError:
             raise self._http_error(response, path) from None
         if envelope.code != SUCCESS:
             raise self._code_error(envelope, response)
@@ -416,7 +436,7 @@ def _rejection_message(code: int, detail: str, refused_ip: str | None) -> str:
     causes = {
         SIGNATURE_FAILED: "the signature is not valid: wrong secret",
         INCORRECT_KEY: "the key is unknown to BingX (deleted?)",
-        ACCOUNT_ABNORMAL: "BingX reports the account as abnormal (frozen?)",
+        ACCOUNT_ABNORMAL: "the account is under BingX's risk control (or lacks KYC)",
         IP_NOT_WHITELISTED: "this egress IP is not in the key's IP whitelist",
         PERMISSION_DENIED: "the key lacks the permission this call needs (Read)",
     }

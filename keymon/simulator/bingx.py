@@ -7,7 +7,8 @@ from the docs and not from keymon's adapter:
 
 - ``GET /openApi/swap/v2/server/time`` (unsigned) and ``GET /openApi/v1/account/apiPermissions``,
   answering the envelope ``{"code": 0, "msg": "", "timestamp": ..., "data": {...}}``; the
-  permissions answer is ``{apiKey, permissions, ipAddresses, note}``, ``permissions`` a list of
+  permissions answer is ``{apiKey, permissions, ipAddresses, note}``, bare as in BingX's own
+  example answer (inside the envelope with :meth:`set_wrap_permissions`), ``permissions`` a list of
   codes (1 spot trading, 2 read, 3 perpetual futures, 4 universal transfer, 5 withdraw, 7
   sub-account internal transfer) and ``ipAddresses`` the key's whitelist;
 - signed requests: the key in ``X-BX-APIKEY`` (``100413`` "Null apiKey" when absent,
@@ -123,6 +124,7 @@ class BingxSimulator(SimulatorBase):
             raise ValueError("the limit must be at least 1")
         super().__init__(clock=clock)
         self._limit = limit_per_second
+        self._wrap_permissions = False
         self._keys: dict[str, _Key] = {}
         self._windows: dict[str, _Window] = {}
         self._per_key: Counter[str] = Counter()
@@ -138,6 +140,12 @@ class BingxSimulator(SimulatorBase):
             raise ValueError("the limit must be at least 1")
         with self._lock:
             self._limit = per_second
+
+    def set_wrap_permissions(self, wrap: bool) -> None:
+        """Answer apiPermissions inside the ``{"code", "msg", "data"}`` envelope (``True``) or as
+        the bare object of BingX's own example answer (``False``, the default)."""
+        with self._lock:
+            self._wrap_permissions = wrap
 
     @property
     def count_100410(self) -> int:
@@ -234,7 +242,11 @@ class BingxSimulator(SimulatorBase):
             "ipAddresses": list(key.ips),
             "note": key.note,
         }
-        return _envelope(now, 0, "", data, limits)
+        if self._wrap_permissions:
+            return _envelope(now, 0, "", data, limits)
+        # BingX's example answer for this endpoint is the bare object (docs-v3, "Query API KEY
+        # Permissions").
+        return SimResponse(200, {**_JSON, **limits}, json.dumps(data).encode())
 
     def _authenticate(
         self, raw_query: str, body: bytes, headers: Mapping[str, str], client_ip: str, now: int

@@ -68,7 +68,8 @@ def call(
 def code_of(result: tuple[int, Any, dict[str, str]]) -> int:
     status, body, _ = result
     assert status == 200  # BingX answers business errors with HTTP 200
-    return int(body["code"])
+    # A success is the bare permissions object (BingX's example answer): code 0.
+    return int(body.get("code", 0))
 
 
 @pytest.fixture
@@ -113,8 +114,8 @@ def test_official_vector_requests_are_accepted(query: str, body: str) -> None:
     sim = BingxSimulator(clock=FakeClock(DOC_TIMESTAMP / 1000 + 1))
     sim.add_key(DOC_KEY, DOC_SECRET, ips=[])
     status, answer, _ = call(sim, query, key=DOC_KEY, body=body)
-    assert (status, answer["code"]) == (200, 0), answer
-    assert answer["data"]["apiKey"] == DOC_KEY
+    assert status == 200, answer
+    assert answer["apiKey"] == DOC_KEY
 
 
 @pytest.mark.parametrize(
@@ -142,11 +143,11 @@ def test_server_time_is_unsigned(bingx: BingxSimulator, clock: FakeClock) -> Non
 
 
 def test_documented_answer(bingx: BingxSimulator, clock: FakeClock) -> None:
-    """A good request gets {apiKey, permissions, ipAddresses, note} and the limit headers."""
+    """A good request gets {apiKey, permissions, ipAddresses, note}, bare as in BingX's example
+    answer, and the limit headers."""
     status, body, headers = call(bingx, signed_query(now_ms(clock)))
     assert status == 200
-    assert (body["code"], body["msg"]) == (0, "")
-    assert body["data"] == {
+    assert body == {
         "apiKey": KEY,
         "permissions": [1, 2],
         "ipAddresses": ["127.0.0.1"],
@@ -154,6 +155,15 @@ def test_documented_answer(bingx: BingxSimulator, clock: FakeClock) -> None:
     }
     assert headers["X-RateLimit-Requests-Remain"] == "1"
     assert int(headers["X-RateLimit-Requests-Expire"]) > now_ms(clock)
+
+
+def test_wrapped_answer(bingx: BingxSimulator, clock: FakeClock) -> None:
+    """With set_wrap_permissions the same object comes inside the envelope."""
+    bingx.set_wrap_permissions(True)
+    status, body, _ = call(bingx, signed_query(now_ms(clock)))
+    assert status == 200
+    assert (body["code"], body["msg"]) == (0, "")
+    assert body["data"]["permissions"] == [1, 2]
 
 
 # ----------------------------------------------------------------------------- refusals
@@ -339,4 +349,4 @@ def test_served_on_a_real_port(bingx: BingxSimulator, clock: FakeClock) -> None:
             f"{PERMISSIONS}?{signed_query(now_ms(clock))}", headers={"X-BX-APIKEY": KEY}
         )
     assert response.status_code == 200
-    assert response.json()["data"]["permissions"] == [1, 2]
+    assert response.json()["permissions"] == [1, 2]
