@@ -183,7 +183,7 @@ def key_samples(state: KeyState, trusted_ips: Sequence[object]) -> list[Sample]:
     """Every per-key sample for one key's current state."""
     key = state.key
     base = (key.name, key.client, key.exchange)
-    info = (*base, state.policy_name, mask_key_id(key.api_key.get()), str(state.coverage))
+    info = (*base, state.policy_name, mask_key_id(key.api_key.get()), str(state.shown_coverage))
     out: list[Sample] = [
         # The key's own labels (``labels:`` in the configuration) go on the info series only:
         # join them onto any other series with `* on(key) group_left(...) keymon_key_info`.
