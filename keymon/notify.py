@@ -108,6 +108,11 @@ REMEDIATION: Mapping[Rule, str] = {
         "The exchange refuses the key: check that it still exists, that the secret keymon "
         "holds is right, and that this egress IP is on its whitelist."
     ),
+    Rule.KEY_LOCKED: (
+        "The exchange has locked (frozen) the key: the bots cannot trade on it. Have the account "
+        "owner find out why on the exchange (security review, risk control, suspicious use) and "
+        "unlock it there, or replace it with a new key."
+    ),
     Rule.AUDIT_FAILING: (
         "keymon cannot audit this key: its audit_failed log lines give the reason (network, "
         "exchange down, rate limits, clock)."
@@ -123,6 +128,7 @@ _CHANGE_FIELD: Mapping[Rule, Callable[[Finding], str]] = {
     Rule.MISSING_PERMISSION: lambda f: f.permission or "",
     Rule.REVIEW_DEADLINE: lambda f: "deadline_",
     Rule.KEY_REJECTED: lambda f: "rejected",
+    Rule.KEY_LOCKED: lambda f: "key_locked",
 }
 
 Sender = Callable[[str, str, str, str], bool]  # (url, title, body, severity) -> delivered

@@ -1540,3 +1540,9 @@ def test_removing_a_url_from_a_running_daemon_reports_the_drop(
     assert dropped["level"] == "warning"
     assert removed.delivered == []
     assert titles(receiver) == ["[CRITICAL] doc-key: withdraw_enabled"]
+
+
+def test_every_rule_has_a_remediation() -> None:
+    """Each rule's notification says what to do (key_locked included)."""
+    assert set(notify.REMEDIATION) == set(Rule)
+    assert "unlock" in notify.REMEDIATION[Rule.KEY_LOCKED]

@@ -20,6 +20,7 @@ from keymon.config import load
 from keymon.metrics import KEY_FAMILIES, NOTIFY_OUTCOMES, SelfMetrics
 from keymon.model import Reason, Rule
 from keymon.simulator.binance import BinanceSimulator
+from keymon.simulator.gate import GateSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET
 from tests.deploy import (
     ALERTMANAGER_CONFIG,
@@ -39,7 +40,7 @@ SEVERITY_FROM_SERIES = {"KeymonKeyForbiddenPermission": "{{ $labels.severity }}"
 #: Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"instance", "job"}
 #: Rules never evaluated for a Binance key (it does not show its own IP list).
-NOT_ON_BINANCE = {str(Rule.UNTRUSTED_IP)}
+NOT_ON_BINANCE = {str(Rule.UNTRUSTED_IP), str(Rule.KEY_LOCKED)}
 #: The security alerts and the finding each reports: held through keymon outages.
 SECURITY = {
     "KeymonKeyWithdrawEnabled": str(Rule.WITHDRAW_ENABLED),
@@ -489,6 +490,52 @@ async def test_rules_match_a_real_scrape(tmp_path: Path) -> None:
         assert grouping <= labels, f"{name}: labels {sorted(grouping - labels)} never exported"
         used = {value for label, value in _matchers(expr) if label == "rule"} - NOT_ON_BINANCE
         assert used <= rule_values, f"{name}: rule {sorted(used - rule_values)} not in a scrape"
+
+
+async def test_key_locked_is_in_a_real_gate_scrape(tmp_path: Path) -> None:
+    """Binance shows no lock: a Gate key locked at the exchange (``state`` 2) exports the
+    `key_locked` finding KeymonKeyLocked reads, with the labels it groups by."""
+    sim = GateSimulator()
+    api_key, secret = "c5dcfbf1f3a7d00dfeedbeef", "gateSecret0001"
+    sim.add_key(api_key, secret)
+    sim.update_key(api_key, state=2)
+    config = tmp_path / "keymon.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "listen": "127.0.0.1:0",
+                "data_dir": str(tmp_path / "data"),
+                "exchanges": {"gate": {"base_url": "https://gate.test"}},
+                "trusted_ips": ["127.0.0.1/32"],
+                "keys": [
+                    {
+                        "name": "locked",
+                        "client": "acme",
+                        "exchange": "gate",
+                        "api_key": api_key,
+                        "api_secret": secret,
+                    }
+                ],
+            }
+        )
+    )
+    app = App(load(config), transport_factory=lambda _n: sim.transport())
+    await app.start(serve_http=False, schedule=False)
+    try:
+        await app.audit_all()
+        text = app.render_metrics().decode()
+    finally:
+        await app.stop()
+    found = [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "keymon_key_finding" and sample.labels["rule"] == "key_locked"
+    ]
+    assert len(found) == 1
+    assert found[0].value == 1
+    assert {"key", "client", "exchange"} <= set(found[0].labels)
+    assert found[0].labels["severity"] == "critical"
 
 
 @pytest.mark.parametrize(
