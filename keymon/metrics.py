@@ -183,7 +183,11 @@ def key_samples(state: KeyState, trusted_ips: Sequence[object]) -> list[Sample]:
     """Every per-key sample for one key's current state."""
     key = state.key
     base = (key.name, key.client, key.exchange)
-    info = (*base, state.policy_name, mask_key_id(key.api_key.get()), str(state.shown_coverage))
+    facts = state.last_facts
+    # What the last audit showed wins over the adapter's kind (a Gate key without account read
+    # is liveness only), as in `keymon check`; before any facts, the adapter's kind.
+    coverage = facts.coverage if facts is not None else state.coverage
+    info = (*base, state.policy_name, mask_key_id(key.api_key.get()), str(coverage))
     out: list[Sample] = [
         # The key's own labels (``labels:`` in the configuration) go on the info series only:
         # join them onto any other series with `* on(key) group_left(...) keymon_key_info`.
@@ -192,7 +196,6 @@ def key_samples(state: KeyState, trusted_ips: Sequence[object]) -> list[Sample]:
         _sample(REVIEW_CRITICAL, base, state.policy.review_critical.total_seconds()),
         _sample(AUDIT_INTERVAL, base, state.interval.total_seconds()),
     ]
-    facts = state.last_facts
     if facts is not None:
         for permission, enabled in facts.permissions.items():
             out.append(_sample(PERMISSION, (*base, permission), float(enabled)))

@@ -66,12 +66,6 @@ class KeyState:
         return self.key.name
 
     @property
-    def shown_coverage(self) -> Coverage:
-        """How much the exchange showed of this key: the last facts' coverage when there are
-        facts (a Gate key without account read gives liveness only), else the adapter's."""
-        return self.last_facts.coverage if self.last_facts is not None else self.coverage
-
-    @property
     def audited(self) -> bool:
         return self.last_result is not None
 
