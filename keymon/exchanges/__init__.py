@@ -50,8 +50,31 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "coinstore": CoinstoreAdapter,
     "biconomy": BiconomyAdapter,
 }
+#: The order the configuration lists the exchanges in (``keys[].exchange`` messages,
+#: ``exchanges:``): as they were added, XT among the liveness-only ones it joined as.
+CONFIG_ORDER: tuple[str, ...] = (
+    "binance",
+    "bybit",
+    "okx",
+    "kucoin",
+    "bitget",
+    "htx",
+    "gate",
+    "kraken",
+    "bingx",
+    "coinbase",
+    "mexc",
+    "bitmart",
+    "bitrue",
+    "xt",
+    "lbank",
+    "coinstore",
+    "biconomy",
+)
+assert sorted(CONFIG_ORDER) == sorted(EXCHANGES)
 
 __all__ = [
+    "CONFIG_ORDER",
     "EXCHANGES",
     "BiconomyAdapter",
     "BinanceAdapter",

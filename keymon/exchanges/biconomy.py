@@ -35,12 +35,35 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Generator, Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 import httpx
 
-from keymon.config import BiconomyKey
+from keymon.config_base import (
+    LIVENESS_MAX_WEIGHT_PER_MINUTE,
+    ExchangeSettingsBase,
+    KeyBase,
+    WeightPerMinute,
+)
 from keymon.exchanges.liveness import Kind, LivenessAdapter
+
+# ----------------------------------------------------------------------------- configuration
+
+BICONOMY_BASE_URL = "https://www.biconomy.com"
+
+
+class BiconomySettings(ExchangeSettingsBase):
+    """``exchanges.biconomy:`` (liveness only)."""
+
+    base_url: str = BICONOMY_BASE_URL
+    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
+
+
+class BiconomyKey(KeyBase):
+    """A Biconomy key (liveness only): API key and secret."""
+
+    exchange: Literal["biconomy"]
+
 
 NAME: Final = "biconomy"
 USER_PATH: Final = "/api/v1/private/user"
@@ -72,6 +95,8 @@ class BiconomyAdapter(LivenessAdapter):
     not."""
 
     name: ClassVar[str] = NAME
+    settings_model: ClassVar[type[ExchangeSettingsBase]] = BiconomySettings
+    key_model: ClassVar[type[KeyBase]] = BiconomyKey
     probe: ClassVar[tuple[str, str]] = ("POST", USER_PATH)
     time_path: ClassVar[str | None] = None
     weights: ClassVar[Mapping[str, int]] = {USER_PATH: 1}

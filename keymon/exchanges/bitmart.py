@@ -39,12 +39,40 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 import httpx
 
-from keymon.config import BitmartKey, BitmartSettings, Secret
+from keymon.config_base import (
+    LIVENESS_MAX_WEIGHT_PER_MINUTE,
+    ExchangeSettingsBase,
+    KeyBase,
+    Secret,
+    SecretRef,
+    WeightPerMinute,
+)
 from keymon.exchanges.liveness import Kind, LivenessAdapter
+
+# ----------------------------------------------------------------------------- configuration
+
+BITMART_BASE_URL = "https://api-cloud.bitmart.com"
+
+
+class BitmartSettings(ExchangeSettingsBase):
+    """``exchanges.bitmart:`` (liveness only). A BitMart timestamp must lie within a minute
+    of the server's time."""
+
+    base_url: str = BITMART_BASE_URL
+    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
+
+
+class BitmartKey(KeyBase):
+    """A BitMart key (liveness only). The memo chosen when the key was created is part of
+    every signature, so it is required, and kept secret like the API secret."""
+
+    exchange: Literal["bitmart"]
+    memo: SecretRef
+
 
 NAME: Final = "bitmart"
 TIME_PATH: Final = "/system/time"
@@ -93,6 +121,8 @@ class BitmartAdapter(LivenessAdapter):
     """Audits BitMart keys for liveness: the signed open-orders query is accepted, or why not."""
 
     name: ClassVar[str] = NAME
+    settings_model: ClassVar[type[ExchangeSettingsBase]] = BitmartSettings
+    key_model: ClassVar[type[KeyBase]] = BitmartKey
     probe: ClassVar[tuple[str, str]] = ("POST", OPEN_ORDERS_PATH)
     time_path: ClassVar[str | None] = TIME_PATH
     #: BitMart limits private calls per key per endpoint, not by weight: one unit each.

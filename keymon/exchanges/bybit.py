@@ -24,13 +24,27 @@ import json
 import re
 from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from keymon.config import BybitKey, BybitSettings, Secret
+from keymon.config_base import (
+    Duration,
+    ExchangeSettingsBase,
+    KeyBase,
+    Secret,
+    WeightPerMinute,
+)
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -44,6 +58,40 @@ from keymon.exchanges.base import (
 from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
 from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, Deadline, KeyFacts, Reason
+
+# ----------------------------------------------------------------------------- configuration
+
+BYBIT_BASE_URL = "https://api.bybit.com"
+#: Bybit counts requests, not weights: ``GET /v5/user/query-api`` allows 10 requests/s (600/min)
+#: per UID and the whole IP allows 600 requests per 5 s (exchange-apis.md §2.1). keymon takes a
+#: tenth of the endpoint's limit, 60 requests/min, and leaves the rest to the bots on the IP.
+BYBIT_MAX_WEIGHT_PER_MINUTE = 60
+BYBIT_RECV_WINDOW = timedelta(seconds=5)
+#: Bybit does not document a maximum recv_window; keymon keeps Binance's 60 s bound.
+BYBIT_MAX_RECV_WINDOW = timedelta(seconds=60)
+
+
+class BybitSettings(ExchangeSettingsBase):
+    """``exchanges.bybit:``."""
+
+    base_url: str = BYBIT_BASE_URL
+    recv_window: Duration = BYBIT_RECV_WINDOW
+    max_weight_per_minute: WeightPerMinute = BYBIT_MAX_WEIGHT_PER_MINUTE
+
+    @field_validator("recv_window")
+    @classmethod
+    def _recv_window_range(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= BYBIT_MAX_RECV_WINDOW:
+            raise PydanticCustomError("duration", "must be more than 0s and at most 60s")
+        return value
+
+
+class BybitKey(KeyBase):
+    """A Bybit key. Only system-generated (HMAC) keys are supported: an RSA key's secret is
+    its private key, which this release does not sign with."""
+
+    exchange: Literal["bybit"]
+
 
 log = structlog.get_logger(__name__)
 
@@ -177,6 +225,8 @@ class BybitAdapter(AdapterBase):
     """Audits Bybit keys. One instance per process, shared by every Bybit key."""
 
     name: ClassVar[str] = NAME
+    settings_model: ClassVar[type[ExchangeSettingsBase]] = BybitSettings
+    key_model: ClassVar[type[KeyBase]] = BybitKey
     coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
         {("GET", TIME_PATH), ("GET", QUERY_API_PATH)}

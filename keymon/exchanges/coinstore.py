@@ -31,12 +31,36 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 import httpx
 
-from keymon.config import CoinstoreKey, Secret
+from keymon.config_base import (
+    LIVENESS_MAX_WEIGHT_PER_MINUTE,
+    ExchangeSettingsBase,
+    KeyBase,
+    Secret,
+    WeightPerMinute,
+)
 from keymon.exchanges.liveness import Kind, LivenessAdapter
+
+# ----------------------------------------------------------------------------- configuration
+
+COINSTORE_BASE_URL = "https://api.coinstore.com"
+
+
+class CoinstoreSettings(ExchangeSettingsBase):
+    """``exchanges.coinstore:`` (liveness only)."""
+
+    base_url: str = COINSTORE_BASE_URL
+    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
+
+
+class CoinstoreKey(KeyBase):
+    """A Coinstore key (liveness only): API key and HMAC secret."""
+
+    exchange: Literal["coinstore"]
+
 
 NAME: Final = "coinstore"
 ACCOUNT_PATH: Final = "/api/spot/accountList"
@@ -83,6 +107,8 @@ class CoinstoreAdapter(LivenessAdapter):
     not."""
 
     name: ClassVar[str] = NAME
+    settings_model: ClassVar[type[ExchangeSettingsBase]] = CoinstoreSettings
+    key_model: ClassVar[type[KeyBase]] = CoinstoreKey
     probe: ClassVar[tuple[str, str]] = ("POST", ACCOUNT_PATH)
     time_path: ClassVar[str | None] = None
     weights: ClassVar[Mapping[str, int]] = {ACCOUNT_PATH: 1}

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Final
 import httpx
 import structlog
 
+from keymon.config_base import ExchangeSettingsBase, KeyBase
 from keymon.errors import ExchangeBadResponse, ExchangeClockError, ExchangeError
 from keymon.exchanges.base import (
     Clock,
@@ -46,6 +47,8 @@ class AdapterBase:
 
     name: ClassVar[str]
     coverage: ClassVar[Coverage]
+    settings_model: ClassVar[type[ExchangeSettingsBase]]
+    key_model: ClassVar[type[KeyBase]]
     #: (METHOD, path) pairs this adapter may call; everything else is refused unsent.
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset()
     ip_limit_headers: ClassVar[Mapping[str, int]] = {}

@@ -42,13 +42,38 @@ import hmac
 import secrets
 import string
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
-from keymon.config import LbankKey, LbankSettings, Secret
+from keymon.config_base import (
+    LIVENESS_MAX_WEIGHT_PER_MINUTE,
+    ExchangeSettingsBase,
+    KeyBase,
+    Secret,
+    WeightPerMinute,
+)
 from keymon.exchanges.liveness import Kind, LivenessAdapter
+
+# ----------------------------------------------------------------------------- configuration
+
+LBANK_BASE_URL = "https://api.lbkex.com"
+
+
+class LbankSettings(ExchangeSettingsBase):
+    """``exchanges.lbank:`` (liveness only)."""
+
+    base_url: str = LBANK_BASE_URL
+    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
+
+
+class LbankKey(KeyBase):
+    """An LBank key (liveness only). Only HmacSHA256 keys, as the client guide asks; an RSA
+    key's secret is its private key, which this release does not sign with."""
+
+    exchange: Literal["lbank"]
+
 
 NAME: Final = "lbank"
 TIME_PATH: Final = "/v2/timestamp.do"
@@ -136,6 +161,8 @@ class LbankAdapter(LivenessAdapter):
     """Audits LBank keys for liveness: ``api_Restrictions.do`` is accepted, or why not."""
 
     name: ClassVar[str] = NAME
+    settings_model: ClassVar[type[ExchangeSettingsBase]] = LbankSettings
+    key_model: ClassVar[type[KeyBase]] = LbankKey
     probe: ClassVar[tuple[str, str]] = ("POST", RESTRICTIONS_PATH)
     time_path: ClassVar[str | None] = TIME_PATH
     #: LBank counts requests per second, not weights: each call is one.
