@@ -52,6 +52,11 @@ from keymon.simulator.common import (
     header,
     ip_allowed,
 )
+from keymon.simulator.demo_keys import (
+    DemoKey,
+    DemoVenue,
+    register_plain,
+)
 from keymon.simulator.server import SimResponse
 
 __all__ = ["BingxSimulator", "sign", "signed_payload"]
@@ -341,3 +346,23 @@ def _envelope(
     if data is not None:
         body["data"] = data
     return SimResponse(200, {**_JSON, **(headers or {})}, json.dumps(body).encode())
+
+
+# ----------------------------------------------------------------------------- demo keys
+
+
+def _demo_keys(now: float) -> list[DemoKey]:
+    """``keymon demo``'s keys here, each in a state an operator should recognise."""
+    return [
+        DemoKey(
+            "mike-bingx",
+            "mike",
+            "bingx",
+            "trading key bound to no IP (BingX deletes it after 14 idle days)",
+            {"ips": []},
+        ),
+    ]
+
+
+#: How ``keymon demo`` registers its keys here and configures them in keymon.
+DEMO = DemoVenue(register_plain, _demo_keys)

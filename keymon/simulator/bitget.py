@@ -44,6 +44,11 @@ from keymon.simulator.common import (
     json_object,
     json_response,
 )
+from keymon.simulator.demo_keys import (
+    DemoKey,
+    DemoVenue,
+    register_with_passphrase,
+)
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
@@ -336,3 +341,23 @@ class BitgetSimulator(SimulatorBase):
 def _check_ips(ips: list[str]) -> None:
     for entry in ips:
         ipaddress.ip_network(entry, strict=False)  # ValueError on garbage
+
+
+# ----------------------------------------------------------------------------- demo keys
+
+
+def _demo_keys(now: float) -> list[DemoKey]:
+    """``keymon demo``'s keys here, each in a state an operator should recognise."""
+    return [
+        DemoKey(
+            "india-bitget",
+            "india",
+            "bitget",
+            "withdrawals switched on",
+            {"authorities": ["stor", "stow", "wwow"]},
+        ),
+    ]
+
+
+#: How ``keymon demo`` registers its keys here and configures them in keymon.
+DEMO = DemoVenue(register_with_passphrase, _demo_keys, extra=("passphrase",))

@@ -26,6 +26,11 @@ import json
 import uuid
 from typing import Any, ClassVar, Final
 
+from keymon.simulator.demo_keys import (
+    DemoKey,
+    DemoVenue,
+    register_liveness,
+)
 from keymon.simulator.liveness import (
     Answer,
     LivenessSimulator,
@@ -159,3 +164,27 @@ def _recv_window(body: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return DEFAULT_RECV_WINDOW_MS
     return int(value) if 0 < value <= MAX_RECV_WINDOW_MS else 0
+
+
+# ----------------------------------------------------------------------------- demo keys
+
+
+def _register_demo_key(simulator: Any, key: DemoKey) -> None:
+    register_liveness(simulator, key, key.memo)
+
+
+def _demo_keys(now: float) -> list[DemoKey]:
+    """``keymon demo``'s keys here, each in a state an operator should recognise."""
+    return [
+        DemoKey(
+            "papa-bitmart",
+            "papa",
+            "bitmart",
+            "liveness only: past its expiry at BitMart (code 30011)",
+            {"key_state": "expired"},
+        ),
+    ]
+
+
+#: How ``keymon demo`` registers its keys here and configures them in keymon.
+DEMO = DemoVenue(_register_demo_key, _demo_keys, extra=("memo",))

@@ -22,6 +22,11 @@ import hashlib
 import hmac
 from typing import ClassVar, Final
 
+from keymon.simulator.demo_keys import (
+    DemoKey,
+    DemoVenue,
+    register_liveness,
+)
 from keymon.simulator.liveness import (
     LivenessSimulator,
     Refusal,
@@ -113,3 +118,17 @@ def _params(text: str) -> dict[str, str]:
 def _without_signature(text: str) -> str:
     """``text`` (a query string or form body) with its ``signature=...`` pair removed."""
     return "&".join(p for p in text.split("&") if p and not p.startswith("signature="))
+
+
+# ----------------------------------------------------------------------------- demo keys
+
+
+def _demo_keys(now: float) -> list[DemoKey]:
+    """``keymon demo``'s keys here, each in a state an operator should recognise."""
+    return [
+        DemoKey("quebec-bitrue", "quebec", "bitrue", "liveness only: accepted from this IP"),
+    ]
+
+
+#: How ``keymon demo`` registers its keys here and configures them in keymon.
+DEMO = DemoVenue(register_liveness, _demo_keys)

@@ -46,6 +46,11 @@ from keymon.simulator.common import (
     json_object,
     json_response,
 )
+from keymon.simulator.demo_keys import (
+    DemoKey,
+    DemoVenue,
+    register_plain,
+)
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
@@ -493,3 +498,23 @@ class BybitSimulator(SimulatorBase):
 
 def _admin(status: int, payload: object) -> SimResponse:
     return json_response(status, payload, _JSON)
+
+
+# ----------------------------------------------------------------------------- demo keys
+
+
+def _demo_keys(now: float) -> list[DemoKey]:
+    """``keymon demo``'s keys here, each in a state an operator should recognise."""
+    return [
+        DemoKey(
+            "foxtrot-bybit",
+            "foxtrot",
+            "bybit",
+            "unified account: derivatives trading, as Bybit grants it",
+            {"uta": True},
+        ),
+    ]
+
+
+#: How ``keymon demo`` registers its keys here and configures them in keymon.
+DEMO = DemoVenue(register_plain, _demo_keys)

@@ -29,6 +29,11 @@ from keymon.simulator.common import (
     ip_allowed,
     json_response,
 )
+from keymon.simulator.demo_keys import (
+    DemoKey,
+    DemoVenue,
+    register_plain,
+)
 from keymon.simulator.server import SimResponse
 
 __all__ = ["GateSimulator", "prehash", "sign"]
@@ -218,3 +223,17 @@ def mask(api_key: str) -> str:
 
 def _error(status: int, label: str, message: str) -> Answer:
     return Answer(json_response(status, {"label": label, "message": message}))
+
+
+# ----------------------------------------------------------------------------- demo keys
+
+
+def _demo_keys(now: float) -> list[DemoKey]:
+    """``keymon demo``'s keys here, each in a state an operator should recognise."""
+    return [
+        DemoKey("kilo-gate", "kilo", "gate", "healthy: spot trading, IP-bound"),
+    ]
+
+
+#: How ``keymon demo`` registers its keys here and configures them in keymon.
+DEMO = DemoVenue(register_plain, _demo_keys)

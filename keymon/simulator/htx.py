@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qsl, quote
 
 from keymon.simulator.common import (
@@ -42,6 +42,10 @@ from keymon.simulator.common import (
     header,
     ip_allowed,
     json_response,
+)
+from keymon.simulator.demo_keys import (
+    DemoKey,
+    DemoVenue,
 )
 from keymon.simulator.server import SimResponse
 
@@ -257,3 +261,25 @@ def _refuse(message: str) -> Answer:
     return Answer(
         json_response(200, {"status": "error", "err-code": SIGNATURE_ERROR, "err-msg": message})
     )
+
+
+# ----------------------------------------------------------------------------- demo keys
+
+
+#: The account id an HTX demo key configuration names (HTX reads keys per account).
+DEMO_UID = "40000001"
+
+
+def _register_demo_key(simulator: Any, key: DemoKey) -> None:
+    simulator.add_key(key.api_key, key.secret, DEMO_UID, **key.state)
+
+
+def _demo_keys(now: float) -> list[DemoKey]:
+    """``keymon demo``'s keys here, each in a state an operator should recognise."""
+    return [
+        DemoKey("juliet-htx", "juliet", "htx", "not bound to any IP"),
+    ]
+
+
+#: How ``keymon demo`` registers its keys here and configures them in keymon.
+DEMO = DemoVenue(_register_demo_key, _demo_keys, fields={"uid": DEMO_UID})

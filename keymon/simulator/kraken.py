@@ -47,13 +47,18 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qs, parse_qsl
 
 from keymon.simulator.common import (
     SimulatorBase,
     header,
     ip_allowed,
+)
+from keymon.simulator.demo_keys import (
+    DAY,
+    DemoKey,
+    DemoVenue,
 )
 from keymon.simulator.server import SimResponse
 
@@ -384,3 +389,31 @@ def _form_field(postdata: str, name: str) -> str | None:
     """One field of a form-encoded body (None if absent or not form-encoded)."""
     values = parse_qs(postdata).get(name)
     return values[0] if values else None
+
+
+# ----------------------------------------------------------------------------- demo keys
+
+
+def _base64_secret(key: DemoKey) -> str:
+    return base64.b64encode(bytes.fromhex(key.secret) * 2).decode()
+
+
+def _register_demo_key(simulator: Any, key: DemoKey) -> None:
+    simulator.add_key(key.api_key, _base64_secret(key), **key.state)
+
+
+def _demo_keys(now: float) -> list[DemoKey]:
+    """``keymon demo``'s keys here, each in a state an operator should recognise."""
+    return [
+        DemoKey(
+            "lima-kraken",
+            "lima",
+            "kraken",
+            "the key expires in 5 days (validUntil)",
+            {"valid_until": int(now + 5 * DAY)},
+        ),
+    ]
+
+
+#: How ``keymon demo`` registers its keys here and configures them in keymon.
+DEMO = DemoVenue(_register_demo_key, _demo_keys, secret_of=_base64_secret)

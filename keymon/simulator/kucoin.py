@@ -45,6 +45,12 @@ from keymon.simulator.common import (
     json_object,
     json_response,
 )
+from keymon.simulator.demo_keys import (
+    STRANGER_IP,
+    DemoKey,
+    DemoVenue,
+    register_with_passphrase,
+)
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
@@ -384,3 +390,23 @@ def _check_permissions(permissions: list[str]) -> None:
 def _check_ips(ips: list[str]) -> None:
     for entry in ips:
         ipaddress.ip_network(entry, strict=False)  # ValueError on garbage
+
+
+# ----------------------------------------------------------------------------- demo keys
+
+
+def _demo_keys(now: float) -> list[DemoKey]:
+    """``keymon demo``'s keys here, each in a state an operator should recognise."""
+    return [
+        DemoKey(
+            "hotel-kucoin",
+            "hotel",
+            "kucoin",
+            f"IP list also holds {STRANGER_IP}, outside trusted_ips (KuCoin masks it)",
+            {"ips": ["127.0.0.1", STRANGER_IP]},
+        ),
+    ]
+
+
+#: How ``keymon demo`` registers its keys here and configures them in keymon.
+DEMO = DemoVenue(register_with_passphrase, _demo_keys, extra=("passphrase",))

@@ -17,6 +17,11 @@ import hashlib
 import hmac
 from typing import ClassVar, Final
 
+from keymon.simulator.demo_keys import (
+    DemoKey,
+    DemoVenue,
+    register_liveness,
+)
 from keymon.simulator.liveness import (
     LivenessSimulator,
     Refusal,
@@ -117,3 +122,17 @@ def _params(text: str) -> dict[str, str]:
             name, value = part.split("=", 1)
             out[name] = value
     return out
+
+
+# ----------------------------------------------------------------------------- demo keys
+
+
+def _demo_keys(now: float) -> list[DemoKey]:
+    """``keymon demo``'s keys here, each in a state an operator should recognise."""
+    return [
+        DemoKey("oscar-mexc", "oscar", "mexc", "liveness only: accepted from this IP"),
+    ]
+
+
+#: How ``keymon demo`` registers its keys here and configures them in keymon.
+DEMO = DemoVenue(register_liveness, _demo_keys)

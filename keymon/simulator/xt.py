@@ -36,6 +36,11 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
+from keymon.simulator.demo_keys import (
+    DemoKey,
+    DemoVenue,
+    register_liveness,
+)
 from keymon.simulator.liveness import (
     Answer,
     LivenessSimulator,
@@ -253,3 +258,23 @@ def _entry(api_key: str, key: SimKey, settings: _Settings) -> dict[str, Any]:
         "createTime": settings.created,
         "updateTime": settings.created,
     }
+
+
+# ----------------------------------------------------------------------------- demo keys
+
+
+def _demo_keys(now: float) -> list[DemoKey]:
+    """``keymon demo``'s keys here, each in a state an operator should recognise."""
+    return [
+        DemoKey(
+            "romeo-xt",
+            "romeo",
+            "xt",
+            "withdrawals switched on (WITHDRAW among its roleScopes)",
+            {"role_scopes": ["QUERY", "TRADE", "WITHDRAW"]},
+        ),
+    ]
+
+
+#: How ``keymon demo`` registers its keys here and configures them in keymon.
+DEMO = DemoVenue(register_liveness, _demo_keys)
