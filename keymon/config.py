@@ -54,6 +54,7 @@ from keymon.config_base import (
 from keymon.config_base import (
     MAX_TIMEOUT,
     Boolean,
+    Period,
     _Model,
 )
 from keymon.config_base import (
@@ -108,16 +109,9 @@ class LogSettings(_Model):
 class AuditSettings(_Model):
     """``audit:``: how often every key is audited."""
 
-    interval: Duration = DEFAULT_INTERVAL
+    interval: Period = DEFAULT_INTERVAL
     jitter: Duration = DEFAULT_JITTER
     timeout: Duration = DEFAULT_TIMEOUT
-
-    @field_validator("interval")
-    @classmethod
-    def _interval_floor(cls, value: timedelta) -> timedelta:
-        if value < timedelta(seconds=1):
-            raise PydanticCustomError("duration", "must be at least 1s")
-        return value
 
     @field_validator("timeout")
     @classmethod
@@ -268,15 +262,8 @@ class NotifySettings(_Model):
     """``notify:``: Apprise URLs for desks without Alertmanager."""
 
     urls: tuple[Annotated[SecretRef, AfterValidator(_apprise_url)], ...] = ()
-    reminder: Duration = timedelta(hours=4)
+    reminder: Period = timedelta(hours=4)
     send_resolved: Boolean = True
-
-    @field_validator("reminder")
-    @classmethod
-    def _reminder_floor(cls, value: timedelta) -> timedelta:
-        if value < timedelta(seconds=1):
-            raise PydanticCustomError("duration", "must be at least 1s")
-        return value
 
 
 TrustedNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

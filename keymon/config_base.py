@@ -19,9 +19,10 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -100,6 +101,16 @@ def parse_duration(value: object) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _at_least_one_second(value: timedelta) -> timedelta:
+    if value < timedelta(seconds=1):
+        raise PydanticCustomError("duration", "must be at least 1s")
+    return value
+
+
+#: A duration of at least one second: how often something is done.
+Period = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_at_least_one_second)]
 
 
 def format_duration(value: timedelta) -> str:
@@ -413,7 +424,7 @@ class ExchangeSettingsBase(_Model):
     base_url: str
     #: keymon's own share of the exchange's per-IP rate limit (the bots share the IP).
     max_weight_per_minute: WeightPerMinute
-    time_sync_interval: Duration = timedelta(minutes=10)
+    time_sync_interval: Period = timedelta(minutes=10)
 
     @field_validator("base_url")
     @classmethod
@@ -422,24 +433,26 @@ class ExchangeSettingsBase(_Model):
             value, allow_insecure_http=info.data.get("allow_insecure_http") is True
         )
 
-    @field_validator("time_sync_interval")
-    @classmethod
-    def _time_sync_floor(cls, value: timedelta) -> timedelta:
-        if value < timedelta(seconds=1):
-            raise PydanticCustomError("duration", "must be at least 1s")
-        return value
+
+class LivenessSettings(ExchangeSettingsBase):
+    """A liveness-only exchange's section: its budget is :data:`LIVENESS_MAX_WEIGHT_PER_MINUTE`."""
+
+    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
 
 
 class RecvWindowSettings(ExchangeSettingsBase):
-    """A section whose exchange takes a ``recvWindow`` (more than 0 s, at most 60 s)."""
+    """A section whose exchange takes a ``recvWindow``: more than 0 s, at most
+    :attr:`max_recv_window` (60 s, unless the exchange documents another maximum)."""
 
+    max_recv_window: ClassVar[timedelta] = timedelta(seconds=60)
     recv_window: Duration = timedelta(seconds=5)
 
     @field_validator("recv_window")
     @classmethod
     def _recv_window_range(cls, value: timedelta) -> timedelta:
-        if not timedelta(0) < value <= timedelta(seconds=60):
-            raise PydanticCustomError("duration", "must be more than 0s and at most 60s")
+        if not timedelta(0) < value <= cls.max_recv_window:
+            most = f"{cls.max_recv_window.total_seconds():g}s"
+            raise PydanticCustomError("duration", f"must be more than 0s and at most {most}")
         return value
 
 

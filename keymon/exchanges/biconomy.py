@@ -39,12 +39,7 @@ from typing import Any, ClassVar, Final, Literal
 
 import httpx
 
-from keymon.config_base import (
-    LIVENESS_MAX_WEIGHT_PER_MINUTE,
-    ExchangeSettingsBase,
-    KeyBase,
-    WeightPerMinute,
-)
+from keymon.config_base import KeyBase, LivenessSettings
 from keymon.exchanges.liveness import Kind, LivenessAdapter
 
 # ----------------------------------------------------------------------------- configuration
@@ -52,11 +47,10 @@ from keymon.exchanges.liveness import Kind, LivenessAdapter
 BICONOMY_BASE_URL = "https://www.biconomy.com"
 
 
-class BiconomySettings(ExchangeSettingsBase):
+class BiconomySettings(LivenessSettings):
     """``exchanges.biconomy:`` (liveness only)."""
 
     base_url: str = BICONOMY_BASE_URL
-    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
 
 
 class BiconomyKey(KeyBase):
@@ -90,13 +84,11 @@ class BiconomySiteAuth(httpx.Auth):
         yield request
 
 
-class BiconomyAdapter(LivenessAdapter):
+class BiconomyAdapter(LivenessAdapter, settings_model=BiconomySettings, key_model=BiconomyKey):
     """Audits Biconomy keys for liveness: ``POST /api/v1/private/user`` is accepted, or why
     not."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = BiconomySettings
-    key_model: ClassVar[type[KeyBase]] = BiconomyKey
     probe: ClassVar[tuple[str, str]] = ("POST", USER_PATH)
     time_path: ClassVar[str | None] = None
     weights: ClassVar[Mapping[str, int]] = {USER_PATH: 1}

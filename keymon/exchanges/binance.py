@@ -39,13 +39,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from keymon.config_base import (
-    Duration,
-    ExchangeSettingsBase,
-    KeyBase,
-    Secret,
-    WeightPerMinute,
-)
+from keymon.config_base import Duration, KeyBase, RecvWindowSettings, Secret, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -70,19 +64,13 @@ BINANCE_RECV_WINDOW = timedelta(seconds=5)
 BINANCE_MAX_RECV_WINDOW = timedelta(seconds=60)
 
 
-class BinanceSettings(ExchangeSettingsBase):
+class BinanceSettings(RecvWindowSettings):
     """``exchanges.binance:``."""
 
     base_url: str = BINANCE_BASE_URL
+    max_recv_window: ClassVar[timedelta] = BINANCE_MAX_RECV_WINDOW
     recv_window: Duration = BINANCE_RECV_WINDOW
     max_weight_per_minute: WeightPerMinute = BINANCE_MAX_WEIGHT_PER_MINUTE
-
-    @field_validator("recv_window")
-    @classmethod
-    def _recv_window_range(cls, value: timedelta) -> timedelta:
-        if not timedelta(0) < value <= BINANCE_MAX_RECV_WINDOW:
-            raise PydanticCustomError("duration", "must be more than 0s and at most 60s")
-        return value
 
 
 BinanceKeyType = Literal["hmac", "ed25519", "rsa"]
@@ -280,12 +268,10 @@ class ApiRestrictions(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class BinanceAdapter(AdapterBase):
+class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=BinanceKey):
     """Audits Binance keys. One instance per process, shared by every Binance key."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = BinanceSettings
-    key_model: ClassVar[type[KeyBase]] = BinanceKey
     coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
         {("GET", TIME_PATH), ("GET", RESTRICTIONS_PATH)}

@@ -47,24 +47,9 @@ from urllib.parse import quote
 
 import httpx
 import structlog
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    StrictBool,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-    field_validator,
-)
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
 
-from keymon.config_base import (
-    Duration,
-    ExchangeSettingsBase,
-    KeyBase,
-    Secret,
-    WeightPerMinute,
-)
+from keymon.config_base import Duration, KeyBase, RecvWindowSettings, Secret, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -92,20 +77,14 @@ BINGX_RECV_WINDOW = timedelta(seconds=5)
 BINGX_MAX_RECV_WINDOW = timedelta(seconds=5)
 
 
-class BingxSettings(ExchangeSettingsBase):
+class BingxSettings(RecvWindowSettings):
     """``exchanges.bingx:``. ``recv_window`` is sent with every signed request; BingX documents
     5 s as both its default and its maximum."""
 
     base_url: str = BINGX_BASE_URL
+    max_recv_window: ClassVar[timedelta] = BINGX_MAX_RECV_WINDOW
     recv_window: Duration = BINGX_RECV_WINDOW
     max_weight_per_minute: WeightPerMinute = BINGX_MAX_WEIGHT_PER_MINUTE
-
-    @field_validator("recv_window")
-    @classmethod
-    def _recv_window_range(cls, value: timedelta) -> timedelta:
-        if not timedelta(0) < value <= BINGX_MAX_RECV_WINDOW:
-            raise PydanticCustomError("duration", "must be more than 0s and at most 5s")
-        return value
 
 
 class BingxKey(KeyBase):
@@ -260,12 +239,10 @@ class ApiPermissions(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class BingxAdapter(AdapterBase):
+class BingxAdapter(AdapterBase, settings_model=BingxSettings, key_model=BingxKey):
     """Audits BingX keys. One instance per process, shared by every BingX key."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = BingxSettings
-    key_model: ClassVar[type[KeyBase]] = BingxKey
     coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
         {("GET", TIME_PATH), ("GET", PERMISSIONS_PATH)}

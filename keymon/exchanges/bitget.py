@@ -37,22 +37,9 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 
 import httpx
 import structlog
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictStr,
-    ValidationError,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
-from keymon.config_base import (
-    ExchangeSettingsBase,
-    KeyBase,
-    Secret,
-    SecretRef,
-    whole_number,
-)
+from keymon.config_base import ExchangeSettingsBase, KeyBase, Secret, SecretRef, whole_number
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -212,12 +199,10 @@ class AccountInfo(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class BitgetAdapter(AdapterBase):
+class BitgetAdapter(AdapterBase, settings_model=BitgetSettings, key_model=BitgetKey):
     """Audits Bitget keys. One instance per process, shared by every Bitget key."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = BitgetSettings
-    key_model: ClassVar[type[KeyBase]] = BitgetKey
     coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
         {("GET", TIME_PATH), ("GET", ACCOUNT_INFO_PATH)}

@@ -43,14 +43,7 @@ from typing import Any, ClassVar, Final, Literal
 
 import httpx
 
-from keymon.config_base import (
-    LIVENESS_MAX_WEIGHT_PER_MINUTE,
-    ExchangeSettingsBase,
-    KeyBase,
-    Secret,
-    SecretRef,
-    WeightPerMinute,
-)
+from keymon.config_base import KeyBase, LivenessSettings, Secret, SecretRef
 from keymon.exchanges.liveness import Kind, LivenessAdapter
 
 # ----------------------------------------------------------------------------- configuration
@@ -58,12 +51,11 @@ from keymon.exchanges.liveness import Kind, LivenessAdapter
 BITMART_BASE_URL = "https://api-cloud.bitmart.com"
 
 
-class BitmartSettings(ExchangeSettingsBase):
+class BitmartSettings(LivenessSettings):
     """``exchanges.bitmart:`` (liveness only). A BitMart timestamp must lie within a minute
     of the server's time."""
 
     base_url: str = BITMART_BASE_URL
-    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
 
 
 class BitmartKey(KeyBase):
@@ -117,12 +109,10 @@ class BitmartAuth(httpx.Auth):
         yield request
 
 
-class BitmartAdapter(LivenessAdapter):
+class BitmartAdapter(LivenessAdapter, settings_model=BitmartSettings, key_model=BitmartKey):
     """Audits BitMart keys for liveness: the signed open-orders query is accepted, or why not."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = BitmartSettings
-    key_model: ClassVar[type[KeyBase]] = BitmartKey
     probe: ClassVar[tuple[str, str]] = ("POST", OPEN_ORDERS_PATH)
     time_path: ClassVar[str | None] = TIME_PATH
     #: BitMart limits private calls per key per endpoint, not by weight: one unit each.

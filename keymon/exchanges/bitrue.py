@@ -40,7 +40,6 @@ import httpx
 from keymon.config_base import (
     LIVENESS_MAX_WEIGHT_PER_MINUTE,
     Duration,
-    ExchangeSettingsBase,
     KeyBase,
     RecvWindowSettings,
     Secret,
@@ -108,12 +107,10 @@ class BitrueAuth(httpx.Auth):
         yield request
 
 
-class BitrueAdapter(LivenessAdapter):
+class BitrueAdapter(LivenessAdapter, settings_model=BitrueSettings, key_model=BitrueKey):
     """Audits Bitrue keys for liveness: ``GET /api/v1/account`` is accepted, or why not."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = BitrueSettings
-    key_model: ClassVar[type[KeyBase]] = BitrueKey
     probe: ClassVar[tuple[str, str]] = ("GET", ACCOUNT_PATH)
     time_path: ClassVar[str | None] = TIME_PATH
     #: Request weights (Bitrue spot v1): account 5, time 1.

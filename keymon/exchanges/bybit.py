@@ -28,23 +28,9 @@ from typing import Any, ClassVar, Final, Literal
 
 import httpx
 import structlog
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-    field_validator,
-)
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
-from keymon.config_base import (
-    Duration,
-    ExchangeSettingsBase,
-    KeyBase,
-    Secret,
-    WeightPerMinute,
-)
+from keymon.config_base import Duration, KeyBase, RecvWindowSettings, Secret, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -71,19 +57,13 @@ BYBIT_RECV_WINDOW = timedelta(seconds=5)
 BYBIT_MAX_RECV_WINDOW = timedelta(seconds=60)
 
 
-class BybitSettings(ExchangeSettingsBase):
+class BybitSettings(RecvWindowSettings):
     """``exchanges.bybit:``."""
 
     base_url: str = BYBIT_BASE_URL
+    max_recv_window: ClassVar[timedelta] = BYBIT_MAX_RECV_WINDOW
     recv_window: Duration = BYBIT_RECV_WINDOW
     max_weight_per_minute: WeightPerMinute = BYBIT_MAX_WEIGHT_PER_MINUTE
-
-    @field_validator("recv_window")
-    @classmethod
-    def _recv_window_range(cls, value: timedelta) -> timedelta:
-        if not timedelta(0) < value <= BYBIT_MAX_RECV_WINDOW:
-            raise PydanticCustomError("duration", "must be more than 0s and at most 60s")
-        return value
 
 
 class BybitKey(KeyBase):
@@ -221,12 +201,10 @@ class ApiKeyInfo(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class BybitAdapter(AdapterBase):
+class BybitAdapter(AdapterBase, settings_model=BybitSettings, key_model=BybitKey):
     """Audits Bybit keys. One instance per process, shared by every Bybit key."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = BybitSettings
-    key_model: ClassVar[type[KeyBase]] = BybitKey
     coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
         {("GET", TIME_PATH), ("GET", QUERY_API_PATH)}

@@ -51,12 +51,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from keymon.config_base import (
-    ExchangeSettingsBase,
-    KeyBase,
-    Secret,
-    WeightPerMinute,
-)
+from keymon.config_base import ExchangeSettingsBase, KeyBase, Secret, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -323,12 +318,10 @@ class KeyPermissions(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class CoinbaseAdapter(AdapterBase):
+class CoinbaseAdapter(AdapterBase, settings_model=CoinbaseSettings, key_model=CoinbaseKey):
     """Audits Coinbase Advanced Trade keys. One instance per process, shared by every key."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = CoinbaseSettings
-    key_model: ClassVar[type[KeyBase]] = CoinbaseKey
     coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
         {("GET", TIME_PATH), ("GET", PERMISSIONS_PATH)}

@@ -35,13 +35,7 @@ from typing import Any, ClassVar, Final, Literal
 
 import httpx
 
-from keymon.config_base import (
-    LIVENESS_MAX_WEIGHT_PER_MINUTE,
-    ExchangeSettingsBase,
-    KeyBase,
-    Secret,
-    WeightPerMinute,
-)
+from keymon.config_base import KeyBase, LivenessSettings, Secret
 from keymon.exchanges.liveness import Kind, LivenessAdapter
 
 # ----------------------------------------------------------------------------- configuration
@@ -49,11 +43,10 @@ from keymon.exchanges.liveness import Kind, LivenessAdapter
 COINSTORE_BASE_URL = "https://api.coinstore.com"
 
 
-class CoinstoreSettings(ExchangeSettingsBase):
+class CoinstoreSettings(LivenessSettings):
     """``exchanges.coinstore:`` (liveness only)."""
 
     base_url: str = COINSTORE_BASE_URL
-    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
 
 
 class CoinstoreKey(KeyBase):
@@ -102,13 +95,11 @@ class CoinstoreAuth(httpx.Auth):
         yield request
 
 
-class CoinstoreAdapter(LivenessAdapter):
+class CoinstoreAdapter(LivenessAdapter, settings_model=CoinstoreSettings, key_model=CoinstoreKey):
     """Audits Coinstore keys for liveness: ``POST /api/spot/accountList`` is accepted, or why
     not."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = CoinstoreSettings
-    key_model: ClassVar[type[KeyBase]] = CoinstoreKey
     probe: ClassVar[tuple[str, str]] = ("POST", ACCOUNT_PATH)
     time_path: ClassVar[str | None] = None
     weights: ClassVar[Mapping[str, int]] = {ACCOUNT_PATH: 1}

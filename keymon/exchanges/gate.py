@@ -36,20 +36,9 @@ from typing import Any, ClassVar, Final, Literal
 
 import httpx
 import structlog
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    StrictBool,
-    StrictStr,
-    ValidationError,
-)
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
 
-from keymon.config_base import (
-    ExchangeSettingsBase,
-    KeyBase,
-    Secret,
-    WeightPerMinute,
-)
+from keymon.config_base import ExchangeSettingsBase, KeyBase, Secret, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -213,12 +202,10 @@ class MainKey(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class GateAdapter(AdapterBase):
+class GateAdapter(AdapterBase, settings_model=GateSettings, key_model=GateKey):
     """Audits Gate keys. One instance per process, shared by every Gate key."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = GateSettings
-    key_model: ClassVar[type[KeyBase]] = GateKey
     coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
         {("GET", TIME_PATH), ("GET", DETAIL_PATH), ("GET", MAIN_KEYS_PATH)}

@@ -40,21 +40,9 @@ from urllib.parse import parse_qsl, quote
 
 import httpx
 import structlog
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-)
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from keymon.config_base import (
-    ExchangeSettingsBase,
-    KeyBase,
-    Secret,
-    WeightPerMinute,
-)
+from keymon.config_base import ExchangeSettingsBase, KeyBase, Secret, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -191,12 +179,10 @@ class KeyInfo(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class HtxAdapter(AdapterBase):
+class HtxAdapter(AdapterBase, settings_model=HtxSettings, key_model=HtxKey):
     """Audits HTX keys. One instance per process, shared by every HTX key."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = HtxSettings
-    key_model: ClassVar[type[KeyBase]] = HtxKey
     coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset({("GET", API_KEY_PATH)})
     #: Empty: exchange-apis.md documents no HTX header reporting a per-IP used weight.

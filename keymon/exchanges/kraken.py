@@ -52,12 +52,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from keymon.config_base import (
-    ExchangeSettingsBase,
-    KeyBase,
-    Secret,
-    WeightPerMinute,
-)
+from keymon.config_base import ExchangeSettingsBase, KeyBase, Secret, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -280,12 +275,10 @@ class KeyInfo(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class KrakenAdapter(AdapterBase):
+class KrakenAdapter(AdapterBase, settings_model=KrakenSettings, key_model=KrakenKey):
     """Audits Kraken spot keys. One instance per process, shared by every Kraken key."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = KrakenSettings
-    key_model: ClassVar[type[KeyBase]] = KrakenKey
     coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset({("POST", KEY_INFO_PATH)})
     #: Empty: Kraken reports no used weight in response headers; its limit is a per-key

@@ -29,21 +29,9 @@ from typing import Any, ClassVar, Final, Literal
 
 import httpx
 import structlog
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-)
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
-from keymon.config_base import (
-    ExchangeSettingsBase,
-    KeyBase,
-    Secret,
-    SecretRef,
-    WeightPerMinute,
-)
+from keymon.config_base import ExchangeSettingsBase, KeyBase, Secret, SecretRef, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -201,12 +189,10 @@ class ApiKeyInfo(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class KucoinAdapter(AdapterBase):
+class KucoinAdapter(AdapterBase, settings_model=KucoinSettings, key_model=KucoinKey):
     """Audits KuCoin keys. One instance per process, shared by every KuCoin key."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = KucoinSettings
-    key_model: ClassVar[type[KeyBase]] = KucoinKey
     coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
         {("GET", TIME_PATH), ("GET", API_KEY_PATH)}

@@ -47,13 +47,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
-from keymon.config_base import (
-    LIVENESS_MAX_WEIGHT_PER_MINUTE,
-    ExchangeSettingsBase,
-    KeyBase,
-    Secret,
-    WeightPerMinute,
-)
+from keymon.config_base import KeyBase, LivenessSettings, Secret
 from keymon.exchanges.liveness import Kind, LivenessAdapter
 
 # ----------------------------------------------------------------------------- configuration
@@ -61,11 +55,10 @@ from keymon.exchanges.liveness import Kind, LivenessAdapter
 LBANK_BASE_URL = "https://api.lbkex.com"
 
 
-class LbankSettings(ExchangeSettingsBase):
+class LbankSettings(LivenessSettings):
     """``exchanges.lbank:`` (liveness only)."""
 
     base_url: str = LBANK_BASE_URL
-    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
 
 
 class LbankKey(KeyBase):
@@ -157,12 +150,10 @@ class LbankAuth(httpx.Auth):
         )
 
 
-class LbankAdapter(LivenessAdapter):
+class LbankAdapter(LivenessAdapter, settings_model=LbankSettings, key_model=LbankKey):
     """Audits LBank keys for liveness: ``api_Restrictions.do`` is accepted, or why not."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = LbankSettings
-    key_model: ClassVar[type[KeyBase]] = LbankKey
     probe: ClassVar[tuple[str, str]] = ("POST", RESTRICTIONS_PATH)
     time_path: ClassVar[str | None] = TIME_PATH
     #: LBank counts requests per second, not weights: each call is one.

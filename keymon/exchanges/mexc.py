@@ -32,14 +32,7 @@ from urllib.parse import quote
 
 import httpx
 
-from keymon.config_base import (
-    Duration,
-    ExchangeSettingsBase,
-    KeyBase,
-    RecvWindowSettings,
-    Secret,
-    WeightPerMinute,
-)
+from keymon.config_base import Duration, KeyBase, RecvWindowSettings, Secret, WeightPerMinute
 from keymon.exchanges.liveness import Kind, LivenessAdapter
 
 # ----------------------------------------------------------------------------- configuration
@@ -104,12 +97,10 @@ class MexcAuth(httpx.Auth):
         yield request
 
 
-class MexcAdapter(LivenessAdapter):
+class MexcAdapter(LivenessAdapter, settings_model=MexcSettings, key_model=MexcKey):
     """Audits MEXC keys for liveness: ``GET /api/v3/account`` is accepted, or why not."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = MexcSettings
-    key_model: ClassVar[type[KeyBase]] = MexcKey
     probe: ClassVar[tuple[str, str]] = ("GET", ACCOUNT_PATH)
     time_path: ClassVar[str | None] = TIME_PATH
     #: Request weights (MEXC spot v3): account 10, time 1.

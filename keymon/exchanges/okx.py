@@ -33,20 +33,9 @@ from typing import Any, ClassVar, Final, Literal
 
 import httpx
 import structlog
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    StrictStr,
-    ValidationError,
-)
+from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
-from keymon.config_base import (
-    ExchangeSettingsBase,
-    KeyBase,
-    Secret,
-    SecretRef,
-    WeightPerMinute,
-)
+from keymon.config_base import ExchangeSettingsBase, KeyBase, Secret, SecretRef, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -196,12 +185,10 @@ class ServerTime(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class OkxAdapter(AdapterBase):
+class OkxAdapter(AdapterBase, settings_model=OkxSettings, key_model=OkxKey):
     """Audits OKX keys. One instance per process, shared by every OKX key."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = OkxSettings
-    key_model: ClassVar[type[KeyBase]] = OkxKey
     coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
         {("GET", TIME_PATH), ("GET", CONFIG_PATH)}

@@ -62,7 +62,6 @@ import structlog
 from keymon.config_base import (
     LIVENESS_MAX_WEIGHT_PER_MINUTE,
     Duration,
-    ExchangeSettingsBase,
     KeyBase,
     RecvWindowSettings,
     Secret,
@@ -304,12 +303,10 @@ def parse_time(value: Any) -> datetime | None:
 # ----------------------------------------------------------------------------- adapter
 
 
-class XtAdapter(AdapterBase):
+class XtAdapter(AdapterBase, settings_model=XtSettings, key_model=XtKey):
     """Audits XT.com keys by introspection. One instance per process, shared by every key."""
 
     name: ClassVar[str] = NAME
-    settings_model: ClassVar[type[ExchangeSettingsBase]] = XtSettings
-    key_model: ClassVar[type[KeyBase]] = XtKey
     coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset({("GET", API_KEY_PATH)})
     #: Empty: XT documents no header reporting a used weight.

@@ -21,11 +21,7 @@ import hmac
 from typing import ClassVar, Final
 from urllib.parse import parse_qsl
 
-from keymon.simulator.demo_keys import (
-    DemoKey,
-    DemoVenue,
-    register_liveness,
-)
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_liveness
 from keymon.simulator.liveness import (
     Answer,
     LivenessSimulator,
@@ -100,15 +96,8 @@ class BiconomySimulator(LivenessSimulator):
         return json_response(200, {"code": 4, "message": "Method Not Found", "result": None})
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
-        DemoKey("uniform-biconomy", "uniform", "biconomy", "liveness only: accepted"),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(register_liveness, _demo_keys)
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_liveness,
+    lambda now: [DemoKey("uniform-biconomy", "uniform", "biconomy", "liveness only: accepted")],
+)

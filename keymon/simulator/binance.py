@@ -43,11 +43,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
-from keymon.simulator.demo_keys import (
-    DAY,
-    DemoKey,
-    DemoVenue,
-)
+from keymon.simulator.demo_keys import DAY, DemoKey, DemoVenue
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
@@ -1052,16 +1048,14 @@ def _is_str_list_or_none(value: object) -> TypeGuard[list[str] | None]:
     )
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
 def _register_demo_key(simulator: Any, key: DemoKey) -> None:
     simulator.add_key(key.api_key, hmac_secret=key.secret, **key.state)
 
 
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    _register_demo_key,
+    lambda now: [
         DemoKey("acme-binance-main", "acme", "binance", "healthy: read + spot trading, IP-bound"),
         DemoKey(
             "bravo-binance",
@@ -1091,8 +1085,5 @@ def _demo_keys(now: float) -> list[DemoKey]:
             "futures trading switched on",
             {"restrictions": {"enableFutures": True}},
         ),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(_register_demo_key, _demo_keys)
+    ],
+)

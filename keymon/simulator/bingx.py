@@ -52,11 +52,7 @@ from keymon.simulator.common import (
     header,
     ip_allowed,
 )
-from keymon.simulator.demo_keys import (
-    DemoKey,
-    DemoVenue,
-    register_plain,
-)
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_plain
 from keymon.simulator.server import SimResponse
 
 __all__ = ["BingxSimulator", "sign", "signed_payload"]
@@ -348,12 +344,10 @@ def _envelope(
     return SimResponse(200, {**_JSON, **(headers or {})}, json.dumps(body).encode())
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_plain,
+    lambda now: [
         DemoKey(
             "mike-bingx",
             "mike",
@@ -361,8 +355,5 @@ def _demo_keys(now: float) -> list[DemoKey]:
             "trading key bound to no IP (BingX deletes it after 14 idle days)",
             {"ips": []},
         ),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(register_plain, _demo_keys)
+    ],
+)

@@ -44,11 +44,7 @@ from keymon.simulator.common import (
     json_object,
     json_response,
 )
-from keymon.simulator.demo_keys import (
-    DemoKey,
-    DemoVenue,
-    register_with_passphrase,
-)
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_with_passphrase
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
@@ -343,12 +339,10 @@ def _check_ips(ips: list[str]) -> None:
         ipaddress.ip_network(entry, strict=False)  # ValueError on garbage
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_with_passphrase,
+    lambda now: [
         DemoKey(
             "india-bitget",
             "india",
@@ -356,8 +350,6 @@ def _demo_keys(now: float) -> list[DemoKey]:
             "withdrawals switched on",
             {"authorities": ["stor", "stow", "wwow"]},
         ),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(register_with_passphrase, _demo_keys, extra=("passphrase",))
+    ],
+    extra=("passphrase",),
+)

@@ -26,11 +26,7 @@ import json
 import uuid
 from typing import Any, ClassVar, Final
 
-from keymon.simulator.demo_keys import (
-    DemoKey,
-    DemoVenue,
-    register_liveness,
-)
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_liveness
 from keymon.simulator.liveness import (
     Answer,
     LivenessSimulator,
@@ -166,16 +162,14 @@ def _recv_window(body: str) -> int:
     return int(value) if 0 < value <= MAX_RECV_WINDOW_MS else 0
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
 def _register_demo_key(simulator: Any, key: DemoKey) -> None:
     register_liveness(simulator, key, key.memo)
 
 
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    _register_demo_key,
+    lambda now: [
         DemoKey(
             "papa-bitmart",
             "papa",
@@ -183,8 +177,6 @@ def _demo_keys(now: float) -> list[DemoKey]:
             "liveness only: past its expiry at BitMart (code 30011)",
             {"key_state": "expired"},
         ),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(_register_demo_key, _demo_keys, extra=("memo",))
+    ],
+    extra=("memo",),
+)

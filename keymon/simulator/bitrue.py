@@ -22,11 +22,7 @@ import hashlib
 import hmac
 from typing import ClassVar, Final
 
-from keymon.simulator.demo_keys import (
-    DemoKey,
-    DemoVenue,
-    register_liveness,
-)
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_liveness
 from keymon.simulator.liveness import (
     LivenessSimulator,
     Refusal,
@@ -120,15 +116,10 @@ def _without_signature(text: str) -> str:
     return "&".join(p for p in text.split("&") if p and not p.startswith("signature="))
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
-        DemoKey("quebec-bitrue", "quebec", "bitrue", "liveness only: accepted from this IP"),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(register_liveness, _demo_keys)
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_liveness,
+    lambda now: [
+        DemoKey("quebec-bitrue", "quebec", "bitrue", "liveness only: accepted from this IP")
+    ],
+)

@@ -46,11 +46,7 @@ from keymon.simulator.common import (
     json_object,
     json_response,
 )
-from keymon.simulator.demo_keys import (
-    DemoKey,
-    DemoVenue,
-    register_plain,
-)
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_plain
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
@@ -500,12 +496,10 @@ def _admin(status: int, payload: object) -> SimResponse:
     return json_response(status, payload, _JSON)
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_plain,
+    lambda now: [
         DemoKey(
             "foxtrot-bybit",
             "foxtrot",
@@ -513,8 +507,5 @@ def _demo_keys(now: float) -> list[DemoKey]:
             "unified account: derivatives trading, as Bybit grants it",
             {"uta": True},
         ),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(register_plain, _demo_keys)
+    ],
+)

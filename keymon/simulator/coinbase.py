@@ -54,10 +54,7 @@ from keymon.simulator.common import (
     ip_allowed,
     json_response,
 )
-from keymon.simulator.demo_keys import (
-    DemoKey,
-    DemoVenue,
-)
+from keymon.simulator.demo_keys import DemoKey, DemoVenue
 from keymon.simulator.server import SimResponse
 
 __all__ = ["CoinbaseSimulator", "new_key_pair"]
@@ -383,9 +380,6 @@ def _check_ips(ips: list[str]) -> None:
         ipaddress.ip_network(entry, strict=False)  # ValueError on garbage
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
 def _cdp_key_name(key: DemoKey) -> str:
     """A CDP key name, ``organizations/<org_id>/apiKeys/<key_id>``, derived from the key."""
     digest = key.api_key
@@ -417,9 +411,10 @@ def _register_demo_key(simulator: Any, key: DemoKey) -> None:
     simulator.add_key(_cdp_key_name(key), _ec_private_pem(key), **key.state)
 
 
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    _register_demo_key,
+    lambda now: [
         DemoKey(
             "november-coinbase",
             "november",
@@ -427,8 +422,7 @@ def _demo_keys(now: float) -> list[DemoKey]:
             "transfers switched on (can_transfer); IP allowlist and expiry not shown",
             {"can_transfer": True},
         ),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(_register_demo_key, _demo_keys, secret_of=_ec_private_pem, key_of=_cdp_key_name)
+    ],
+    secret_of=_ec_private_pem,
+    key_of=_cdp_key_name,
+)

@@ -21,11 +21,7 @@ import hashlib
 import hmac
 from typing import ClassVar, Final
 
-from keymon.simulator.demo_keys import (
-    DemoKey,
-    DemoVenue,
-    register_liveness,
-)
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_liveness
 from keymon.simulator.liveness import (
     LivenessSimulator,
     Refusal,
@@ -102,12 +98,10 @@ class CoinstoreSimulator(LivenessSimulator):
         return json_response(404, {"code": 404, "message": "Service not found"})
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_liveness,
+    lambda now: [
         DemoKey(
             "tango-coinstore",
             "tango",
@@ -115,8 +109,5 @@ def _demo_keys(now: float) -> list[DemoKey]:
             "liveness only: bound to another IP than keymon's",
             {"ips": ["10.9.9.9"]},
         ),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(register_liveness, _demo_keys)
+    ],
+)

@@ -29,11 +29,7 @@ from keymon.simulator.common import (
     ip_allowed,
     json_response,
 )
-from keymon.simulator.demo_keys import (
-    DemoKey,
-    DemoVenue,
-    register_plain,
-)
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_plain
 from keymon.simulator.server import SimResponse
 
 __all__ = ["GateSimulator", "prehash", "sign"]
@@ -225,15 +221,8 @@ def _error(status: int, label: str, message: str) -> Answer:
     return Answer(json_response(status, {"label": label, "message": message}))
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
-        DemoKey("kilo-gate", "kilo", "gate", "healthy: spot trading, IP-bound"),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(register_plain, _demo_keys)
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_plain,
+    lambda now: [DemoKey("kilo-gate", "kilo", "gate", "healthy: spot trading, IP-bound")],
+)

@@ -43,10 +43,7 @@ from keymon.simulator.common import (
     ip_allowed,
     json_response,
 )
-from keymon.simulator.demo_keys import (
-    DemoKey,
-    DemoVenue,
-)
+from keymon.simulator.demo_keys import DemoKey, DemoVenue
 from keymon.simulator.server import SimResponse
 
 __all__ = ["HtxSimulator", "presign", "sign"]
@@ -263,9 +260,6 @@ def _refuse(message: str) -> Answer:
     )
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
 #: The account id an HTX demo key configuration names (HTX reads keys per account).
 DEMO_UID = "40000001"
 
@@ -274,12 +268,9 @@ def _register_demo_key(simulator: Any, key: DemoKey) -> None:
     simulator.add_key(key.api_key, key.secret, DEMO_UID, **key.state)
 
 
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
-        DemoKey("juliet-htx", "juliet", "htx", "not bound to any IP"),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(_register_demo_key, _demo_keys, fields={"uid": DEMO_UID})
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    _register_demo_key,
+    lambda now: [DemoKey("juliet-htx", "juliet", "htx", "not bound to any IP")],
+    fields={"uid": DEMO_UID},
+)

@@ -55,11 +55,7 @@ from keymon.simulator.common import (
     header,
     ip_allowed,
 )
-from keymon.simulator.demo_keys import (
-    DAY,
-    DemoKey,
-    DemoVenue,
-)
+from keymon.simulator.demo_keys import DAY, DemoKey, DemoVenue
 from keymon.simulator.server import SimResponse
 
 __all__ = ["KrakenSimulator", "sign"]
@@ -391,9 +387,6 @@ def _form_field(postdata: str, name: str) -> str | None:
     return values[0] if values else None
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
 def _base64_secret(key: DemoKey) -> str:
     return base64.b64encode(bytes.fromhex(key.secret) * 2).decode()
 
@@ -402,9 +395,10 @@ def _register_demo_key(simulator: Any, key: DemoKey) -> None:
     simulator.add_key(key.api_key, _base64_secret(key), **key.state)
 
 
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    _register_demo_key,
+    lambda now: [
         DemoKey(
             "lima-kraken",
             "lima",
@@ -412,8 +406,6 @@ def _demo_keys(now: float) -> list[DemoKey]:
             "the key expires in 5 days (validUntil)",
             {"valid_until": int(now + 5 * DAY)},
         ),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(_register_demo_key, _demo_keys, secret_of=_base64_secret)
+    ],
+    secret_of=_base64_secret,
+)

@@ -45,12 +45,7 @@ from keymon.simulator.common import (
     json_object,
     json_response,
 )
-from keymon.simulator.demo_keys import (
-    STRANGER_IP,
-    DemoKey,
-    DemoVenue,
-    register_with_passphrase,
-)
+from keymon.simulator.demo_keys import STRANGER_IP, DemoKey, DemoVenue, register_with_passphrase
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
@@ -392,12 +387,10 @@ def _check_ips(ips: list[str]) -> None:
         ipaddress.ip_network(entry, strict=False)  # ValueError on garbage
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_with_passphrase,
+    lambda now: [
         DemoKey(
             "hotel-kucoin",
             "hotel",
@@ -405,8 +398,6 @@ def _demo_keys(now: float) -> list[DemoKey]:
             f"IP list also holds {STRANGER_IP}, outside trusted_ips (KuCoin masks it)",
             {"ips": ["127.0.0.1", STRANGER_IP]},
         ),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(register_with_passphrase, _demo_keys, extra=("passphrase",))
+    ],
+    extra=("passphrase",),
+)

@@ -29,11 +29,7 @@ import hmac
 from typing import Any, ClassVar, Final
 from urllib.parse import parse_qsl
 
-from keymon.simulator.demo_keys import (
-    DemoKey,
-    DemoVenue,
-    register_liveness,
-)
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_liveness
 from keymon.simulator.liveness import (
     Answer,
     LivenessSimulator,
@@ -141,15 +137,10 @@ def _error(code: int, msg: str, now_ms: int) -> SimResponse:
     return json_response(200, {"result": "false", "error_code": code, "msg": msg, "ts": now_ms})
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
-        DemoKey("sierra-lbank", "sierra", "lbank", "liveness only: accepted from this IP"),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(register_liveness, _demo_keys)
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_liveness,
+    lambda now: [
+        DemoKey("sierra-lbank", "sierra", "lbank", "liveness only: accepted from this IP")
+    ],
+)

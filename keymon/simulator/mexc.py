@@ -17,11 +17,7 @@ import hashlib
 import hmac
 from typing import ClassVar, Final
 
-from keymon.simulator.demo_keys import (
-    DemoKey,
-    DemoVenue,
-    register_liveness,
-)
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_liveness
 from keymon.simulator.liveness import (
     LivenessSimulator,
     Refusal,
@@ -124,15 +120,8 @@ def _params(text: str) -> dict[str, str]:
     return out
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
-        DemoKey("oscar-mexc", "oscar", "mexc", "liveness only: accepted from this IP"),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(register_liveness, _demo_keys)
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_liveness,
+    lambda now: [DemoKey("oscar-mexc", "oscar", "mexc", "liveness only: accepted from this IP")],
+)

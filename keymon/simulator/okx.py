@@ -48,11 +48,7 @@ from keymon.simulator.common import (
     json_object,
     json_response,
 )
-from keymon.simulator.demo_keys import (
-    DemoKey,
-    DemoVenue,
-    register_with_passphrase,
-)
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_with_passphrase
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
@@ -409,15 +405,9 @@ def _envelope(code: str, msg: str, status: int, data: list[object] | None = None
     return SimResponse(status, dict(_JSON), json.dumps(body).encode())
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
-        DemoKey("golf-okx", "golf", "okx", "healthy: read + trade, IP-bound"),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(register_with_passphrase, _demo_keys, extra=("passphrase",))
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_with_passphrase,
+    lambda now: [DemoKey("golf-okx", "golf", "okx", "healthy: read + trade, IP-bound")],
+    extra=("passphrase",),
+)

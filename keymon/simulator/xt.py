@@ -36,11 +36,7 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
-from keymon.simulator.demo_keys import (
-    DemoKey,
-    DemoVenue,
-    register_liveness,
-)
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_liveness
 from keymon.simulator.liveness import (
     Answer,
     LivenessSimulator,
@@ -260,12 +256,10 @@ def _entry(api_key: str, key: SimKey, settings: _Settings) -> dict[str, Any]:
     }
 
 
-# ----------------------------------------------------------------------------- demo keys
-
-
-def _demo_keys(now: float) -> list[DemoKey]:
-    """``keymon demo``'s keys here, each in a state an operator should recognise."""
-    return [
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_liveness,
+    lambda now: [
         DemoKey(
             "romeo-xt",
             "romeo",
@@ -273,8 +267,5 @@ def _demo_keys(now: float) -> list[DemoKey]:
             "withdrawals switched on (WITHDRAW among its roleScopes)",
             {"role_scopes": ["QUERY", "TRADE", "WITHDRAW"]},
         ),
-    ]
-
-
-#: How ``keymon demo`` registers its keys here and configures them in keymon.
-DEMO = DemoVenue(register_liveness, _demo_keys)
+    ],
+)
