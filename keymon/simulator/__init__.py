@@ -4,7 +4,9 @@ Each simulator is an independent implementation of an exchange's documented REST
 (signing, errors, rate limits) so that keymon can be tested against the exchange's rules rather
 than against its own adapter code. Nothing here imports from the rest of keymon. Serve a
 simulator in-process through an httpx transport, on a real local port (`SimulatorServer`,
-`serve_in_thread`), or standalone with ``python -m keymon.simulator``.
+`serve_in_thread`), or standalone with ``python -m keymon.simulator``. Each simulator module
+also offers the ``keymon demo`` keys of its exchange (``DEMO``, collected in
+:data:`DEMO_VENUES`).
 """
 
 import sys
