@@ -124,7 +124,7 @@ def warmup_for(names: list[str], settings: Settings) -> timedelta:
     exchange_of = {key.name: key.exchange for key in settings.keys}
     per_exchange: dict[str, int] = {}
     for name in names:
-        exchange = exchange_of.get(name, "binance")
+        exchange = exchange_of.get(name, next(iter(EXCHANGES)))  # not a key: the first one
         per_exchange[exchange] = per_exchange.get(exchange, 0) + 1
     seconds = max(
         (

@@ -12,16 +12,12 @@ Durations are written ``30s``, ``5m``, ``1h``, ``14d`` (or combined, ``1h30m``).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import errno
+import functools
 import ipaddress
 import json
-import math
+import operator
 import os
 import re
-import stat
-import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -34,11 +30,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
-    ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -51,7 +45,50 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from keymon.config_base import (
+    MAX_DURATION as MAX_DURATION,
+)
+from keymon.config_base import (
+    MAX_SECRET_FILE_BYTES as MAX_SECRET_FILE_BYTES,
+)
+from keymon.config_base import (
+    MAX_TIMEOUT,
+    Boolean,
+    Period,
+    _Model,
+)
+from keymon.config_base import (
+    Duration as Duration,
+)
+from keymon.config_base import (
+    ExchangeSettingsBase as ExchangeSettingsBase,
+)
+from keymon.config_base import (
+    KeyBase as KeyBase,
+)
+from keymon.config_base import (
+    Permission as Permission,
+)
+from keymon.config_base import (
+    Secret as Secret,
+)
+from keymon.config_base import (
+    SecretRef as SecretRef,
+)
+from keymon.config_base import (
+    _resolve_secret as _resolve_secret,
+)
+from keymon.config_base import (
+    check_base_url as check_base_url,
+)
+from keymon.config_base import (
+    format_duration as format_duration,
+)
+from keymon.config_base import (
+    parse_duration as parse_duration,
+)
 from keymon.errors import ConfigError
+from keymon.exchanges import CONFIG_ORDER, EXCHANGES
 from keymon.model import PERMISSIONS, Severity
 
 DEFAULT_CONFIG_PATH = Path("config/keymon.yaml")
@@ -60,346 +97,6 @@ DEFAULT_INTERVAL = timedelta(minutes=5)
 DEFAULT_JITTER = timedelta(seconds=10)
 DEFAULT_TIMEOUT = timedelta(seconds=10)
 DEFAULT_POLICY_NAME = "market-maker"
-BINANCE_BASE_URL = "https://api.binance.com"
-#: A tenth of Binance's 12,000/min SAPI IP limit: the bots share the IP and come first.
-BINANCE_MAX_WEIGHT_PER_MINUTE = 1200
-BINANCE_RECV_WINDOW = timedelta(seconds=5)
-BINANCE_MAX_RECV_WINDOW = timedelta(seconds=60)
-BYBIT_BASE_URL = "https://api.bybit.com"
-#: Bybit counts requests, not weights: ``GET /v5/user/query-api`` allows 10 requests/s (600/min)
-#: per UID and the whole IP allows 600 requests per 5 s (exchange-apis.md §2.1). keymon takes a
-#: tenth of the endpoint's limit, 60 requests/min, and leaves the rest to the bots on the IP.
-BYBIT_MAX_WEIGHT_PER_MINUTE = 60
-BYBIT_RECV_WINDOW = timedelta(seconds=5)
-#: Bybit does not document a maximum recv_window; keymon keeps Binance's 60 s bound.
-BYBIT_MAX_RECV_WINDOW = timedelta(seconds=60)
-BITGET_BASE_URL = "https://api.bitget.com"
-#: HTX (formerly Huobi); the signature v2 pre-sign text includes this host, lowercase.
-HTX_BASE_URL = "https://api.huobi.pro"
-#: HTX documents no per-minute figure for ``/v2/user/api-key``; a conservative default.
-HTX_MAX_WEIGHT_PER_MINUTE = 60
-#: Bitget counts requests: ``GET /api/v2/spot/account/info`` allows 1 request/s per UID
-#: (exchange-apis.md §2.5). The budget counts weight per minute, so 60 is the most keymon may
-#: ever spend there; keymon keeps that ceiling as its default (one audit per second at most).
-BITGET_MAX_WEIGHT_PER_MINUTE = 60
-GATE_BASE_URL = "https://api.gateio.ws"
-#: Gate documents no weight for ``account/detail`` or ``account/main_keys`` keymon can rely on;
-#: keymon allows itself 60 requests a minute (each audit costs two or three).
-GATE_MAX_WEIGHT_PER_MINUTE = 60
-KRAKEN_BASE_URL = "https://api.kraken.com"
-#: Kraken limits private REST calls with a per-key counter (each call adds 1; the counter decays
-#: by 0.33-1 per second depending on the account tier, and a call past 15-20 is refused with
-#: ``EAPI:Rate limit exceeded``). keymon adds at most two points per key per audit (one call,
-#: one retry after a nonce clash), far inside that; this process-wide ceiling of 60 calls a
-#: minute keeps a burst of many Kraken keys from crowding the IP as well.
-KRAKEN_MAX_WEIGHT_PER_MINUTE = 60
-KUCOIN_BASE_URL = "https://api.kucoin.com"
-#: ``GET /api/v1/user/api-key`` costs 20 in KuCoin's "Management" pool (exchange-apis.md §2.3).
-#: The docs give no pool size keymon can rely on; keymon allows itself 30 calls a minute
-#: (600 weight), a small share that leaves the rest of the pool to the bots.
-KUCOIN_MAX_WEIGHT_PER_MINUTE = 600
-#: KuCoin's documented key versions; the universal SDK sends "3".
-KUCOIN_KEY_VERSIONS = (2, 3)
-KUCOIN_DEFAULT_KEY_VERSION: Literal[2, 3] = 3
-OKX_BASE_URL = "https://www.okx.com"
-#: OKX counts requests: ``GET /api/v5/account/config`` allows 5 requests per 2 s (150/min) per
-#: UID (exchange-apis.md §2.2). keymon takes a fifth of that, 30 requests/min, and leaves the
-#: rest to the bots of the same account.
-OKX_MAX_WEIGHT_PER_MINUTE = 30
-BINGX_BASE_URL = "https://open-api.bingx.com"
-#: BingX counts requests: ``GET /openApi/v1/account/apiPermissions`` allows 2 requests/s per UID
-#: and 300 per 10 s per IP for each endpoint of its group (exchange-apis.md §2.7, BingX docs "Rate
-#: limit"). keymon allows itself one request a second, half the per-UID limit.
-BINGX_MAX_WEIGHT_PER_MINUTE = 60
-#: BingX's default window, and its documented maximum: a request more than 5 s old is refused.
-BINGX_RECV_WINDOW = timedelta(seconds=5)
-BINGX_MAX_RECV_WINDOW = timedelta(seconds=5)
-COINBASE_BASE_URL = "https://api.coinbase.com"
-#: Coinbase Advanced Trade allows 30 requests/s per user on private endpoints and 10/s per IP on
-#: public ones (its "REST API Rate Limits" page; not in exchange-apis.md). keymon allows itself
-#: one request a second; an audit costs one, plus the occasional clock read.
-COINBASE_MAX_WEIGHT_PER_MINUTE = 60
-
-# The liveness-only exchanges (exchange-apis.md §2.6, §2.8, §2.9, §2.11-§2.14). None documents
-# a limit for the one signed read keymon makes beyond "per IP"/"per key" limits far above it;
-# keymon counts each call as weight 1 (MEXC: the documented weight 10 of GET /api/v3/account)
-# and spends at most 60 calls a minute per exchange, leaving the rest to the bots.
-MEXC_BASE_URL = "https://api.mexc.com"
-#: ``GET /api/v3/account`` has weight 10: 600 weight/min is 60 audits a minute.
-MEXC_MAX_WEIGHT_PER_MINUTE = 600
-#: MEXC's recvWindow: 5000 ms by default, 60000 at most (exchange-apis.md §2.6).
-MEXC_RECV_WINDOW = timedelta(seconds=5)
-MEXC_MAX_RECV_WINDOW = timedelta(seconds=60)
-BITMART_BASE_URL = "https://api-cloud.bitmart.com"
-BITRUE_BASE_URL = "https://openapi.bitrue.com"
-BITRUE_RECV_WINDOW = timedelta(seconds=5)
-BITRUE_MAX_RECV_WINDOW = timedelta(seconds=60)
-#: XT's user-center API (GET /v4/user/account/api-key), not the spot host sapi.xt.com.
-XT_BASE_URL = "https://api.xt.com"
-XT_RECV_WINDOW = timedelta(seconds=5)
-XT_MAX_RECV_WINDOW = timedelta(seconds=60)
-LBANK_BASE_URL = "https://api.lbkex.com"
-COINSTORE_BASE_URL = "https://api.coinstore.com"
-BICONOMY_BASE_URL = "https://www.biconomy.com"
-LIVENESS_MAX_WEIGHT_PER_MINUTE = 60
-
-# ----------------------------------------------------------------------------- durations
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-#: The longest duration keymon accepts anywhere (intervals, windows, ``max_age``, ``--since``):
-#: ten years. Far beyond any useful setting, and well inside what ``timedelta``, ``datetime``
-#: arithmetic up to year 9999 and the scheduler can hold (10,000,000d passed validation once and
-#: then crashed the scheduler).
-MAX_DURATION = timedelta(days=3650)
-_MAX_DURATION_TEXT = "3650d"
-
-
-def parse_duration(value: object) -> timedelta:
-    """Parse ``30s``/``5m``/``1h``/``14d``/``1h30m`` (or a number of seconds) to a timedelta.
-
-    Durations are finite, not negative and at most :data:`MAX_DURATION`; anything else is a
-    ``PydanticCustomError`` (a ``ValueError``) that says which rule it broke.
-    """
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise PydanticCustomError("duration", "expected a duration such as 30s, 5m, 1h or 14d")
-    seconds: float | None = None
-    if isinstance(value, int):
-        # Compared before any float conversion: a huge integer does not fit a float.
-        seconds = float(min(max(value, -1), MAX_DURATION.days * 86400 + 1))
-    elif isinstance(value, float):
-        seconds = value
-    elif isinstance(value, str):
-        text = value.strip()
-        if len(text) > 64:
-            seconds = None
-        elif re.fullmatch(r"\d+(\.\d+)?", text):
-            seconds = float(text)
-        elif text and re.fullmatch(rf"(?:{_DURATION_PART.pattern})+", text):
-            seconds = sum(
-                float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text)
-            )
-    if seconds is None:
-        raise PydanticCustomError(
-            "duration",
-            "'{value}' is not a duration; write it like 30s, 5m, 1h or 14d",
-            {"value": str(value)[:40]},
-        )
-    if isinstance(value, float) and not math.isfinite(value):
-        raise PydanticCustomError(
-            "duration", "a duration must be a finite number, not {value}", {"value": str(value)}
-        )
-    if seconds < 0:
-        raise PydanticCustomError("duration", "a duration must not be negative")
-    if seconds > MAX_DURATION.total_seconds():  # also .inf
-        raise PydanticCustomError(
-            "duration",
-            "'{value}' is longer than {max}, the longest duration keymon accepts",
-            {"value": str(value)[:40], "max": _MAX_DURATION_TEXT},
-        )
-    return timedelta(seconds=seconds)
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-
-
-def format_duration(value: timedelta) -> str:
-    """Render a timedelta the way the configuration writes it (``14d``, ``1h30m``, ``500ms``)."""
-    total_ms = round(value.total_seconds() * 1000)
-    if total_ms == 0:
-        return "0s"
-    parts = []
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        count, total_ms = divmod(total_ms, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    if total_ms:
-        parts.append(f"{total_ms}ms")
-    return "".join(parts)
-
-
-# ----------------------------------------------------------------------------- secrets
-
-
-@dataclass(frozen=True, slots=True)
-class Secret:
-    """A resolved secret and where it came from. Neither ``repr`` nor ``str`` shows the value."""
-
-    value: SecretStr
-    origin: str  # "environment variable X", "file /run/secrets/x", "literal"
-
-    def get(self) -> str:
-        return self.value.get_secret_value()
-
-    def __repr__(self) -> str:
-        return f"Secret(origin={self.origin!r})"
-
-    __str__ = __repr__
-
-
-#: A secret file larger than this is not a secret (an RSA-4096 PEM is about 3.3 KB): it is
-#: refused before it is read whole.
-MAX_SECRET_FILE_BYTES = 64 * 1024
-#: What ``{env: NAME}`` may name: a POSIX-style variable name.
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
-#: Names quoted back in messages: the upper-case convention (``ACME_BINANCE_SECRET``), at most
-#: 64 characters, and either with an underscore or without digits. A key or secret pasted where
-#: its variable's name belongs (``{env: vmPUZE6mv9...}``, ``{env: HUNTER2}``) is not quoted.
-_SHOWN_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
-#: Paths quoted back in messages: absolute or explicitly relative, made of ordinary file-name
-#: components of at most 64 characters (no ``+`` or ``=``: base64 key material is not quoted).
-_SHOWN_PATH = re.compile(r"(?:~|\.{1,2})?(?:/[A-Za-z0-9_.@:-]{1,64})+/?")
-_SECRET_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def _shown_env_name(name: str) -> str | None:
-    """``name`` if it may be quoted in a message, None if it might be a secret itself."""
-    if _SHOWN_ENV_NAME.fullmatch(name) and ("_" in name or not any(c.isdigit() for c in name)):
-        return name
-    return None
-
-
-def _shown_path(path: str) -> str | None:
-    """``path`` if it may be quoted in a message, None if it might be a secret itself."""
-    return path if len(path) <= 1024 and _SHOWN_PATH.fullmatch(path) else None
-
-
-def _env_secret(name: object) -> Secret:
-    if not isinstance(name, str) or not name:
-        raise PydanticCustomError("secret", "env: needs the name of a variable")
-    if not _ENV_NAME.fullmatch(name):
-        # Most likely the secret itself, written where its variable's name belongs: never quoted.
-        raise PydanticCustomError(
-            "secret",
-            "env: is not an environment variable name (letters, digits and _); if it is the "
-            "secret itself, put it in a variable or a file and name that here",
-        )
-    shown = _shown_env_name(name)
-    found = os.environ.get(name)
-    if found is None:
-        if shown is None:
-            raise PydanticCustomError(
-                "secret",
-                "the environment variable named by env: is not set (its name is not shown: it "
-                "does not look like a variable name; is it the secret itself?)",
-            )
-        raise PydanticCustomError(
-            "secret", "environment variable {name} is not set", {"name": name}
-        )
-    what = f"environment variable {shown}" if shown else "the environment variable named by env:"
-    if not found:
-        raise PydanticCustomError("secret", "{what} is empty", {"what": what})
-    _check_secret_text(found, what)
-    return Secret(SecretStr(found), f"environment variable {name}")
-
-
-def _file_secret(path: object) -> Secret:
-    if not isinstance(path, str) or not path:
-        raise PydanticCustomError("secret", "file: needs a path")
-    shown = _shown_path(path)
-    what = f"secret file {shown}" if shown else "the secret file"
-    hidden = (
-        ""
-        if shown
-        else " (its name is not shown: it does not look like a path; is it the secret itself?)"
-    )
-    if "\x00" in path:
-        raise PydanticCustomError("secret", "file: a path cannot contain a NUL character")
-    try:
-        # Looked at before it is opened: opening a FIFO would wait for a writer.
-        mode = os.stat(path).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        if not stat.S_ISREG(mode):
-            raise PydanticCustomError(
-                "secret", "{what} is not a regular file{hidden}", {"what": what, "hidden": hidden}
-            )
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_SECRET_FILE_BYTES + 1)
-    except OSError as exc:
-        raise PydanticCustomError(
-            "secret",
-            "cannot read {what}: {why}{hidden}",
-            {"what": what, "why": exc.strerror or type(exc).__name__, "hidden": hidden},
-        ) from None
-    if len(data) > MAX_SECRET_FILE_BYTES:
-        raise PydanticCustomError(
-            "secret",
-            "{what} is larger than {limit} KiB: not a secret",
-            {"what": what, "limit": MAX_SECRET_FILE_BYTES // 1024},
-        )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise PydanticCustomError("secret", "{what} is not UTF-8 text", {"what": what}) from None
-    # Docker and Kubernetes secrets usually end in a newline that is not the secret.
-    text = text.removesuffix("\n").removesuffix("\r")
-    if not text:
-        raise PydanticCustomError("secret", "{what} is empty", {"what": what})
-    _check_secret_text(text, what)
-    return Secret(SecretStr(text), f"file {path}")
-
-
-def _check_secret_text(text: str, what: str) -> None:
-    """A secret is text: control characters (other than line breaks and tabs, which PEM keys
-    hold) mean a binary file or a paste gone wrong, and would break the request headers."""
-    if _SECRET_CONTROL.search(text):
-        raise PydanticCustomError(
-            "secret", "{what} holds control characters (binary data?)", {"what": what}
-        )
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in YAML, undecodable bytes in env)
-        raise PydanticCustomError(
-            "secret", "{what} is not valid Unicode text", {"what": what}
-        ) from None
-
-
-def _resolve_secret(value: object) -> Secret:
-    if isinstance(value, Secret):
-        return value
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    if isinstance(value, str):
-        if not value:
-            raise PydanticCustomError("secret", "secret is empty")
-        _check_secret_text(value, "the secret")
-        return Secret(SecretStr(value), "literal")
-    if isinstance(value, Mapping):
-        keys = set(value)
-        if keys == {"env"}:
-            return _env_secret(value["env"])
-        if keys == {"file"}:
-            return _file_secret(value["file"])
-    # Never quote the value: a mapping typo ({evn: ...}) may hold the secret itself.
-    raise PydanticCustomError("secret", "a secret is {env: NAME}, {file: PATH} or a string")
-
-
-SecretRef = Annotated[Secret, BeforeValidator(_resolve_secret)]
-
-# ----------------------------------------------------------------------------- sections
-
-Permission = Literal[
-    "read",
-    "spot_trade",
-    "margin_trade",
-    "margin_loan",
-    "futures_trade",
-    "options_trade",
-    "portfolio_margin",
-    "withdraw",
-    "internal_transfer",
-    "universal_transfer",
-    "fix_trade",
-    "fix_read",
-]
-assert set(Permission.__args__) == set(PERMISSIONS)  # type: ignore[attr-defined]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class LogSettings(_Model):
@@ -412,16 +109,9 @@ class LogSettings(_Model):
 class AuditSettings(_Model):
     """``audit:``: how often every key is audited."""
 
-    interval: Duration = DEFAULT_INTERVAL
+    interval: Period = DEFAULT_INTERVAL
     jitter: Duration = DEFAULT_JITTER
     timeout: Duration = DEFAULT_TIMEOUT
-
-    @field_validator("interval")
-    @classmethod
-    def _interval_floor(cls, value: timedelta) -> timedelta:
-        if value < timedelta(seconds=1):
-            raise PydanticCustomError("duration", "must be at least 1s")
-        return value
 
     @field_validator("timeout")
     @classmethod
@@ -449,331 +139,49 @@ class AuditSettings(_Model):
         return self
 
 
-#: The largest weight budget keymon accepts: far above any exchange's per-IP limit (Binance's
-#: largest is 12,000 a minute), low enough that the budget's arithmetic stays exact.
-MAX_WEIGHT_PER_MINUTE = 1_000_000
-#: The longest HTTP timeout: a request still unanswered after ten minutes is lost.
-MAX_TIMEOUT = timedelta(minutes=10)
+# ----------------------------------------------------------------------------- exchanges
 
 
-def _whole_number(value: object) -> object:
-    """YAML's ``true`` is no number, though Python's ``bool`` is an ``int``: refuse it."""
-    if isinstance(value, bool):
-        raise PydanticCustomError(
-            "int_type", "expected a whole number, not {value}", {"value": str(value).lower()}
-        )
-    return value
+class ExchangesSettingsBase(_Model):
+    """``exchanges:``: optional per-exchange settings, one field per supported exchange.
 
-
-_BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
-_BOOL_WORDS |= {"1": True, "0": False}
-
-
-def _boolean(value: object) -> object:
-    """``true``/``false`` (an environment override may spell it yes/no, on/off, 1/0). Numbers
-    and other text are refused: ``send_resolved: 2`` is a mistake, not a truth value."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
-        return _BOOL_WORDS[value.strip().lower()]
-    raise PydanticCustomError("bool_type", "expected true or false")
-
-
-WeightPerMinute = Annotated[
-    int, BeforeValidator(_whole_number), Field(gt=0, le=MAX_WEIGHT_PER_MINUTE)
-]
-Boolean = Annotated[bool, BeforeValidator(_boolean)]
-
-
-def _loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_base_url(value: str, *, allow_insecure_http: bool = False) -> str:
-    """``value`` as a base URL keymon may send signed requests to, without a trailing slash.
-
-    ``https://host[:port]``; plain ``http`` only to a loopback address (127.0.0.0/8, ``::1``,
-    ``localhost``: tests, simulators) or with ``allow_insecure_http``. No user name or password
-    (sent as Basic credentials with every request), no path, query or fragment. Messages never
-    quote a URL that holds credentials or a query.
+    The fields come from the exchange registry (each adapter's ``settings_model``):
+    :data:`ExchangesSettings` is this class with them added.
     """
-    shown = value[:80] if not re.search(r"[@?#\s]", value) else None
-    example = "such as https://api.binance.com"
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S*", value):
-        if shown is None:
-            raise PydanticCustomError("url", f"not an http(s) base URL {example}")
-        raise PydanticCustomError(
-            "url", "'{value}' is not an http(s) base URL " + example, {"value": shown}
-        )
-    try:
-        parts = urllib.parse.urlsplit(value)
-    except ValueError:  # an unclosed [ipv6 literal
-        raise PydanticCustomError("url", f"not an http(s) base URL {example}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise PydanticCustomError(
-            "url",
-            "scheme '{scheme}': a base URL is https://host[:port], " + example,
-            {"scheme": scheme[:20]},
-        )
-    if "@" in parts.netloc:
-        raise PydanticCustomError(
-            "url",
-            "a base URL must not hold a user name or password (user:pass@): they would be sent "
-            "with every request",
-        )
-    if parts.query or parts.fragment or "?" in value or "#" in value:
-        raise PydanticCustomError("url", "a base URL takes no query (?...) or fragment (#...)")
-    if parts.path not in ("", "/"):
-        raise PydanticCustomError(
-            "url", "a base URL takes no path (https://host[:port]): keymon adds the paths itself"
-        )
-    host = parts.hostname or ""
-    if not host or not re.fullmatch(r"[a-z0-9_.-]+|[0-9a-f:.]+", host):
-        raise PydanticCustomError("url", "a base URL needs a host name " + example)
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if port is not None and not 0 < port < 65536:
-        raise PydanticCustomError("url", "the port must be a number from 1 to 65535")
-    if scheme == "http" and not allow_insecure_http and not _loopback_host(host):
-        raise PydanticCustomError(
-            "url",
-            "plain http to {host} would send API keys and signatures in clear: use https "
-            "(http is accepted for loopback addresses only: 127.0.0.0/8, ::1, localhost; or "
-            "set allow_insecure_http: true for a simulator on a private network)",
-            {"host": host[:80]},
-        )
-    return value.rstrip("/")
-
-
-class ExchangeSettingsBase(_Model):
-    """What every ``exchanges.<name>:`` section has; each exchange sets its own defaults."""
-
-    #: Plain http to a host other than a loopback address. For a simulated exchange on a
-    #: private network only (the compose demo): never for a real exchange. Declared first: the
-    #: base_url check reads it.
-    allow_insecure_http: Boolean = False
-    base_url: str
-    #: keymon's own share of the exchange's per-IP rate limit (the bots share the IP).
-    max_weight_per_minute: WeightPerMinute
-    time_sync_interval: Duration = timedelta(minutes=10)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str, info: ValidationInfo) -> str:
-        return check_base_url(
-            value, allow_insecure_http=info.data.get("allow_insecure_http") is True
-        )
-
-    @field_validator("time_sync_interval")
-    @classmethod
-    def _time_sync_floor(cls, value: timedelta) -> timedelta:
-        if value < timedelta(seconds=1):
-            raise PydanticCustomError("duration", "must be at least 1s")
-        return value
-
-
-class BinanceSettings(ExchangeSettingsBase):
-    """``exchanges.binance:``."""
-
-    base_url: str = BINANCE_BASE_URL
-    recv_window: Duration = BINANCE_RECV_WINDOW
-    max_weight_per_minute: WeightPerMinute = BINANCE_MAX_WEIGHT_PER_MINUTE
-
-    @field_validator("recv_window")
-    @classmethod
-    def _recv_window_range(cls, value: timedelta) -> timedelta:
-        if not timedelta(0) < value <= BINANCE_MAX_RECV_WINDOW:
-            raise PydanticCustomError("duration", "must be more than 0s and at most 60s")
-        return value
-
-
-class BybitSettings(ExchangeSettingsBase):
-    """``exchanges.bybit:``."""
-
-    base_url: str = BYBIT_BASE_URL
-    recv_window: Duration = BYBIT_RECV_WINDOW
-    max_weight_per_minute: WeightPerMinute = BYBIT_MAX_WEIGHT_PER_MINUTE
-
-    @field_validator("recv_window")
-    @classmethod
-    def _recv_window_range(cls, value: timedelta) -> timedelta:
-        if not timedelta(0) < value <= BYBIT_MAX_RECV_WINDOW:
-            raise PydanticCustomError("duration", "must be more than 0s and at most 60s")
-        return value
-
-
-class BitgetSettings(ExchangeSettingsBase):
-    """``exchanges.bitget:``. No recv_window: Bitget's signature has none."""
-
-    base_url: str = BITGET_BASE_URL
-    max_weight_per_minute: Annotated[int, BeforeValidator(_whole_number), Field(gt=0, le=60)] = (
-        BITGET_MAX_WEIGHT_PER_MINUTE
-    )
-
-
-class HtxSettings(ExchangeSettingsBase):
-    """``exchanges.htx:``. No recv_window: signature v2 carries only a ``Timestamp``."""
-
-    base_url: str = HTX_BASE_URL
-    max_weight_per_minute: WeightPerMinute = HTX_MAX_WEIGHT_PER_MINUTE
-
-
-class GateSettings(ExchangeSettingsBase):
-    """``exchanges.gate:``. No recv_window: a Gate timestamp must lie within 60 s of the
-    server's time."""
-
-    base_url: str = GATE_BASE_URL
-    max_weight_per_minute: WeightPerMinute = GATE_MAX_WEIGHT_PER_MINUTE
-
-
-class KrakenSettings(ExchangeSettingsBase):
-    """``exchanges.kraken:``. No recv_window: Kraken checks a strictly increasing nonce per key
-    instead of a time window, so ``time_sync_interval`` is unused."""
-
-    base_url: str = KRAKEN_BASE_URL
-    max_weight_per_minute: WeightPerMinute = KRAKEN_MAX_WEIGHT_PER_MINUTE
-
-
-class KucoinSettings(ExchangeSettingsBase):
-    """``exchanges.kucoin:``. KuCoin has no recv_window: a timestamp must lie within 5 s of
-    the server's time."""
-
-    base_url: str = KUCOIN_BASE_URL
-    max_weight_per_minute: WeightPerMinute = KUCOIN_MAX_WEIGHT_PER_MINUTE
-
-
-class OkxSettings(ExchangeSettingsBase):
-    """``exchanges.okx:``. OKX has no recv_window: a request expires 30 s from server time."""
-
-    base_url: str = OKX_BASE_URL
-    max_weight_per_minute: WeightPerMinute = OKX_MAX_WEIGHT_PER_MINUTE
-
-
-class _RecvWindowSettings(ExchangeSettingsBase):
-    """A section whose exchange takes a ``recvWindow`` (more than 0 s, at most 60 s)."""
-
-    recv_window: Duration = timedelta(seconds=5)
-
-    @field_validator("recv_window")
-    @classmethod
-    def _recv_window_range(cls, value: timedelta) -> timedelta:
-        if not timedelta(0) < value <= timedelta(seconds=60):
-            raise PydanticCustomError("duration", "must be more than 0s and at most 60s")
-        return value
-
-
-class MexcSettings(_RecvWindowSettings):
-    """``exchanges.mexc:`` (liveness only)."""
-
-    base_url: str = MEXC_BASE_URL
-    recv_window: Duration = MEXC_RECV_WINDOW
-    max_weight_per_minute: WeightPerMinute = MEXC_MAX_WEIGHT_PER_MINUTE
-
-
-class BitmartSettings(ExchangeSettingsBase):
-    """``exchanges.bitmart:`` (liveness only). A BitMart timestamp must lie within a minute
-    of the server's time."""
-
-    base_url: str = BITMART_BASE_URL
-    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
-
-
-class BitrueSettings(_RecvWindowSettings):
-    """``exchanges.bitrue:`` (liveness only)."""
-
-    base_url: str = BITRUE_BASE_URL
-    recv_window: Duration = BITRUE_RECV_WINDOW
-    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
-
-
-class XtSettings(_RecvWindowSettings):
-    """``exchanges.xt:``. ``base_url`` is XT's user-center host, where a key reads its own
-    settings; ``recv_window`` is ``validate-recvwindow``."""
-
-    base_url: str = XT_BASE_URL
-    recv_window: Duration = XT_RECV_WINDOW
-    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
-
-
-class LbankSettings(ExchangeSettingsBase):
-    """``exchanges.lbank:`` (liveness only)."""
-
-    base_url: str = LBANK_BASE_URL
-    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
-
-
-class CoinstoreSettings(ExchangeSettingsBase):
-    """``exchanges.coinstore:`` (liveness only)."""
-
-    base_url: str = COINSTORE_BASE_URL
-    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
-
-
-class BiconomySettings(ExchangeSettingsBase):
-    """``exchanges.biconomy:`` (liveness only)."""
-
-    base_url: str = BICONOMY_BASE_URL
-    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
-
-
-class BingxSettings(ExchangeSettingsBase):
-    """``exchanges.bingx:``. ``recv_window`` is sent with every signed request; BingX documents
-    5 s as both its default and its maximum."""
-
-    base_url: str = BINGX_BASE_URL
-    recv_window: Duration = BINGX_RECV_WINDOW
-    max_weight_per_minute: WeightPerMinute = BINGX_MAX_WEIGHT_PER_MINUTE
-
-    @field_validator("recv_window")
-    @classmethod
-    def _recv_window_range(cls, value: timedelta) -> timedelta:
-        if not timedelta(0) < value <= BINGX_MAX_RECV_WINDOW:
-            raise PydanticCustomError("duration", "must be more than 0s and at most 5s")
-        return value
-
-
-class CoinbaseSettings(ExchangeSettingsBase):
-    """``exchanges.coinbase:`` (Advanced Trade). No recv_window: each request carries a JWT valid
-    for 120 s from the time keymon reads off Coinbase's clock (``time_sync_interval``)."""
-
-    base_url: str = COINBASE_BASE_URL
-    max_weight_per_minute: WeightPerMinute = COINBASE_MAX_WEIGHT_PER_MINUTE
-
-
-class ExchangesSettings(_Model):
-    """``exchanges:``: optional per-exchange settings, one field per supported exchange."""
-
-    binance: BinanceSettings = BinanceSettings()
-    bybit: BybitSettings = BybitSettings()
-    bitget: BitgetSettings = BitgetSettings()
-    htx: HtxSettings = HtxSettings()
-    kucoin: KucoinSettings = KucoinSettings()
-    okx: OkxSettings = OkxSettings()
-    gate: GateSettings = GateSettings()
-    mexc: MexcSettings = MexcSettings()
-    bitmart: BitmartSettings = BitmartSettings()
-    bitrue: BitrueSettings = BitrueSettings()
-    xt: XtSettings = XtSettings()
-    lbank: LbankSettings = LbankSettings()
-    coinstore: CoinstoreSettings = CoinstoreSettings()
-    biconomy: BiconomySettings = BiconomySettings()
-    kraken: KrakenSettings = KrakenSettings()
-    bingx: BingxSettings = BingxSettings()
-    coinbase: CoinbaseSettings = CoinbaseSettings()
 
     def for_exchange(self, name: str) -> ExchangeSettingsBase:
         """The settings section of exchange ``name``."""
         section = getattr(self, name)
         assert isinstance(section, ExchangeSettingsBase)
         return section
+
+    if TYPE_CHECKING:
+        # A section per exchange, added at run time from the registry.
+        def __getattr__(self, name: str) -> Any: ...
+
+
+#: Every supported exchange, in the order messages list them.
+EXCHANGE_NAMES: tuple[str, ...] = CONFIG_ORDER
+_KEY_MODELS: dict[str, type[KeyBase]] = {name: EXCHANGES[name].key_model for name in EXCHANGE_NAMES}
+
+if TYPE_CHECKING:
+    ExchangesSettings = ExchangesSettingsBase
+    KeyConfig = KeyBase
+else:
+    ExchangesSettings = create_model(
+        "ExchangesSettings",
+        __base__=ExchangesSettingsBase,
+        __doc__=ExchangesSettingsBase.__doc__,
+        __module__=__name__,
+        **{
+            name: (EXCHANGES[name].settings_model, EXCHANGES[name].settings_model())
+            for name in EXCHANGE_NAMES
+        },
+    )
+    #: One key model per exchange, told apart by ``exchange:``.
+    KeyConfig = Annotated[
+        functools.reduce(operator.or_, _KEY_MODELS.values()), Field(discriminator="exchange")
+    ]
 
 
 class Policy(_Model):
@@ -834,430 +242,6 @@ class Policy(_Model):
         return self
 
 
-_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-_RESERVED_LABELS = frozenset(
-    {
-        "key",
-        "client",
-        "exchange",
-        "policy",
-        "key_id",
-        "coverage",
-        "permission",
-        "rule",
-        "severity",
-        "kind",
-        "reason",
-        "field",
-        "endpoint",
-        "status",
-        "le",
-        "quantile",
-    }
-)
-
-
-class KeyBase(_Model):
-    """Fields every key has, whatever its exchange. Each exchange's key model narrows
-    ``exchange`` to its name (the discriminator) and adds what it needs (a passphrase, a key
-    type)."""
-
-    exchange: str
-    name: str
-    client: str = Field(min_length=1)
-    api_key: SecretRef
-    api_secret: SecretRef
-    policy: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-    #: Audit this key this often (default: its policy's interval, then ``audit.interval``).
-    interval: Duration | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name_shape(cls, value: str) -> str:
-        if not _KEY_NAME.fullmatch(value):
-            raise PydanticCustomError(
-                "name",
-                "'{value}' is not a key name: use letters, digits, '-', '_' and '.'",
-                {"value": value[:100]},
-            )
-        return value
-
-    @field_validator("labels")
-    @classmethod
-    def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for label in value:
-            if not _LABEL_NAME.fullmatch(label) or label.startswith("__"):
-                raise PydanticCustomError(
-                    "label", "'{label}' is not a Prometheus label name", {"label": label}
-                )
-            if label in _RESERVED_LABELS:
-                raise PydanticCustomError(
-                    "label", "'{label}' is a label keymon sets itself", {"label": label}
-                )
-        return value
-
-
-BinanceKeyType = Literal["hmac", "ed25519", "rsa"]
-
-
-class BinanceKey(KeyBase):
-    """A Binance key. ``key_type`` defaults to what the secret is: a PEM private key is
-    Ed25519 or RSA ("self-generated"), anything else is an HMAC secret ("system generated")."""
-
-    exchange: Literal["binance"]
-    key_type: BinanceKeyType | None = None
-
-    @field_validator("api_secret")
-    @classmethod
-    def _readable_key_material(cls, value: Secret) -> Secret:
-        detect_binance_key_type(value.get())  # a PEM that is no usable key fails here
-        return value
-
-    @model_validator(mode="after")
-    def _key_type_matches(self) -> Self:
-        detected = detect_binance_key_type(self.api_secret.get())
-        if self.key_type is None:
-            object.__setattr__(self, "key_type", detected)
-        elif self.key_type != detected:
-            raise PydanticCustomError(
-                "key_type",
-                "api_secret is {detected} key material but key_type is {key_type}",
-                {"detected": detected, "key_type": self.key_type},
-            )
-        return self
-
-    @property
-    def resolved_key_type(self) -> BinanceKeyType:
-        assert self.key_type is not None  # set by the validator
-        return self.key_type
-
-
-def detect_binance_key_type(secret: str) -> BinanceKeyType:
-    """``hmac`` for a plain secret; ``ed25519``/``rsa`` for a PEM private key."""
-    if "-----BEGIN" not in secret:
-        return "hmac"
-    try:
-        # Imported here: only self-generated (PEM) keys need cryptography, and its import
-        # costs every short-lived `keymon check` start-up time and memory.
-        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-        key = load_pem_private_key(secret.encode(), password=None)
-    except (ValueError, TypeError):
-        # Never echo the material: the exception text may quote it.
-        raise PydanticCustomError(
-            "secret", "looks like PEM but is not an unencrypted private key"
-        ) from None
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return "ed25519"
-    if isinstance(key, rsa.RSAPrivateKey):
-        return "rsa"
-    raise PydanticCustomError("secret", "is a PEM private key of a type Binance does not use")
-
-
-class BybitKey(KeyBase):
-    """A Bybit key. Only system-generated (HMAC) keys are supported: an RSA key's secret is
-    its private key, which this release does not sign with."""
-
-    exchange: Literal["bybit"]
-
-
-class BitgetKey(KeyBase):
-    """A Bitget key: the passphrase chosen when the key was created is sent with every
-    request (``ACCESS-PASSPHRASE``), so it is required."""
-
-    exchange: Literal["bitget"]
-    passphrase: SecretRef
-
-
-class HtxKey(KeyBase):
-    """An HTX key. ``GET /v2/user/api-key`` needs the account's ``uid`` (the numeric user id
-    shown in the HTX account settings, or answered by ``GET /v2/user/uid``), so it is
-    required. It is not a secret."""
-
-    exchange: Literal["htx"]
-    uid: str = Field(pattern=r"^[0-9]{1,20}$")
-
-
-class GateKey(KeyBase):
-    """A Gate (APIv4) key: API key and secret, no passphrase."""
-
-    exchange: Literal["gate"]
-
-
-class KrakenKey(KeyBase):
-    """A Kraken spot key: the API key and its private key ("secret"), which is base64. Kraken
-    signs with the decoded bytes, so a secret that does not decode is refused at load time."""
-
-    exchange: Literal["kraken"]
-
-    @field_validator("api_secret")
-    @classmethod
-    def _base64_secret(cls, value: Secret, info: ValidationInfo) -> Secret:
-        if not kraken_secret_decodes(value.get()):
-            # Name the key, never quote the secret (not even a part of it).
-            name = info.data.get("name")
-            raise PydanticCustomError(
-                "secret",
-                "the Kraken private key of key '{name}' is not base64; copy the whole "
-                "'Private key' Kraken showed when the key was created",
-                {"name": str(name)[:100] if name else "?"},
-            )
-        return value
-
-
-def kraken_secret_decodes(secret: str) -> bool:
-    """True when ``secret`` is non-empty, strictly valid base64 (Kraken's private key)."""
-    try:
-        return bool(base64.b64decode(secret.strip(), validate=True))
-    except (binascii.Error, ValueError):
-        return False
-
-
-class KucoinKey(KeyBase):
-    """A KuCoin key: API key, secret and the passphrase chosen when the key was created.
-    ``key_version`` is the key's API version (2 or 3; the universal SDK sends 3); for both the
-    passphrase is sent HMAC-signed."""
-
-    exchange: Literal["kucoin"]
-    passphrase: SecretRef
-    key_version: Literal[2, 3] = KUCOIN_DEFAULT_KEY_VERSION
-
-
-class OkxKey(KeyBase):
-    """An OKX key. OKX keys have a passphrase, chosen at key creation and sent with every
-    signed request (``OK-ACCESS-PASSPHRASE``); it is a secret like the API secret."""
-
-    exchange: Literal["okx"]
-    passphrase: SecretRef
-
-
-class MexcKey(KeyBase):
-    """A MEXC key (liveness only): API key and HMAC secret."""
-
-    exchange: Literal["mexc"]
-
-
-class BitmartKey(KeyBase):
-    """A BitMart key (liveness only). The memo chosen when the key was created is part of
-    every signature, so it is required, and kept secret like the API secret."""
-
-    exchange: Literal["bitmart"]
-    memo: SecretRef
-
-
-class BitrueKey(KeyBase):
-    """A Bitrue key (liveness only): API key and HMAC secret."""
-
-    exchange: Literal["bitrue"]
-
-
-class XtKey(KeyBase):
-    """An XT.com key: API key (XT's appkey / accessKey) and HMAC secret."""
-
-    exchange: Literal["xt"]
-
-
-class LbankKey(KeyBase):
-    """An LBank key (liveness only). Only HmacSHA256 keys, as the client guide asks; an RSA
-    key's secret is its private key, which this release does not sign with."""
-
-    exchange: Literal["lbank"]
-
-
-class CoinstoreKey(KeyBase):
-    """A Coinstore key (liveness only): API key and HMAC secret."""
-
-    exchange: Literal["coinstore"]
-
-
-class BiconomyKey(KeyBase):
-    """A Biconomy key (liveness only): API key and secret."""
-
-    exchange: Literal["biconomy"]
-
-
-class BingxKey(KeyBase):
-    """A BingX key: API key and secret, no passphrase. keymon reads only the key's own
-    permissions (``GET /openApi/v1/account/apiPermissions``), so no ``uid`` is needed."""
-
-    exchange: Literal["bingx"]
-
-
-#: A CDP API key's name: ``organizations/{org_id}/apiKeys/{key_id}``.
-COINBASE_KEY_NAME = re.compile(r"organizations/[A-Za-z0-9-]+/apiKeys/[A-Za-z0-9-]+")
-COINBASE_KEY_SHAPE = "organizations/<org_id>/apiKeys/<key_id>"
-_UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
-CoinbaseAlgorithm = Literal["ES256", "EdDSA"]
-
-
-class CoinbaseKey(KeyBase):
-    """A Coinbase Advanced Trade key (a CDP "Secret API key").
-
-    ``api_key`` is the key's **name**, ``organizations/{org_id}/apiKeys/{key_id}``;
-    ``api_secret`` its private key, in every form the official SDKs (coinbase-advanced-py,
-    cdp-sdk) accept: an EC P-256 PEM (SEC1 or PKCS#8; signs ES256), an Ed25519 PKCS#8 PEM, or
-    an Ed25519 key as the base64 string the CDP portal shows (64 bytes: seed and public key)
-    or of its 32-byte seed alone (both sign EdDSA). A PEM pasted with literal ``\\n`` escapes
-    (as in the downloaded key JSON) and base64 broken over lines are accepted. Both are checked
-    when the configuration loads; messages never quote either.
-    """
-
-    exchange: Literal["coinbase"]
-
-    @field_validator("api_key")
-    @classmethod
-    def _key_name_shape(cls, value: Secret, info: ValidationInfo) -> Secret:
-        text = value.get().strip()
-        if COINBASE_KEY_NAME.fullmatch(text):
-            return value if text == value.get() else Secret(SecretStr(text), value.origin)
-        if "-----BEGIN" in text:
-            hint = "it holds a private key (api_key and api_secret swapped?)"
-        elif _UUID.fullmatch(text):
-            hint = "it is a bare key id; give the full name"
-        else:
-            hint = "it does not have that shape"
-        raise PydanticCustomError(
-            "coinbase_key",
-            "key '{key}': api_key must be the CDP key name {shape} (the key file's \"name\"); "
-            "{hint}",
-            {"key": _key_label(info), "hint": hint, "shape": COINBASE_KEY_SHAPE},
-        )
-
-    @field_validator("api_secret")
-    @classmethod
-    def _private_key(cls, value: Secret, info: ValidationInfo) -> Secret:
-        text = normalize_coinbase_secret(value.get())
-        try:
-            coinbase_private_key(text)
-        except CoinbaseKeyError as exc:
-            raise PydanticCustomError(
-                "coinbase_key",
-                "key '{key}': api_secret {why}",
-                {"key": _key_label(info), "why": str(exc)},
-            ) from None
-        return value if text == value.get() else Secret(SecretStr(text), value.origin)
-
-
-def _key_label(info: ValidationInfo) -> str:
-    name = info.data.get("name") if isinstance(info.data, dict) else None
-    return name if isinstance(name, str) else "?"
-
-
-class CoinbaseKeyError(ValueError):
-    """A Coinbase secret that is no usable private key; the text never quotes the material."""
-
-
-def normalize_coinbase_secret(text: str) -> str:
-    """A Coinbase secret as pasted or downloaded, made loadable: surrounding whitespace and JSON
-    quotes dropped; in a PEM, literal ``\\n`` escapes turned into line breaks."""
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        text = text[1:-1].strip()
-    if "-----BEGIN" in text:
-        text = text.replace("\\r\\n", "\n").replace("\\n", "\n").replace("\r\n", "\n")
-        text = text.strip() + "\n"
-    elif not text.startswith("{"):
-        # Base64 broken over lines (or with a stray blank) is the same key: coinbase-advanced-py
-        # removes every whitespace before decoding.
-        text = "".join(text.split())
-    return text
-
-
-def coinbase_private_key(text: str) -> tuple[Any, CoinbaseAlgorithm]:
-    """The private key in a (normalized) Coinbase secret and the JWT algorithm it signs with.
-
-    Raises:
-        CoinbaseKeyError: saying what is wrong, never quoting the material.
-    """
-    # Imported here, as for Binance: cryptography costs every `keymon check` start-up time.
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    if "-----BEGIN" in text:
-        try:
-            key = load_pem_private_key(text.encode(), password=None)
-        except TypeError:
-            raise CoinbaseKeyError("is an encrypted PEM private key; give it unencrypted") from None
-        except (ValueError, UnsupportedAlgorithm):
-            raise CoinbaseKeyError("looks like PEM but is not a readable private key") from None
-        if isinstance(key, ec.EllipticCurvePrivateKey):
-            if not isinstance(key.curve, ec.SECP256R1):
-                raise CoinbaseKeyError(
-                    "is an EC key on another curve than P-256; Coinbase keys use P-256 (ES256)"
-                )
-            return key, "ES256"
-        if isinstance(key, ed25519.Ed25519PrivateKey):
-            return key, "EdDSA"
-        raise CoinbaseKeyError(
-            "is a PEM private key of a type Coinbase does not use (expected EC P-256 or Ed25519)"
-        )
-    if text.startswith("{"):
-        raise CoinbaseKeyError(
-            "looks like the whole CDP key JSON; give its privateKey value (api_key is its name)"
-        )
-    try:
-        raw = base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) not in (32, 64):
-        raise CoinbaseKeyError(
-            "is neither a PEM private key (EC P-256 or Ed25519) nor a CDP Ed25519 key (base64 of "
-            "a 32-byte seed, or of 64 bytes: seed and public key)"
-        )
-    # The official SDKs (coinbase-advanced-py jwt_generator._load_private_key, cdp-sdk
-    # _parse_private_key) sign with the first 32 bytes, the seed, and ignore the rest: so does
-    # keymon. A second half that is not the seed's public key is no reason to refuse a key the
-    # SDKs use; Coinbase itself will refuse a wrong seed (401).
-    return ed25519.Ed25519PrivateKey.from_private_bytes(raw[:32]), "EdDSA"
-
-
-KeyConfig = Annotated[
-    BinanceKey
-    | BybitKey
-    | OkxKey
-    | KucoinKey
-    | BitgetKey
-    | HtxKey
-    | GateKey
-    | KrakenKey
-    | BingxKey
-    | CoinbaseKey
-    | MexcKey
-    | BitmartKey
-    | BitrueKey
-    | XtKey
-    | LbankKey
-    | CoinstoreKey
-    | BiconomyKey,
-    Field(discriminator="exchange"),
-]
-#: Every supported exchange: the introspecting ones, then the liveness-only ones.
-_KEY_MODELS: dict[str, type[KeyBase]] = {
-    "binance": BinanceKey,
-    "bybit": BybitKey,
-    "okx": OkxKey,
-    "kucoin": KucoinKey,
-    "bitget": BitgetKey,
-    "htx": HtxKey,
-    "gate": GateKey,
-    "kraken": KrakenKey,
-    "bingx": BingxKey,
-    "coinbase": CoinbaseKey,
-    "mexc": MexcKey,
-    "bitmart": BitmartKey,
-    "bitrue": BitrueKey,
-    "xt": XtKey,
-    "lbank": LbankKey,
-    "coinstore": CoinstoreKey,
-    "biconomy": BiconomyKey,
-}
-EXCHANGE_NAMES: tuple[str, ...] = tuple(_KEY_MODELS)
-
-
 def _apprise_url(value: Secret) -> Secret:
     """A channel URL Apprise can use; the message names the scheme, never the tokens."""
     import apprise  # only configurations with notifications pay for the import
@@ -1278,15 +262,8 @@ class NotifySettings(_Model):
     """``notify:``: Apprise URLs for desks without Alertmanager."""
 
     urls: tuple[Annotated[SecretRef, AfterValidator(_apprise_url)], ...] = ()
-    reminder: Duration = timedelta(hours=4)
+    reminder: Period = timedelta(hours=4)
     send_resolved: Boolean = True
-
-    @field_validator("reminder")
-    @classmethod
-    def _reminder_floor(cls, value: timedelta) -> timedelta:
-        if value < timedelta(seconds=1):
-            raise PydanticCustomError("duration", "must be at least 1s")
-        return value
 
 
 TrustedNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -27,32 +27,32 @@ from keymon import config as config_module
 from keymon.config import (
     MAX_NESTING,
     AuditSettings,
-    BiconomyKey,
-    BinanceKey,
-    BingxKey,
-    BitgetKey,
-    BitmartKey,
-    BitrueKey,
-    CoinbaseKey,
-    CoinstoreKey,
     ExchangesSettings,
-    GateKey,
-    HtxKey,
-    KrakenKey,
-    KucoinKey,
-    LbankKey,
     LoadedConfig,
     LogSettings,
     NotifySettings,
-    OkxKey,
     Policy,
     Settings,
-    XtKey,
     key_secrets,
     load,
 )
 from keymon.errors import ConfigError
 from keymon.exchanges import EXCHANGES
+from keymon.exchanges.biconomy import BiconomyKey
+from keymon.exchanges.binance import BinanceKey
+from keymon.exchanges.bingx import BingxKey
+from keymon.exchanges.bitget import BitgetKey
+from keymon.exchanges.bitmart import BitmartKey
+from keymon.exchanges.bitrue import BitrueKey
+from keymon.exchanges.coinbase import CoinbaseKey
+from keymon.exchanges.coinstore import CoinstoreKey
+from keymon.exchanges.gate import GateKey
+from keymon.exchanges.htx import HtxKey
+from keymon.exchanges.kraken import KrakenKey
+from keymon.exchanges.kucoin import KucoinKey
+from keymon.exchanges.lbank import LbankKey
+from keymon.exchanges.okx import OkxKey
+from keymon.exchanges.xt import XtKey
 from keymon.model import Severity
 
 REPO = Path(__file__).resolve().parents[1]
@@ -1316,7 +1316,7 @@ def test_key_interval_must_exceed_jitter(tmp_path: Path) -> None:
 
 def test_bybit_key_and_settings(tmp_path: Path) -> None:
     """A Bybit key loads with the Bybit defaults; typos get Bybit-specific suggestions."""
-    from keymon.config import BybitKey
+    from keymon.exchanges.bybit import BybitKey
 
     text = """
 exchanges:

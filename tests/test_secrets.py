@@ -190,7 +190,8 @@ def test_no_credential_of_any_exchange_reaches_output_or_logs(
     in the report or the logs."""
     import time
 
-    from keymon.demo import _VENUES, build_simulators, demo_keys, write_config
+    from keymon.demo import build_simulators, demo_keys, write_config
+    from keymon.simulator import DEMO_VENUES as _VENUES
 
     keys = demo_keys(time.time())
     simulators = build_simulators(keys)

@@ -1,13 +1,15 @@
 """Exchange adapters, registered by name.
 
-Adding an exchange: its module here, an entry in :data:`EXCHANGES`, a key model and settings
-section in :mod:`keymon.config`, a simulator in :mod:`keymon.simulator` (and in its
-``SIMULATORS``), a venue in the contract suite and a row in the README's exchange table. An
-exchange that shows a key nothing about itself subclasses
-:class:`~keymon.exchanges.liveness.LivenessAdapter`, its simulator
+An exchange lives in two modules (see CONTRIBUTING.md): its module here, which defines its
+settings section, its key model (with its own validation), its constants, its adapter and the
+adapter's read-only allowlist, declared as ``class <Name>Adapter(AdapterBase,
+settings_model=..., key_model=...)`` and registered in :data:`EXCHANGES` (and its name in
+:data:`CONFIG_ORDER`); and its simulator in :mod:`keymon.simulator` (in ``SIMULATORS``), which
+also offers its ``keymon demo`` keys. :mod:`keymon.config` builds the ``exchanges:`` section and
+the ``keys[]`` union from this registry. An exchange that shows a key nothing about itself
+subclasses :class:`~keymon.exchanges.liveness.LivenessAdapter`, its simulator
 :class:`~keymon.simulator.liveness.LivenessSimulator`, and its venue goes into the liveness
-contract suite. :data:`EXCHANGES` lists the introspecting exchanges first, as the
-configuration does.
+contract suite. :data:`EXCHANGES` lists the introspecting exchanges first.
 """
 
 from __future__ import annotations
@@ -50,8 +52,31 @@ EXCHANGES: dict[str, type[ExchangeAdapter]] = {
     "coinstore": CoinstoreAdapter,
     "biconomy": BiconomyAdapter,
 }
+#: The order the configuration lists the exchanges in (``keys[].exchange`` messages,
+#: ``exchanges:``): as they were added, XT among the liveness-only ones it joined as.
+CONFIG_ORDER: tuple[str, ...] = (
+    "binance",
+    "bybit",
+    "okx",
+    "kucoin",
+    "bitget",
+    "htx",
+    "gate",
+    "kraken",
+    "bingx",
+    "coinbase",
+    "mexc",
+    "bitmart",
+    "bitrue",
+    "xt",
+    "lbank",
+    "coinstore",
+    "biconomy",
+)
+assert sorted(CONFIG_ORDER) == sorted(EXCHANGES)
 
 __all__ = [
+    "CONFIG_ORDER",
     "EXCHANGES",
     "BiconomyAdapter",
     "BinanceAdapter",

@@ -28,6 +28,7 @@ import httpx
 from aiohttp.http_exceptions import HttpProcessingError
 from httpx_aiohttp import AiohttpTransport
 
+from keymon.config_base import ExchangeSettingsBase, KeyBase
 from keymon.errors import ExchangeError, ExchangeUnavailable, ForbiddenRequest
 from keymon.model import Coverage, KeyFacts, Reason
 
@@ -62,6 +63,10 @@ class ExchangeAdapter(Protocol):
 
     name: ClassVar[str]
     coverage: ClassVar[Coverage]
+    #: The exchange's ``exchanges.<name>:`` section, and the model of its keys (``keys[]``
+    #: with ``exchange: <name>``): :mod:`keymon.config` collects both from the registry.
+    settings_model: ClassVar[type[ExchangeSettingsBase]]
+    key_model: ClassVar[type[KeyBase]]
     #: (METHOD, path) pairs this adapter may call; everything else is refused unsent.
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]]
     #: Used-weight response headers -> the exchange's per-IP limit behind each (for the budget).

@@ -35,12 +35,29 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Generator, Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 import httpx
 
-from keymon.config import BiconomyKey
+from keymon.config_base import KeyBase, LivenessSettings
 from keymon.exchanges.liveness import Kind, LivenessAdapter
+
+# ----------------------------------------------------------------------------- configuration
+
+BICONOMY_BASE_URL = "https://www.biconomy.com"
+
+
+class BiconomySettings(LivenessSettings):
+    """``exchanges.biconomy:`` (liveness only)."""
+
+    base_url: str = BICONOMY_BASE_URL
+
+
+class BiconomyKey(KeyBase):
+    """A Biconomy key (liveness only): API key and secret."""
+
+    exchange: Literal["biconomy"]
+
 
 NAME: Final = "biconomy"
 USER_PATH: Final = "/api/v1/private/user"
@@ -67,7 +84,7 @@ class BiconomySiteAuth(httpx.Auth):
         yield request
 
 
-class BiconomyAdapter(LivenessAdapter):
+class BiconomyAdapter(LivenessAdapter, settings_model=BiconomySettings, key_model=BiconomyKey):
     """Audits Biconomy keys for liveness: ``POST /api/v1/private/user`` is accepted, or why
     not."""
 

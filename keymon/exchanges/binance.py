@@ -22,14 +22,24 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, ClassVar, Final
+from datetime import timedelta
+from typing import Any, ClassVar, Final, Literal, Self
 from urllib.parse import quote
 
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from keymon.config import BinanceKey, BinanceSettings, Secret
+from keymon.config_base import Duration, KeyBase, RecvWindowSettings, Secret, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -44,6 +54,82 @@ from keymon.exchanges.base import (
 from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
 from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, Deadline, KeyFacts, Reason
+
+# ----------------------------------------------------------------------------- configuration
+
+BINANCE_BASE_URL = "https://api.binance.com"
+#: A tenth of Binance's 12,000/min SAPI IP limit: the bots share the IP and come first.
+BINANCE_MAX_WEIGHT_PER_MINUTE = 1200
+BINANCE_RECV_WINDOW = timedelta(seconds=5)
+BINANCE_MAX_RECV_WINDOW = timedelta(seconds=60)
+
+
+class BinanceSettings(RecvWindowSettings):
+    """``exchanges.binance:``."""
+
+    base_url: str = BINANCE_BASE_URL
+    max_recv_window: ClassVar[timedelta] = BINANCE_MAX_RECV_WINDOW
+    recv_window: Duration = BINANCE_RECV_WINDOW
+    max_weight_per_minute: WeightPerMinute = BINANCE_MAX_WEIGHT_PER_MINUTE
+
+
+BinanceKeyType = Literal["hmac", "ed25519", "rsa"]
+
+
+class BinanceKey(KeyBase):
+    """A Binance key. ``key_type`` defaults to what the secret is: a PEM private key is
+    Ed25519 or RSA ("self-generated"), anything else is an HMAC secret ("system generated")."""
+
+    exchange: Literal["binance"]
+    key_type: BinanceKeyType | None = None
+
+    @field_validator("api_secret")
+    @classmethod
+    def _readable_key_material(cls, value: Secret) -> Secret:
+        detect_binance_key_type(value.get())  # a PEM that is no usable key fails here
+        return value
+
+    @model_validator(mode="after")
+    def _key_type_matches(self) -> Self:
+        detected = detect_binance_key_type(self.api_secret.get())
+        if self.key_type is None:
+            object.__setattr__(self, "key_type", detected)
+        elif self.key_type != detected:
+            raise PydanticCustomError(
+                "key_type",
+                "api_secret is {detected} key material but key_type is {key_type}",
+                {"detected": detected, "key_type": self.key_type},
+            )
+        return self
+
+    @property
+    def resolved_key_type(self) -> BinanceKeyType:
+        assert self.key_type is not None  # set by the validator
+        return self.key_type
+
+
+def detect_binance_key_type(secret: str) -> BinanceKeyType:
+    """``hmac`` for a plain secret; ``ed25519``/``rsa`` for a PEM private key."""
+    if "-----BEGIN" not in secret:
+        return "hmac"
+    try:
+        # Imported here: only self-generated (PEM) keys need cryptography, and its import
+        # costs every short-lived `keymon check` start-up time and memory.
+        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        key = load_pem_private_key(secret.encode(), password=None)
+    except (ValueError, TypeError):
+        # Never echo the material: the exception text may quote it.
+        raise PydanticCustomError(
+            "secret", "looks like PEM but is not an unencrypted private key"
+        ) from None
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "ed25519"
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "rsa"
+    raise PydanticCustomError("secret", "is a PEM private key of a type Binance does not use")
+
 
 log = structlog.get_logger(__name__)
 
@@ -182,7 +268,7 @@ class ApiRestrictions(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class BinanceAdapter(AdapterBase):
+class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=BinanceKey):
     """Audits Binance keys. One instance per process, shared by every Binance key."""
 
     name: ClassVar[str] = NAME

@@ -47,14 +47,15 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, ClassVar, Final
+from datetime import timedelta
+from typing import Any, ClassVar, Final, Literal
 from urllib.parse import quote
 
 import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
 
-from keymon.config import BingxKey, BingxSettings, Secret
+from keymon.config_base import Duration, KeyBase, RecvWindowSettings, Secret, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -69,6 +70,35 @@ from keymon.exchanges.base import (
 from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
 from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts, Reason
+
+# ----------------------------------------------------------------------------- configuration
+
+BINGX_BASE_URL = "https://open-api.bingx.com"
+#: BingX counts requests: ``GET /openApi/v1/account/apiPermissions`` allows 2 requests/s per UID
+#: and 300 per 10 s per IP for each endpoint of its group (exchange-apis.md §2.7, BingX docs "Rate
+#: limit"). keymon allows itself one request a second, half the per-UID limit.
+BINGX_MAX_WEIGHT_PER_MINUTE = 60
+#: BingX's default window, and its documented maximum: a request more than 5 s old is refused.
+BINGX_RECV_WINDOW = timedelta(seconds=5)
+BINGX_MAX_RECV_WINDOW = timedelta(seconds=5)
+
+
+class BingxSettings(RecvWindowSettings):
+    """``exchanges.bingx:``. ``recv_window`` is sent with every signed request; BingX documents
+    5 s as both its default and its maximum."""
+
+    base_url: str = BINGX_BASE_URL
+    max_recv_window: ClassVar[timedelta] = BINGX_MAX_RECV_WINDOW
+    recv_window: Duration = BINGX_RECV_WINDOW
+    max_weight_per_minute: WeightPerMinute = BINGX_MAX_WEIGHT_PER_MINUTE
+
+
+class BingxKey(KeyBase):
+    """A BingX key: API key and secret, no passphrase. keymon reads only the key's own
+    permissions (``GET /openApi/v1/account/apiPermissions``), so no ``uid`` is needed."""
+
+    exchange: Literal["bingx"]
+
 
 log = structlog.get_logger(__name__)
 
@@ -216,7 +246,7 @@ class ApiPermissions(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class BingxAdapter(AdapterBase):
+class BingxAdapter(AdapterBase, settings_model=BingxSettings, key_model=BingxKey):
     """Audits BingX keys. One instance per process, shared by every BingX key."""
 
     name: ClassVar[str] = NAME

@@ -33,13 +33,13 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, ClassVar, Final
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
-from keymon.config import BitgetKey, BitgetSettings, Secret
+from keymon.config_base import ExchangeSettingsBase, KeyBase, Secret, SecretRef, whole_number
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -53,6 +53,32 @@ from keymon.exchanges.base import (
 from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
 from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts
+
+# ----------------------------------------------------------------------------- configuration
+
+BITGET_BASE_URL = "https://api.bitget.com"
+#: Bitget counts requests: ``GET /api/v2/spot/account/info`` allows 1 request/s per UID
+#: (exchange-apis.md §2.5). The budget counts weight per minute, so 60 is the most keymon may
+#: ever spend there; keymon keeps that ceiling as its default (one audit per second at most).
+BITGET_MAX_WEIGHT_PER_MINUTE = 60
+
+
+class BitgetSettings(ExchangeSettingsBase):
+    """``exchanges.bitget:``. No recv_window: Bitget's signature has none."""
+
+    base_url: str = BITGET_BASE_URL
+    max_weight_per_minute: Annotated[int, BeforeValidator(whole_number), Field(gt=0, le=60)] = (
+        BITGET_MAX_WEIGHT_PER_MINUTE
+    )
+
+
+class BitgetKey(KeyBase):
+    """A Bitget key: the passphrase chosen when the key was created is sent with every
+    request (``ACCESS-PASSPHRASE``), so it is required."""
+
+    exchange: Literal["bitget"]
+    passphrase: SecretRef
+
 
 log = structlog.get_logger(__name__)
 
@@ -173,7 +199,7 @@ class AccountInfo(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class BitgetAdapter(AdapterBase):
+class BitgetAdapter(AdapterBase, settings_model=BitgetSettings, key_model=BitgetKey):
     """Audits Bitget keys. One instance per process, shared by every Bitget key."""
 
     name: ClassVar[str] = NAME

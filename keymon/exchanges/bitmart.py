@@ -39,12 +39,32 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 import httpx
 
-from keymon.config import BitmartKey, BitmartSettings, Secret
+from keymon.config_base import KeyBase, LivenessSettings, Secret, SecretRef
 from keymon.exchanges.liveness import Kind, LivenessAdapter
+
+# ----------------------------------------------------------------------------- configuration
+
+BITMART_BASE_URL = "https://api-cloud.bitmart.com"
+
+
+class BitmartSettings(LivenessSettings):
+    """``exchanges.bitmart:`` (liveness only). A BitMart timestamp must lie within a minute
+    of the server's time."""
+
+    base_url: str = BITMART_BASE_URL
+
+
+class BitmartKey(KeyBase):
+    """A BitMart key (liveness only). The memo chosen when the key was created is part of
+    every signature, so it is required, and kept secret like the API secret."""
+
+    exchange: Literal["bitmart"]
+    memo: SecretRef
+
 
 NAME: Final = "bitmart"
 TIME_PATH: Final = "/system/time"
@@ -89,7 +109,7 @@ class BitmartAuth(httpx.Auth):
         yield request
 
 
-class BitmartAdapter(LivenessAdapter):
+class BitmartAdapter(LivenessAdapter, settings_model=BitmartSettings, key_model=BitmartKey):
     """Audits BitMart keys for liveness: the signed open-orders query is accepted, or why not."""
 
     name: ClassVar[str] = NAME

@@ -31,13 +31,42 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, ClassVar, Final
+from datetime import timedelta
+from typing import Any, ClassVar, Final, Literal
 from urllib.parse import quote
 
 import httpx
 
-from keymon.config import BitrueKey, BitrueSettings, Secret
+from keymon.config_base import (
+    LIVENESS_MAX_WEIGHT_PER_MINUTE,
+    Duration,
+    KeyBase,
+    RecvWindowSettings,
+    Secret,
+    WeightPerMinute,
+)
 from keymon.exchanges.liveness import Kind, LivenessAdapter
+
+# ----------------------------------------------------------------------------- configuration
+
+BITRUE_BASE_URL = "https://openapi.bitrue.com"
+BITRUE_RECV_WINDOW = timedelta(seconds=5)
+BITRUE_MAX_RECV_WINDOW = timedelta(seconds=60)
+
+
+class BitrueSettings(RecvWindowSettings):
+    """``exchanges.bitrue:`` (liveness only)."""
+
+    base_url: str = BITRUE_BASE_URL
+    recv_window: Duration = BITRUE_RECV_WINDOW
+    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
+
+
+class BitrueKey(KeyBase):
+    """A Bitrue key (liveness only): API key and HMAC secret."""
+
+    exchange: Literal["bitrue"]
+
 
 NAME: Final = "bitrue"
 TIME_PATH: Final = "/api/v1/time"
@@ -78,7 +107,7 @@ class BitrueAuth(httpx.Auth):
         yield request
 
 
-class BitrueAdapter(LivenessAdapter):
+class BitrueAdapter(LivenessAdapter, settings_model=BitrueSettings, key_model=BitrueKey):
     """Audits Bitrue keys for liveness: ``GET /api/v1/account`` is accepted, or why not."""
 
     name: ClassVar[str] = NAME

@@ -24,13 +24,13 @@ import json
 import re
 from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
-from keymon.config import BybitKey, BybitSettings, Secret
+from keymon.config_base import Duration, KeyBase, RecvWindowSettings, Secret, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -44,6 +44,34 @@ from keymon.exchanges.base import (
 from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
 from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, Deadline, KeyFacts, Reason
+
+# ----------------------------------------------------------------------------- configuration
+
+BYBIT_BASE_URL = "https://api.bybit.com"
+#: Bybit counts requests, not weights: ``GET /v5/user/query-api`` allows 10 requests/s (600/min)
+#: per UID and the whole IP allows 600 requests per 5 s (exchange-apis.md §2.1). keymon takes a
+#: tenth of the endpoint's limit, 60 requests/min, and leaves the rest to the bots on the IP.
+BYBIT_MAX_WEIGHT_PER_MINUTE = 60
+BYBIT_RECV_WINDOW = timedelta(seconds=5)
+#: Bybit does not document a maximum recv_window; keymon keeps Binance's 60 s bound.
+BYBIT_MAX_RECV_WINDOW = timedelta(seconds=60)
+
+
+class BybitSettings(RecvWindowSettings):
+    """``exchanges.bybit:``."""
+
+    base_url: str = BYBIT_BASE_URL
+    max_recv_window: ClassVar[timedelta] = BYBIT_MAX_RECV_WINDOW
+    recv_window: Duration = BYBIT_RECV_WINDOW
+    max_weight_per_minute: WeightPerMinute = BYBIT_MAX_WEIGHT_PER_MINUTE
+
+
+class BybitKey(KeyBase):
+    """A Bybit key. Only system-generated (HMAC) keys are supported: an RSA key's secret is
+    its private key, which this release does not sign with."""
+
+    exchange: Literal["bybit"]
+
 
 log = structlog.get_logger(__name__)
 
@@ -173,7 +201,7 @@ class ApiKeyInfo(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class BybitAdapter(AdapterBase):
+class BybitAdapter(AdapterBase, settings_model=BybitSettings, key_model=BybitKey):
     """Audits Bybit keys. One instance per process, shared by every Bybit key."""
 
     name: ClassVar[str] = NAME

@@ -29,23 +29,29 @@ from a deleted key.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 import secrets
 from collections.abc import Callable, Generator, Mapping
 from datetime import datetime
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
-
-from keymon.config import (
-    CoinbaseAlgorithm,
-    CoinbaseKey,
-    CoinbaseSettings,
-    Secret,
-    coinbase_private_key,
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SecretStr,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from keymon.config_base import ExchangeSettingsBase, KeyBase, Secret, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -60,6 +66,152 @@ from keymon.exchanges.base import (
 from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
 from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts
+
+# ----------------------------------------------------------------------------- configuration
+
+COINBASE_BASE_URL = "https://api.coinbase.com"
+#: Coinbase Advanced Trade allows 30 requests/s per user on private endpoints and 10/s per IP on
+#: public ones (its "REST API Rate Limits" page; not in exchange-apis.md). keymon allows itself
+#: one request a second; an audit costs one, plus the occasional clock read.
+COINBASE_MAX_WEIGHT_PER_MINUTE = 60
+
+
+class CoinbaseSettings(ExchangeSettingsBase):
+    """``exchanges.coinbase:`` (Advanced Trade). No recv_window: each request carries a JWT valid
+    for 120 s from the time keymon reads off Coinbase's clock (``time_sync_interval``)."""
+
+    base_url: str = COINBASE_BASE_URL
+    max_weight_per_minute: WeightPerMinute = COINBASE_MAX_WEIGHT_PER_MINUTE
+
+
+#: A CDP API key's name: ``organizations/{org_id}/apiKeys/{key_id}``.
+COINBASE_KEY_NAME = re.compile(r"organizations/[A-Za-z0-9-]+/apiKeys/[A-Za-z0-9-]+")
+COINBASE_KEY_SHAPE = "organizations/<org_id>/apiKeys/<key_id>"
+_UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+CoinbaseAlgorithm = Literal["ES256", "EdDSA"]
+
+
+class CoinbaseKey(KeyBase):
+    """A Coinbase Advanced Trade key (a CDP "Secret API key").
+
+    ``api_key`` is the key's **name**, ``organizations/{org_id}/apiKeys/{key_id}``;
+    ``api_secret`` its private key, in every form the official SDKs (coinbase-advanced-py,
+    cdp-sdk) accept: an EC P-256 PEM (SEC1 or PKCS#8; signs ES256), an Ed25519 PKCS#8 PEM, or
+    an Ed25519 key as the base64 string the CDP portal shows (64 bytes: seed and public key)
+    or of its 32-byte seed alone (both sign EdDSA). A PEM pasted with literal ``\\n`` escapes
+    (as in the downloaded key JSON) and base64 broken over lines are accepted. Both are checked
+    when the configuration loads; messages never quote either.
+    """
+
+    exchange: Literal["coinbase"]
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_name_shape(cls, value: Secret, info: ValidationInfo) -> Secret:
+        text = value.get().strip()
+        if COINBASE_KEY_NAME.fullmatch(text):
+            return value if text == value.get() else Secret(SecretStr(text), value.origin)
+        if "-----BEGIN" in text:
+            hint = "it holds a private key (api_key and api_secret swapped?)"
+        elif _UUID.fullmatch(text):
+            hint = "it is a bare key id; give the full name"
+        else:
+            hint = "it does not have that shape"
+        raise PydanticCustomError(
+            "coinbase_key",
+            "key '{key}': api_key must be the CDP key name {shape} (the key file's \"name\"); "
+            "{hint}",
+            {"key": _key_label(info), "hint": hint, "shape": COINBASE_KEY_SHAPE},
+        )
+
+    @field_validator("api_secret")
+    @classmethod
+    def _private_key(cls, value: Secret, info: ValidationInfo) -> Secret:
+        text = normalize_coinbase_secret(value.get())
+        try:
+            coinbase_private_key(text)
+        except CoinbaseKeyError as exc:
+            raise PydanticCustomError(
+                "coinbase_key",
+                "key '{key}': api_secret {why}",
+                {"key": _key_label(info), "why": str(exc)},
+            ) from None
+        return value if text == value.get() else Secret(SecretStr(text), value.origin)
+
+
+def _key_label(info: ValidationInfo) -> str:
+    name = info.data.get("name") if isinstance(info.data, dict) else None
+    return name if isinstance(name, str) else "?"
+
+
+class CoinbaseKeyError(ValueError):
+    """A Coinbase secret that is no usable private key; the text never quotes the material."""
+
+
+def normalize_coinbase_secret(text: str) -> str:
+    """A Coinbase secret as pasted or downloaded, made loadable: surrounding whitespace and JSON
+    quotes dropped; in a PEM, literal ``\\n`` escapes turned into line breaks."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    if "-----BEGIN" in text:
+        text = text.replace("\\r\\n", "\n").replace("\\n", "\n").replace("\r\n", "\n")
+        text = text.strip() + "\n"
+    elif not text.startswith("{"):
+        # Base64 broken over lines (or with a stray blank) is the same key: coinbase-advanced-py
+        # removes every whitespace before decoding.
+        text = "".join(text.split())
+    return text
+
+
+def coinbase_private_key(text: str) -> tuple[Any, CoinbaseAlgorithm]:
+    """The private key in a (normalized) Coinbase secret and the JWT algorithm it signs with.
+
+    Raises:
+        CoinbaseKeyError: saying what is wrong, never quoting the material.
+    """
+    # Imported here, as for Binance: cryptography costs every `keymon check` start-up time.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if "-----BEGIN" in text:
+        try:
+            key = load_pem_private_key(text.encode(), password=None)
+        except TypeError:
+            raise CoinbaseKeyError("is an encrypted PEM private key; give it unencrypted") from None
+        except (ValueError, UnsupportedAlgorithm):
+            raise CoinbaseKeyError("looks like PEM but is not a readable private key") from None
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            if not isinstance(key.curve, ec.SECP256R1):
+                raise CoinbaseKeyError(
+                    "is an EC key on another curve than P-256; Coinbase keys use P-256 (ES256)"
+                )
+            return key, "ES256"
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            return key, "EdDSA"
+        raise CoinbaseKeyError(
+            "is a PEM private key of a type Coinbase does not use (expected EC P-256 or Ed25519)"
+        )
+    if text.startswith("{"):
+        raise CoinbaseKeyError(
+            "looks like the whole CDP key JSON; give its privateKey value (api_key is its name)"
+        )
+    try:
+        raw = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) not in (32, 64):
+        raise CoinbaseKeyError(
+            "is neither a PEM private key (EC P-256 or Ed25519) nor a CDP Ed25519 key (base64 of "
+            "a 32-byte seed, or of 64 bytes: seed and public key)"
+        )
+    # The official SDKs (coinbase-advanced-py jwt_generator._load_private_key, cdp-sdk
+    # _parse_private_key) sign with the first 32 bytes, the seed, and ignore the rest: so does
+    # keymon. A second half that is not the seed's public key is no reason to refuse a key the
+    # SDKs use; Coinbase itself will refuse a wrong seed (401).
+    return ed25519.Ed25519PrivateKey.from_private_bytes(raw[:32]), "EdDSA"
+
 
 log = structlog.get_logger(__name__)
 
@@ -166,7 +318,7 @@ class KeyPermissions(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class CoinbaseAdapter(AdapterBase):
+class CoinbaseAdapter(AdapterBase, settings_model=CoinbaseSettings, key_model=CoinbaseKey):
     """Audits Coinbase Advanced Trade keys. One instance per process, shared by every key."""
 
     name: ClassVar[str] = NAME

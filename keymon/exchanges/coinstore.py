@@ -31,12 +31,29 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 import httpx
 
-from keymon.config import CoinstoreKey, Secret
+from keymon.config_base import KeyBase, LivenessSettings, Secret
 from keymon.exchanges.liveness import Kind, LivenessAdapter
+
+# ----------------------------------------------------------------------------- configuration
+
+COINSTORE_BASE_URL = "https://api.coinstore.com"
+
+
+class CoinstoreSettings(LivenessSettings):
+    """``exchanges.coinstore:`` (liveness only)."""
+
+    base_url: str = COINSTORE_BASE_URL
+
+
+class CoinstoreKey(KeyBase):
+    """A Coinstore key (liveness only): API key and HMAC secret."""
+
+    exchange: Literal["coinstore"]
+
 
 NAME: Final = "coinstore"
 ACCOUNT_PATH: Final = "/api/spot/accountList"
@@ -78,7 +95,7 @@ class CoinstoreAuth(httpx.Auth):
         yield request
 
 
-class CoinstoreAdapter(LivenessAdapter):
+class CoinstoreAdapter(LivenessAdapter, settings_model=CoinstoreSettings, key_model=CoinstoreKey):
     """Audits Coinstore keys for liveness: ``POST /api/spot/accountList`` is accepted, or why
     not."""
 

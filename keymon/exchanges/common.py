@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Final
 import httpx
 import structlog
 
+from keymon.config_base import ExchangeSettingsBase, KeyBase
 from keymon.errors import ExchangeBadResponse, ExchangeClockError, ExchangeError
 from keymon.exchanges.base import (
     Clock,
@@ -46,6 +47,10 @@ class AdapterBase:
 
     name: ClassVar[str]
     coverage: ClassVar[Coverage]
+    #: The exchange's ``exchanges.<name>:`` section and key model, given as class arguments:
+    #: ``class BinanceAdapter(AdapterBase, settings_model=..., key_model=...)``.
+    settings_model: ClassVar[type[ExchangeSettingsBase]]
+    key_model: ClassVar[type[KeyBase]]
     #: (METHOD, path) pairs this adapter may call; everything else is refused unsent.
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset()
     ip_limit_headers: ClassVar[Mapping[str, int]] = {}
@@ -58,6 +63,19 @@ class AdapterBase:
     time_path: ClassVar[str | None] = None
     #: What the time endpoint's answer lacked, in the error that says so.
     server_time_field: ClassVar[str] = "a server time"
+
+    def __init_subclass__(
+        cls,
+        *,
+        settings_model: type[ExchangeSettingsBase] | None = None,
+        key_model: type[KeyBase] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if settings_model is not None:
+            cls.settings_model = settings_model
+        if key_model is not None:
+            cls.key_model = key_model
 
     def __init__(
         self,

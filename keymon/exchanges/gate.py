@@ -32,13 +32,13 @@ import json
 import re
 from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
 
-from keymon.config import GateKey, GateSettings, Secret
+from keymon.config_base import ExchangeSettingsBase, KeyBase, Secret, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -52,6 +52,28 @@ from keymon.exchanges.base import (
 from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
 from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts
+
+# ----------------------------------------------------------------------------- configuration
+
+GATE_BASE_URL = "https://api.gateio.ws"
+#: Gate documents no weight for ``account/detail`` or ``account/main_keys`` keymon can rely on;
+#: keymon allows itself 60 requests a minute (each audit costs two or three).
+GATE_MAX_WEIGHT_PER_MINUTE = 60
+
+
+class GateSettings(ExchangeSettingsBase):
+    """``exchanges.gate:``. No recv_window: a Gate timestamp must lie within 60 s of the
+    server's time."""
+
+    base_url: str = GATE_BASE_URL
+    max_weight_per_minute: WeightPerMinute = GATE_MAX_WEIGHT_PER_MINUTE
+
+
+class GateKey(KeyBase):
+    """A Gate (APIv4) key: API key and secret, no passphrase."""
+
+    exchange: Literal["gate"]
+
 
 log = structlog.get_logger(__name__)
 
@@ -180,7 +202,7 @@ class MainKey(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class GateAdapter(AdapterBase):
+class GateAdapter(AdapterBase, settings_model=GateSettings, key_model=GateKey):
     """Audits Gate keys. One instance per process, shared by every Gate key."""
 
     name: ClassVar[str] = NAME

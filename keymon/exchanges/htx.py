@@ -35,14 +35,14 @@ import hmac
 import json
 from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 from urllib.parse import parse_qsl, quote
 
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from keymon.config import HtxKey, HtxSettings, Secret
+from keymon.config_base import ExchangeSettingsBase, KeyBase, Secret, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -55,6 +55,30 @@ from keymon.exchanges.base import (
 )
 from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts
+
+# ----------------------------------------------------------------------------- configuration
+
+#: HTX (formerly Huobi); the signature v2 pre-sign text includes this host, lowercase.
+HTX_BASE_URL = "https://api.huobi.pro"
+#: HTX documents no per-minute figure for ``/v2/user/api-key``; a conservative default.
+HTX_MAX_WEIGHT_PER_MINUTE = 60
+
+
+class HtxSettings(ExchangeSettingsBase):
+    """``exchanges.htx:``. No recv_window: signature v2 carries only a ``Timestamp``."""
+
+    base_url: str = HTX_BASE_URL
+    max_weight_per_minute: WeightPerMinute = HTX_MAX_WEIGHT_PER_MINUTE
+
+
+class HtxKey(KeyBase):
+    """An HTX key. ``GET /v2/user/api-key`` needs the account's ``uid`` (the numeric user id
+    shown in the HTX account settings, or answered by ``GET /v2/user/uid``), so it is
+    required. It is not a secret."""
+
+    exchange: Literal["htx"]
+    uid: str = Field(pattern=r"^[0-9]{1,20}$")
+
 
 log = structlog.get_logger(__name__)
 
@@ -155,7 +179,7 @@ class KeyInfo(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class HtxAdapter(AdapterBase):
+class HtxAdapter(AdapterBase, settings_model=HtxSettings, key_model=HtxKey):
     """Audits HTX keys. One instance per process, shared by every HTX key."""
 
     name: ClassVar[str] = NAME

@@ -37,14 +37,22 @@ import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 from urllib.parse import urlencode
 
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from keymon.config import KrakenKey, KrakenSettings, Secret
+from keymon.config_base import ExchangeSettingsBase, KeyBase, Secret, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -59,6 +67,54 @@ from keymon.exchanges.base import (
 )
 from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, Deadline, KeyFacts
+
+# ----------------------------------------------------------------------------- configuration
+
+KRAKEN_BASE_URL = "https://api.kraken.com"
+#: Kraken limits private REST calls with a per-key counter (each call adds 1; the counter decays
+#: by 0.33-1 per second depending on the account tier, and a call past 15-20 is refused with
+#: ``EAPI:Rate limit exceeded``). keymon adds at most two points per key per audit (one call,
+#: one retry after a nonce clash), far inside that; this process-wide ceiling of 60 calls a
+#: minute keeps a burst of many Kraken keys from crowding the IP as well.
+KRAKEN_MAX_WEIGHT_PER_MINUTE = 60
+
+
+class KrakenSettings(ExchangeSettingsBase):
+    """``exchanges.kraken:``. No recv_window: Kraken checks a strictly increasing nonce per key
+    instead of a time window, so ``time_sync_interval`` is unused."""
+
+    base_url: str = KRAKEN_BASE_URL
+    max_weight_per_minute: WeightPerMinute = KRAKEN_MAX_WEIGHT_PER_MINUTE
+
+
+class KrakenKey(KeyBase):
+    """A Kraken spot key: the API key and its private key ("secret"), which is base64. Kraken
+    signs with the decoded bytes, so a secret that does not decode is refused at load time."""
+
+    exchange: Literal["kraken"]
+
+    @field_validator("api_secret")
+    @classmethod
+    def _base64_secret(cls, value: Secret, info: ValidationInfo) -> Secret:
+        if not kraken_secret_decodes(value.get()):
+            # Name the key, never quote the secret (not even a part of it).
+            name = info.data.get("name")
+            raise PydanticCustomError(
+                "secret",
+                "the Kraken private key of key '{name}' is not base64; copy the whole "
+                "'Private key' Kraken showed when the key was created",
+                {"name": str(name)[:100] if name else "?"},
+            )
+        return value
+
+
+def kraken_secret_decodes(secret: str) -> bool:
+    """True when ``secret`` is non-empty, strictly valid base64 (Kraken's private key)."""
+    try:
+        return bool(base64.b64decode(secret.strip(), validate=True))
+    except (binascii.Error, ValueError):
+        return False
+
 
 log = structlog.get_logger(__name__)
 
@@ -219,7 +275,7 @@ class KeyInfo(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class KrakenAdapter(AdapterBase):
+class KrakenAdapter(AdapterBase, settings_model=KrakenSettings, key_model=KrakenKey):
     """Audits Kraken spot keys. One instance per process, shared by every Kraken key."""
 
     name: ClassVar[str] = NAME

@@ -25,13 +25,13 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
-from keymon.config import KucoinKey, KucoinSettings, Secret
+from keymon.config_base import ExchangeSettingsBase, KeyBase, Secret, SecretRef, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -46,6 +46,36 @@ from keymon.exchanges.base import (
 from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
 from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts
+
+# ----------------------------------------------------------------------------- configuration
+
+KUCOIN_BASE_URL = "https://api.kucoin.com"
+#: ``GET /api/v1/user/api-key`` costs 20 in KuCoin's "Management" pool (exchange-apis.md §2.3).
+#: The docs give no pool size keymon can rely on; keymon allows itself 30 calls a minute
+#: (600 weight), a small share that leaves the rest of the pool to the bots.
+KUCOIN_MAX_WEIGHT_PER_MINUTE = 600
+#: KuCoin's documented key versions; the universal SDK sends "3".
+KUCOIN_KEY_VERSIONS = (2, 3)
+KUCOIN_DEFAULT_KEY_VERSION: Literal[2, 3] = 3
+
+
+class KucoinSettings(ExchangeSettingsBase):
+    """``exchanges.kucoin:``. KuCoin has no recv_window: a timestamp must lie within 5 s of
+    the server's time."""
+
+    base_url: str = KUCOIN_BASE_URL
+    max_weight_per_minute: WeightPerMinute = KUCOIN_MAX_WEIGHT_PER_MINUTE
+
+
+class KucoinKey(KeyBase):
+    """A KuCoin key: API key, secret and the passphrase chosen when the key was created.
+    ``key_version`` is the key's API version (2 or 3; the universal SDK sends 3); for both the
+    passphrase is sent HMAC-signed."""
+
+    exchange: Literal["kucoin"]
+    passphrase: SecretRef
+    key_version: Literal[2, 3] = KUCOIN_DEFAULT_KEY_VERSION
+
 
 log = structlog.get_logger(__name__)
 
@@ -159,7 +189,7 @@ class ApiKeyInfo(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class KucoinAdapter(AdapterBase):
+class KucoinAdapter(AdapterBase, settings_model=KucoinSettings, key_model=KucoinKey):
     """Audits KuCoin keys. One instance per process, shared by every KuCoin key."""
 
     name: ClassVar[str] = NAME

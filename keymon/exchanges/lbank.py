@@ -42,13 +42,31 @@ import hmac
 import secrets
 import string
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
-from keymon.config import LbankKey, LbankSettings, Secret
+from keymon.config_base import KeyBase, LivenessSettings, Secret
 from keymon.exchanges.liveness import Kind, LivenessAdapter
+
+# ----------------------------------------------------------------------------- configuration
+
+LBANK_BASE_URL = "https://api.lbkex.com"
+
+
+class LbankSettings(LivenessSettings):
+    """``exchanges.lbank:`` (liveness only)."""
+
+    base_url: str = LBANK_BASE_URL
+
+
+class LbankKey(KeyBase):
+    """An LBank key (liveness only). Only HmacSHA256 keys, as the client guide asks; an RSA
+    key's secret is its private key, which this release does not sign with."""
+
+    exchange: Literal["lbank"]
+
 
 NAME: Final = "lbank"
 TIME_PATH: Final = "/v2/timestamp.do"
@@ -132,7 +150,7 @@ class LbankAuth(httpx.Auth):
         )
 
 
-class LbankAdapter(LivenessAdapter):
+class LbankAdapter(LivenessAdapter, settings_model=LbankSettings, key_model=LbankKey):
     """Audits LBank keys for liveness: ``api_Restrictions.do`` is accepted, or why not."""
 
     name: ClassVar[str] = NAME

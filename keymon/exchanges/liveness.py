@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from keymon.config import KeyBase
+from keymon.config_base import KeyBase
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,

@@ -26,13 +26,38 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, ClassVar, Final
+from datetime import timedelta
+from typing import Any, ClassVar, Final, Literal
 from urllib.parse import quote
 
 import httpx
 
-from keymon.config import MexcKey, MexcSettings, Secret
+from keymon.config_base import Duration, KeyBase, RecvWindowSettings, Secret, WeightPerMinute
 from keymon.exchanges.liveness import Kind, LivenessAdapter
+
+# ----------------------------------------------------------------------------- configuration
+
+MEXC_BASE_URL = "https://api.mexc.com"
+#: ``GET /api/v3/account`` has weight 10: 600 weight/min is 60 audits a minute.
+MEXC_MAX_WEIGHT_PER_MINUTE = 600
+#: MEXC's recvWindow: 5000 ms by default, 60000 at most (exchange-apis.md §2.6).
+MEXC_RECV_WINDOW = timedelta(seconds=5)
+MEXC_MAX_RECV_WINDOW = timedelta(seconds=60)
+
+
+class MexcSettings(RecvWindowSettings):
+    """``exchanges.mexc:`` (liveness only)."""
+
+    base_url: str = MEXC_BASE_URL
+    recv_window: Duration = MEXC_RECV_WINDOW
+    max_weight_per_minute: WeightPerMinute = MEXC_MAX_WEIGHT_PER_MINUTE
+
+
+class MexcKey(KeyBase):
+    """A MEXC key (liveness only): API key and HMAC secret."""
+
+    exchange: Literal["mexc"]
+
 
 NAME: Final = "mexc"
 TIME_PATH: Final = "/api/v3/time"
@@ -72,7 +97,7 @@ class MexcAuth(httpx.Auth):
         yield request
 
 
-class MexcAdapter(LivenessAdapter):
+class MexcAdapter(LivenessAdapter, settings_model=MexcSettings, key_model=MexcKey):
     """Audits MEXC keys for liveness: ``GET /api/v3/account`` is accepted, or why not."""
 
     name: ClassVar[str] = NAME

@@ -29,13 +29,13 @@ import json
 import re
 from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
-from keymon.config import OkxKey, OkxSettings, Secret
+from keymon.config_base import ExchangeSettingsBase, KeyBase, Secret, SecretRef, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -46,6 +46,30 @@ from keymon.errors import (
 from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
 from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts
+
+# ----------------------------------------------------------------------------- configuration
+
+OKX_BASE_URL = "https://www.okx.com"
+#: OKX counts requests: ``GET /api/v5/account/config`` allows 5 requests per 2 s (150/min) per
+#: UID (exchange-apis.md §2.2). keymon takes a fifth of that, 30 requests/min, and leaves the
+#: rest to the bots of the same account.
+OKX_MAX_WEIGHT_PER_MINUTE = 30
+
+
+class OkxSettings(ExchangeSettingsBase):
+    """``exchanges.okx:``. OKX has no recv_window: a request expires 30 s from server time."""
+
+    base_url: str = OKX_BASE_URL
+    max_weight_per_minute: WeightPerMinute = OKX_MAX_WEIGHT_PER_MINUTE
+
+
+class OkxKey(KeyBase):
+    """An OKX key. OKX keys have a passphrase, chosen at key creation and sent with every
+    signed request (``OK-ACCESS-PASSPHRASE``); it is a secret like the API secret."""
+
+    exchange: Literal["okx"]
+    passphrase: SecretRef
+
 
 log = structlog.get_logger(__name__)
 
@@ -161,7 +185,7 @@ class ServerTime(BaseModel):
 # ----------------------------------------------------------------------------- adapter
 
 
-class OkxAdapter(AdapterBase):
+class OkxAdapter(AdapterBase, settings_model=OkxSettings, key_model=OkxKey):
     """Audits OKX keys. One instance per process, shared by every OKX key."""
 
     name: ClassVar[str] = NAME

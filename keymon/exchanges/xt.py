@@ -52,14 +52,21 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Generator, Mapping
-from datetime import UTC, datetime
-from typing import Any, ClassVar, Final
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Final, Literal
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import structlog
 
-from keymon.config import Secret, XtKey, XtSettings
+from keymon.config_base import (
+    LIVENESS_MAX_WEIGHT_PER_MINUTE,
+    Duration,
+    KeyBase,
+    RecvWindowSettings,
+    Secret,
+    WeightPerMinute,
+)
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -71,6 +78,29 @@ from keymon.errors import (
 from keymon.exchanges.base import parse_retry_after
 from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts
+
+# ----------------------------------------------------------------------------- configuration
+
+#: XT's user-center API (GET /v4/user/account/api-key), not the spot host sapi.xt.com.
+XT_BASE_URL = "https://api.xt.com"
+XT_RECV_WINDOW = timedelta(seconds=5)
+XT_MAX_RECV_WINDOW = timedelta(seconds=60)
+
+
+class XtSettings(RecvWindowSettings):
+    """``exchanges.xt:``. ``base_url`` is XT's user-center host, where a key reads its own
+    settings; ``recv_window`` is ``validate-recvwindow``."""
+
+    base_url: str = XT_BASE_URL
+    recv_window: Duration = XT_RECV_WINDOW
+    max_weight_per_minute: WeightPerMinute = LIVENESS_MAX_WEIGHT_PER_MINUTE
+
+
+class XtKey(KeyBase):
+    """An XT.com key: API key (XT's appkey / accessKey) and HMAC secret."""
+
+    exchange: Literal["xt"]
+
 
 log = structlog.get_logger(__name__)
 
@@ -273,7 +303,7 @@ def parse_time(value: Any) -> datetime | None:
 # ----------------------------------------------------------------------------- adapter
 
 
-class XtAdapter(AdapterBase):
+class XtAdapter(AdapterBase, settings_model=XtSettings, key_model=XtKey):
     """Audits XT.com keys by introspection. One instance per process, shared by every key."""
 
     name: ClassVar[str] = NAME

@@ -4,9 +4,12 @@ Each simulator is an independent implementation of an exchange's documented REST
 (signing, errors, rate limits) so that keymon can be tested against the exchange's rules rather
 than against its own adapter code. Nothing here imports from the rest of keymon. Serve a
 simulator in-process through an httpx transport, on a real local port (`SimulatorServer`,
-`serve_in_thread`), or standalone with ``python -m keymon.simulator``.
+`serve_in_thread`), or standalone with ``python -m keymon.simulator``. Each simulator module
+also offers the ``keymon demo`` keys of its exchange (``DEMO``, collected in
+:data:`DEMO_VENUES`).
 """
 
+import sys
 from typing import Any
 
 from keymon.simulator.biconomy import BiconomySimulator
@@ -24,6 +27,7 @@ from keymon.simulator.bitrue import BitrueSimulator
 from keymon.simulator.bybit import BybitSimulator
 from keymon.simulator.coinbase import CoinbaseSimulator
 from keymon.simulator.coinstore import CoinstoreSimulator
+from keymon.simulator.demo_keys import DemoKey, DemoVenue
 from keymon.simulator.gate import GateSimulator
 from keymon.simulator.htx import HtxSimulator
 from keymon.simulator.kraken import KrakenSimulator
@@ -63,9 +67,21 @@ SIMULATORS: dict[str, type[Any]] = {
     "biconomy": BiconomySimulator,
 }
 
+
+def _demo_venue(simulator: type[Any]) -> DemoVenue:
+    """The demo keys a simulator offers: its module's ``DEMO``."""
+    venue = sys.modules[simulator.__module__].DEMO
+    assert isinstance(venue, DemoVenue), f"{simulator.__module__}.DEMO is no DemoVenue"
+    return venue
+
+
+#: Every simulator's demo keys for ``keymon demo`` (its module's ``DEMO``), by exchange name.
+DEMO_VENUES: dict[str, DemoVenue] = {name: _demo_venue(sim) for name, sim in SIMULATORS.items()}
+
 __all__ = [
     "ADMIN_PREFIX",
     "API_KEY_HEADER",
+    "DEMO_VENUES",
     "SIMULATORS",
     "BiconomySimulator",
     "BinanceSimulator",
@@ -76,6 +92,8 @@ __all__ = [
     "BybitSimulator",
     "CoinbaseSimulator",
     "CoinstoreSimulator",
+    "DemoKey",
+    "DemoVenue",
     "GateSimulator",
     "Handler",
     "HtxSimulator",

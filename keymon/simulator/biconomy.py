@@ -21,6 +21,7 @@ import hmac
 from typing import ClassVar, Final
 from urllib.parse import parse_qsl
 
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_liveness
 from keymon.simulator.liveness import (
     Answer,
     LivenessSimulator,
@@ -93,3 +94,10 @@ class BiconomySimulator(LivenessSimulator):
 
     def not_found(self, request: Request) -> SimResponse:
         return json_response(200, {"code": 4, "message": "Method Not Found", "result": None})
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_liveness,
+    lambda now: [DemoKey("uniform-biconomy", "uniform", "biconomy", "liveness only: accepted")],
+)

@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import Final, Literal, NamedTuple, TypeGuard
+from typing import Any, Final, Literal, NamedTuple, TypeGuard
 from urllib.parse import parse_qsl, unquote
 
 import httpx
@@ -43,6 +43,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+from keymon.simulator.demo_keys import DAY, DemoKey, DemoVenue
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
@@ -1045,3 +1046,44 @@ def _is_str_list_or_none(value: object) -> TypeGuard[list[str] | None]:
     return value is None or (
         isinstance(value, list) and all(isinstance(entry, str) for entry in value)
     )
+
+
+def _register_demo_key(simulator: Any, key: DemoKey) -> None:
+    simulator.add_key(key.api_key, hmac_secret=key.secret, **key.state)
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    _register_demo_key,
+    lambda now: [
+        DemoKey("acme-binance-main", "acme", "binance", "healthy: read + spot trading, IP-bound"),
+        DemoKey(
+            "bravo-binance",
+            "bravo",
+            "binance",
+            "withdrawals switched on",
+            {"restrictions": {"enableWithdrawals": True}},
+        ),
+        DemoKey(
+            "charlie-binance",
+            "charlie",
+            "binance",
+            "no IP restriction; trading authority expires in 2 days",
+            {
+                "restrictions": {
+                    "ipRestrict": False,
+                    "tradingAuthorityExpirationTime": int((now + 2 * DAY) * 1000),
+                },
+                "ip_whitelist": ["0.0.0.0/0", "::/0"],
+            },
+        ),
+        DemoKey("delta-binance", "delta", "binance", "deleted at the exchange", deleted=True),
+        DemoKey(
+            "echo-binance",
+            "echo",
+            "binance",
+            "futures trading switched on",
+            {"restrictions": {"enableFutures": True}},
+        ),
+    ],
+)

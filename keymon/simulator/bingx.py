@@ -53,6 +53,7 @@ from keymon.simulator.common import (
     header,
     ip_allowed,
 )
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_plain
 from keymon.simulator.server import SimResponse
 
 __all__ = ["BingxSimulator", "sign", "signed_payload"]
@@ -353,3 +354,18 @@ def _envelope(
     if data is not None:
         body["data"] = data
     return SimResponse(200, {**_JSON, **(headers or {})}, json.dumps(body).encode())
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_plain,
+    lambda now: [
+        DemoKey(
+            "mike-bingx",
+            "mike",
+            "bingx",
+            "trading key bound to no IP (BingX deletes it after 14 idle days)",
+            {"ips": []},
+        ),
+    ],
+)

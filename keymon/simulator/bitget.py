@@ -44,6 +44,7 @@ from keymon.simulator.common import (
     json_object,
     json_response,
 )
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_with_passphrase
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
@@ -336,3 +337,19 @@ class BitgetSimulator(SimulatorBase):
 def _check_ips(ips: list[str]) -> None:
     for entry in ips:
         ipaddress.ip_network(entry, strict=False)  # ValueError on garbage
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_with_passphrase,
+    lambda now: [
+        DemoKey(
+            "india-bitget",
+            "india",
+            "bitget",
+            "withdrawals switched on",
+            {"authorities": ["stor", "stow", "wwow"]},
+        ),
+    ],
+    extra=("passphrase",),
+)

@@ -26,6 +26,7 @@ import json
 import uuid
 from typing import Any, ClassVar, Final
 
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_liveness
 from keymon.simulator.liveness import (
     Answer,
     LivenessSimulator,
@@ -159,3 +160,23 @@ def _recv_window(body: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return DEFAULT_RECV_WINDOW_MS
     return int(value) if 0 < value <= MAX_RECV_WINDOW_MS else 0
+
+
+def _register_demo_key(simulator: Any, key: DemoKey) -> None:
+    register_liveness(simulator, key, key.memo)
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    _register_demo_key,
+    lambda now: [
+        DemoKey(
+            "papa-bitmart",
+            "papa",
+            "bitmart",
+            "liveness only: past its expiry at BitMart (code 30011)",
+            {"key_state": "expired"},
+        ),
+    ],
+    extra=("memo",),
+)

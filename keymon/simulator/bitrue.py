@@ -22,6 +22,7 @@ import hashlib
 import hmac
 from typing import ClassVar, Final
 
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_liveness
 from keymon.simulator.liveness import (
     LivenessSimulator,
     Refusal,
@@ -113,3 +114,12 @@ def _params(text: str) -> dict[str, str]:
 def _without_signature(text: str) -> str:
     """``text`` (a query string or form body) with its ``signature=...`` pair removed."""
     return "&".join(p for p in text.split("&") if p and not p.startswith("signature="))
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_liveness,
+    lambda now: [
+        DemoKey("quebec-bitrue", "quebec", "bitrue", "liveness only: accepted from this IP")
+    ],
+)

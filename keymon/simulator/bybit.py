@@ -46,6 +46,7 @@ from keymon.simulator.common import (
     json_object,
     json_response,
 )
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_plain
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
@@ -493,3 +494,18 @@ class BybitSimulator(SimulatorBase):
 
 def _admin(status: int, payload: object) -> SimResponse:
     return json_response(status, payload, _JSON)
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_plain,
+    lambda now: [
+        DemoKey(
+            "foxtrot-bybit",
+            "foxtrot",
+            "bybit",
+            "unified account: derivatives trading, as Bybit grants it",
+            {"uta": True},
+        ),
+    ],
+)

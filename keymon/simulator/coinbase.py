@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final, Literal, TypeGuard
+from typing import Any, Final, Literal, TypeGuard
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -54,6 +54,7 @@ from keymon.simulator.common import (
     ip_allowed,
     json_response,
 )
+from keymon.simulator.demo_keys import DemoKey, DemoVenue
 from keymon.simulator.server import SimResponse
 
 __all__ = ["CoinbaseSimulator", "new_key_pair"]
@@ -377,3 +378,51 @@ def _numeric_date(value: object) -> TypeGuard[int | float]:
 def _check_ips(ips: list[str]) -> None:
     for entry in ips:
         ipaddress.ip_network(entry, strict=False)  # ValueError on garbage
+
+
+def _cdp_key_name(key: DemoKey) -> str:
+    """A CDP key name, ``organizations/<org_id>/apiKeys/<key_id>``, derived from the key."""
+    digest = key.api_key
+    org, key_id = digest[:32], digest[32:]
+    return f"organizations/{_uuid(org)}/apiKeys/{_uuid(key_id)}"
+
+
+def _uuid(hex32: str) -> str:
+    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:32]}"
+
+
+def _ec_private_pem(key: DemoKey) -> str:
+    """The key's EC P-256 private key (SEC1 PEM, as the CDP portal gives it), derived from its
+    demo secret so that the simulator and the configuration agree."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    private = ec.derive_private_key(int(key.secret, 16) % (order - 1) + 1, ec.SECP256R1())
+    return private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def _register_demo_key(simulator: Any, key: DemoKey) -> None:
+    # The simulator keeps only the public half, as Coinbase does.
+    simulator.add_key(_cdp_key_name(key), _ec_private_pem(key), **key.state)
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    _register_demo_key,
+    lambda now: [
+        DemoKey(
+            "november-coinbase",
+            "november",
+            "coinbase",
+            "transfers switched on (can_transfer); IP allowlist and expiry not shown",
+            {"can_transfer": True},
+        ),
+    ],
+    secret_of=_ec_private_pem,
+    key_of=_cdp_key_name,
+)

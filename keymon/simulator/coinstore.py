@@ -21,6 +21,7 @@ import hashlib
 import hmac
 from typing import ClassVar, Final
 
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_liveness
 from keymon.simulator.liveness import (
     LivenessSimulator,
     Refusal,
@@ -95,3 +96,18 @@ class CoinstoreSimulator(LivenessSimulator):
 
     def not_found(self, request: Request) -> SimResponse:
         return json_response(404, {"code": 404, "message": "Service not found"})
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_liveness,
+    lambda now: [
+        DemoKey(
+            "tango-coinstore",
+            "tango",
+            "coinstore",
+            "liveness only: bound to another IP than keymon's",
+            {"ips": ["10.9.9.9"]},
+        ),
+    ],
+)

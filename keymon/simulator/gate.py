@@ -29,6 +29,7 @@ from keymon.simulator.common import (
     ip_allowed,
     json_response,
 )
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_plain
 from keymon.simulator.server import SimResponse
 
 __all__ = ["GateSimulator", "prehash", "sign"]
@@ -218,3 +219,10 @@ def mask(api_key: str) -> str:
 
 def _error(status: int, label: str, message: str) -> Answer:
     return Answer(json_response(status, {"label": label, "message": message}))
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_plain,
+    lambda now: [DemoKey("kilo-gate", "kilo", "gate", "healthy: spot trading, IP-bound")],
+)

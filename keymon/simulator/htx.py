@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qsl, quote
 
 from keymon.simulator.common import (
@@ -43,6 +43,7 @@ from keymon.simulator.common import (
     ip_allowed,
     json_response,
 )
+from keymon.simulator.demo_keys import DemoKey, DemoVenue
 from keymon.simulator.server import SimResponse
 
 __all__ = ["HtxSimulator", "presign", "sign"]
@@ -257,3 +258,19 @@ def _refuse(message: str) -> Answer:
     return Answer(
         json_response(200, {"status": "error", "err-code": SIGNATURE_ERROR, "err-msg": message})
     )
+
+
+#: The account id an HTX demo key configuration names (HTX reads keys per account).
+DEMO_UID = "40000001"
+
+
+def _register_demo_key(simulator: Any, key: DemoKey) -> None:
+    simulator.add_key(key.api_key, key.secret, DEMO_UID, **key.state)
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    _register_demo_key,
+    lambda now: [DemoKey("juliet-htx", "juliet", "htx", "not bound to any IP")],
+    fields={"uid": DEMO_UID},
+)

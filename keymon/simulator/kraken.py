@@ -47,7 +47,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qs, parse_qsl
 
 from keymon.simulator.common import (
@@ -55,6 +55,7 @@ from keymon.simulator.common import (
     header,
     ip_allowed,
 )
+from keymon.simulator.demo_keys import DAY, DemoKey, DemoVenue
 from keymon.simulator.server import SimResponse
 
 __all__ = ["KrakenSimulator", "sign"]
@@ -384,3 +385,27 @@ def _form_field(postdata: str, name: str) -> str | None:
     """One field of a form-encoded body (None if absent or not form-encoded)."""
     values = parse_qs(postdata).get(name)
     return values[0] if values else None
+
+
+def _base64_secret(key: DemoKey) -> str:
+    return base64.b64encode(bytes.fromhex(key.secret) * 2).decode()
+
+
+def _register_demo_key(simulator: Any, key: DemoKey) -> None:
+    simulator.add_key(key.api_key, _base64_secret(key), **key.state)
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    _register_demo_key,
+    lambda now: [
+        DemoKey(
+            "lima-kraken",
+            "lima",
+            "kraken",
+            "the key expires in 5 days (validUntil)",
+            {"valid_until": int(now + 5 * DAY)},
+        ),
+    ],
+    secret_of=_base64_secret,
+)

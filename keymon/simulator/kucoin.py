@@ -45,6 +45,7 @@ from keymon.simulator.common import (
     json_object,
     json_response,
 )
+from keymon.simulator.demo_keys import STRANGER_IP, DemoKey, DemoVenue, register_with_passphrase
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
@@ -384,3 +385,19 @@ def _check_permissions(permissions: list[str]) -> None:
 def _check_ips(ips: list[str]) -> None:
     for entry in ips:
         ipaddress.ip_network(entry, strict=False)  # ValueError on garbage
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_with_passphrase,
+    lambda now: [
+        DemoKey(
+            "hotel-kucoin",
+            "hotel",
+            "kucoin",
+            f"IP list also holds {STRANGER_IP}, outside trusted_ips (KuCoin masks it)",
+            {"ips": ["127.0.0.1", STRANGER_IP]},
+        ),
+    ],
+    extra=("passphrase",),
+)

@@ -29,6 +29,7 @@ import hmac
 from typing import Any, ClassVar, Final
 from urllib.parse import parse_qsl
 
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_liveness
 from keymon.simulator.liveness import (
     Answer,
     LivenessSimulator,
@@ -134,3 +135,12 @@ class LbankSimulator(LivenessSimulator):
 
 def _error(code: int, msg: str, now_ms: int) -> SimResponse:
     return json_response(200, {"result": "false", "error_code": code, "msg": msg, "ts": now_ms})
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_liveness,
+    lambda now: [
+        DemoKey("sierra-lbank", "sierra", "lbank", "liveness only: accepted from this IP")
+    ],
+)

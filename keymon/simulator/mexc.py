@@ -17,6 +17,7 @@ import hashlib
 import hmac
 from typing import ClassVar, Final
 
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_liveness
 from keymon.simulator.liveness import (
     LivenessSimulator,
     Refusal,
@@ -117,3 +118,10 @@ def _params(text: str) -> dict[str, str]:
             name, value = part.split("=", 1)
             out[name] = value
     return out
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_liveness,
+    lambda now: [DemoKey("oscar-mexc", "oscar", "mexc", "liveness only: accepted from this IP")],
+)

@@ -48,6 +48,7 @@ from keymon.simulator.common import (
     json_object,
     json_response,
 )
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_with_passphrase
 from keymon.simulator.server import (
     ADMIN_PREFIX,
     SimResponse,
@@ -402,3 +403,11 @@ def _check_key(perm: list[str], ips: list[str]) -> None:
 def _envelope(code: str, msg: str, status: int, data: list[object] | None = None) -> SimResponse:
     body = {"code": code, "msg": msg, "data": data if data is not None else []}
     return SimResponse(status, dict(_JSON), json.dumps(body).encode())
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_with_passphrase,
+    lambda now: [DemoKey("golf-okx", "golf", "okx", "healthy: read + trade, IP-bound")],
+    extra=("passphrase",),
+)

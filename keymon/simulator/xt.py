@@ -36,6 +36,7 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
+from keymon.simulator.demo_keys import DemoKey, DemoVenue, register_liveness
 from keymon.simulator.liveness import (
     Answer,
     LivenessSimulator,
@@ -253,3 +254,18 @@ def _entry(api_key: str, key: SimKey, settings: _Settings) -> dict[str, Any]:
         "createTime": settings.created,
         "updateTime": settings.created,
     }
+
+
+#: ``keymon demo``'s keys here, each in a state an operator should recognise.
+DEMO = DemoVenue(
+    register_liveness,
+    lambda now: [
+        DemoKey(
+            "romeo-xt",
+            "romeo",
+            "xt",
+            "withdrawals switched on (WITHDRAW among its roleScopes)",
+            {"role_scopes": ["QUERY", "TRADE", "WITHDRAW"]},
+        ),
+    ],
+)

@@ -50,8 +50,7 @@ async def test_ok_example_is_accepted_and_claims_nothing() -> None:
 
 
 def test_time_answer_is_read() -> None:
-    from keymon.config import BitmartSettings
-    from keymon.exchanges.bitmart import BitmartAdapter
+    from keymon.exchanges.bitmart import BitmartAdapter, BitmartSettings
 
     adapter = BitmartAdapter(httpx.AsyncClient(), BitmartSettings())
     assert adapter.parse_server_time(TIME_ANSWER) == 1527777538000.0

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from keymon.config import coinbase_private_key, normalize_coinbase_secret
+from keymon.exchanges.coinbase import coinbase_private_key, normalize_coinbase_secret
 from keymon.model import Coverage, Reason
 from keymon.simulator.coinbase import CoinbaseSimulator
 from tests.conformance.answering import Canned, answering, audit, reason
@@ -166,8 +166,7 @@ async def test_documented_fields(answer: dict[str, Any], withdraw: bool) -> None
 
 async def test_sdk_time_answer_is_read_from_iso() -> None:
     """The SDK's mocked time answer has only iso (and an undocumented epoch): keymon reads iso."""
-    from keymon.config import CoinbaseSettings
-    from keymon.exchanges.coinbase import CoinbaseAdapter
+    from keymon.exchanges.coinbase import CoinbaseAdapter, CoinbaseSettings
 
     adapter = CoinbaseAdapter(
         httpx.AsyncClient(

@@ -65,8 +65,7 @@ async def test_account_example_is_accepted_and_claims_nothing_about_the_key() ->
 
 
 def test_time_example_is_read() -> None:
-    from keymon.config import MexcSettings
-    from keymon.exchanges.mexc import MexcAdapter
+    from keymon.exchanges.mexc import MexcAdapter, MexcSettings
 
     adapter = MexcAdapter(httpx.AsyncClient(), MexcSettings())
     assert adapter.parse_server_time({"serverTime": 1645539742000}) == 1645539742000.0

@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from keymon.audit import Auditor
-from keymon.config import BinanceKey, Settings
+from keymon.config import Settings
 from keymon.errors import ForbiddenRequest
 from keymon.exchanges.base import RequestGate
-from keymon.exchanges.binance import BinanceAdapter, BinanceAuth, hmac_signer
+from keymon.exchanges.binance import BinanceAdapter, BinanceAuth, BinanceKey, hmac_signer
 from keymon.model import AuditResult, Coverage, Reason, Rule, Severity
 from keymon.simulator.binance import BinanceSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET, FakeClock, key_entry, make_settings

@@ -10,8 +10,8 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from keymon.audit import Auditor
-from keymon.config import BitgetKey, Secret, Settings, load
-from keymon.exchanges.bitget import BitgetAuth, parse_ips, permissions
+from keymon.config import Secret, Settings, load
+from keymon.exchanges.bitget import BitgetAuth, BitgetKey, parse_ips, permissions
 from keymon.model import AuditResult, Reason
 from keymon.simulator.bitget import BitgetSimulator
 from tests.conftest import FakeClock

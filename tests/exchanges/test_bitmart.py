@@ -9,7 +9,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from keymon.config import BitmartKey, BitmartSettings, Secret, Settings
+from keymon.config import Secret, Settings
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -20,7 +20,7 @@ from keymon.errors import (
     ForbiddenRequest,
 )
 from keymon.exchanges.base import ReadOnlyTransport
-from keymon.exchanges.bitmart import BitmartAdapter, BitmartAuth, sign
+from keymon.exchanges.bitmart import BitmartAdapter, BitmartAuth, BitmartKey, BitmartSettings, sign
 from keymon.model import Coverage, Reason
 
 KEY = "bmKey01"

@@ -192,7 +192,9 @@ async def test_http_403_pauses_the_exchange_for_ten_minutes(clock: FakeClock) ->
     sim = BybitSimulator(clock=clock, ip_limit_per_5s=1)
     sim.add_key(KEY, SECRET)
     s = settings().model_copy(
-        update={"exchanges": ExchangesSettings(bybit={"time_sync_interval": "1h"})}
+        update={
+            "exchanges": ExchangesSettings.model_validate({"bybit": {"time_sync_interval": "1h"}})
+        }
     )
     transport = sim.transport()
     monotonic = FakeClock(0.0)

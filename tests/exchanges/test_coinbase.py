@@ -20,13 +20,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from keymon.audit import Auditor
-from keymon.config import CoinbaseKey, Settings, load
+from keymon.config import Settings, load
 from keymon.errors import ConfigError
 from keymon.exchanges.coinbase import (
     PERMISSIONS_PATH,
     TIME_PATH,
     CoinbaseAdapter,
     CoinbaseAuth,
+    CoinbaseKey,
     jwt_uri,
 )
 from keymon.model import AuditResult, Reason, Rule, Severity

@@ -11,8 +11,8 @@ import pytest
 from pydantic import SecretStr
 
 from keymon.audit import Auditor
-from keymon.config import GateKey, Secret, Settings, load
-from keymon.exchanges.gate import EMPTY_BODY_SHA512, GateAuth, Perm, own_entry, permissions
+from keymon.config import Secret, Settings, load
+from keymon.exchanges.gate import EMPTY_BODY_SHA512, GateAuth, GateKey, Perm, own_entry, permissions
 from keymon.model import AuditResult, Reason
 
 KEY = "c5dcfbf1f3a7d00dfeedbeef"

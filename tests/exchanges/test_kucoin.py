@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from keymon.audit import Auditor
 from keymon.config import Secret, Settings
-from keymon.exchanges.kucoin import KucoinAdapter, KucoinAuth, sign
+from keymon.exchanges.kucoin import KucoinAdapter, KucoinAuth, KucoinKey, sign
 from keymon.model import AuditResult, Reason, Rule
 from keymon.simulator.kucoin import KucoinSimulator
 from tests.conftest import FakeClock
@@ -101,7 +101,9 @@ def err(code: str, msg: str = "") -> dict[str, str]:
 
 def test_key_needs_a_passphrase_and_a_known_version() -> None:
     """passphrase is required; key_version is 2 or 3 (default 3)."""
-    assert settings().keys[0].key_version == 3  # type: ignore[union-attr]
+    key = settings().keys[0]
+    assert isinstance(key, KucoinKey)
+    assert key.key_version == 3
     with pytest.raises(ValueError, match="passphrase"):
         Settings(
             keys=[

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from keymon.config import Secret, Settings, XtKey, XtSettings
+from keymon.config import Secret, Settings
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -22,7 +22,7 @@ from keymon.errors import (
     ForbiddenRequest,
 )
 from keymon.exchanges.base import ReadOnlyTransport
-from keymon.exchanges.xt import XtAdapter, XtAuth, permissions, pre_hash, sign
+from keymon.exchanges.xt import XtAdapter, XtAuth, XtKey, XtSettings, permissions, pre_hash, sign
 from keymon.model import Coverage, Reason
 
 KEY = "xtKey01"
