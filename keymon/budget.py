@@ -14,8 +14,8 @@ every adapter passes each request through:
 * **429.** Nothing is sent before ``Retry-After`` has elapsed.
 * **418.** While the ban lasts nothing at all is sent to that exchange: requests fail at once
   with reason ``banned``, without touching the network.
-* **Whole audits.** An audit that takes several requests (Gate: the key's detail, then its
-  permissions) is granted its whole weight before its first request (:meth:`audit_scope`).
+* **Whole audits.** An audit that takes several requests (the key's detail, then its
+  permissions, say) is granted its whole weight before its first request (:meth:`audit_scope`).
   Requests leave in the order they asked, so granting per request would let every audit's
   first request spend the budget while the second requests starve: audits half done, none
   complete.
@@ -149,8 +149,8 @@ class BanFile:
     """``data_dir/bans.json``: when each exchange's 418 ban and 429 window end, shared by every
     keymon process on that ``data_dir`` (the daemon and any number of ``keymon check`` runs)::
 
-        {"version": 1, "exchanges": {"binance": {"banned_until": "2026-11-24T10:15:00.000Z",
-                                                 "rate_limited_until": null}}}
+        {"version": 1, "exchanges": {"<name>": {"banned_until": "2026-11-24T10:15:00.000Z",
+                                                "rate_limited_until": null}}}
 
     The file is written whole to a temporary file beside it and renamed over it, so a reader
     sees the old or the new file, never half of one. It takes no lock: each writer merges what

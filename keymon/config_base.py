@@ -35,10 +35,10 @@ from pydantic_core import PydanticCustomError
 
 from keymon.model import PERMISSIONS
 
-# The liveness-only exchanges (exchange-apis.md §2.6, §2.8, §2.9, §2.11-§2.14). None documents
-# a limit for the one signed read keymon makes beyond "per IP"/"per key" limits far above it;
-# keymon counts each call as weight 1 (MEXC: the documented weight 10 of GET /api/v3/account)
-# and spends at most 60 calls a minute per exchange, leaving the rest to the bots.
+# The liveness-only exchanges document no limit for the one signed read keymon makes beyond
+# "per IP"/"per key" limits far above it; keymon counts each call as weight 1 (an exchange
+# module says where its documented weight differs) and spends at most 60 calls a minute per
+# exchange, leaving the rest to the bots.
 LIVENESS_MAX_WEIGHT_PER_MINUTE = 60
 
 # ----------------------------------------------------------------------------- durations
@@ -310,8 +310,8 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-#: The largest weight budget keymon accepts: far above any exchange's per-IP limit (Binance's
-#: largest is 12,000 a minute), low enough that the budget's arithmetic stays exact.
+#: The largest weight budget keymon accepts: far above any exchange's per-IP limit (the largest
+#: documented is 12,000 a minute), low enough that the budget's arithmetic stays exact.
 MAX_WEIGHT_PER_MINUTE = 1_000_000
 #: The longest HTTP timeout: a request still unanswered after ten minutes is lost.
 MAX_TIMEOUT = timedelta(minutes=10)

@@ -11,19 +11,20 @@ Sample output::
 
     # HELP keymon_key_permission_enabled 1 if the exchange reports the permission enabled.
     # TYPE keymon_key_permission_enabled gauge
-    keymon_key_permission_enabled{key="acme-main",client="acme",exchange="binance",\
+    keymon_key_permission_enabled{key="acme-main",client="acme",exchange="<name>",\
         permission="withdraw"} 0.0
     # HELP keymon_key_finding 1 while the rule fires at that severity.
     # TYPE keymon_key_finding gauge
-    keymon_key_finding{key="acme-main",client="acme",exchange="binance",\
+    keymon_key_finding{key="acme-main",client="acme",exchange="<name>",\
         rule="withdraw_enabled",severity="critical",permission=""} 0.0
 
 (lines folded here; each sample is one line).
 
-Cardinality per key: 1 info, 1 per permission the exchange reports (11 for Binance), the
+Cardinality per key: 1 info, 1 per permission the exchange reports (11 in keymon's vocabulary), the
 audit interval, ip_restricted, created, review windows (2), audit_ok, last success, one
-``keymon_key_finding`` per evaluated rule and severity (12 for a Binance key under the default
-policy, 14 with a deadline), one ``keymon_key_deadline_timestamp_seconds`` per deadline, one
+``keymon_key_finding`` per evaluated rule and severity (12 for a key showing every
+fact under the default policy, 14 with a deadline), one
+``keymon_key_deadline_timestamp_seconds`` per deadline, one
 error series while failing, one changes counter per field that ever changed: 31 to 37 series
 per key (the README's cardinality budget), plus at most 5 where the exchange shows the key's
 own lock, account kind, third-party binding and last use (lock, sub-account, third-party app,
@@ -184,8 +185,9 @@ def key_samples(state: KeyState, trusted_ips: Sequence[object]) -> list[Sample]:
     key = state.key
     base = (key.name, key.client, key.exchange)
     facts = state.last_facts
-    # What the last audit showed wins over the adapter's kind (a Gate key without account read
-    # is liveness only), as in `keymon check`; before any facts, the adapter's kind.
+    # What the last audit showed wins over the adapter's kind (a key whose exchange showed it
+    # nothing but acceptance is liveness only), as in `keymon check`; before any facts, the
+    # adapter's kind.
     coverage = facts.coverage if facts is not None else state.coverage
     info = (*base, state.policy_name, mask_key_id(key.api_key.get()), str(coverage))
     out: list[Sample] = [

@@ -110,19 +110,19 @@ class KeyFacts:
     deadlines: tuple[Deadline, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict)
     #: What the exchange does to this key *because* it has no IP restriction, in words, for the
-    #: ``ip_unrestricted`` finding (BingX deletes such a trading key after 14 days without use).
+    #: ``ip_unrestricted`` finding (e.g. the exchange deletes such a key after some days unused).
     #: Not a fact of its own: no metric, no change journal (kept with the facts in ``data_dir``
     #: so the finding reads the same after a restart).
     ip_unrestricted_note: str | None = None
-    #: The exchange has locked or frozen this key itself (Gate ``state``, HTX ``status``, XT
-    #: ``isLock``): it is accepted for reads but cannot trade. None: not shown.
+    #: The exchange has locked or frozen this key itself (the exchange modules say which field
+    #: shows it): it is accepted for reads but cannot trade. None: not shown.
     key_locked: bool | None = None
     #: Whose key it is: :data:`ACCOUNT_KINDS` (``"master"`` or ``"sub"``). None: not shown.
     account_kind: str | None = None
-    #: The key is bound to a third-party application (Bybit ``type`` 2). None: not shown.
+    #: The key is bound to a third-party application. None: not shown.
     third_party_app: bool | None = None
-    #: When the key was last used, as the exchange shows it (Kraken ``lastUsed``, Gate
-    #: ``last_access``). Not journaled: it changes with every call. None: not shown.
+    #: When the key was last used, as the exchange shows it. Not journaled: it changes with
+    #: every call. None: not shown.
     last_used_at: datetime | None = None
 
 

@@ -89,8 +89,8 @@ def untrusted_ip_count(facts: KeyFacts, trusted: Sequence[TrustedNetwork]) -> in
 def masked_could_match(entry: str, network: TrustedNetwork) -> bool:
     """Whether some address of ``network`` fits a masked IPv4 entry such as ``203.**.154``.
 
-    KuCoin shows a key's whitelist masked: only the first octet and the last segment are
-    visible, the ``*`` part hides the rest. An entry no trusted address can fit is certainly
+    Some exchanges show a key's whitelist masked: only the first octet and the last segment
+    are visible, the ``*`` part hides the rest. An entry no trusted address can fit is certainly
     untrusted; one that some trusted address fits is counted as (probably) trusted.
     """
     parts = entry.strip().split(".")
@@ -203,8 +203,8 @@ def key_too_old(facts: KeyFacts, policy: Policy, ctx: Context) -> Outcome:
 def key_locked(facts: KeyFacts, policy: Policy, ctx: Context) -> Outcome:
     """``key_locked``: the exchange has locked or frozen the key itself (critical).
 
-    Evaluated only where the exchange shows the key's own state (Gate ``state``, HTX
-    ``status``, XT ``isLock``): a locked key still answers reads but cannot trade.
+    Evaluated only where the exchange shows the key's own state (``KeyFacts.key_locked`` is
+    not None): a locked key still answers reads but cannot trade.
     """
     if facts.key_locked is None:
         return None
