@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -79,13 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"keymon {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    # The image sets KEYMON_CONFIG, so every command finds its configuration without --config.
+    default_config = Path(os.environ.get("KEYMON_CONFIG") or DEFAULT_CONFIG_PATH)
+
     def config_option(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--config",
             type=Path,
-            default=DEFAULT_CONFIG_PATH,
+            default=default_config,
             metavar="PATH",
-            help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
+            help=f"configuration file (default $KEYMON_CONFIG, else {DEFAULT_CONFIG_PATH})",
         )
 
     check = commands.add_parser("check", help="audit once, print the findings, exit 0/1/2/3")
@@ -214,7 +218,7 @@ def history(
 ) -> int:
     """``keymon history``: the change journal, newest first."""
     from keymon.config import parse_duration
-    from keymon.state import StateDB, StateError
+    from keymon.state import DB_NAME, StateDB, StateError
 
     out = out or sys.stdout
     try:
@@ -226,20 +230,33 @@ def history(
     if loaded is None:
         return EXIT_CONFIG
     data_dir = loaded.settings.data_dir
+    state_path = (data_dir / DB_NAME).absolute()
     start = datetime.now(UTC) - window
+    configured = {key.name for key in loaded.settings.keys}
+    no_state = False
     try:
         db = StateDB(data_dir, read_only=True)
     except StateError as exc:
-        if not (data_dir / "keymon.sqlite3").exists():
-            rows = []
+        if not state_path.exists():
+            rows, journaled, no_state = [], set(), True
         else:
             print(f"keymon: {exc}", file=sys.stderr)
             return EXIT_RUNTIME
     else:
         try:
             rows = db.history(keys=keys, since=start)
+            journaled = db.journaled_keys() if keys else set()
         finally:
             db.close()
+    # A key no longer configured still has its journal: only a name known to neither is wrong.
+    unknown = [name for name in keys if name not in configured and name not in journaled]
+    if unknown:
+        print(
+            f"keymon: --key {unknown[0]}: no key of that name in {path}, nor in the journal "
+            f"at {state_path}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     if fmt == "json":
         json.dump(
             [
@@ -260,7 +277,14 @@ def history(
         out.write("\n")
         return EXIT_OK
     if not rows:
-        print(f"no changes recorded since {start:%Y-%m-%d %H:%M} UTC", file=out)
+        if no_state:
+            print(
+                f"no changes recorded: no state at {state_path} yet (has keymon run with this "
+                "data_dir? a relative data_dir is read from the current directory)",
+                file=out,
+            )
+        else:
+            print(f"no changes recorded since {start:%Y-%m-%d %H:%M} UTC", file=out)
         return EXIT_OK
     table = [("SEEN (UTC)", "KEY", "CLIENT", "EXCHANGE", "CHANGE")]
     table += [

@@ -472,6 +472,11 @@ class StateDB:
             for r in rows
         ]
 
+    def journaled_keys(self) -> set[str]:
+        """Every key name the journal holds rows for (configured or not any more)."""
+        with self._lock:
+            return {row[0] for row in self._db.execute("SELECT DISTINCT key FROM journal")}
+
     # ------------------------------------------------------------------ alerts and outbox
 
     @staticmethod

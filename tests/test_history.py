@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -180,7 +182,6 @@ async def test_history_json_has_before_and_after(
         pytest.param(["doc-key"], [2, 0], id="one-key"),
         pytest.param(["other-key"], [1], id="other-key"),
         pytest.param(["doc-key", "other-key"], [2, 1, 0], id="both-keys"),
-        pytest.param(["no-such-key"], [], id="unknown-key"),
     ],
 )
 async def test_history_key_filters(
@@ -333,3 +334,69 @@ async def test_history_subprocess_while_the_daemon_runs(tmp_path: Path) -> None:
     assert DOC_SECRET not in out + err
     assert DOC_API_KEY not in out + err
     assert datetime.now(UTC) - journal.entries[0].seen_at > timedelta(days=9)
+
+
+# ----------------------------------------------------------------------------- which keys, where
+
+
+async def test_history_refuses_a_key_known_neither_to_config_nor_journal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--key nope` is a mistake, said as one (exit 2), not an empty listing."""
+    journal = await record_journal(tmp_path)
+    status, out, err = history(capsys, journal.config, "--key", "nope", "--since", "30d")
+    assert (status, out) == (2, "")
+    assert f"--key nope: no key of that name in {journal.config}" in err
+    assert str((tmp_path / "data" / DB_NAME).absolute()) in err
+
+
+async def test_history_of_a_key_removed_from_the_configuration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key no longer configured keeps its journal, and `--key` still reads it."""
+    journal = await record_journal(tmp_path)
+    data = yaml.safe_load(journal.config.read_text())
+    data["keys"] = [k for k in data["keys"] if k["name"] != "other-key"]
+    journal.config.write_text(yaml.safe_dump(data))
+    rows = as_json(capsys, journal.config, "--key", "other-key", "--since", "30d")
+    assert [(r["key"], r["field"]) for r in rows] == [("other-key", "futures_trade")]
+
+
+def test_history_says_where_it_looked_for_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No state file: the listing names the absolute path it looked at."""
+    config = write_config(tmp_path, Path("relative-data"))
+    status, out, err = history(capsys, config)
+    assert (status, err) == (0, "")
+    assert out.startswith("no changes recorded: no state at ")
+    assert str((Path.cwd() / "relative-data" / DB_NAME).absolute()) in out
+
+
+def test_keymon_config_names_the_default_configuration(tmp_path: Path) -> None:
+    """Without --config, every command reads $KEYMON_CONFIG (the image sets it)."""
+    config = write_config(tmp_path)
+    env = {**os.environ, "KEYMON_CONFIG": str(config)}
+    done = subprocess.run(
+        [sys.executable, "-m", "keymon", "validate-config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{config}: valid (2 key(s)")
+    env.pop("KEYMON_CONFIG")
+    done = subprocess.run(
+        [sys.executable, "-m", "keymon", "validate-config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "config/keymon.yaml" in done.stderr
