@@ -88,10 +88,12 @@ COPY --from=builder /opt/keymon /opt/keymon
 
 # KEYMON_DATA_DIR overrides `data_dir` of the configuration file: state always lands on the
 # volume. TMPDIR points there too (SQLite and Python temporary files), since nothing else is
-# writable.
+# writable. KEYMON_CONFIG is every command's default --config, so `docker exec keymon keymon
+# check` finds the mounted configuration.
 ENV PATH=/opt/keymon/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    KEYMON_CONFIG=/etc/keymon/keymon.yaml \
     KEYMON_DATA_DIR=/var/lib/keymon \
     TMPDIR=/var/lib/keymon
 
