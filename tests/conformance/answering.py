@@ -2,9 +2,10 @@
 
 Each conformance record (``tests/conformance/test_<exchange>.py``) holds the official example
 answers of every endpoint keymon calls and the official error entries, each with its source;
-this module only serves them: a transport that answers each path with one status and body
-(the body as quoted, text or JSON), and an audit of one key through the same Auditor
-production uses.
+this module only serves them, in one of two styles: a transport that answers each path with
+one status and body (the body as quoted, text or JSON) and :func:`audit`, or a handler of
+ready responses by path (:func:`routes`, :func:`respond`) and :func:`audit_routed`. Both audit
+one key through the same Auditor production uses.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from keymon.audit import Auditor
 from keymon.config import Settings
 from keymon.model import AuditResult, Reason
 from tests.conftest import FakeClock
+
+Handler = Callable[[httpx.Request], httpx.Response]
 
 #: One answer: HTTP status and body (a quoted JSON text, raw bytes, or an object to encode).
 Canned = tuple[int, Any]
@@ -74,9 +77,51 @@ async def audit(
         exchanges={exchange: {"base_url": f"https://{exchange}.test"}},
         trusted_ips=["127.0.0.1/32"],
     )
-    async with Auditor(
-        settings, transport_factory=lambda _name: transport, clock=clock or FakeClock()
-    ) as auditor:
+    return await _audit_first(settings, transport, clock or FakeClock())
+
+
+# ----------------------------------------------------------------------------- by route
+
+
+def respond(status: int, body: object, headers: Mapping[str, str] | None = None) -> httpx.Response:
+    """An HTTP answer with a JSON body (``bytes`` are sent as they are)."""
+    return httpx.Response(
+        status,
+        content=body_bytes(body if isinstance(body, bytes) else json.dumps(body)),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+def routes(
+    table: Mapping[str, httpx.Response | Callable[[httpx.Request], httpx.Response]],
+) -> Handler:
+    """A handler answering by URL path; anything else is a 404 the adapter must not call."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        entry = table.get(request.url.path)
+        if entry is None:
+            return httpx.Response(404, text=f"not in the conformance record: {request.url.path}")
+        return entry(request) if callable(entry) else entry
+
+    return handler
+
+
+async def audit_routed(key: Mapping[str, Any], handler: Handler, **settings: Any) -> AuditResult:
+    """Audit one key (``name``/``client`` filled in) through ``handler``, on the real clock."""
+    s = Settings(
+        keys=[{"name": "k", "client": "acme", **key}],
+        trusted_ips=["127.0.0.1/32"],
+        **settings,
+    )
+    return await _audit_first(s, httpx.MockTransport(handler), None)
+
+
+async def _audit_first(
+    settings: Settings, transport: httpx.AsyncBaseTransport, clock: Callable[[], float] | None
+) -> AuditResult:
+    """The first configured key, audited once by the Auditor production uses."""
+    options: dict[str, Any] = {} if clock is None else {"clock": clock}
+    async with Auditor(settings, transport_factory=lambda _name: transport, **options) as auditor:
         return await auditor.audit(settings.keys[0])
 
 

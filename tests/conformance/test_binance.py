@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from keymon.model import Reason
-from tests.conformance.harness import audit, respond, routes
+from tests.conformance.answering import audit_routed, respond, routes
 
 KEY = {"exchange": "binance", "api_key": "k" * 64, "api_secret": "s" * 64}
 
@@ -53,7 +53,7 @@ def _handler(status: int, body: object, headers: dict[str, str] | None = None) -
 async def test_sdk_fixture_maps_every_flag() -> None:
     """Each flag onto PRODUCT.md's vocabulary; no IP restriction (list never shown); created
     2021-06-16; no tradingAuthorityExpirationTime (spot trading off): no deadline."""
-    result = await audit(KEY, _handler(200, SDK_API_RESTRICTIONS))
+    result = await audit_routed(KEY, _handler(200, SDK_API_RESTRICTIONS))
     assert result.ok, result.error
     facts = result.facts
     assert facts is not None
@@ -114,6 +114,6 @@ async def test_sdk_fixture_maps_every_flag() -> None:
     ],
 )
 async def test_error_table(status: int, code: int, msg: str, reason: Reason) -> None:
-    result = await audit(KEY, _handler(status, {"code": code, "msg": msg}))
+    result = await audit_routed(KEY, _handler(status, {"code": code, "msg": msg}))
     assert result.error is not None
     assert result.error.reason is reason, result.error.message

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from keymon.model import Reason
-from tests.conformance.harness import audit, respond, routes
+from tests.conformance.answering import audit_routed, respond, routes
 
 KEY = {
     "exchange": "bitget",
@@ -61,7 +61,7 @@ async def test_official_example_never_reads_trade_as_off() -> None:
     """``trade`` is a code the field table does not list: the key can trade something, the
     docs do not say what, so no trading permission (nor withdraw/transfer, which that
     vocabulary may not show) reads off. ``readonly`` is read. The rest as documented."""
-    result = await audit(KEY, _handler(200, OFFICIAL_ACCOUNT_INFO))
+    result = await audit_routed(KEY, _handler(200, OFFICIAL_ACCOUNT_INFO))
     assert result.ok, result.error
     facts = result.facts
     assert facts is not None
@@ -86,7 +86,7 @@ async def test_documented_codes_give_full_facts() -> None:
         userId="1234567890", parentId=1234567890, authorities=["stor", "stow", "coor", "ttow"]
     )
     body = {**OFFICIAL_ACCOUNT_INFO, "data": data}
-    result = await audit(KEY, _handler(200, body))
+    result = await audit_routed(KEY, _handler(200, body))
     assert result.facts is not None
     assert dict(result.facts.permissions) == {
         "read": True,
@@ -99,7 +99,7 @@ async def test_documented_codes_give_full_facts() -> None:
     }
     assert result.facts.account_kind == "master"
     sub = {**OFFICIAL_ACCOUNT_INFO, "data": {**data, "parentId": 1}}
-    result = await audit(KEY, _handler(200, sub))
+    result = await audit_routed(KEY, _handler(200, sub))
     assert result.facts is not None
     assert result.facts.account_kind == "sub"
 
@@ -126,7 +126,7 @@ async def test_documented_codes_give_full_facts() -> None:
 )
 async def test_error_table(status: int, code: str, msg: str, reason: Reason) -> None:
     body = {"code": code, "msg": msg, "requestTime": 1695808949356, "data": None}
-    result = await audit(KEY, _handler(status, body))
+    result = await audit_routed(KEY, _handler(status, body))
     assert result.error is not None
     assert result.error.reason is reason, result.error.message
     assert result.error.code == code

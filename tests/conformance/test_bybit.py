@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from keymon.model import Reason
-from tests.conformance.harness import audit, respond, routes
+from tests.conformance.answering import audit_routed, respond, routes
 
 KEY = {"exchange": "bybit", "api_key": "XXXXXXXX", "api_secret": "secret"}
 
@@ -106,7 +106,7 @@ async def test_official_example_is_a_read_only_key() -> None:
     """``readOnly: 1`` ("Read only"): whatever the groups list, the key can trade and move
     nothing; three bound IPs; created 2025-10-13; ``expiredAt`` at the epoch and
     ``deadlineDay: -2`` (an IP-bound key: no expiry); a personal key of a master account."""
-    result = await audit(KEY, _handler(200, OFFICIAL_QUERY_API))
+    result = await audit_routed(KEY, _handler(200, OFFICIAL_QUERY_API))
     assert result.ok, result.error
     facts = result.facts
     assert facts is not None
@@ -137,7 +137,7 @@ async def test_official_example_read_write() -> None:
     sub-account key (``isMaster: false``) bound to a third-party app (``type: 2``)."""
     body = copy.deepcopy(OFFICIAL_QUERY_API)
     body["result"].update(readOnly=0, type=2, isMaster=False, parentUid="1448938")
-    result = await audit(KEY, _handler(200, body))
+    result = await audit_routed(KEY, _handler(200, body))
     facts = result.facts
     assert facts is not None
     assert dict(facts.permissions) == {
@@ -158,7 +158,7 @@ async def test_unbound_key_expiry() -> None:
     """[KEY]: ``expiredAt``/``deadlineDay`` apply to keys with no IP bound: a deadline."""
     body = copy.deepcopy(OFFICIAL_QUERY_API)
     body["result"].update(ips=["*"], deadlineDay=80, expiredAt="2026-01-01T00:00:00Z")
-    result = await audit(KEY, _handler(200, body))
+    result = await audit_routed(KEY, _handler(200, body))
     facts = result.facts
     assert facts is not None
     assert facts.ip_restricted is False
@@ -209,7 +209,7 @@ def _error(code: int, msg: str) -> dict[str, object]:
     ],
 )
 async def test_error_table(code: int, msg: str, reason: Reason) -> None:
-    result = await audit(KEY, _handler(200, _error(code, msg)))
+    result = await audit_routed(KEY, _handler(200, _error(code, msg)))
     assert result.error is not None
     assert result.error.reason is reason, result.error.message
     assert result.error.code == code
@@ -226,6 +226,6 @@ async def test_error_table(code: int, msg: str, reason: Reason) -> None:
     ],
 )
 async def test_http_codes(status: int, reason: Reason) -> None:
-    result = await audit(KEY, _handler(status, b""))
+    result = await audit_routed(KEY, _handler(status, b""))
     assert result.error is not None
     assert result.error.reason is reason, result.error.message

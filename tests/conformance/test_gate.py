@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from keymon.model import Coverage, Reason
-from tests.conformance.harness import audit, respond, routes
+from tests.conformance.answering import audit_routed, respond, routes
 
 KEY = {"exchange": "gate", "api_key": "c5dcfbf1f3a7abcdef0123456789", "api_secret": "secret"}
 
@@ -82,7 +82,7 @@ async def test_official_examples() -> None:
     """The key is ``c5dcfbf1f3a7*****`` of [KEYS]: spot read-write (``spot_trade``), the
     ``account`` write perm kept raw, everything mapped and unlisted off; whitelisted to
     127.0.0.1 per [DETAIL]; created and last used 2025-07-20; state 1: not locked."""
-    result = await audit(KEY, _handler((200, OFFICIAL_DETAIL), (200, OFFICIAL_MAIN_KEYS)))
+    result = await audit_routed(KEY, _handler((200, OFFICIAL_DETAIL), (200, OFFICIAL_MAIN_KEYS)))
     assert result.ok, result.error
     facts = result.facts
     assert facts is not None
@@ -112,13 +112,13 @@ async def test_key_state_is_the_lock(state: int, locked: bool | None) -> None:
     """[KEYS] ``state``: 2 locked, 3 frozen: the key is locked; an undocumented value: unknown."""
     keys = copy.deepcopy(OFFICIAL_MAIN_KEYS)
     keys[0]["state"] = state
-    result = await audit(KEY, _handler((200, OFFICIAL_DETAIL), (200, keys)))
+    result = await audit_routed(KEY, _handler((200, OFFICIAL_DETAIL), (200, keys)))
     assert result.facts is not None
     assert result.facts.key_locked is locked
 
 
 async def test_main_keys_refused_leaves_permissions_not_visible() -> None:
-    result = await audit(
+    result = await audit_routed(
         KEY,
         _handler((200, OFFICIAL_DETAIL), (403, {"label": "FORBIDDEN", "message": "No permission"})),
     )
@@ -133,7 +133,7 @@ async def test_main_keys_refused_leaves_permissions_not_visible() -> None:
 async def test_forbidden_account_detail_is_an_accepted_key() -> None:
     """``FORBIDDEN`` on account/detail comes after authentication: a trading key without the
     ``account`` read permission [SDK]. Not a dead key: accepted, nothing visible (liveness)."""
-    result = await audit(
+    result = await audit_routed(
         KEY,
         _handler((403, {"label": "FORBIDDEN", "message": "No permission"}), (200, [])),
     )
@@ -165,6 +165,6 @@ async def test_forbidden_account_detail_is_an_accepted_key() -> None:
 )
 async def test_error_labels(status: int, label: str, reason: Reason) -> None:
     body = {"label": label, "message": "message"}
-    result = await audit(KEY, _handler((status, body), (status, body)))
+    result = await audit_routed(KEY, _handler((status, body), (status, body)))
     assert result.error is not None
     assert result.error.reason is reason, result.error.message

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from keymon.model import Reason
-from tests.conformance.harness import audit, respond, routes
+from tests.conformance.answering import audit_routed, respond, routes
 
 ACCESS_KEY = "4ed49817-3e3f5a1c-1a2b3c4d-5e6f7"
 KEY = {"exchange": "htx", "api_key": ACCESS_KEY, "api_secret": "secret", "uid": "100009"}
@@ -57,7 +57,7 @@ async def test_documented_fields_map() -> None:
     """readOnly -> read, trade -> spot_trade (margin/futures: ``trade`` may cover them, the
     docs do not say: not visible), withdraw absent -> off; the [ANN] example IPs; created
     2020-06-05; status normal -> not locked."""
-    result = await audit(KEY, _handler(200, DOCUMENTED_FIELDS_ANSWER))
+    result = await audit_routed(KEY, _handler(200, DOCUMENTED_FIELDS_ANSWER))
     assert result.ok, result.error
     facts = result.facts
     assert facts is not None
@@ -75,7 +75,7 @@ async def test_documented_fields_map() -> None:
 async def test_read_only_key_and_a_status_other_than_normal() -> None:
     body = copy.deepcopy(DOCUMENTED_FIELDS_ANSWER)
     body["data"][0].update(permission="readOnly", ipAddresses="", status="expired")
-    result = await audit(KEY, _handler(200, body))
+    result = await audit_routed(KEY, _handler(200, body))
     facts = result.facts
     assert facts is not None
     assert dict(facts.permissions) == {
@@ -103,6 +103,6 @@ async def test_read_only_key_and_a_status_other_than_normal() -> None:
 )
 async def test_error_codes(status: int, code: str, reason: Reason) -> None:
     body = {"status": "error", "err-code": code, "err-msg": "message", "data": None}
-    result = await audit(KEY, _handler(status, body))
+    result = await audit_routed(KEY, _handler(status, body))
     assert result.error is not None
     assert result.error.reason is reason, result.error.message

@@ -32,7 +32,7 @@ from keymon.config import Settings
 from keymon.exchanges.kraken import NonceSource
 from keymon.model import Reason
 from keymon.simulator.kraken import KrakenSimulator
-from tests.conformance.harness import audit, respond, routes
+from tests.conformance.answering import audit_routed, respond, routes
 
 API_KEY = "4/SDrDBcOOPnm3nPlNfEMMJDeRcIVqPz+QhRxIodyZbI9po/aVRiHsgX"
 SECRET = base64.b64encode(b"kraken-conformance-secret").decode()
@@ -67,7 +67,7 @@ async def test_official_example() -> None:
     """query-funds read, modify-trades spot_trade, withdraw-funds withdraw (critical), the
     documented query-open-trades kept under its name; no allowlist (unrestricted); no expiry
     (validUntil "0"); created 2026-03-03, last used 2026-03-04."""
-    result = await audit(KEY, _handler(OFFICIAL_KEY_INFO))
+    result = await audit_routed(KEY, _handler(OFFICIAL_KEY_INFO))
     assert result.ok, result.error
     facts = result.facts
     assert facts is not None
@@ -94,7 +94,7 @@ async def test_close_trades_is_kraken_s_own_and_never_hides_a_permission() -> No
     body = copy.deepcopy(OFFICIAL_KEY_INFO)
     body["result"]["permissions"] = ["query-funds", "close-trades"]
     body["result"]["validUntil"] = "1790000000"
-    result = await audit(KEY, _handler(body))
+    result = await audit_routed(KEY, _handler(body))
     facts = result.facts
     assert facts is not None
     assert dict(facts.permissions) == {
@@ -112,7 +112,7 @@ async def test_undocumented_names_are_not_mapped() -> None:
     """Names Kraken does not use (exchange-apis.md's guesses) no longer turn spot_trade on."""
     body = copy.deepcopy(OFFICIAL_KEY_INFO)
     body["result"]["permissions"] = ["query-funds", "create-orders", "cancel-close-orders"]
-    result = await audit(KEY, _handler(body))
+    result = await audit_routed(KEY, _handler(body))
     facts = result.facts
     assert facts is not None
     assert facts.permissions["spot_trade"] is False
@@ -135,7 +135,7 @@ async def test_undocumented_names_are_not_mapped() -> None:
     ],
 )
 async def test_error_table(error: str, reason: Reason) -> None:
-    result = await audit(KEY, _handler({"error": [error], "result": {}}))
+    result = await audit_routed(KEY, _handler({"error": [error], "result": {}}))
     assert result.error is not None
     assert result.error.reason is reason, result.error.message
 
@@ -143,7 +143,7 @@ async def test_error_table(error: str, reason: Reason) -> None:
 async def test_invalid_signature_names_two_factor_authentication() -> None:
     """[2FA]: a 2FA key audited without its one-time password answers EAPI:Invalid signature;
     the finding tells the operator so instead of only "wrong secret"."""
-    result = await audit(KEY, _handler({"error": ["EAPI:Invalid signature"], "result": {}}))
+    result = await audit_routed(KEY, _handler({"error": ["EAPI:Invalid signature"], "result": {}}))
     assert result.error is not None
     assert "two-factor" in result.error.message
     assert "one-time password" in result.error.message

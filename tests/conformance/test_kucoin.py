@@ -16,7 +16,7 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.conformance.harness import audit, respond, routes
+from tests.conformance.answering import audit_routed, respond, routes
 
 KEY = {
     "exchange": "kucoin",
@@ -50,7 +50,7 @@ def _handler(body: object) -> Any:
 
 
 async def test_documented_fields() -> None:
-    result = await audit(KEY, _handler(DOCUMENTED_FIELDS_ANSWER))
+    result = await audit_routed(KEY, _handler(DOCUMENTED_FIELDS_ANSWER))
     assert result.ok, result.error
     facts = result.facts
     assert facts is not None
@@ -68,6 +68,6 @@ async def test_documented_fields() -> None:
 async def test_sub_account_key() -> None:
     body = copy.deepcopy(DOCUMENTED_FIELDS_ANSWER)
     body["data"]["isMaster"] = False
-    result = await audit(KEY, _handler(body))
+    result = await audit_routed(KEY, _handler(body))
     assert result.facts is not None
     assert result.facts.account_kind == "sub"

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from keymon.model import Reason
-from tests.conformance.harness import audit, respond, routes
+from tests.conformance.answering import audit_routed, respond, routes
 
 KEY = {
     "exchange": "okx",
@@ -62,7 +62,7 @@ def _handler(status: int, body: object) -> Any:
 async def test_documented_fields() -> None:
     """read_only -> read, trade -> spot_trade (the products ``trade`` covers beyond spot are not
     shown apart), withdraw absent -> off; two linked IPs; uid = mainUid: a master key."""
-    result = await audit(KEY, _handler(200, DOCUMENTED_FIELDS_ANSWER))
+    result = await audit_routed(KEY, _handler(200, DOCUMENTED_FIELDS_ANSWER))
     assert result.ok, result.error
     facts = result.facts
     assert facts is not None
@@ -82,7 +82,7 @@ async def test_documented_fields() -> None:
 async def test_sub_account_key_and_no_ip() -> None:
     body = copy.deepcopy(DOCUMENTED_FIELDS_ANSWER)
     body["data"][0].update(mainUid="1", ip="", perm="read_only,withdraw")
-    result = await audit(KEY, _handler(200, body))
+    result = await audit_routed(KEY, _handler(200, body))
     facts = result.facts
     assert facts is not None
     assert facts.account_kind == "sub"
@@ -106,6 +106,6 @@ async def test_sub_account_key_and_no_ip() -> None:
     ],
 )
 async def test_error_table(status: int, code: str, reason: Reason) -> None:
-    result = await audit(KEY, _handler(status, {"code": code, "msg": "message", "data": []}))
+    result = await audit_routed(KEY, _handler(status, {"code": code, "msg": "message", "data": []}))
     assert result.error is not None
     assert result.error.reason is reason, result.error.message
