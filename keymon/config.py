@@ -67,9 +67,6 @@ from keymon.config_base import (
     KeyBase as KeyBase,
 )
 from keymon.config_base import (
-    Permission as Permission,
-)
-from keymon.config_base import (
     Secret as Secret,
 )
 from keymon.config_base import (
@@ -89,7 +86,7 @@ from keymon.config_base import (
 )
 from keymon.errors import ConfigError
 from keymon.exchanges import CONFIG_ORDER, EXCHANGES
-from keymon.model import PERMISSIONS, Severity
+from keymon.model import PERMISSIONS, Permission, Severity
 
 DEFAULT_CONFIG_PATH = Path("config/keymon.yaml")
 DEFAULT_LISTEN = "0.0.0.0:9877"

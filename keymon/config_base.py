@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 from pydantic import (
     AfterValidator,
@@ -32,8 +32,6 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
-
-from keymon.model import PERMISSIONS
 
 # The liveness-only exchanges document no limit for the one signed read keymon makes beyond
 # "per IP"/"per key" limits far above it; keymon counts each call as weight 1 (an exchange
@@ -288,22 +286,6 @@ def _resolve_secret(value: object) -> Secret:
 SecretRef = Annotated[Secret, BeforeValidator(_resolve_secret)]
 
 # ----------------------------------------------------------------------------- sections
-
-Permission = Literal[
-    "read",
-    "spot_trade",
-    "margin_trade",
-    "margin_loan",
-    "futures_trade",
-    "options_trade",
-    "portfolio_margin",
-    "withdraw",
-    "internal_transfer",
-    "universal_transfer",
-    "fix_trade",
-    "fix_read",
-]
-assert set(Permission.__args__) == set(PERMISSIONS)  # type: ignore[attr-defined]
 
 
 class _Model(BaseModel):

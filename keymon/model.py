@@ -16,7 +16,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 
 class Reason(enum.StrEnum):
@@ -54,8 +54,9 @@ class Coverage(enum.StrEnum):
     LIVENESS = "liveness"
 
 
-#: The one permission vocabulary every adapter maps its exchange's flags onto.
-PERMISSIONS: tuple[str, ...] = (
+#: The one permission vocabulary every adapter maps its exchange's flags onto (the type a
+#: policy's ``require``/``forbid`` entries are checked against).
+Permission = Literal[
     "read",
     "spot_trade",
     "margin_trade",
@@ -68,7 +69,8 @@ PERMISSIONS: tuple[str, ...] = (
     "universal_transfer",
     "fix_trade",
     "fix_read",
-)
+]
+PERMISSIONS: tuple[str, ...] = get_args(Permission)
 
 
 #: The values of :attr:`KeyFacts.account_kind`.
