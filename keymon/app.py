@@ -182,13 +182,13 @@ class App:
         self._dir_lock = DataDirLock(self.settings.data_dir)
         previous = self._dir_lock.acquire(self.now())
         try:
-            self.db, reset = open_state(
+            self.db, reset, remembered = open_state(
                 self.settings.data_dir,
                 had_state=bool(previous.get("state_created")),
                 now=self.now(),
             )
             self._dir_lock.mark_state_created()
-            for name, stored in self.db.load_keys().items():
+            for name, stored in remembered.items():
                 self.store.restore(name, stored, self.now())
             self.notifier = Notifier(
                 self.settings.notify,

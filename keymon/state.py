@@ -43,17 +43,18 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from keymon.changes import Change
 from keymon.model import Coverage, Deadline, KeyFacts
 
 DB_NAME = "keymon.sqlite3"
+_T = TypeVar("_T")
 
 #: Each entry migrates the schema from version ``index`` to ``index + 1``.
 MIGRATIONS: tuple[str, ...] = (
@@ -306,8 +307,10 @@ class StateDB:
         with self._lock:
             self._db.close()
 
-    def verify(self) -> None:
+    def verify(self) -> dict[str, StoredKey]:
         """Check that the whole file can be relied on; :class:`StateDamaged` says why not.
+
+        Returns every key's remembered facts (:meth:`load_keys`), read once for both purposes.
 
         SQLite's ``quick_check``, every table and column the schema's migrations create, and
         every row the daemon reads back (facts, alerts, the journal's timestamps). An unreadable
@@ -334,16 +337,20 @@ class StateDB:
                     raise StateDamaged(f"{self.path}: damaged: journal row {bad[0]} is unreadable")
         except sqlite3.DatabaseError as exc:
             raise _classify(self.path, exc) from None
-        for table, read in (("key_facts", self.load_keys), ("alerts", self.alerts)):
-            try:
-                read()
-            except sqlite3.DatabaseError as exc:
-                raise _classify(self.path, exc) from None
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                raise StateDamaged(
-                    f"{self.path}: damaged: a row of table {table} is unreadable "
-                    f"({type(exc).__name__})"
-                ) from None
+        keys = self._read_rows("key_facts", self.load_keys)
+        self._read_rows("alerts", self.alerts)
+        return keys
+
+    def _read_rows(self, table: str, read: Callable[[], _T]) -> _T:
+        """``read()``, its failure to parse a row said as damage to ``table``."""
+        try:
+            return read()
+        except sqlite3.DatabaseError as exc:
+            raise _classify(self.path, exc) from None
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StateDamaged(
+                f"{self.path}: damaged: a row of table {table} is unreadable ({type(exc).__name__})"
+            ) from None
 
     def _check_version(self) -> int:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -748,8 +755,9 @@ def _expected_schema() -> dict[str, frozenset[str]]:
 
 def open_state(
     data_dir: Path, *, had_state: bool, now: datetime
-) -> tuple[StateDB, StateReset | None]:
-    """The daemon's state database, checked; a damaged one moved aside and replaced.
+) -> tuple[StateDB, StateReset | None, dict[str, StoredKey]]:
+    """The daemon's state database, checked, with every key's remembered facts; a damaged one
+    moved aside and replaced (by an empty one).
 
     ``had_state`` says that an earlier daemon on this data_dir created a state file (the lock
     file remembers it): a missing file is then a loss to announce, not a first start.
@@ -758,24 +766,28 @@ def open_state(
     if not path.exists():
         db = StateDB(data_dir)
         if not had_state:
-            return db, None
-        return db, StateReset(
-            path,
-            None,
-            "the state file is missing although an earlier keymon created it here "
-            "(deleted, or data_dir is a new volume holding only the old lock file)",
+            return db, None, {}
+        return (
+            db,
+            StateReset(
+                path,
+                None,
+                "the state file is missing although an earlier keymon created it here "
+                "(deleted, or data_dir is a new volume holding only the old lock file)",
+            ),
+            {},
         )
     try:
         db = StateDB(data_dir)
         try:
-            db.verify()
+            keys = db.verify()
         except StateError:
             db.close()
             raise
     except StateDamaged as exc:
         moved = _move_aside(path, now)
-        return StateDB(data_dir), StateReset(path, moved, str(exc))
-    return db, None
+        return StateDB(data_dir), StateReset(path, moved, str(exc)), {}
+    return db, None, keys
 
 
 def _move_aside(path: Path, now: datetime) -> Path:
