@@ -492,26 +492,22 @@ class Notifier:
                 )
                 continue
             self._on_outcome("failed")
+            outcome: dict[str, object]
             if generation != self._generation:
                 # The channels changed during the attempt: the message now goes elsewhere (a
                 # rotated URL, due at once) or nowhere (dropped by the next pass); this URL's
                 # failure sets no backoff for it.
-                log.warning(
-                    "notification_failed",
-                    key=row.key,
-                    rule=row.rule,
-                    kind=row.kind,
-                    channel=label,
-                    attempts=row.attempts + 1,
-                    error=error,
-                    detail="the channels changed meanwhile; the message follows the change",
-                )
-                break
-            delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2**row.attempts)
-            retry_at = self.now() + delay
-            await asyncio.to_thread(self._db.retry_later, row.id, retry_at, error)
-            # The channel is down: the rest of its queue waits as long, in order.
-            await asyncio.to_thread(self._db.postpone, [r.id for r in rows[index + 1 :]], retry_at)
+                outcome = {
+                    "detail": "the channels changed meanwhile; the message follows the change"
+                }
+            else:
+                delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2**row.attempts)
+                retry_at = self.now() + delay
+                await asyncio.to_thread(self._db.retry_later, row.id, retry_at, error)
+                # The channel is down: the rest of its queue waits as long, in order.
+                later = [r.id for r in rows[index + 1 :]]
+                await asyncio.to_thread(self._db.postpone, later, retry_at)
+                outcome = {"retry_in_s": delay.total_seconds()}
             log.warning(
                 "notification_failed",
                 key=row.key,
@@ -519,8 +515,8 @@ class Notifier:
                 kind=row.kind,
                 channel=label,
                 attempts=row.attempts + 1,
-                retry_in_s=delay.total_seconds(),
                 error=error,
+                **outcome,
             )
             break
         return delivered
