@@ -58,7 +58,7 @@ class AdapterBase:
     weights: ClassVar[Mapping[str, int]] = {}
     #: The weight of one audit's requests; above 1 the budget grants it all at once, so an
     #: audit never gets its first request and starves on its second (Gate: 2).
-    audit_weight: ClassVar[int] = 1
+    audit_weight: int = 1
     #: The server-time endpoint (GET, unsigned), or None where the exchange needs no sync.
     time_path: ClassVar[str | None] = None
     #: What the time endpoint's answer lacked, in the error that says so.

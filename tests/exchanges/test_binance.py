@@ -384,7 +384,11 @@ async def test_rate_limit_then_ban(exchange: Exchange, clock: FakeClock) -> None
 
 
 async def _audit_times(exchange: Exchange, times: int) -> list[AuditResult]:
-    settings = exchange.settings(doc_key())
+    # One request per audit, so that the limit of 2 counts audits (trading_status has its
+    # own rate-limit test in tests/exchanges/test_binance_trading.py).
+    settings = exchange.settings(
+        doc_key(), exchanges={"binance": {"base_url": exchange.base_url, "trading_status": False}}
+    )
     async with Auditor(settings, transport_factory=exchange.transport) as auditor:
         return [await auditor.audit(settings.keys[0]) for _ in range(times)]
 
@@ -492,9 +496,14 @@ async def test_read_only_allowlist_refuses_before_sending(
 async def test_allowlist_lets_the_audit_calls_through(
     sim: BinanceSimulator, adapter_client: httpx.AsyncClient
 ) -> None:
-    """The two calls keymon needs are on the allowlist and nothing else is."""
+    """The four calls keymon needs are on the allowlist and nothing else is."""
     assert BinanceAdapter.read_only_endpoints == frozenset(
-        {("GET", "/api/v3/time"), ("GET", "/sapi/v1/account/apiRestrictions")}
+        {
+            ("GET", "/api/v3/time"),
+            ("GET", "/sapi/v1/account/apiRestrictions"),
+            ("GET", "/sapi/v1/account/apiTradingStatus"),
+            ("GET", "/sapi/v1/account/status"),
+        }
     )
     response = await adapter_client.get("/api/v3/time")
     assert response.status_code == 200
