@@ -377,6 +377,7 @@ class BinanceSimulator:
         self._latency = 0.0
         self._fail_remaining = 0
         self._fail_status = 503
+        self._fail_path: str | None = None
         self._truncate_remaining = 0
         self._clock_skew_ms = 0
 
@@ -420,8 +421,9 @@ class BinanceSimulator:
         with self._lock:
             self._clock_skew_ms = int(skew)
 
-    def fail_next(self, n: int, status: int = 503) -> None:
-        """Answer the next ``n`` exchange requests with ``status`` (replaces any pending count).
+    def fail_next(self, n: int, status: int = 503, path: str | None = None) -> None:
+        """Answer the next ``n`` exchange requests with ``status`` (replaces any pending count);
+        with ``path``, only the next ``n`` requests to that path (the others are answered).
 
         5xx answers carry Binance's -1001 JSON body; other statuses an HTML page, like a WAF
         or load balancer would send. Failed requests never reach validation or rate limiting,
@@ -432,6 +434,7 @@ class BinanceSimulator:
         with self._lock:
             self._fail_remaining = n
             self._fail_status = status
+            self._fail_path = path
 
     def truncate_next(self, n: int) -> None:
         """Cut the body of the next ``n`` exchange responses in half (status kept)."""
@@ -641,7 +644,7 @@ class BinanceSimulator:
         """Answer one exchange request the way Binance would."""
         with self._lock:
             api_key = _header(headers, API_KEY_HEADER)
-            if self._fail_remaining > 0:
+            if self._fail_remaining > 0 and self._fail_path in (None, path):
                 self._fail_remaining -= 1
                 response = _injected_failure(self._fail_status)
             else:
@@ -985,6 +988,7 @@ class BinanceSimulator:
                 "fail_status",
                 "truncate_next",
                 "clock_skew_ms",
+                "fail_path",
             }
             if unknown:
                 return _admin_error(400, f"unknown fields: {', '.join(sorted(unknown))}")
@@ -993,6 +997,9 @@ class BinanceSimulator:
             fail_status = data.get("fail_status", self._fail_status)
             truncate_next = data.get("truncate_next", self._truncate_remaining)
             skew = data.get("clock_skew_ms", self._clock_skew_ms)
+            fail_path = data.get("fail_path", self._fail_path)
+            if not isinstance(fail_path, str | None):
+                return _admin_error(400, "invalid fault settings")
             if not (
                 _is_number(latency)
                 and math.isfinite(latency)
@@ -1011,12 +1018,14 @@ class BinanceSimulator:
             self._fail_status = fail_status
             self._truncate_remaining = truncate_next
             self._clock_skew_ms = skew
+            self._fail_path = fail_path
         return _json(
             200,
             {
                 "latency": self._latency,
                 "fail_next": self._fail_remaining,
                 "fail_status": self._fail_status,
+                "fail_path": self._fail_path,
                 "truncate_next": self._truncate_remaining,
                 "clock_skew_ms": self._clock_skew_ms,
             },

@@ -985,6 +985,7 @@ def test_admin_faults_and_stats(sim: BinanceSimulator, clock: FakeClock) -> None
         "fail_status": 502,
         "truncate_next": 1,
         "clock_skew_ms": -3000,
+        "fail_path": None,
     }
     assert admin(sim, "POST", "/_simulator/faults", settings) == (200, settings)
     assert call(sim, PING).status == 502
