@@ -104,6 +104,8 @@ DEMO_FINDINGS = {
     "delta-binance": ("critical", {"key_rejected"}),
     "echo-binance": ("warning", {"forbidden_permission"}),
     "foxtrot-binance": ("critical", {"key_rejected"}),
+    "golf-binance": ("critical", {"trading_locked"}),
+    "hotel-binance": ("warning", {"trading_lock_risk"}),
 }
 
 
@@ -715,7 +717,7 @@ def test_compose_keymon_config_validates_with_its_demo_secrets(tmp_path: Path) -
     """`keymon validate-config` accepts the demo configuration with its demo secret files."""
     result = _run(*KEYMON, "validate-config", "--config", str(_compose_keymon_config(tmp_path)))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "valid (6 key(s)" in result.stdout
+    assert "valid (8 key(s)" in result.stdout
     assert "warning" not in result.stderr  # no literal secret in the demo either
 
 
