@@ -290,7 +290,7 @@ def trading_lock_risk(facts: KeyFacts, policy: Policy, ctx: Context) -> Outcome:
             Rule.TRADING_LOCK_RISK,
             W,
             f"{words}; policy {ctx.policy_name} warns from {policy.lock_risk:.0%} "
-            "(at 100 % the exchange locks API trading)",
+            "(at 100% the exchange locks API trading)",
         )
     return [(RuleCheck(Rule.TRADING_LOCK_RISK, (W,)), finding)]
 
