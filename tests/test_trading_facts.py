@@ -132,3 +132,36 @@ def test_the_journal_records_lock_and_status_changes_not_indicators() -> None:
         "account_status: Normal -> Restricted",
     ]
     assert diff_facts(after, _facts()) == []
+
+
+def test_the_budget_warning_counts_the_trading_status_reads() -> None:
+    """Three weight per Binance audit with the trading-status reads: a budget that fits the
+    audits' apiRestrictions calls but not all three draws budget_too_small; without the
+    reads it fits."""
+    from structlog.testing import capture_logs
+
+    from keymon.app import _warn_if_budget_short
+    from tests.conftest import make_settings
+
+    keys = [
+        {"name": f"k{n}", "client": "c", "exchange": "binance", "api_key": "k", "api_secret": "s"}
+        for n in range(10)
+    ]
+    for reads, warned in ((True, True), (False, False)):
+        settings = make_settings(
+            *keys,
+            audit={"interval": "1m", "jitter": "1s"},
+            exchanges={
+                "binance": {
+                    "base_url": "https://binance.test",
+                    "max_weight_per_minute": 20,
+                    "trading_status": reads,
+                }
+            },
+        )
+        with capture_logs() as logs:
+            _warn_if_budget_short(settings)
+        events = [e for e in logs if e["event"] == "budget_too_small"]
+        assert bool(events) is warned
+        if warned:
+            assert events[0]["needed_weight_per_minute"] == 30

@@ -74,6 +74,11 @@ class ExchangeAdapter(Protocol):
     #: The weight of one audit's requests, granted at once when above 1 (RequestGate.audit_scope).
     audit_weight: int
 
+    @classmethod
+    def audit_weight_for(cls, settings: Any) -> int:
+        """The weight of one audit under the exchange's settings (what ``audit_weight`` is)."""
+        ...
+
     def __init__(
         self,
         client: httpx.AsyncClient,

@@ -381,11 +381,11 @@ class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=Bina
     _settings: BinanceSettings
     _weight_used: int | None = None
 
-    def __init__(self, client: httpx.AsyncClient, settings: Any, **kwargs: Any) -> None:
-        super().__init__(client, settings, **kwargs)
-        # apiRestrictions, plus apiTradingStatus and account/status when they are read: the
-        # budget grants an audit all of it at once.
-        self.audit_weight = 3 if settings.trading_status else 1
+    @classmethod
+    def audit_weight_for(cls, settings: Any) -> int:
+        """apiRestrictions, plus apiTradingStatus and account/status when they are read: the
+        budget grants an audit all of it at once."""
+        return 3 if settings.trading_status else 1
 
     @property
     def weight_used(self) -> int | None:
