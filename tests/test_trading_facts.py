@@ -8,13 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
+from keymon.app import _warn_if_budget_short
 from keymon.changes import diff_facts
 from keymon.config import Policy, load
 from keymon.errors import ConfigError
 from keymon.model import AuditError, Coverage, KeyFacts, Reason, Rule, TradingIndicator
 from keymon.policy import evaluate
 from keymon.state import facts_from_json, facts_to_json
+from tests.conftest import make_settings
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -138,11 +141,6 @@ def test_the_budget_warning_counts_the_trading_status_reads() -> None:
     """Three weight per Binance audit with the trading-status reads: a budget that fits the
     audits' apiRestrictions calls but not all three draws budget_too_small; without the
     reads it fits."""
-    from structlog.testing import capture_logs
-
-    from keymon.app import _warn_if_budget_short
-    from tests.conftest import make_settings
-
     keys = [
         {"name": f"k{n}", "client": "c", "exchange": "binance", "api_key": "k", "api_secret": "s"}
         for n in range(10)

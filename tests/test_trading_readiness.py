@@ -25,6 +25,7 @@ from keymon.cli import check
 from keymon.config import load
 from keymon.simulator.binance import BinanceSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET
+from tests.notify_receiver import Receiver
 
 TRADING = "/sapi/v1/account/apiTradingStatus"
 ACCOUNT = "/sapi/v1/account/status"
@@ -346,3 +347,38 @@ def test_trading_status_off_sends_only_the_restrictions_call(
     assert entry["facts"]["account_status"] is None
     signed = [r.path for r in sim.request_log if r.api_key == DOC_API_KEY]
     assert signed == ["/sapi/v1/account/apiRestrictions"]
+
+
+async def test_a_lock_is_notified_with_what_changed_and_resolved_when_lifted(
+    tmp_path: Path, live: tuple[BinanceSimulator, str]
+) -> None:
+    """Built-in notifications: one message when the lock starts (what changed, what to do),
+    one when it lifts."""
+    sim, url = live
+    with Receiver() as receiver:
+        config = write_config(tmp_path, url)
+        data = yaml.safe_load(config.read_text())
+        data["notify"] = {"urls": [receiver.url()], "send_resolved": True}
+        config.write_text(yaml.safe_dump(data))
+        app = App(load(config))
+        await app.start(serve_http=False, schedule=False)
+        try:
+            await app.audit_key("doc-key")
+            sim.set_trading_status(
+                DOC_API_KEY, isLocked=True, plannedRecoverTime=(int(time.time()) + 3600) * 1000
+            )
+            await app.audit_key("doc-key")
+            await app.notifier.deliver_due()
+            sim.set_trading_status(DOC_API_KEY, isLocked=False, plannedRecoverTime=0)
+            await app.audit_key("doc-key")
+            await app.notifier.deliver_due()
+        finally:
+            await app.stop()
+        messages = [(str(m["title"]), str(m["message"])) for m in receiver.delivered]
+    assert len(messages) == 2, messages
+    (title, body), (resolved, _) = messages
+    assert "doc-key: trading_locked" in title
+    assert "What changed: trading_locked: off -> on" in body
+    assert "planned recovery" in body
+    assert "Stop or slow the bots' order flow" in body
+    assert "RESOLVED" in resolved.upper()
