@@ -5,7 +5,8 @@ Exit statuses (documented in the README):
 * ``check`` follows the monitoring-plugin convention: 0 OK, 1 WARNING, 2 CRITICAL,
   3 UNKNOWN (an audit could not complete, the configuration is invalid, or the command line
   is wrong).
-* ``validate-config``: 0 valid, 2 invalid (every problem listed on stderr).
+* ``validate-config``: 0 valid, 2 invalid (every problem listed on stderr); the same with
+  ``--no-secrets``, which checks secret references for their shape without reading them.
 * ``run``: 0 after a clean stop (SIGTERM, SIGINT), 2 for an invalid configuration or command
   line, 1 when it cannot start (the listen address is taken, the data_dir unusable or held by
   another running ``keymon run``).
@@ -40,7 +41,7 @@ from keymon.audit import (
     mask_key_id,
 )
 from keymon.budget import BAN_FILE_NAME, MAX_BUDGET_WAIT, BanFile, WeightBudget, limits_for
-from keymon.config import DEFAULT_CONFIG_PATH, LoadedConfig, Settings, load
+from keymon.config import DEFAULT_CONFIG_PATH, LoadedConfig, Settings, key_secrets, load
 from keymon.errors import ConfigError
 from keymon.model import AuditResult, Coverage, Severity, worst
 
@@ -110,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate-config", help="check the configuration, exit 0 or 2")
     config_option(validate)
+    validate.add_argument(
+        "--no-secrets",
+        action="store_true",
+        help="check everything but do not read the secrets ({env: ...}, {file: ...}): for CI "
+        "on a repository that holds configurations but no secrets",
+    )
 
     history = commands.add_parser("history", help="the change journal: what changed, when")
     config_option(history)
@@ -144,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "validate-config":
-            return validate_config(args.config)
+            return validate_config(args.config, resolve_secrets=not args.no_secrets)
         if args.command == "check":
             return check(args.config, keys=args.key, fmt=args.format)
         if args.command == "run":
@@ -160,10 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(f"unhandled command {args.command}")  # argparse guards this
 
 
-def load_or_report(path: Path, *, out: TextIO) -> LoadedConfig | None:
+def load_or_report(path: Path, *, out: TextIO, resolve_secrets: bool = True) -> LoadedConfig | None:
     """Load the configuration, or print every problem to ``out`` and return None."""
     try:
-        loaded = load(path)
+        loaded = load(path, resolve_secrets=resolve_secrets)
     except ConfigError as exc:
         if len(exc.problems) == 1 and exc.problems[0].startswith(f"{path}:"):
             print(f"keymon: {exc.problems[0]}", file=out)
@@ -305,14 +312,24 @@ def history(
     return EXIT_OK
 
 
-def validate_config(path: Path) -> int:
-    loaded = load_or_report(path, out=sys.stderr)
+def validate_config(path: Path, *, resolve_secrets: bool = True) -> int:
+    """``keymon validate-config``: 0 and a summary, or 2 and every problem on stderr.
+
+    ``resolve_secrets=False`` (``--no-secrets``) checks the secret references' shape only.
+    """
+    loaded = load_or_report(path, out=sys.stderr, resolve_secrets=resolve_secrets)
     if loaded is None:
         return EXIT_CONFIG
     for warning in loaded.warnings:
         print(f"keymon: warning: {warning}", file=sys.stderr)
     settings = loaded.settings
-    print(f"{path}: valid ({len(settings.keys)} key(s), {len(settings.policies)} policy(ies))")
+    summary = f"{len(settings.keys)} key(s), {len(settings.policies)} policy(ies)"
+    if not resolve_secrets:
+        refs = sum(
+            1 for key in settings.keys for secret in key_secrets(key) if not secret.resolved
+        ) + sum(1 for url in settings.notify.urls if not url.resolved)
+        summary += f"; {refs} secret reference(s) not read (--no-secrets)"
+    print(f"{path}: valid ({summary})")
     return EXIT_OK
 
 
