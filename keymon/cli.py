@@ -1,4 +1,4 @@
-"""The command line: ``keymon run | check | validate-config | demo | history``.
+"""The command line: ``keymon run | check | validate-config | demo | history | healthcheck``.
 
 Exit statuses (documented in the README):
 
@@ -10,7 +10,10 @@ Exit statuses (documented in the README):
 * ``run``: 0 after a clean stop (SIGTERM, SIGINT), 2 for an invalid configuration or command
   line, 1 when it cannot start (the listen address is taken, the data_dir unusable or held by
   another running ``keymon run``).
-* ``demo``: as ``run``; 0 after Ctrl-C.
+* ``demo``: as ``run``; 0 after Ctrl-C. Its default port, when taken, falls back to a free
+  one (said on stderr; the printed URLs name it); a ``--listen`` that is taken exits 1.
+* ``healthcheck``: 0 when the daemon of the configuration answers ``/healthz`` with 200, 1
+  otherwise (also for a wrong command line: Docker reserves 2); see :mod:`keymon.healthcheck`.
 * ``history``: 0 (also when nothing was recorded yet), 2 for an invalid configuration, command
   line or ``--since``, 1 when the state database cannot be read.
 
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -43,12 +45,12 @@ from keymon.audit import (
 from keymon.budget import BAN_FILE_NAME, MAX_BUDGET_WAIT, BanFile, WeightBudget, limits_for
 from keymon.config import DEFAULT_CONFIG_PATH, LoadedConfig, Settings, key_secrets, load
 from keymon.errors import ConfigError
+from keymon.healthcheck import default_config_path, healthcheck
 from keymon.model import AuditResult, Coverage, Severity, worst
 
 EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
-DEMO_LISTEN = "127.0.0.1:9877"
 EXIT_INTERRUPTED = 130
 
 #: What ``check`` says for an accepted key on an exchange that shows a key nothing else.
@@ -82,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     # The image sets KEYMON_CONFIG, so every command finds its configuration without --config.
-    default_config = Path(os.environ.get("KEYMON_CONFIG") or DEFAULT_CONFIG_PATH)
+    default_config = default_config_path()
 
     def config_option(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
@@ -118,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         "on a repository that holds configurations but no secrets",
     )
 
+    health = commands.add_parser(
+        "healthcheck",
+        help="GET /healthz of the daemon of this configuration, exit 0 (healthy) or 1",
+    )
+    health.usage_status = EXIT_RUNTIME  # Docker reserves 2
+    config_option(health)
+
     history = commands.add_parser("history", help="the change journal: what changed, when")
     config_option(history)
     history.add_argument(
@@ -133,9 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--listen",
-        default=DEMO_LISTEN,
+        default=None,
         metavar="HOST:PORT",
-        help=f"where the demo daemon serves /metrics (default {DEMO_LISTEN})",
+        help="where the demo daemon serves /metrics (default 127.0.0.1:9877, or a free port "
+        "when that one is taken; a --listen given here that is taken is an error)",
     )
     demo.add_argument(
         "--once", action="store_true", help="audit the demo keys once, print the findings and exit"
@@ -148,7 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``keymon`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # The top-level parser reports unknown arguments; a health check's usage error is
+        # still "unhealthy" (1), never Docker's reserved 2.
+        if args.command == "healthcheck":
+            parser.print_usage(sys.stderr)
+            print(f"keymon: error: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
+            return EXIT_RUNTIME
+        parser.parse_args(argv)  # exits with the usage error and its status
     try:
         if args.command == "validate-config":
             return validate_config(args.config, resolve_secrets=not args.no_secrets)
@@ -156,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check(args.config, keys=args.key, fmt=args.format)
         if args.command == "run":
             return run(args.config)
+        if args.command == "healthcheck":
+            status, line = healthcheck(args.config)
+            print(line, file=sys.stdout if status == EXIT_OK else sys.stderr)
+            return status
         if args.command == "history":
             return history(args.config, keys=args.key, since=args.since, fmt=args.format)
         if args.command == "demo":

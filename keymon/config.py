@@ -89,10 +89,10 @@ from keymon.config_base import (
 )
 from keymon.errors import ConfigError
 from keymon.exchanges import CONFIG_ORDER, EXCHANGES
+from keymon.healthcheck import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG_PATH
+from keymon.healthcheck import DEFAULT_LISTEN, split_listen
 from keymon.model import PERMISSIONS, Permission, Severity
 
-DEFAULT_CONFIG_PATH = Path("config/keymon.yaml")
-DEFAULT_LISTEN = "0.0.0.0:9877"
 DEFAULT_INTERVAL = timedelta(minutes=5)
 DEFAULT_JITTER = timedelta(seconds=10)
 DEFAULT_TIMEOUT = timedelta(seconds=10)
@@ -393,12 +393,12 @@ def key_secrets(key: KeyBase) -> list[Secret]:
 
 def parse_listen(value: str) -> tuple[str, int]:
     """Split ``host:port`` (``[::]:9877`` for IPv6) into its parts, or raise a config error."""
-    match = re.fullmatch(r"(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]\s]*)):(\d{1,5})", value)
-    if not match or not 0 <= int(match.group(3)) < 65536:  # 0: any free port (tests)
+    parts = split_listen(value)  # port 0: any free port (tests)
+    if parts is None:
         raise PydanticCustomError(
             "listen", "'{value}' is not host:port, such as 0.0.0.0:9877", {"value": value[:60]}
         )
-    return (match.group(1) or match.group(2) or "0.0.0.0", int(match.group(3)))  # noqa: S104
+    return parts
 
 
 # ----------------------------------------------------------------------------- loading
