@@ -84,6 +84,10 @@ def inconsistencies(root: Path) -> list[str]:
     for name in ("url", "source", "documentation"):
         if not labels.get(f"org.opencontainers.image.{name}", "").startswith("${PROJECT_URL}"):
             problems.append(f"Dockerfile: label {name} does not derive from ${{PROJECT_URL}}")
+    readme = (root / "deploy" / "README.md").read_text()
+    for value in re.findall(r"PROJECT_URL=(\S+)", readme):
+        if value != url:
+            problems.append(f"deploy/README.md: PROJECT_URL={value} is not {url}")
     # No other address of a repository anywhere in these files.
     for relative in ("Dockerfile", "deploy"):
         paths = [root / relative] if (root / relative).is_file() else (root / relative).rglob("*")

@@ -40,7 +40,7 @@ import yaml
 from keymon.simulator.__main__ import build_binance
 from keymon.simulator.binance import BinanceSimulator
 from tests.conftest import DOC_API_KEY, DOC_SECRET, wait_until
-from tests.deploy import DEPLOY, ROOT, require_tool
+from tests.deploy import DEPLOY, ROOT, project_url, require_tool
 
 README = DEPLOY / "README.md"
 KEYMON = [sys.executable, "-m", "keymon"]
@@ -56,7 +56,7 @@ NEEDS_ENGINE_OR_CLUSTER: dict[str, str] = {
     "docker build -t keymon:0.1.0 --build-arg VERSION=0.1.0 "
     '--build-arg REVISION="$(git rev-parse HEAD)" '
     '--build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" '
-    "--build-arg PROJECT_URL=https://github.com/keymon/keymon .": (
+    f"--build-arg PROJECT_URL={project_url()} .": (
         "what scripts/build-image runs: test_build_image_passes_the_declared_url_and_the_"
         "callers_arguments (tests/deploy/test_project_url.py) checks the arguments; built by "
         "test_readme_commands_against_the_image with an engine"
