@@ -400,7 +400,12 @@ def test_readme_commands_against_the_image(tmp_path: Path) -> None:
                 "api_secret": {"file": f"/run/secrets/keymon/{name}.api-secret"},
             }
         )
-    (srv / "keymon.yaml").write_text(yaml.safe_dump({"keys": keys}))
+    # Never a real exchange: an https name that does not resolve (the audit is UNKNOWN).
+    (srv / "keymon.yaml").write_text(
+        yaml.safe_dump(
+            {"exchanges": {"binance": {"base_url": "https://binance.test"}}, "keys": keys}
+        )
+    )
     (srv / "keymon.yaml").chmod(0o644)
 
     def adapt(command: str) -> str:
