@@ -96,7 +96,7 @@ class KrakenKey(KeyBase):
     @field_validator("api_secret")
     @classmethod
     def _base64_secret(cls, value: Secret, info: ValidationInfo) -> Secret:
-        if not kraken_secret_decodes(value.get()):
+        if value.resolved and not kraken_secret_decodes(value.get()):
             # Name the key, never quote the secret (not even a part of it).
             name = info.data.get("name")
             raise PydanticCustomError(
