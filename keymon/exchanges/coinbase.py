@@ -4,7 +4,7 @@
 ``can_trade``, ``can_transfer``, ``portfolio_uuid`` and ``portfolio_type``. Nothing else:
 Coinbase shows a key neither its IP allowlist nor its creation time nor any expiry, so those
 facts are **not visible** (``None``) and the rules that need them are not evaluated. The desk
-checks them in the CDP portal (README, "How keymon talks to Coinbase").
+checks them in the CDP portal (docs/exchanges.md, "How keymon talks to Coinbase").
 
 Auth is a JWT per request (CDP keys), built with PyJWT when the request is sent: header
 ``alg`` (``ES256`` for an EC P-256 key, ``EdDSA`` for an Ed25519 key), ``kid`` = the key's name

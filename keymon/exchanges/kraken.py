@@ -347,7 +347,7 @@ class KrakenAdapter(AdapterBase, settings_model=KrakenSettings, key_model=Kraken
         if first == INVALID_NONCE:
             return ExchangeClockError(
                 f"{detail} (another client of this key signed a larger nonce; do its bots use "
-                "a larger nonce scale than milliseconds? See the README on Kraken nonces)",
+                "a larger nonce scale than milliseconds? See docs/exchanges.md on Kraken nonces)",
                 exchange=NAME,
                 code=first,
             )
