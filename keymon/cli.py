@@ -1,15 +1,19 @@
-"""The command line: ``keymon run | check | validate-config | demo | history``.
+"""The command line: ``keymon run | check | validate-config | demo | history | healthcheck``.
 
 Exit statuses (documented in the README):
 
 * ``check`` follows the monitoring-plugin convention: 0 OK, 1 WARNING, 2 CRITICAL,
   3 UNKNOWN (an audit could not complete, the configuration is invalid, or the command line
   is wrong).
-* ``validate-config``: 0 valid, 2 invalid (every problem listed on stderr).
+* ``validate-config``: 0 valid, 2 invalid (every problem listed on stderr); the same with
+  ``--no-secrets``, which checks secret references for their shape without reading them.
 * ``run``: 0 after a clean stop (SIGTERM, SIGINT), 2 for an invalid configuration or command
   line, 1 when it cannot start (the listen address is taken, the data_dir unusable or held by
   another running ``keymon run``).
-* ``demo``: as ``run``; 0 after Ctrl-C.
+* ``demo``: as ``run``; 0 after Ctrl-C. Its default port, when taken, falls back to a free
+  one (said on stderr; the printed URLs name it); a ``--listen`` that is taken exits 1.
+* ``healthcheck``: 0 when the daemon of the configuration answers ``/healthz`` with 200, 1
+  otherwise (also for a wrong command line: Docker reserves 2); see :mod:`keymon.healthcheck`.
 * ``history``: 0 (also when nothing was recorded yet), 2 for an invalid configuration, command
   line or ``--since``, 1 when the state database cannot be read.
 
@@ -21,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -40,14 +43,14 @@ from keymon.audit import (
     mask_key_id,
 )
 from keymon.budget import BAN_FILE_NAME, MAX_BUDGET_WAIT, BanFile, WeightBudget, limits_for
-from keymon.config import DEFAULT_CONFIG_PATH, LoadedConfig, Settings, load
+from keymon.config import DEFAULT_CONFIG_PATH, LoadedConfig, Settings, key_secrets, load
 from keymon.errors import ConfigError
+from keymon.healthcheck import default_config_path, healthcheck
 from keymon.model import AuditResult, Coverage, Severity, worst
 
 EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
-DEMO_LISTEN = "127.0.0.1:9877"
 EXIT_INTERRUPTED = 130
 
 #: What ``check`` says for an accepted key on an exchange that shows a key nothing else.
@@ -81,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     # The image sets KEYMON_CONFIG, so every command finds its configuration without --config.
-    default_config = Path(os.environ.get("KEYMON_CONFIG") or DEFAULT_CONFIG_PATH)
+    default_config = default_config_path()
 
     def config_option(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
@@ -110,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate-config", help="check the configuration, exit 0 or 2")
     config_option(validate)
+    validate.add_argument(
+        "--no-secrets",
+        action="store_true",
+        help="check everything but do not read the secrets ({env: ...}, {file: ...}): for CI "
+        "on a repository that holds configurations but no secrets",
+    )
+
+    health = commands.add_parser(
+        "healthcheck",
+        help="GET /healthz of the daemon of this configuration, exit 0 (healthy) or 1",
+    )
+    health.usage_status = EXIT_RUNTIME  # Docker reserves 2
+    config_option(health)
 
     history = commands.add_parser("history", help="the change journal: what changed, when")
     config_option(history)
@@ -126,9 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--listen",
-        default=DEMO_LISTEN,
+        default=None,
         metavar="HOST:PORT",
-        help=f"where the demo daemon serves /metrics (default {DEMO_LISTEN})",
+        help="where the demo daemon serves /metrics (default 127.0.0.1:9877, or a free port "
+        "when that one is taken; a --listen given here that is taken is an error)",
     )
     demo.add_argument(
         "--once", action="store_true", help="audit the demo keys once, print the findings and exit"
@@ -141,14 +158,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``keymon`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # The top-level parser reports unknown arguments; a health check's usage error is
+        # still "unhealthy" (1), never Docker's reserved 2.
+        if args.command == "healthcheck":
+            parser.print_usage(sys.stderr)
+            print(f"keymon: error: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
+            return EXIT_RUNTIME
+        parser.parse_args(argv)  # exits with the usage error and its status
     try:
         if args.command == "validate-config":
-            return validate_config(args.config)
+            return validate_config(args.config, resolve_secrets=not args.no_secrets)
         if args.command == "check":
             return check(args.config, keys=args.key, fmt=args.format)
         if args.command == "run":
             return run(args.config)
+        if args.command == "healthcheck":
+            status, line = healthcheck(args.config)
+            print(line, file=sys.stdout if status == EXIT_OK else sys.stderr)
+            return status
         if args.command == "history":
             return history(args.config, keys=args.key, since=args.since, fmt=args.format)
         if args.command == "demo":
@@ -160,10 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(f"unhandled command {args.command}")  # argparse guards this
 
 
-def load_or_report(path: Path, *, out: TextIO) -> LoadedConfig | None:
+def load_or_report(path: Path, *, out: TextIO, resolve_secrets: bool = True) -> LoadedConfig | None:
     """Load the configuration, or print every problem to ``out`` and return None."""
     try:
-        loaded = load(path)
+        loaded = load(path, resolve_secrets=resolve_secrets)
     except ConfigError as exc:
         if len(exc.problems) == 1 and exc.problems[0].startswith(f"{path}:"):
             print(f"keymon: {exc.problems[0]}", file=out)
@@ -305,14 +335,24 @@ def history(
     return EXIT_OK
 
 
-def validate_config(path: Path) -> int:
-    loaded = load_or_report(path, out=sys.stderr)
+def validate_config(path: Path, *, resolve_secrets: bool = True) -> int:
+    """``keymon validate-config``: 0 and a summary, or 2 and every problem on stderr.
+
+    ``resolve_secrets=False`` (``--no-secrets``) checks the secret references' shape only.
+    """
+    loaded = load_or_report(path, out=sys.stderr, resolve_secrets=resolve_secrets)
     if loaded is None:
         return EXIT_CONFIG
     for warning in loaded.warnings:
         print(f"keymon: warning: {warning}", file=sys.stderr)
     settings = loaded.settings
-    print(f"{path}: valid ({len(settings.keys)} key(s), {len(settings.policies)} policy(ies))")
+    summary = f"{len(settings.keys)} key(s), {len(settings.policies)} policy(ies)"
+    if not resolve_secrets:
+        refs = sum(
+            1 for key in settings.keys for secret in key_secrets(key) if not secret.resolved
+        ) + sum(1 for url in settings.notify.urls if not url.resolved)
+        summary += f"; {refs} secret reference(s) not read (--no-secrets)"
+    print(f"{path}: valid ({summary})")
     return EXIT_OK
 
 

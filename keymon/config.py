@@ -12,6 +12,7 @@ Durations are written ``30s``, ``5m``, ``1h``, ``14d`` (or combined, ``1h30m``).
 
 from __future__ import annotations
 
+import difflib
 import functools
 import ipaddress
 import json
@@ -30,13 +31,14 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     ValidationError,
     create_model,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -53,6 +55,7 @@ from keymon.config_base import (
 )
 from keymon.config_base import (
     MAX_TIMEOUT,
+    SKIP_SECRET_RESOLUTION,
     Boolean,
     Period,
     _Model,
@@ -86,10 +89,10 @@ from keymon.config_base import (
 )
 from keymon.errors import ConfigError
 from keymon.exchanges import CONFIG_ORDER, EXCHANGES
+from keymon.healthcheck import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG_PATH
+from keymon.healthcheck import DEFAULT_LISTEN, split_listen
 from keymon.model import PERMISSIONS, Permission, Severity
 
-DEFAULT_CONFIG_PATH = Path("config/keymon.yaml")
-DEFAULT_LISTEN = "0.0.0.0:9877"
 DEFAULT_INTERVAL = timedelta(minutes=5)
 DEFAULT_JITTER = timedelta(seconds=10)
 DEFAULT_TIMEOUT = timedelta(seconds=10)
@@ -280,6 +283,8 @@ class Policy(_Model):
 
 def _apprise_url(value: Secret) -> Secret:
     """A channel URL Apprise can use; the message names the scheme, never the tokens."""
+    if not value.resolved:  # validate-config --no-secrets: the URL is not read
+        return value
     import apprise  # only configurations with notifications pay for the import
 
     url = value.get()
@@ -413,8 +418,8 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> set[str]:
         """Every secret value in the configuration, for the log redaction step."""
-        values = {s.get() for key in self.keys for s in key_secrets(key)}
-        values.update(url.get() for url in self.notify.urls)
+        values = {s.get() for key in self.keys for s in key_secrets(key) if s.resolved}
+        values.update(url.get() for url in self.notify.urls if url.resolved)
         return values
 
 
@@ -427,12 +432,12 @@ def key_secrets(key: KeyBase) -> list[Secret]:
 
 def parse_listen(value: str) -> tuple[str, int]:
     """Split ``host:port`` (``[::]:9877`` for IPv6) into its parts, or raise a config error."""
-    match = re.fullmatch(r"(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]\s]*)):(\d{1,5})", value)
-    if not match or not 0 <= int(match.group(3)) < 65536:  # 0: any free port (tests)
+    parts = split_listen(value)  # port 0: any free port (tests)
+    if parts is None:
         raise PydanticCustomError(
             "listen", "'{value}' is not host:port, such as 0.0.0.0:9877", {"value": value[:60]}
         )
-    return (match.group(1) or match.group(2) or "0.0.0.0", int(match.group(3)))  # noqa: S104
+    return parts
 
 
 # ----------------------------------------------------------------------------- loading
@@ -461,14 +466,21 @@ MAX_VALUES = 2_000_000
 _PRECISE_REPARSE_BYTES = 1024 * 1024
 
 
-def load(path: Path | str) -> LoadedConfig:
+def load(path: Path | str, *, resolve_secrets: bool = True) -> LoadedConfig:
     """Read, override from the environment and validate the configuration at ``path``.
+
+    With ``resolve_secrets=False`` (``validate-config --no-secrets``), ``{env: NAME}`` and
+    ``{file: PATH}`` references are checked for their shape but not read: their
+    :class:`Secret` is an unresolved placeholder (``resolved`` false), and the checks that read
+    key material (a PEM's type, Kraken's base64, a notification URL) are skipped. Such a
+    configuration is for checking only, never for running.
 
     Raises:
         ConfigError: with every problem found, each prefixed by its location. Nothing else: an
             unexpected failure is one problem naming its type (and a bug to report).
     """
     path = Path(path)
+    token = SKIP_SECRET_RESOLUTION.set(not resolve_secrets)
     try:
         return _load(path)
     except ConfigError:
@@ -480,6 +492,8 @@ def load(path: Path | str) -> LoadedConfig:
                 "this is a bug in keymon, please report it"
             ]
         ) from None
+    finally:
+        SKIP_SECRET_RESOLUTION.reset(token)
 
 
 def _load(path: Path) -> LoadedConfig:
@@ -498,7 +512,9 @@ def _load(path: Path) -> LoadedConfig:
             raw.get("default_policy", DEFAULT_POLICY_NAME),
             raw.get("keys"),
         )
-        raise ConfigError(_dedupe(_format_errors(exc) + problems)) from None
+        problems += _untagged_key_problems(exc, raw.get("keys"))
+        errors = exc.errors(include_url=False, include_input=False)
+        raise ConfigError(_dedupe(_format_errors(errors) + problems)) from None
     except SettingsError as exc:  # a shape of override _env_json_problems did not foresee
         problems.append(_settings_error_problem(exc))
         raise ConfigError(_dedupe(problems)) from None
@@ -893,24 +909,93 @@ def _cross_check(raw: Mapping[str, Any]) -> list[str]:
 
 
 def _reference_problems(policies: object, default: object, keys: object) -> list[str]:
-    """Policies named by ``default_policy`` and by keys must exist.
+    """Policies named by keys must exist, and ``default_policy`` too if a key names none.
 
     Runs on the raw data when other fields are invalid (so every problem is listed at once),
-    and on the validated settings otherwise (environment overrides included).
+    and on the validated settings otherwise (environment overrides included). A
+    ``default_policy`` naming no policy is fine while every key names its own.
     """
     if not isinstance(policies, Mapping):
         return []
     defined = ", ".join(sorted(map(str, policies))) or "none"
     problems = []
-    if isinstance(default, str) and default not in policies:
-        problems.append(f"default_policy: no policy named '{default}' (defined: {defined})")
+    unnamed: list[str] = []  # keys that fall back to default_policy
     for index, key in enumerate(keys if isinstance(keys, list | tuple) else []):
         policy = key.get("policy") if isinstance(key, dict) else getattr(key, "policy", None)
         if isinstance(policy, str) and policy not in policies:
             problems.append(
                 f"keys[{index}].policy: no policy named '{policy}' (defined: {defined})"
             )
+        elif policy is None:
+            name = key.get("name") if isinstance(key, dict) else getattr(key, "name", None)
+            unnamed.append(f"keys[{index}] ({name})" if isinstance(name, str) else f"keys[{index}]")
+    if isinstance(default, str) and default not in policies and unnamed:
+        shown = ", ".join(unnamed[:5]) + (
+            f" and {len(unnamed) - 5} more" if len(unnamed) > 5 else ""
+        )
+        problems.insert(
+            0,
+            f"default_policy: no policy named '{default}' (defined: {defined}), and "
+            f"{shown} name no policy of their own: give each key 'policy: NAME', or set "
+            "default_policy to a defined policy",
+        )
     return problems
+
+
+def _untagged_key_problems(exc: ValidationError, keys: object) -> list[str]:
+    """The other problems of keys whose ``exchange`` is unknown or missing.
+
+    pydantic stops at the discriminator: a key with a misspelled exchange would have its
+    missing secret or bad label reported only after the exchange is fixed. Such a key is
+    checked again against the fields every exchange's key has (:class:`KeyBase`); fields
+    known to some exchange (a passphrase, a memo) pass, any other is unknown.
+    """
+    if not isinstance(keys, list):
+        return []
+    indices = sorted(
+        {
+            error["loc"][1]
+            for error in exc.errors(include_url=False, include_input=False)
+            if error["type"] in ("union_tag_invalid", "union_tag_not_found")
+            and len(error["loc"]) == 2
+            and error["loc"][0] == "keys"
+            and isinstance(error["loc"][1], int)
+        }
+    )
+    errors: list[ErrorDetails] = []
+    for index in indices:
+        key = keys[index] if isinstance(index, int) and index < len(keys) else None
+        if not isinstance(key, dict):
+            continue
+        for field in key:
+            if field not in _ANY_KEY_FIELDS:
+                errors.append(
+                    {
+                        "type": "extra_forbidden",
+                        "loc": ("keys", index, field),
+                        "msg": "",
+                        "input": None,
+                    }
+                )
+        common = {k: v for k, v in key.items() if k in _ANY_KEY_FIELDS and k != "exchange"}
+        try:
+            _AnyExchangeKey.model_validate({"exchange": "?", **common})
+        except ValidationError as key_exc:
+            errors += [
+                {**error, "loc": ("keys", index, *error["loc"])}
+                for error in key_exc.errors(include_url=False, include_input=False)
+            ]
+    return _format_errors(errors)
+
+
+class _AnyExchangeKey(KeyBase):
+    """A key of no known exchange: only the fields every key has are checked."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+#: Every field some exchange's key model has.
+_ANY_KEY_FIELDS = frozenset(f for model in _KEY_MODELS.values() for f in model.model_fields)
 
 
 def _literal_secret_warnings(settings: Settings) -> Iterator[str]:
@@ -925,9 +1010,8 @@ def _literal_secret_warnings(settings: Settings) -> Iterator[str]:
             yield f"notify.urls[{index}]: channel URLs hold tokens; {advice}"
 
 
-def _format_errors(exc: ValidationError) -> list[str]:
+def _format_errors(errors: list[ErrorDetails]) -> list[str]:
     lines = []
-    errors = exc.errors(include_url=False, include_input=False)
     item_errors = any(e["loc"][:1] == ("keys",) and len(e["loc"]) > 1 for e in errors)
     for error in errors:
         loc = _format_loc(error["loc"])
@@ -938,8 +1022,11 @@ def _format_errors(exc: ValidationError) -> list[str]:
         elif kind == "missing":
             message = "required field is missing"
         elif kind == "union_tag_invalid":
+            tag = str(ctx.get("tag"))
+            close = difflib.get_close_matches(tag.lower(), EXCHANGE_NAMES, n=1)
+            hint = f"did you mean '{close[0]}'? " if close and close[0] != tag else ""
             message = (
-                f"unknown exchange '{ctx.get('tag')}' (supported: {', '.join(EXCHANGE_NAMES)})"
+                f"unknown exchange '{tag[:40]}' ({hint}supported: {', '.join(EXCHANGE_NAMES)})"
             )
             loc = f"{loc}.exchange" if loc else "exchange"
         elif kind == "union_tag_not_found":
@@ -1011,8 +1098,6 @@ _FIELD_NAMES: dict[str, tuple[str, ...]] = {
 
 
 def _did_you_mean(loc: tuple[int | str, ...]) -> str:
-    import difflib
-
     name = str(loc[-1])
     parent = loc[:-1]
     if not parent:

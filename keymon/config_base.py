@@ -17,6 +17,7 @@ import re
 import stat
 import urllib.parse
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, ClassVar
@@ -135,6 +136,9 @@ class Secret:
 
     value: SecretStr
     origin: str  # "environment variable X", "file /run/secrets/x", "literal"
+    #: False for a reference checked only for its shape (``validate-config --no-secrets``):
+    #: its value is a placeholder, and validators that read key material skip it.
+    resolved: bool = True
 
     def get(self) -> str:
         return self.value.get_secret_value()
@@ -172,6 +176,13 @@ def _shown_path(path: str) -> str | None:
     return path if len(path) <= 1024 and _SHOWN_PATH.fullmatch(path) else None
 
 
+#: Set while a configuration is checked without its secrets (``validate-config
+#: --no-secrets``): ``{env: NAME}`` and ``{file: PATH}`` are checked for their shape only and
+#: stand for an unresolved placeholder.
+SKIP_SECRET_RESOLUTION: ContextVar[bool] = ContextVar("keymon_skip_secrets", default=False)
+_PLACEHOLDER = SecretStr("<not resolved>")
+
+
 def _env_secret(name: object) -> Secret:
     if not isinstance(name, str) or not name:
         raise PydanticCustomError("secret", "env: needs the name of a variable")
@@ -182,6 +193,8 @@ def _env_secret(name: object) -> Secret:
             "env: is not an environment variable name (letters, digits and _); if it is the "
             "secret itself, put it in a variable or a file and name that here",
         )
+    if SKIP_SECRET_RESOLUTION.get():
+        return Secret(_PLACEHOLDER, f"environment variable {name}", resolved=False)
     shown = _shown_env_name(name)
     found = os.environ.get(name)
     if found is None:
@@ -213,6 +226,8 @@ def _file_secret(path: object) -> Secret:
     )
     if "\x00" in path:
         raise PydanticCustomError("secret", "file: a path cannot contain a NUL character")
+    if SKIP_SECRET_RESOLUTION.get():
+        return Secret(_PLACEHOLDER, f"file {path}", resolved=False)
     try:
         # Looked at before it is opened: opening a FIFO would wait for a writer.
         mode = os.stat(path).st_mode

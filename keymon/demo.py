@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -87,10 +88,69 @@ def _secret_file(directory: Path, name: str, kind: str, value: str) -> Path:
     return path
 
 
-def run_demo(*, fmt: str = "table", once: bool = False, listen: str = "127.0.0.1:9877") -> int:
-    """Serve the simulator and run keymon against it (see the module docstring)."""
-    from keymon.cli import check, load_or_report, serve
+#: Where the demo serves /metrics unless told otherwise (keymon's own port, on loopback).
+DEMO_LISTEN = "127.0.0.1:9877"
 
+
+def port_in_use(listen: str) -> bool:
+    """Whether binding ``listen`` would fail now, probed as the daemon binds (SO_REUSEADDR)."""
+    from keymon.healthcheck import split_listen
+
+    parts = split_listen(listen)
+    if parts is None or parts[1] == 0:
+        return False
+    host, port = parts
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def choose_listen(listen: str | None) -> str | None:
+    """The address the demo serves on, or None (and a message) if it cannot.
+
+    Left to its default, a taken :data:`DEMO_LISTEN` (another demo, a local ``keymon run``)
+    falls back to a free port, said on stderr: the URLs printed once the daemon runs name it.
+    An address the user asked for is used as given, or refused when taken.
+    """
+    if listen is not None:
+        if port_in_use(listen):
+            print(
+                f"keymon demo: cannot listen on {listen}: the address is in use (another keymon "
+                "demo or keymon run?); pass another --listen, or leave --listen out to have a "
+                "free port picked",
+                file=sys.stderr,
+            )
+            return None
+        return listen
+    if not port_in_use(DEMO_LISTEN):
+        return DEMO_LISTEN
+    host = DEMO_LISTEN.rsplit(":", 1)[0]
+    print(
+        f"keymon demo: {DEMO_LISTEN} is in use (another keymon demo or keymon run?); serving "
+        "on a free port instead: the URLs below name it",
+        file=sys.stderr,
+        flush=True,
+    )
+    return f"{host}:0"
+
+
+def run_demo(*, fmt: str = "table", once: bool = False, listen: str | None = None) -> int:
+    """Serve the simulator and run keymon against it (see the module docstring).
+
+    ``listen`` None means :data:`DEMO_LISTEN`, or a free port when that one is taken.
+    """
+    from keymon.cli import EXIT_RUNTIME, check, load_or_report, serve
+
+    if not once:
+        chosen = choose_listen(listen)
+        if chosen is None:
+            return EXIT_RUNTIME
+        listen = chosen
     keys = demo_keys(time.time())
     simulators = build_simulators(keys)
     with tempfile.TemporaryDirectory(prefix="keymon-demo-") as tmp, contextlib.ExitStack() as stack:
@@ -102,6 +162,7 @@ def run_demo(*, fmt: str = "table", once: bool = False, listen: str = "127.0.0.1
             _describe(urls, keys)
             check(config, fmt=fmt)
             return 0
+        assert listen is not None  # chosen above
         config = write_config(
             Path(tmp), urls, keys, listen=listen, audit={"interval": "15s", "jitter": "2s"}
         )

@@ -26,7 +26,7 @@ audit interval, ip_restricted, created, review windows (2), audit_ok, last succe
 fact under the default policy, 14 with a deadline), one
 ``keymon_key_deadline_timestamp_seconds`` per deadline, one
 error series while failing, one changes counter per field that ever changed: 31 to 37 series
-per key (the README's cardinality budget), plus at most 5 where the exchange shows the key's
+per key (docs/metrics.md, cardinality budget), plus at most 5 where the exchange shows the key's
 own lock, account kind, third-party binding and last use (lock, sub-account, third-party app,
 last used, and the ``key_locked`` finding). Where the exchange shows the account's trading
 readiness (Binance): the trading lock, its recovery time while locked, one indicator ratio per

@@ -280,3 +280,103 @@ def test_demo_daemon_serves_metrics_and_stops_on_ctrl_c() -> None:
     assert f"{base}/metrics" in out
     assert "check --config" in out
     assert "Traceback" not in err
+
+
+def _hold(port: int) -> Any:
+    """Hold 127.0.0.1:``port`` listening if it is free (it may already be held: the session's
+    conftest holds 9877, and so does a developer's running demo); return the socket or None."""
+    import socket
+
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+    except OSError:
+        holder.close()
+        return None
+    return holder
+
+
+def test_demo_falls_back_to_a_free_port_when_its_default_is_taken() -> None:
+    """With 9877 taken, `keymon demo` serves on a free port, says so, and prints that URL."""
+    import re
+    import signal
+
+    import httpx
+
+    from keymon.demo import DEMO_LISTEN, port_in_use
+    from tests.conftest import DEFAULT_PORT
+
+    holder = _hold(DEFAULT_PORT)
+    try:
+        assert port_in_use(DEMO_LISTEN)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "keymon", "demo"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()  # "keymon is auditing ...", once it serves
+            second = proc.stdout.readline()
+            match = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", second)
+            assert match, (first, second)
+            port = int(match.group(1))
+            assert port != DEFAULT_PORT
+            response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+            assert response.status_code == 200
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+    finally:
+        if holder is not None:
+            holder.close()
+    assert proc.returncode == 0, err
+    assert f"keymon demo: {DEMO_LISTEN} is in use" in err
+    assert "serving on a free port instead" in err
+    assert "Traceback" not in err
+
+
+def test_demo_refuses_a_taken_address_it_was_asked_for() -> None:
+    """`keymon demo --listen` on a taken address exits 1 and says what to do, at once."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        listen = f"127.0.0.1:{holder.getsockname()[1]}"
+        proc = subprocess.run(
+            [sys.executable, "-m", "keymon", "demo", "--listen", listen],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"keymon demo: cannot listen on {listen}: the address is in use (another keymon demo "
+        "or keymon run?); pass another --listen, or leave --listen out to have a free port "
+        "picked\n"
+    )
+    assert proc.stdout == ""
+
+
+def test_bootstrap_is_silent_once_the_venv_is_set_up() -> None:
+    """scripts/bootstrap says nothing when .venv already matches the lock (scripts/demo's path)."""
+    root = Path(__file__).resolve().parents[1]
+    if not list((root / ".venv").glob(".installed-*")):
+        pytest.skip("no .venv made by scripts/bootstrap here")
+    proc = subprocess.run(
+        [str(root / "scripts" / "bootstrap")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    text = (root / "scripts" / "bootstrap").read_text()
+    assert "setting up .venv from $lock ($why, about a minute)..." in text

@@ -228,8 +228,8 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
         "invalid-exchange-unknown.yaml",
         (
             "keys[0].exchange: unknown exchange 'kraken2' "
-            "(supported: binance, bybit, okx, kucoin, bitget, htx, gate, kraken, bingx, "
-            "coinbase, mexc, bitmart, bitrue, xt, lbank, coinstore, biconomy)",
+            "(did you mean 'kraken'? supported: binance, bybit, okx, kucoin, bitget, htx, gate, "
+            "kraken, bingx, coinbase, mexc, bitmart, bitrue, xt, lbank, coinstore, biconomy)",
         ),
     ),
     (
@@ -1615,3 +1615,185 @@ def test_env_names_are_quoted_only_when_they_look_like_names(name: str, shown: b
     with pytest.raises(ValueError, match="not set") as info:
         config_module._resolve_secret({"env": name})
     assert (name in str(info.value)) is shown
+
+
+# ----------------------------------------------------------------------------- --no-secrets
+
+
+def _unset_example_secrets(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Unset every variable config/example.yaml names; return their names."""
+    names = re.findall(r"\{env: ([A-Z]+_\w+)\}", EXAMPLE.read_text(encoding="utf-8"))
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    return names
+
+
+def test_validate_config_no_secrets_passes_on_the_example_that_fails_without_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example, whose secrets exist nowhere here, fails plainly but passes --no-secrets."""
+    names = _unset_example_secrets(monkeypatch)
+    status, _, err = run_cli(["validate-config", "--config", str(EXAMPLE)], capsys)
+    assert status == 2
+    assert len([line for line in err.splitlines() if line.startswith("  ")]) == 37
+    status, out, err = run_cli(
+        ["validate-config", "--no-secrets", "--config", str(EXAMPLE)], capsys
+    )
+    assert (status, err) == (0, "")
+    assert "valid (16 key(s)" in out
+    assert "37 secret reference(s) not read (--no-secrets)" in out
+    assert len(names) == 35  # and two {file: ...} references
+    assert "validate-config --no-secrets --config config/example.yaml" in EXAMPLE.read_text()
+
+
+def test_no_secrets_still_checks_everything_else(tmp_path: Path) -> None:
+    """--no-secrets reports bad references, duplicate names, policies, fields and durations."""
+    path = write(
+        tmp_path,
+        """\
+audit: {interval: 5x}
+keys:
+  - name: acme-binance-main
+    client: acme
+    exchange: binance
+    policy: nope
+    api_key: {env: lower-case secret?}
+    api_secret: {evn: ACME_SECRET}
+  - name: acme-binance-main
+    client: acme
+    exchange: binance
+    api_key: {env: NOT_SET_ANYWHERE}
+    api_secret: {file: /nonexistent/secret}
+    labels: {key: x}
+""",
+    )
+    with pytest.raises(ConfigError) as info:
+        load(path, resolve_secrets=False)
+    problems = info.value.problems
+    expected = [
+        "audit.interval: '5x' is not a duration",
+        "keys[0].api_key: env: is not an environment variable name",
+        "keys[0].api_secret: a secret is {env: NAME}, {file: PATH} or a string",
+        "keys[0].policy: no policy named 'nope'",
+        "keys[1].name: 'acme-binance-main' is already the name of keys[0]",
+        "keys[1].labels: 'key' is a label keymon sets itself",
+    ]
+    for wanted in expected:
+        assert any(wanted in problem for problem in problems), (wanted, problems)
+    assert len(problems) == len(expected), problems
+    assert not any("NOT_SET_ANYWHERE" in p or "/nonexistent" in p for p in problems)
+
+
+def test_no_secrets_never_reads_a_secret_and_marks_references_unresolved(tmp_path: Path) -> None:
+    """A readable secret file is not read either: every reference is an unresolved placeholder."""
+    secret = tmp_path / "secret"
+    secret.write_text(SENTINEL)
+    path = write(
+        tmp_path,
+        f"""\
+keys:
+  - name: acme-kraken
+    client: acme
+    exchange: kraken
+    api_key: {{env: KMTEST_ACME_KEY}}
+    api_secret: {{file: {secret}}}
+  - name: acme-coinbase
+    client: acme
+    exchange: coinbase
+    api_key: {{env: KMTEST_ACME_KEY}}
+    api_secret: {{env: KMTEST_ACME_SECRET}}
+notify:
+  urls: [{{env: KMTEST_ACME_SECRET}}]
+""",
+    )
+    settings = load(path, resolve_secrets=False).settings
+    secrets = [s for key in settings.keys for s in key_secrets(key)] + list(settings.notify.urls)
+    assert len(secrets) == 5
+    assert not any(s.resolved for s in secrets)
+    assert not any(SENTINEL in s.get() or "acme-api" in s.get() for s in secrets)
+    assert settings.secret_values() == set()
+    # Resolved, the same file fails on its key material (Kraken's not base64, Coinbase's key
+    # name and private key) and its channel URL.
+    assert len(problems_of(path)) == 4
+
+
+# ----------------------------------------------------------------------------- default_policy
+
+
+def test_default_policy_is_not_needed_when_every_key_names_its_policy(tmp_path: Path) -> None:
+    """One custom policy and every key naming it: valid, though default_policy names nothing."""
+    path = write(
+        tmp_path,
+        "policies:\n  desk:\n    require: [read]\n"
+        + KEY_BLOCK
+        + "    policy: desk\n"
+        + KEY_BLOCK.removeprefix("keys:\n").replace("acme-binance-main", "acme-binance-2")
+        + "    policy: desk\n",
+    )
+    settings = load(path).settings
+    assert settings.default_policy == "market-maker"
+    assert [settings.policy_for(k)[0] for k in settings.keys] == ["desk", "desk"]
+
+
+def test_missing_default_policy_names_the_keys_that_need_it_and_the_fix(tmp_path: Path) -> None:
+    """A key without a policy and no default policy: the error names that key and the fix."""
+    path = write(
+        tmp_path,
+        "policies:\n  desk:\n    require: [read]\n"
+        + KEY_BLOCK
+        + "    policy: desk\n"
+        + KEY_BLOCK.removeprefix("keys:\n").replace("acme-binance-main", "acme-binance-2"),
+    )
+    (problem,) = problems_of(path)
+    assert problem.startswith("default_policy: no policy named 'market-maker' (defined: desk)")
+    assert "keys[1] (acme-binance-2)" in problem
+    assert "keys[0]" not in problem
+    assert "'policy: NAME'" in problem
+    assert "set default_policy to a defined policy" in problem
+
+
+# ----------------------------------------------------------------------------- unknown exchange
+
+
+def test_unknown_exchange_does_not_hide_the_keys_other_problems(tmp_path: Path) -> None:
+    """A misspelt exchange is reported with the known ones, and so is everything else wrong."""
+    path = write(
+        tmp_path,
+        """\
+keys:
+  - name: acme binance
+    client: acme
+    exchange: binanse
+    policy: nope
+    api_key: {env: KMTEST_ACME_KEY}
+    labels: {key: x}
+    passphrase: {env: KMTEST_ACME_SECRET}
+    pasphrase: {env: KMTEST_ACME_SECRET}
+""",
+    )
+    problems = problems_of(path)
+    expected = [
+        "keys[0].exchange: unknown exchange 'binanse' (did you mean 'binance'? supported: "
+        "binance, bybit, okx",
+        "keys[0].name: 'acme binance' is not a key name",
+        "keys[0].api_secret: required field is missing",
+        "keys[0].labels: 'key' is a label keymon sets itself",
+        "keys[0].policy: no policy named 'nope'",
+        "keys[0].pasphrase: unknown field (did you mean 'passphrase'?)",
+    ]
+    for wanted in expected:
+        assert any(wanted in problem for problem in problems), (wanted, problems)
+    assert len(problems) == len(expected), problems
+
+
+def test_missing_exchange_does_not_hide_the_keys_other_problems(tmp_path: Path) -> None:
+    """Without an exchange, the key's unset secret is still reported."""
+    path = write(
+        tmp_path,
+        f"keys:\n  - name: k\n    client: acme\n    api_key: {{env: {UNSET_ENV}}}\n"
+        "    api_secret: {env: KMTEST_ACME_SECRET}\n",
+    )
+    problems = problems_of(path)
+    assert any(p.startswith("keys[0].exchange: exchange is missing") for p in problems)
+    assert f"keys[0].api_key: environment variable {UNSET_ENV} is not set" in problems
+    assert len(problems) == 2, problems

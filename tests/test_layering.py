@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "keymon.log": 0,
     "keymon.changes": 0,
     "keymon.config_base": 0,
+    "keymon.healthcheck": 0,
     "keymon.exchanges": 1,
     "keymon.config": 2,
     "keymon.policy": 3,

@@ -1023,9 +1023,12 @@ async def test_unreadable_outbox_row_is_quarantined_and_the_others_delivered(
         write_config(tmp_path, [DOC], [receiver.url()]), serve_http=True, schedule=True
     )
     await app.audit_all()
+    stream = capture_logs()
     sim.update_key(DOC_API_KEY, enableFutures=True, enableWithdrawals=True)
     await app.audit_all()
-    await wait_for(lambda: len(receiver.requests) >= 1)
+    # The refused attempt is recorded (its backoff and the queue's postponement written)
+    # before the clock moves: moved earlier, the backoff would start from the later time.
+    await wait_for(lambda: log_events(stream, "notification_failed") != [])
     futures_title = "[WARNING] doc-key: forbidden_permission[futures_trade]"
     db = sqlite3.connect(tmp_path / "data" / DB_NAME)
     with db:
@@ -1034,7 +1037,6 @@ async def test_unreadable_outbox_row_is_quarantined_and_the_others_delivered(
             (garbage, futures_title),
         )
     db.close()
-    stream = capture_logs()
     receiver.answer_ok()
     clock.advance(3600)
     app.notifier.wake()

@@ -127,11 +127,14 @@ class BinanceKey(KeyBase):
     @field_validator("api_secret")
     @classmethod
     def _readable_key_material(cls, value: Secret) -> Secret:
-        detect_binance_key_type(value.get())  # a PEM that is no usable key fails here
+        if value.resolved:  # validate-config --no-secrets: no key material to read
+            detect_binance_key_type(value.get())  # a PEM that is no usable key fails here
         return value
 
     @model_validator(mode="after")
     def _key_type_matches(self) -> Self:
+        if not self.api_secret.resolved:
+            return self
         detected = detect_binance_key_type(self.api_secret.get())
         if self.key_type is None:
             object.__setattr__(self, "key_type", detected)

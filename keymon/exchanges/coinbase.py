@@ -4,7 +4,7 @@
 ``can_trade``, ``can_transfer``, ``portfolio_uuid`` and ``portfolio_type``. Nothing else:
 Coinbase shows a key neither its IP allowlist nor its creation time nor any expiry, so those
 facts are **not visible** (``None``) and the rules that need them are not evaluated. The desk
-checks them in the CDP portal (README, "How keymon talks to Coinbase").
+checks them in the CDP portal (docs/exchanges.md, "How keymon talks to Coinbase").
 
 Auth is a JWT per request (CDP keys), built with PyJWT when the request is sent: header
 ``alg`` (``ES256`` for an EC P-256 key, ``EdDSA`` for an Ed25519 key), ``kid`` = the key's name
@@ -108,6 +108,8 @@ class CoinbaseKey(KeyBase):
     @field_validator("api_key")
     @classmethod
     def _key_name_shape(cls, value: Secret, info: ValidationInfo) -> Secret:
+        if not value.resolved:  # validate-config --no-secrets: nothing to look at
+            return value
         text = value.get().strip()
         if COINBASE_KEY_NAME.fullmatch(text):
             return value if text == value.get() else Secret(SecretStr(text), value.origin)
@@ -127,6 +129,8 @@ class CoinbaseKey(KeyBase):
     @field_validator("api_secret")
     @classmethod
     def _private_key(cls, value: Secret, info: ValidationInfo) -> Secret:
+        if not value.resolved:
+            return value
         text = normalize_coinbase_secret(value.get())
         try:
             coinbase_private_key(text)

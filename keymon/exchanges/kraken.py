@@ -96,7 +96,7 @@ class KrakenKey(KeyBase):
     @field_validator("api_secret")
     @classmethod
     def _base64_secret(cls, value: Secret, info: ValidationInfo) -> Secret:
-        if not kraken_secret_decodes(value.get()):
+        if value.resolved and not kraken_secret_decodes(value.get()):
             # Name the key, never quote the secret (not even a part of it).
             name = info.data.get("name")
             raise PydanticCustomError(
@@ -347,7 +347,7 @@ class KrakenAdapter(AdapterBase, settings_model=KrakenSettings, key_model=Kraken
         if first == INVALID_NONCE:
             return ExchangeClockError(
                 f"{detail} (another client of this key signed a larger nonce; do its bots use "
-                "a larger nonce scale than milliseconds? See the README on Kraken nonces)",
+                "a larger nonce scale than milliseconds? See docs/exchanges.md on Kraken nonces)",
                 exchange=NAME,
                 code=first,
             )

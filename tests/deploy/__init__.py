@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,17 @@ PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTMANAGER_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yml"
 ALERTMANAGER_TEMPLATES = DEPLOY / "alertmanager" / "keymon.tmpl"
 RUNBOOK = DEPLOY / "RUNBOOK.md"
+PYPROJECT = ROOT / "pyproject.toml"
+
+
+def project_url(root: Path = ROOT) -> str:
+    """The project's URL, declared once: pyproject.toml's ``[project.urls] Repository``."""
+    with (root / "pyproject.toml").open("rb") as handle:
+        return str(tomllib.load(handle)["project"]["urls"]["Repository"])
+
+
+#: Where every alert's runbook_url points: RUNBOOK.md under the project's URL.
+RUNBOOK_BASE = f"{project_url()}/blob/main/deploy/RUNBOOK.md#"
 
 
 def require_tool(*names: str) -> str:

@@ -29,11 +29,11 @@ from tests.deploy import (
     RULE_TESTS,
     RULES,
     RUNBOOK,
+    RUNBOOK_BASE,
     require_tool,
 )
 from tests.test_app import write_config
 
-RUNBOOK_BASE = "https://github.com/keymon/keymon/blob/main/deploy/RUNBOOK.md#"
 SEVERITIES = {"info", "warning", "critical"}
 #: The one alert whose severity comes from the series (the policy's severity for the permission).
 SEVERITY_FROM_SERIES = {"KeymonKeyForbiddenPermission": "{{ $labels.severity }}"}
