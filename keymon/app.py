@@ -671,8 +671,12 @@ def _shortest_interval(settings: Settings) -> float:
 def _warn_if_budget_short(settings: Settings) -> None:
     needed: dict[str, float] = {}
     for key in settings.keys:
+        # Weight per minute: audits per minute times the weight of one audit.
+        weight = EXCHANGES[key.exchange].audit_weight_for(
+            settings.exchanges.for_exchange(key.exchange)
+        )
         needed[key.exchange] = (
-            needed.get(key.exchange, 0.0) + 60 / settings.interval_for(key).total_seconds()
+            needed.get(key.exchange, 0.0) + weight * 60 / settings.interval_for(key).total_seconds()
         )
     for exchange, per_minute in needed.items():
         if per_minute > budget(settings, exchange):

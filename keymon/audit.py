@@ -205,6 +205,7 @@ def facts_mapping(facts: KeyFacts | None) -> Mapping[str, Any]:
             "account_kind": None,
             "third_party_app": None,
             "last_used_at": None,
+            **_trading_mapping(None),
         }
     return {
         "permissions": dict(facts.permissions),
@@ -216,6 +217,47 @@ def facts_mapping(facts: KeyFacts | None) -> Mapping[str, Any]:
         "account_kind": facts.account_kind,
         "third_party_app": facts.third_party_app,
         "last_used_at": _rfc3339(facts.last_used_at),
+        **_trading_mapping(facts),
+    }
+
+
+def _trading_mapping(facts: KeyFacts | None) -> Mapping[str, Any]:
+    """The trading-readiness facts (``null``: not shown, or not read: see
+    ``trading_status_error``)."""
+    if facts is None:
+        return {
+            "trading_locked": None,
+            "trading_recover_at": None,
+            "trading_trigger": None,
+            "trading_indicators": None,
+            "account_status": None,
+            "account_restricted": None,
+            "trading_status_error": None,
+        }
+    error = facts.trading_status_error
+    return {
+        "trading_locked": facts.trading_locked,
+        "trading_recover_at": _rfc3339(facts.trading_recover_at),
+        "trading_trigger": dict(facts.trading_trigger)
+        if facts.trading_trigger is not None
+        else None,
+        "trading_indicators": [
+            {
+                "indicator": i.kind,
+                "symbol": i.symbol,
+                "value": i.value,
+                "trigger": i.trigger,
+                "ratio": i.ratio,
+            }
+            for i in facts.trading_indicators
+        ]
+        if facts.trading_indicators is not None
+        else None,
+        "account_status": facts.account_status,
+        "account_restricted": facts.account_restricted,
+        "trading_status_error": {"reason": str(error.reason), "message": error.message}
+        if error is not None
+        else None,
     }
 
 

@@ -2,8 +2,9 @@
 
 A pure function of (before, after): every permission, the IP restriction, the visible IP
 list, the creation time, the key's own lock, its account kind (master/sub) and third-party
-binding, each deadline and whether the exchange rejects the key (not its last use: that
-changes with every call). Values are
+binding, the account's API trading lock and status, each deadline and whether the exchange
+rejects the key (not its last use, nor the trading-rule indicators: those change with every
+order). Values are
 rendered the way an operator reads them (``withdraw: off -> on``); ``field`` doubles as the
 ``field`` label of ``keymon_key_changes_total``.
 """
@@ -65,6 +66,22 @@ def diff_facts(before: KeyFacts, after: KeyFacts) -> list[Change]:
         changes.append(
             Change("third_party_app", _onoff(before.third_party_app), _onoff(after.third_party_app))
         )
+    # A trading-status read that failed (None after a known value) is not a change: the fact
+    # is unknown for this audit, not different.
+    if (
+        after.trading_locked is not None
+        and before.trading_locked is not None
+        and before.trading_locked != after.trading_locked
+    ):
+        changes.append(
+            Change("trading_locked", _onoff(before.trading_locked), _onoff(after.trading_locked))
+        )
+    if (
+        after.account_status is not None
+        and before.account_status is not None
+        and before.account_status != after.account_status
+    ):
+        changes.append(Change("account_status", before.account_status, after.account_status))
     old_deadlines = {d.kind: d.at for d in before.deadlines}
     new_deadlines = {d.kind: d.at for d in after.deadlines}
     for kind in sorted(set(old_deadlines) | set(new_deadlines)):

@@ -502,6 +502,11 @@ def render_table(
         ]
         if result.error is not None and not result.findings:
             details.append(f"audit failed ({result.error.reason}): {result.error.message}")
+        trading_error = result.facts.trading_status_error if result.facts else None
+        if trading_error is not None:
+            details.append(
+                f"trading status not read ({trading_error.reason}): {trading_error.message}"
+            )
         if not details and liveness:
             details = [LIVENESS_DETAIL.format(exchange=key.exchange)]
         if not details:

@@ -97,6 +97,43 @@ DEFAULT_INTERVAL = timedelta(minutes=5)
 DEFAULT_JITTER = timedelta(seconds=10)
 DEFAULT_TIMEOUT = timedelta(seconds=10)
 DEFAULT_POLICY_NAME = "market-maker"
+#: ``trading_lock_risk`` fires when a trading-rule indicator reaches this share of its trigger.
+DEFAULT_LOCK_RISK = 0.8
+
+
+def parse_share(value: object) -> float:
+    """A share of a whole: ``80%`` or ``0.8`` (more than 0, at most 100 %).
+
+    A bare number above 1 is refused rather than guessed at: ``lock_risk: 80`` may mean 80 %
+    or 8,000 %, and a wrong guess silences the warning.
+    """
+    share: float | None = None
+    if isinstance(value, bool):
+        share = None
+    elif isinstance(value, int | float):
+        share = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            share = None
+    if share is None or share != share:  # None or NaN
+        raise PydanticCustomError(
+            "share",
+            "'{value}' is not a share; write it like 80% or 0.8",
+            {"value": str(value)[:40]},
+        )
+    if not 0 < share <= 1:
+        raise PydanticCustomError(
+            "share",
+            "{value} is out of range: more than 0% and at most 100% (write 80% or 0.8)",
+            {"value": str(value)[:40]},
+        )
+    return share
+
+
+Share = Annotated[float, BeforeValidator(parse_share)]
 
 
 class LogSettings(_Model):
@@ -202,6 +239,8 @@ class Policy(_Model):
     review_warning: Duration = timedelta(days=14)
     review_critical: Duration = timedelta(days=3)
     max_age: Duration | None = None
+    #: ``trading_lock_risk``: a trading-rule indicator at this share of its trigger value.
+    lock_risk: Share = DEFAULT_LOCK_RISK
     #: Audit keys under this policy this often (default: ``audit.interval``).
     interval: Duration | None = None
 

@@ -28,7 +28,11 @@ fact under the default policy, 14 with a deadline), one
 error series while failing, one changes counter per field that ever changed: 31 to 37 series
 per key (docs/metrics.md, cardinality budget), plus at most 5 where the exchange shows the key's
 own lock, account kind, third-party binding and last use (lock, sub-account, third-party app,
-last used, and the ``key_locked`` finding).
+last used, and the ``key_locked`` finding). Where the exchange shows the account's trading
+readiness (Binance): the trading lock, its recovery time while locked, one indicator ratio per
+kind (UFR, IFER, GCR), the account restriction and the three findings
+(``trading_locked``, ``trading_lock_risk``, ``account_restricted``): at most 9 more, plus one
+``keymon_key_trading_status_error`` series while that read fails.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from prometheus_client.utils import floatToGoString
 
 from keymon import __version__
 from keymon.audit import mask_key_id
-from keymon.model import Reason
+from keymon.model import KeyFacts, Reason
 from keymon.policy import untrusted_ip_count
 from keymon.store import KeyState, Store
 
@@ -133,6 +137,33 @@ LAST_USED = Family(
     "gauge",
     "When the key was last used, where the exchange shows it.",
 )
+TRADING_LOCKED = Family(
+    "keymon_key_trading_locked",
+    "gauge",
+    "1 if the exchange has locked API trading for the key's account, where it shows it.",
+)
+TRADING_RECOVER = Family(
+    "keymon_key_trading_recover_timestamp_seconds",
+    "gauge",
+    "Planned end of the account's API trading lock, while locked.",
+)
+TRADING_INDICATOR = Family(
+    "keymon_key_trading_indicator_ratio",
+    "gauge",
+    "Worst symbol's value / trigger of a trading-rule indicator (1: the lock trips).",
+    ("indicator",),
+)
+ACCOUNT_RESTRICTED = Family(
+    "keymon_key_account_restricted",
+    "gauge",
+    "1 if the account's status is not normal, where the exchange shows it.",
+)
+TRADING_STATUS_ERROR = Family(
+    "keymon_key_trading_status_error",
+    "gauge",
+    "Present while the key's trading-status read failed (the rest of its audit worked).",
+    ("reason",),
+)
 AUDIT_INTERVAL = Family(
     "keymon_key_audit_interval_seconds",
     "gauge",
@@ -162,6 +193,11 @@ KEY_FAMILIES: tuple[Family, ...] = (
     SUB_ACCOUNT,
     THIRD_PARTY_APP,
     LAST_USED,
+    TRADING_LOCKED,
+    TRADING_RECOVER,
+    TRADING_INDICATOR,
+    ACCOUNT_RESTRICTED,
+    TRADING_STATUS_ERROR,
     FINDING,
     REVIEW_WARNING,
     REVIEW_CRITICAL,
@@ -218,6 +254,7 @@ def key_samples(state: KeyState, trusted_ips: Sequence[object]) -> list[Sample]:
             out.append(_sample(THIRD_PARTY_APP, base, float(facts.third_party_app)))
         if facts.last_used_at is not None:
             out.append(_sample(LAST_USED, base, facts.last_used_at.timestamp()))
+        out.extend(_trading_samples(facts, base))
     firing = {(f.rule, f.severity, f.permission or "") for f in state.findings()}
     for check in state.checks():
         for severity in check.severities:
@@ -233,6 +270,24 @@ def key_samples(state: KeyState, trusted_ips: Sequence[object]) -> list[Sample]:
             out.append(_sample(AUDIT_ERROR, (*base, str(result.error.reason)), 1.0))
     if state.last_success is not None:
         out.append(_sample(LAST_SUCCESS, base, state.last_success.timestamp()))
+    return out
+
+
+def _trading_samples(facts: KeyFacts, base: tuple[str, ...]) -> list[Sample]:
+    """The trading-readiness series (absent where not shown or not read)."""
+    out: list[Sample] = []
+    if facts.trading_locked is not None:
+        out.append(_sample(TRADING_LOCKED, base, float(facts.trading_locked)))
+        if facts.trading_locked and facts.trading_recover_at is not None:
+            out.append(_sample(TRADING_RECOVER, base, facts.trading_recover_at.timestamp()))
+    for indicator in facts.trading_indicators or ():
+        if indicator.ratio is not None:
+            out.append(_sample(TRADING_INDICATOR, (*base, indicator.kind), indicator.ratio))
+    if facts.account_restricted is not None:
+        out.append(_sample(ACCOUNT_RESTRICTED, base, float(facts.account_restricted)))
+    if facts.trading_status_error is not None:
+        reason = str(facts.trading_status_error.reason)
+        out.append(_sample(TRADING_STATUS_ERROR, (*base, reason), 1.0))
     return out
 
 

@@ -5,9 +5,11 @@ into :class:`Finding` values, and every audit ends as one :class:`AuditResult`, 
 not: errors are data, so a failed audit is never mistaken for a healthy key.
 
 Facts are three-state. A permission absent from ``KeyFacts.permissions``, an
-``ip_restricted``, ``ip_list``, ``key_locked``, ``account_kind``, ``third_party_app`` or
-``last_used_at`` of ``None``: the exchange does not show it, so the rules that need it are
-not evaluated (not passed).
+``ip_restricted``, ``ip_list``, ``key_locked``, ``account_kind``, ``third_party_app``,
+``last_used_at``, ``trading_locked``, ``trading_indicators`` or ``account_status`` of ``None``:
+the exchange does not show it (or, for the trading-readiness facts, the call that reads them
+failed: ``trading_status_error`` says why), so the rules that need it are not evaluated (not
+passed).
 """
 
 from __future__ import annotations
@@ -90,6 +92,14 @@ class Rule(enum.StrEnum):
     KEY_REJECTED = "key_rejected"
     AUDIT_FAILING = "audit_failing"
     KEY_LOCKED = "key_locked"
+    TRADING_LOCKED = "trading_locked"
+    TRADING_LOCK_RISK = "trading_lock_risk"
+    ACCOUNT_RESTRICTED = "account_restricted"
+
+
+#: The trading-rule indicators of Binance's quantitative order rules, the values of the
+#: ``indicator`` label: unfilled ratio, IOC/FOK expiration ratio, GTC cancellation ratio.
+TRADING_INDICATORS: tuple[str, ...] = ("UFR", "IFER", "GCR")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +108,32 @@ class Deadline:
 
     kind: str  # "trading_authority", "key_expiry", ...
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditError:
+    """Why an audit failed, with the exchange's own code and message where it gave one."""
+
+    reason: Reason
+    message: str
+    code: int | str | None = None
+    refused_ip: str | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TradingIndicator:
+    """One trading-rule indicator of one symbol: its current value and its trigger value."""
+
+    kind: str  # one of TRADING_INDICATORS
+    symbol: str
+    value: float
+    trigger: float
+
+    @property
+    def ratio(self) -> float | None:
+        """value / trigger (1.0: the lock trips); None when the trigger is not positive."""
+        return self.value / self.trigger if self.trigger > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,17 +162,30 @@ class KeyFacts:
     #: When the key was last used, as the exchange shows it. Not journaled: it changes with
     #: every call. None: not shown.
     last_used_at: datetime | None = None
+    #: The exchange has locked the account's API trading (Binance ``apiTradingStatus``
+    #: ``isLocked``). None: not shown, or not read (see ``trading_status_error``).
+    trading_locked: bool | None = None
+    #: The planned end of the lock (only while locked, where the exchange says).
+    trading_recover_at: datetime | None = None
+    #: The lock's trigger condition as the exchange states it (Binance ``triggerCondition``:
+    #: indicator -> the order count from which the rule applies). None: not shown.
+    trading_trigger: Mapping[str, float] | None = None
+    #: The worst symbol of each trading-rule indicator (highest value/trigger), at most one per
+    #: kind of :data:`TRADING_INDICATORS`. None: not shown; empty: shown, no indicator yet.
+    trading_indicators: tuple[TradingIndicator, ...] | None = None
+    #: The account's status as the exchange words it (Binance ``account/status`` ``data``,
+    #: ``"Normal"`` when all is well). None: not shown.
+    account_status: str | None = None
+    #: Why the trading-readiness facts above could not be read in this audit (the rest of the
+    #: audit succeeded). None: read, or not asked for.
+    trading_status_error: AuditError | None = None
 
-
-@dataclass(frozen=True, slots=True)
-class AuditError:
-    """Why an audit failed, with the exchange's own code and message where it gave one."""
-
-    reason: Reason
-    message: str
-    code: int | str | None = None
-    refused_ip: str | None = None
-    retry_after: float | None = None
+    @property
+    def account_restricted(self) -> bool | None:
+        """The account status is not normal; None when the status is not shown."""
+        if self.account_status is None:
+            return None
+        return self.account_status.strip().lower() != "normal"
 
 
 @dataclass(frozen=True, slots=True)

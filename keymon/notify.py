@@ -113,6 +113,22 @@ REMEDIATION: Mapping[Rule, str] = {
         "owner find out why on the exchange (security review, risk control, suspicious use) and "
         "unlock it there, or replace it with a new key."
     ),
+    Rule.TRADING_LOCKED: (
+        "The exchange has locked API trading on this account (quantitative order rules): the "
+        "bots cannot place orders until the planned recovery time. Stop or slow the bots' "
+        "order flow on the named symbols before it lifts, review their cancel and expiry "
+        "rates, and ask the exchange's support if the lock does not lift."
+    ),
+    Rule.TRADING_LOCK_RISK: (
+        "A trading-rule indicator is close to its trigger: at 100 % the exchange locks API "
+        "trading on the account. Have the bots fill more and cancel or expire fewer orders on "
+        "the named symbol now (fewer IOC/FOK misses, fewer GTC cancels)."
+    ),
+    Rule.ACCOUNT_RESTRICTED: (
+        "The exchange reports the account as not normal: trading may be refused. Have the "
+        "account owner check the exchange's notifications and support for the restriction's "
+        "reason and lift it (verification, compliance review)."
+    ),
     Rule.AUDIT_FAILING: (
         "keymon cannot audit this key: its audit_failed log lines give the reason (network, "
         "exchange down, rate limits, clock)."
@@ -129,6 +145,8 @@ _CHANGE_FIELD: Mapping[Rule, Callable[[Finding], str]] = {
     Rule.REVIEW_DEADLINE: lambda f: "deadline_",
     Rule.KEY_REJECTED: lambda f: "rejected",
     Rule.KEY_LOCKED: lambda f: "key_locked",
+    Rule.TRADING_LOCKED: lambda f: "trading_locked",
+    Rule.ACCOUNT_RESTRICTED: lambda f: "account_status",
 }
 
 Sender = Callable[[str, str, str, str], bool]  # (url, title, body, severity) -> delivered

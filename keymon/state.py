@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from keymon.changes import Change
-from keymon.model import Coverage, Deadline, KeyFacts
+from keymon.model import AuditError, Coverage, Deadline, KeyFacts, Reason, TradingIndicator
 
 DB_NAME = "keymon.sqlite3"
 _T = TypeVar("_T")
@@ -954,6 +954,26 @@ def facts_to_json(facts: KeyFacts) -> str:
             "account_kind": facts.account_kind,
             "third_party_app": facts.third_party_app,
             "last_used_at": iso(facts.last_used_at) if facts.last_used_at else None,
+            "trading_locked": facts.trading_locked,
+            "trading_recover_at": iso(facts.trading_recover_at)
+            if facts.trading_recover_at
+            else None,
+            "trading_trigger": dict(facts.trading_trigger)
+            if facts.trading_trigger is not None
+            else None,
+            "trading_indicators": [
+                {"kind": i.kind, "symbol": i.symbol, "value": i.value, "trigger": i.trigger}
+                for i in facts.trading_indicators
+            ]
+            if facts.trading_indicators is not None
+            else None,
+            "account_status": facts.account_status,
+            "trading_status_error": {
+                "reason": str(facts.trading_status_error.reason),
+                "message": facts.trading_status_error.message,
+            }
+            if facts.trading_status_error is not None
+            else None,
         }
     )
 
@@ -973,4 +993,26 @@ def facts_from_json(text: str) -> KeyFacts:
         account_kind=data.get("account_kind"),
         third_party_app=data.get("third_party_app"),
         last_used_at=parse_iso(data["last_used_at"]) if data.get("last_used_at") else None,
+        trading_locked=data.get("trading_locked"),
+        trading_recover_at=parse_iso(data["trading_recover_at"])
+        if data.get("trading_recover_at")
+        else None,
+        trading_trigger={str(k): float(v) for k, v in data["trading_trigger"].items()}
+        if data.get("trading_trigger") is not None
+        else None,
+        trading_indicators=tuple(
+            TradingIndicator(
+                str(i["kind"]), str(i["symbol"]), float(i["value"]), float(i["trigger"])
+            )
+            for i in data["trading_indicators"]
+        )
+        if data.get("trading_indicators") is not None
+        else None,
+        account_status=data.get("account_status"),
+        trading_status_error=AuditError(
+            Reason(data["trading_status_error"]["reason"]),
+            str(data["trading_status_error"]["message"]),
+        )
+        if data.get("trading_status_error")
+        else None,
     )

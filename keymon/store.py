@@ -6,7 +6,9 @@ read (:meth:`Store.snapshot`). A scrape therefore never calls an exchange.
 A failed audit never erases what is known: the last successful facts, and the findings they
 produced, stay until a new successful audit replaces them, together with the time of that
 success so their age is visible. Whether the exchange rejects the key is tracked separately,
-from the latest audit that could tell.
+from the latest audit that could tell. Likewise, an audit whose trading-status read failed
+(``KeyFacts.trading_status_error``) keeps the last known trading lock, indicators and account
+status, re-judged, so a failed read never makes a trading lock look lifted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import copy
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from keymon.changes import Change, diff_facts, diff_rejected
@@ -136,6 +138,16 @@ class Store:
             self._states = states
         return fresh
 
+    def _evaluate(self, state: KeyState, facts: KeyFacts, now: datetime) -> Evaluation:
+        """The fact rules over ``facts`` for the key, at ``now``."""
+        return evaluate(
+            facts,
+            state.policy,
+            policy_name=state.policy_name,
+            trusted_ips=self._settings.trusted_ips,
+            now=now,
+        )
+
     def _rejudge(self, state: KeyState) -> None:
         if state.last_facts is not None and state.last_result is not None:
             state.fact_evaluation = evaluate(
@@ -213,11 +225,16 @@ class Store:
                 state.first_attempt = result.checked_at
             state.last_result = result
             if result.facts is not None:
+                facts, evaluation = result.facts, result.evaluation
+                if facts.trading_status_error is not None and state.last_facts is not None:
+                    facts = _keep_trading_facts(state.last_facts, facts)
+                    if facts is not result.facts:
+                        evaluation = self._evaluate(state, facts, result.checked_at)
                 if state.last_facts is not None:
-                    changes.extend(diff_facts(state.last_facts, result.facts))
-                state.last_facts = result.facts
+                    changes.extend(diff_facts(state.last_facts, facts))
+                state.last_facts = facts
                 state.last_success = result.checked_at
-                state.fact_evaluation = result.evaluation
+                state.fact_evaluation = evaluation
             rejected = _rejected(result)
             if rejected is not None:
                 changes.extend(diff_rejected(state.rejected, rejected))
@@ -275,6 +292,22 @@ class Store:
     def names(self) -> Iterable[str]:
         with self._lock:
             return list(self._states)
+
+
+def _keep_trading_facts(before: KeyFacts, after: KeyFacts) -> KeyFacts:
+    """``after`` with the trading facts it could not read taken from ``before`` (stale, not
+    lifted); ``after`` itself when there is nothing to keep."""
+    kept: dict[str, object] = {}
+    if after.trading_locked is None and before.trading_locked is not None:
+        kept.update(
+            trading_locked=before.trading_locked,
+            trading_recover_at=before.trading_recover_at,
+            trading_trigger=before.trading_trigger,
+            trading_indicators=before.trading_indicators,
+        )
+    if after.account_status is None and before.account_status is not None:
+        kept["account_status"] = before.account_status
+    return replace(after, **kept) if kept else after  # type: ignore[arg-type]
 
 
 def _rejected(result: AuditResult) -> bool | None:

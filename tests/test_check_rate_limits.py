@@ -105,6 +105,9 @@ class Run:
 
 
 def write_config(tmp_path: Path, url: str, keys: int, **binance: Any) -> Path:
+    # One request per audit (apiRestrictions), so that the tests can count each key's request
+    # against the limit; the trading-status reads under a 429 have their own test.
+    binance.setdefault("trading_status", False)
     data = {
         "data_dir": str(tmp_path / "data"),
         "exchanges": {"binance": {"base_url": url, **binance}},

@@ -44,6 +44,8 @@ EXPECTED: dict[str, set[str]] = {
     "sierra-lbank": set(),
     "tango-coinstore": {"key_rejected"},
     "uniform-biconomy": set(),
+    "victor-binance": {"trading_locked"},
+    "whiskey-binance": {"trading_lock_risk"},
 }
 
 

@@ -72,7 +72,12 @@ class ExchangeAdapter(Protocol):
     #: Used-weight response headers -> the exchange's per-IP limit behind each (for the budget).
     ip_limit_headers: ClassVar[Mapping[str, int]]
     #: The weight of one audit's requests, granted at once when above 1 (RequestGate.audit_scope).
-    audit_weight: ClassVar[int]
+    audit_weight: int
+
+    @classmethod
+    def audit_weight_for(cls, settings: Any) -> int:
+        """The weight of one audit under the exchange's settings (what ``audit_weight`` is)."""
+        ...
 
     def __init__(
         self,

@@ -12,6 +12,28 @@ audit fails with ``clock_skew``.
 
 Binance does not show a key its own IP list (§1.6), so ``ip_list`` is "not visible" and
 ``untrusted_ip`` is never evaluated for Binance keys; ``ipRestrict`` still is.
+
+Trading readiness (``exchanges.binance.trading_status``, on by default): after
+``apiRestrictions`` each audit reads two more USER_DATA endpoints of IP weight 1, signed the
+same way and spent from the same budget:
+
+* ``GET /sapi/v1/account/apiTradingStatus``
+  (https://developers.binance.com/docs/wallet/account/account-api-trading-status; the OpenAPI
+  file https://github.com/binance/binance-api-swagger/blob/master/spot_api.yaml, path
+  ``/sapi/v1/account/apiTradingStatus``): ``data.isLocked`` -> ``trading_locked``,
+  ``data.plannedRecoverTime`` (ms; 0: none) -> ``trading_recover_at``,
+  ``data.triggerCondition`` {``GCR``, ``IFER``, ``UFR``} -> ``trading_trigger``, and
+  ``data.indicators`` {symbol: [{``i`` indicator, ``c`` order count, ``v`` current value,
+  ``t`` trigger value}]} -> ``trading_indicators``, the worst symbol per indicator kind. The
+  documentation page's example has no ``indicators`` (then: not shown), the OpenAPI file's has
+  them; both are read.
+* ``GET /sapi/v1/account/status``
+  (https://developers.binance.com/docs/wallet/account/account-status; same OpenAPI file):
+  ``data`` -> ``account_status`` (``"Normal"`` when all is well).
+
+A failure of either call never fails the audit and never hides the key's restriction facts:
+the facts of ``apiRestrictions`` stand, the trading facts are "not read", and
+``trading_status_error`` carries the reason (log event ``trading_status_failed``).
 """
 
 from __future__ import annotations
@@ -22,6 +44,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Generator, Mapping
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, ClassVar, Final, Literal, Self
 from urllib.parse import quote
@@ -39,7 +62,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from keymon.config_base import Duration, KeyBase, RecvWindowSettings, Secret, WeightPerMinute
+from keymon.config_base import (
+    Boolean,
+    Duration,
+    KeyBase,
+    RecvWindowSettings,
+    Secret,
+    WeightPerMinute,
+)
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -53,7 +83,15 @@ from keymon.exchanges.base import (
 )
 from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
 from keymon.exchanges.common import AdapterBase
-from keymon.model import Coverage, Deadline, KeyFacts, Reason
+from keymon.model import (
+    TRADING_INDICATORS,
+    AuditError,
+    Coverage,
+    Deadline,
+    KeyFacts,
+    Reason,
+    TradingIndicator,
+)
 
 # ----------------------------------------------------------------------------- configuration
 
@@ -71,6 +109,9 @@ class BinanceSettings(RecvWindowSettings):
     max_recv_window: ClassVar[timedelta] = BINANCE_MAX_RECV_WINDOW
     recv_window: Duration = BINANCE_RECV_WINDOW
     max_weight_per_minute: WeightPerMinute = BINANCE_MAX_WEIGHT_PER_MINUTE
+    #: Read the account's API trading lock and status with every audit (two more calls of
+    #: weight 1: ``apiTradingStatus`` and ``account/status``).
+    trading_status: Boolean = True
 
 
 BinanceKeyType = Literal["hmac", "ed25519", "rsa"]
@@ -139,6 +180,8 @@ log = structlog.get_logger(__name__)
 NAME: Final = "binance"
 TIME_PATH: Final = "/api/v3/time"
 RESTRICTIONS_PATH: Final = "/sapi/v1/account/apiRestrictions"
+TRADING_STATUS_PATH: Final = "/sapi/v1/account/apiTradingStatus"
+ACCOUNT_STATUS_PATH: Final = "/sapi/v1/account/status"
 
 #: apiRestrictions flag -> keymon permission (PRODUCT.md "Permissions").
 PERMISSION_FLAGS: Final[Mapping[str, str]] = {
@@ -163,6 +206,7 @@ TOO_MANY_REQUESTS: Final = -1003
 _REQUEST_IP = re.compile(r"request ip:\s*([0-9A-Fa-f:.]+)")
 
 _unknown_flags_logged: set[str] = set()
+_unknown_indicators_logged: set[str] = set()
 
 # ----------------------------------------------------------------------------- signing
 
@@ -268,6 +312,44 @@ class ApiRestrictions(BaseModel):
     tradingAuthorityExpirationTime: StrictInt | None = None
 
 
+class TradingIndicatorEntry(BaseModel):
+    """One entry of ``apiTradingStatus`` ``data.indicators.<symbol>`` (OpenAPI file:
+    ``i`` indicator, ``c`` count of orders, ``v`` current value, ``t`` trigger value)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    i: str
+    c: StrictInt | None = None
+    v: float
+    t: float
+
+
+class TradingStatusData(BaseModel):
+    """``GET /sapi/v1/account/apiTradingStatus`` ``data`` (see the module docstring)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    isLocked: StrictBool
+    plannedRecoverTime: StrictInt | None = None
+    triggerCondition: dict[str, float] | None = None
+    indicators: dict[str, list[TradingIndicatorEntry]] | None = None
+    updateTime: StrictInt | None = None
+
+
+class TradingStatus(BaseModel):
+    """``GET /sapi/v1/account/apiTradingStatus``."""
+
+    model_config = ConfigDict(extra="allow")
+    data: TradingStatusData
+
+
+class AccountStatus(BaseModel):
+    """``GET /sapi/v1/account/status``: ``{"data": "Normal"}``."""
+
+    model_config = ConfigDict(extra="allow")
+    data: str
+
+
 # ----------------------------------------------------------------------------- adapter
 
 
@@ -277,20 +359,36 @@ class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=Bina
     name: ClassVar[str] = NAME
     coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
-        {("GET", TIME_PATH), ("GET", RESTRICTIONS_PATH)}
+        {
+            ("GET", TIME_PATH),
+            ("GET", RESTRICTIONS_PATH),
+            ("GET", TRADING_STATUS_PATH),
+            ("GET", ACCOUNT_STATUS_PATH),
+        }
     )
     #: Binance's used-weight headers and the per-IP limits behind them (§1.8).
     ip_limit_headers: ClassVar[Mapping[str, int]] = {
         "X-SAPI-USED-IP-WEIGHT-1M": 12_000,
         "X-MBX-USED-WEIGHT-1M": 6_000,
     }
-    #: Request weight per endpoint (§1.7): both are weight 1.
-    weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, RESTRICTIONS_PATH: 1}
+    #: Request weight per endpoint (§1.7; the trading-status pages): all are IP weight 1.
+    weights: ClassVar[Mapping[str, int]] = {
+        TIME_PATH: 1,
+        RESTRICTIONS_PATH: 1,
+        TRADING_STATUS_PATH: 1,
+        ACCOUNT_STATUS_PATH: 1,
+    }
     time_path: ClassVar[str | None] = TIME_PATH
     server_time_field: ClassVar[str] = "a serverTime"
 
     _settings: BinanceSettings
     _weight_used: int | None = None
+
+    @classmethod
+    def audit_weight_for(cls, settings: Any) -> int:
+        """apiRestrictions, plus apiTradingStatus and account/status when they are read: the
+        budget grants an audit all of it at once."""
+        return 3 if settings.trading_status else 1
 
     @property
     def weight_used(self) -> int | None:
@@ -305,7 +403,38 @@ class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=Bina
             int(self._settings.recv_window.total_seconds() * 1000),
         )
         body = await self._get_synced(RESTRICTIONS_PATH, auth=auth)
-        return self._facts(body)
+        facts = self._facts(body)
+        if not self._settings.trading_status:
+            return facts
+        return await self._trading_readiness(facts, auth)
+
+    async def _trading_readiness(self, facts: KeyFacts, auth: httpx.Auth) -> KeyFacts:
+        """The facts with the account's trading lock and status; a failure of either call is
+        kept beside the facts (``trading_status_error``), never raised."""
+        error: AuditError | None = None
+        try:
+            body = await self._get_synced(TRADING_STATUS_PATH, auth=auth)
+            facts = replace(facts, **_trading_facts(body))
+        except ExchangeError as exc:
+            error = exc.to_audit_error()
+        # After a 429 or a 418 the second read is not sent: keymon does not press on into a
+        # limit the bots share (it would wait out the Retry-After, or earn a ban).
+        if error is None or error.reason not in (Reason.RATE_LIMITED, Reason.BANNED):
+            try:
+                body = await self._get_synced(ACCOUNT_STATUS_PATH, auth=auth)
+                facts = replace(facts, account_status=_account_status(body))
+            except ExchangeError as exc:
+                error = error or exc.to_audit_error()
+        if error is not None:
+            log.warning(
+                "trading_status_failed",
+                exchange=NAME,
+                reason=str(error.reason),
+                error=error.message,
+                code=error.code,
+            )
+            facts = replace(facts, trading_status_error=error)
+        return facts
 
     def parse_server_time(self, body: Any) -> float | None:
         try:
@@ -406,6 +535,55 @@ class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=Bina
             deadlines=deadlines,
             raw=dict(body),
         )
+
+
+def _trading_facts(body: Any) -> dict[str, Any]:
+    """``apiTradingStatus`` as KeyFacts fields (see the module docstring)."""
+    try:
+        data = TradingStatus.model_validate(body).data
+    except ValidationError as exc:
+        raise _shape_error(TRADING_STATUS_PATH, exc) from None
+    recover = data.plannedRecoverTime
+    indicators: tuple[TradingIndicator, ...] | None = None
+    if data.indicators is not None:
+        worst: dict[str, TradingIndicator] = {}
+        for symbol, entries in data.indicators.items():
+            for entry in entries:
+                kind = entry.i.upper()
+                if kind not in TRADING_INDICATORS:
+                    if kind not in _unknown_indicators_logged:
+                        _unknown_indicators_logged.add(kind)
+                        log.warning("unknown_trading_indicator", exchange=NAME, indicator=kind)
+                    continue
+                found = TradingIndicator(kind, symbol, entry.v, entry.t)
+                held = worst.get(kind)
+                if held is None or (found.ratio or 0.0) > (held.ratio or 0.0):
+                    worst[kind] = found
+        indicators = tuple(worst[k] for k in TRADING_INDICATORS if k in worst)
+    return {
+        "trading_locked": data.isLocked,
+        # 0 (the documented "not locked" value) or absent: no recovery time.
+        "trading_recover_at": utc_from_ms(recover) if recover else None,
+        "trading_trigger": dict(data.triggerCondition)
+        if data.triggerCondition is not None
+        else None,
+        "trading_indicators": indicators,
+    }
+
+
+def _account_status(body: Any) -> str:
+    """``account/status`` ``data``, e.g. ``Normal``."""
+    try:
+        return AccountStatus.model_validate(body).data[:200]
+    except ValidationError as exc:
+        raise _shape_error(ACCOUNT_STATUS_PATH, exc) from None
+
+
+def _shape_error(path: str, exc: ValidationError) -> ExchangeBadResponse:
+    fields = ", ".join(sorted({".".join(map(str, e["loc"])) or "body" for e in exc.errors()}))
+    return ExchangeBadResponse(
+        f"binance: {path} answered an unexpected shape ({fields})", exchange=NAME
+    )
 
 
 def _error_body(response: httpx.Response) -> tuple[int | None, str | None]:

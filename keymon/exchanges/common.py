@@ -57,8 +57,9 @@ class AdapterBase:
     #: Weight of each call in the exchange's own unit (keymon's budget counts it).
     weights: ClassVar[Mapping[str, int]] = {}
     #: The weight of one audit's requests; above 1 the budget grants it all at once, so an
-    #: audit never gets its first request and starves on its second (Gate: 2).
-    audit_weight: ClassVar[int] = 1
+    #: audit never gets its first request and starves on its second (Gate: 2). Set from
+    #: :meth:`audit_weight_for` when the adapter is built.
+    audit_weight: int = 1
     #: The server-time endpoint (GET, unsigned), or None where the exchange needs no sync.
     time_path: ClassVar[str | None] = None
     #: What the time endpoint's answer lacked, in the error that says so.
@@ -98,6 +99,13 @@ class AdapterBase:
         self._sync_rtt_ms: float | None = None
         self._next_sync: float | None = None  # monotonic; None: never tried
         self._sync_lock = asyncio.Lock()
+        self.audit_weight = self.audit_weight_for(settings)
+
+    @classmethod
+    def audit_weight_for(cls, settings: Any) -> int:
+        """The weight of one audit under the exchange's ``settings`` (the class's own by
+        default; Binance's depends on ``trading_status``)."""
+        return cls.audit_weight
 
     # ------------------------------------------------------------------ hooks
 

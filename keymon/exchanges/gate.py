@@ -215,7 +215,7 @@ class GateAdapter(AdapterBase, settings_model=GateSettings, key_model=GateKey):
     #: keymon counts requests: every call costs 1.
     weights: ClassVar[Mapping[str, int]] = {TIME_PATH: 1, DETAIL_PATH: 1, MAIN_KEYS_PATH: 1}
     #: An audit is two requests (detail, main_keys), granted together by the budget.
-    audit_weight: ClassVar[int] = 2
+    audit_weight: int = 2
     time_path: ClassVar[str | None] = TIME_PATH
     server_time_field: ClassVar[str] = "a server_time"
 

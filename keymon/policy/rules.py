@@ -219,6 +219,97 @@ def key_locked(facts: KeyFacts, policy: Policy, ctx: Context) -> Outcome:
     return [(RuleCheck(Rule.KEY_LOCKED, (C,)), finding)]
 
 
+def trading_locked(facts: KeyFacts, policy: Policy, ctx: Context) -> Outcome:
+    """``trading_locked``: the exchange has locked the account's API trading (critical).
+
+    Names the planned recovery time and the trigger: the indicators at or over their trigger
+    value where shown, and the exchange's trigger condition.
+    """
+    if facts.trading_locked is None:
+        return None
+    finding = None
+    if facts.trading_locked:
+        if facts.trading_recover_at is not None:
+            left = facts.trading_recover_at - ctx.now
+            when = facts.trading_recover_at.strftime("%Y-%m-%d %H:%M UTC")
+            recovery = (
+                f"planned recovery {when} (in {_ago(left)})"
+                if left > timedelta(0)
+                else f"planned recovery {when} (passed {_ago(-left)} ago)"
+            )
+        else:
+            recovery = "no planned recovery time given"
+        finding = Finding(
+            Rule.TRADING_LOCKED,
+            C,
+            f"the exchange has locked API trading on this key's account: {recovery}; "
+            f"trigger: {_trigger_words(facts)}",
+        )
+    return [(RuleCheck(Rule.TRADING_LOCKED, (C,)), finding)]
+
+
+def _trigger_words(facts: KeyFacts) -> str:
+    tripped = sorted(
+        (i for i in facts.trading_indicators or () if i.ratio is not None and i.ratio >= 1),
+        key=lambda i: -(i.ratio or 0.0),
+    )
+    parts = [f"{i.kind} {i.value:g} >= {i.trigger:g} on {i.symbol}" for i in tripped]
+    if facts.trading_trigger:
+        condition = ", ".join(f"{k} {v:g}" for k, v in sorted(facts.trading_trigger.items()))
+        parts.append(f"trigger condition {condition}")
+    return "; ".join(parts) if parts else "not stated by the exchange"
+
+
+def trading_lock_risk(facts: KeyFacts, policy: Policy, ctx: Context) -> Outcome:
+    """``trading_lock_risk``: a trading-rule indicator has reached ``lock_risk`` of its
+    trigger value (warning); names every indicator at risk, worst first, with its symbol.
+
+    While the account is locked the warning yields to ``trading_locked``, which names the
+    indicators that tripped: the risk it warns of has come true.
+    """
+    if facts.trading_indicators is None:
+        return None
+    if facts.trading_locked:
+        return [(RuleCheck(Rule.TRADING_LOCK_RISK, (W,)), None)]
+    at_risk = sorted(
+        (
+            i
+            for i in facts.trading_indicators
+            if i.ratio is not None and i.ratio >= policy.lock_risk
+        ),
+        key=lambda i: -(i.ratio or 0.0),
+    )
+    finding = None
+    if at_risk:
+        words = "; ".join(
+            f"{i.kind} on {i.symbol} is at {(i.ratio or 0.0):.0%} of its trigger "
+            f"({i.value:g} of {i.trigger:g})"
+            for i in at_risk
+        )
+        finding = Finding(
+            Rule.TRADING_LOCK_RISK,
+            W,
+            f"{words}; policy {ctx.policy_name} warns from {policy.lock_risk:.0%} "
+            "(at 100% the exchange locks API trading)",
+        )
+    return [(RuleCheck(Rule.TRADING_LOCK_RISK, (W,)), finding)]
+
+
+def account_restricted(facts: KeyFacts, policy: Policy, ctx: Context) -> Outcome:
+    """``account_restricted``: the account's status is not normal (critical); quotes it."""
+    restricted = facts.account_restricted
+    if restricted is None:
+        return None
+    finding = None
+    if restricted:
+        finding = Finding(
+            Rule.ACCOUNT_RESTRICTED,
+            C,
+            f'the exchange reports the account status "{facts.account_status}" (not "Normal")',
+        )
+    return [(RuleCheck(Rule.ACCOUNT_RESTRICTED, (C,)), finding)]
+
+
 def _ago(delta: timedelta) -> str:
     """A short human duration: ``2d 3h``, ``5h 12m``, ``42m``."""
     minutes = int(delta.total_seconds() // 60)
@@ -241,4 +332,7 @@ FACT_RULES: tuple[RuleFn, ...] = (
     review_deadline,
     key_too_old,
     key_locked,
+    trading_locked,
+    trading_lock_risk,
+    account_restricted,
 )

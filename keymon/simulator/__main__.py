@@ -6,8 +6,10 @@ Usage::
 
 The keys file is a YAML list of key mappings. For ``binance`` each entry has ``api_key``,
 exactly one of ``hmac_secret``, ``public_key_pem_file`` (relative paths are resolved against the
-keys file) or ``public_key_pem``, and optionally ``restrictions`` (apiRestrictions fields) and
-``ip_whitelist`` (addresses or CIDRs; omitted means loopback only). For every other exchange an
+keys file) or ``public_key_pem``, and optionally ``restrictions`` (apiRestrictions fields),
+``ip_whitelist`` (addresses or CIDRs; omitted means loopback only), ``trading_status``
+(apiTradingStatus ``data`` fields: ``isLocked``, ``plannedRecoverTime``, ``indicators``, ...)
+and ``account_status`` (account/status ``data``, ``Normal`` by default). For every other exchange an
 entry's fields are the arguments of that simulator's ``add_key``: the credentials (``api_key``,
 ``secret``, and ``passphrase`` or ``uid`` where the exchange has one) and the optional state
 (permissions, IP list, ...); ``python -m keymon.simulator EXCHANGE --help`` lists them.
@@ -45,6 +47,8 @@ _KEY_FIELDS = frozenset(
         "public_key_pem",
         "restrictions",
         "ip_whitelist",
+        "trading_status",
+        "account_status",
     }
 )
 
@@ -123,7 +127,7 @@ def _fields_help(exchange: str) -> str:
     if exchange == "binance":
         return (
             "api_key, hmac_secret | public_key_pem_file | public_key_pem, "
-            "optional restrictions, ip_whitelist"
+            "optional restrictions, ip_whitelist, trading_status, account_status"
         )
     required, optional = _add_key_fields(exchange)
     return f"{', '.join(required)}, optional {', '.join(optional)}"
@@ -198,6 +202,14 @@ def _add_entry(simulator: BinanceSimulator, entry: dict[str, object], base: Path
         not isinstance(whitelist, list) or not all(isinstance(ip, str) for ip in whitelist)
     ):
         raise InputError("ip_whitelist must be a list of addresses or CIDRs")
+    trading = entry.get("trading_status")
+    if trading is not None and (
+        not isinstance(trading, dict) or not all(isinstance(k, str) for k in trading)
+    ):
+        raise InputError("trading_status must be a mapping of apiTradingStatus data fields")
+    account = entry.get("account_status")
+    if account is not None and not isinstance(account, str):
+        raise InputError("account_status must be a string (Normal when all is well)")
     try:
         simulator.add_key(
             api_key,
@@ -205,6 +217,8 @@ def _add_entry(simulator: BinanceSimulator, entry: dict[str, object], base: Path
             public_key_pem=pem,
             restrictions=restrictions,
             ip_whitelist=whitelist,
+            trading_status=trading,
+            account_status=account,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None

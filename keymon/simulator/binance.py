@@ -5,7 +5,9 @@ docs: exchange-apis.md section 1), written from the docs and not from keymon's o
 that keymon's tests check keymon against Binance rather than against itself. It implements:
 
 - the endpoints ``GET /api/v3/ping``, ``GET /api/v3/time``, ``GET /sapi/v1/system/status``,
-  ``GET /sapi/v1/account/apiRestrictions`` and ``GET /sapi/v1/account/apiTradingStatus``;
+  ``GET /sapi/v1/account/apiRestrictions``, ``GET /sapi/v1/account/apiTradingStatus`` and
+  ``GET /sapi/v1/account/status`` (the last two USER_DATA, IP weight 1, with per-key state:
+  :meth:`BinanceSimulator.set_trading_status`, :meth:`BinanceSimulator.set_account_status`);
 - signed-request validation in Binance's order (API-key format, unknown key, mandatory
   parameters, recvWindow, timestamp window, HMAC-SHA256 / Ed25519 / RSA signature over the raw
   query string followed by the raw body, IP whitelist), with Binance's codes and messages;
@@ -117,6 +119,30 @@ _RESTRICTION_FIELD_ORDER: Final = (
     "enablePortfolioMarginTrading",
 )
 _TRADING_EXPIRY_FIELD: Final = "tradingAuthorityExpirationTime"
+
+# apiTradingStatus ``data`` of a key nobody changed: the example of the documentation page
+# https://developers.binance.com/docs/wallet/account/account-api-trading-status (no
+# ``indicators``; ``updateTime`` is the key's creation in the simulator). The OpenAPI file
+# https://github.com/binance/binance-api-swagger/blob/master/spot_api.yaml adds
+# ``indicators``: {symbol: [{"i": "UFR", "c": 20, "v": 0.05, "t": 0.99}, ...]}, which
+# set_trading_status can add.
+_TRADING_STATUS_DEFAULT: Final[Mapping[str, object]] = {
+    "isLocked": False,
+    "plannedRecoverTime": 0,
+    "triggerCondition": {"GCR": 150, "IFER": 150, "UFR": 300},
+}
+_TRADING_ORDER: Final = (
+    "isLocked",
+    "plannedRecoverTime",
+    "triggerCondition",
+    "indicators",
+    "updateTime",
+)
+_TRADING_STATUS_FIELDS: Final = frozenset(
+    {"isLocked", "plannedRecoverTime", "triggerCondition", "indicators", "updateTime"}
+)
+# account/status when all is well (https://developers.binance.com/docs/wallet/account/account-status).
+_ACCOUNT_STATUS_NORMAL: Final = "Normal"
 
 KeyType = Literal["HMAC", "ED25519", "RSA"]
 _CounterName = Literal["api", "sapi"]
@@ -272,6 +298,10 @@ class _Key:
     ip_whitelist: tuple[str, ...]
     networks: tuple[_IpNetwork, ...]
     added_ms: int
+    #: apiTradingStatus ``data`` (without ``updateTime`` unless set).
+    trading_status: dict[str, object] = field(default_factory=dict)
+    #: account/status ``data``.
+    account_status: str = _ACCOUNT_STATUS_NORMAL
 
 
 @dataclass
@@ -347,6 +377,7 @@ class BinanceSimulator:
         self._latency = 0.0
         self._fail_remaining = 0
         self._fail_status = 503
+        self._fail_path: str | None = None
         self._truncate_remaining = 0
         self._clock_skew_ms = 0
 
@@ -390,8 +421,9 @@ class BinanceSimulator:
         with self._lock:
             self._clock_skew_ms = int(skew)
 
-    def fail_next(self, n: int, status: int = 503) -> None:
-        """Answer the next ``n`` exchange requests with ``status`` (replaces any pending count).
+    def fail_next(self, n: int, status: int = 503, path: str | None = None) -> None:
+        """Answer the next ``n`` exchange requests with ``status`` (replaces any pending count);
+        with ``path``, only the next ``n`` requests to that path (the others are answered).
 
         5xx answers carry Binance's -1001 JSON body; other statuses an HTML page, like a WAF
         or load balancer would send. Failed requests never reach validation or rate limiting,
@@ -402,6 +434,7 @@ class BinanceSimulator:
         with self._lock:
             self._fail_remaining = n
             self._fail_status = status
+            self._fail_path = path
 
     def truncate_next(self, n: int) -> None:
         """Cut the body of the next ``n`` exchange responses in half (status kept)."""
@@ -437,16 +470,27 @@ class BinanceSimulator:
         public_key_pem: str | bytes | None = None,
         restrictions: dict[str, object] | None = None,
         ip_whitelist: list[str] | None = None,
+        trading_status: Mapping[str, object] | None = None,
+        account_status: str | None = None,
     ) -> None:
         """Register a key: exactly one of an HMAC secret or an Ed25519/RSA public key (PEM).
 
         ``restrictions`` overrides the guide-compliant defaults (IP-restricted, reading and spot
         trading on, everything else off, created 30 days ago, no trading expiry). Extra fields
         are echoed by apiRestrictions; a value of None removes a field. ``ip_whitelist`` holds
-        addresses or CIDRs; None means loopback only.
+        addresses or CIDRs; None means loopback only. ``trading_status`` and
+        ``account_status`` are as in :meth:`set_trading_status` and :meth:`set_account_status`.
         """
         with self._lock:
             self._add_key_locked(api_key, hmac_secret, public_key_pem, restrictions, ip_whitelist)
+            key = self._keys[api_key]
+            try:
+                _apply_trading_updates(key.trading_status, trading_status or {})
+                if account_status is not None:
+                    key.account_status = _account_status_value(account_status)
+            except ValueError:
+                del self._keys[api_key]
+                raise
 
     def _add_key_locked(
         self,
@@ -490,6 +534,7 @@ class BinanceSimulator:
             ip_whitelist=whitelist,
             networks=networks,
             added_ms=now_ms,
+            trading_status=dict(_TRADING_STATUS_DEFAULT),
         )
 
     def update_key(self, api_key: str, **restriction_fields: object) -> None:
@@ -497,6 +542,21 @@ class BinanceSimulator:
         with self._lock:
             key = self._get_key(api_key)
             _apply_restriction_updates(key.restrictions, restriction_fields)
+
+    def set_trading_status(self, api_key: str, **data_fields: object) -> None:
+        """Change apiTradingStatus ``data`` fields of a key (``isLocked``,
+        ``plannedRecoverTime`` in ms, ``triggerCondition``, ``indicators`` as in the OpenAPI
+        file: ``{"BTCUSDT": [{"i": "UFR", "c": 20, "v": 0.05, "t": 0.99}]}``, ``updateTime``);
+        a value of None removes the field. A lock whose ``plannedRecoverTime`` has passed lifts
+        itself."""
+        with self._lock:
+            key = self._get_key(api_key)
+            _apply_trading_updates(key.trading_status, data_fields)
+
+    def set_account_status(self, api_key: str, status: str) -> None:
+        """Set what account/status answers for the key's account (``Normal`` when all is well)."""
+        with self._lock:
+            self._get_key(api_key).account_status = _account_status_value(status)
 
     def set_ip_whitelist(self, api_key: str, ip_whitelist: list[str] | None) -> None:
         """Replace a key's trusted-IP list (addresses or CIDRs); None means loopback only."""
@@ -541,6 +601,8 @@ class BinanceSimulator:
             "key_type": key.key_type,
             "restrictions": dict(key.restrictions),
             "ip_whitelist": list(key.ip_whitelist),
+            "trading_status": dict(key.trading_status),
+            "account_status": key.account_status,
             "request_count": self._per_key[key.api_key],
         }
 
@@ -582,7 +644,7 @@ class BinanceSimulator:
         """Answer one exchange request the way Binance would."""
         with self._lock:
             api_key = _header(headers, API_KEY_HEADER)
-            if self._fail_remaining > 0:
+            if self._fail_remaining > 0 and self._fail_path in (None, path):
                 self._fail_remaining -= 1
                 response = _injected_failure(self._fail_status)
             else:
@@ -775,14 +837,25 @@ class BinanceSimulator:
 
     def _ep_api_trading_status(self, call: _Call) -> object:
         assert call.key is not None
-        return {
-            "data": {
-                "isLocked": False,
-                "plannedRecoverTime": 0,
-                "triggerCondition": {"GCR": 150, "IFER": 150, "UFR": 300},
-                "updateTime": call.key.added_ms,
-            }
-        }
+        data = dict(call.key.trading_status)
+        recover = data.get("plannedRecoverTime")
+        if (
+            data.get("isLocked") is True
+            and _is_int(recover)
+            and recover > 0
+            and call.now_ms >= recover
+        ):
+            # The planned recovery time has come: the lock lifts (and stays lifted).
+            call.key.trading_status.update(isLocked=False, plannedRecoverTime=0)
+            data.update(isLocked=False, plannedRecoverTime=0)
+        data.setdefault("updateTime", call.key.added_ms)
+        ordered: dict[str, object] = {k: data[k] for k in _TRADING_ORDER if k in data}
+        ordered.update((k, v) for k, v in data.items() if k not in ordered)
+        return {"data": ordered}
+
+    def _ep_account_status(self, call: _Call) -> object:
+        assert call.key is not None
+        return {"data": call.key.account_status}
 
     # ------------------------------------------------------------------------- admin API
 
@@ -830,10 +903,16 @@ class BinanceSimulator:
             "public_key_pem",
             "restrictions",
             "ip_whitelist",
+            "trading_status",
+            "account_status",
         }
         if unknown:
             return _admin_error(400, f"unknown fields: {', '.join(sorted(unknown))}")
         api_key = data.get("api_key")
+        trading = data.get("trading_status")
+        account = data.get("account_status")
+        if not isinstance(trading, dict | None) or not isinstance(account, str | None):
+            return _admin_error(400, "malformed key definition")
         hmac_secret = data.get("hmac_secret")
         pem = data.get("public_key_pem")
         restrictions = data.get("restrictions")
@@ -846,10 +925,19 @@ class BinanceSimulator:
             or not _is_str_list_or_none(whitelist)
         ):
             return _admin_error(400, "malformed key definition")
+        if isinstance(api_key, str) and api_key in self._keys:
+            return _admin_error(409, f"api_key {api_key} already exists")
         try:
+            trading_fields: dict[str, object] = dict(_TRADING_STATUS_DEFAULT)
+            _apply_trading_updates(trading_fields, trading or {})
+            account_value = (
+                _account_status_value(account) if account is not None else _ACCOUNT_STATUS_NORMAL
+            )
             self._add_key_locked(api_key, hmac_secret, pem, restrictions, whitelist)
         except ValueError as exc:
             return _admin_error(409 if api_key in self._keys else 400, str(exc))
+        self._keys[api_key].trading_status = trading_fields
+        self._keys[api_key].account_status = account_value
         return _json(201, self._key_view(self._keys[api_key]))
 
     def _admin_key(self, method: str, api_key: str, body: bytes) -> SimResponse:
@@ -866,15 +954,28 @@ class BinanceSimulator:
             whitelist = updates.pop("ip_whitelist", None)
             if not _is_str_list_or_none(whitelist):
                 return _admin_error(400, "ip_whitelist must be a list of strings or null")
+            # Trading readiness: {"trading_status": {"isLocked": true, ...}} merges into the
+            # apiTradingStatus data, {"account_status": "..."} replaces account/status.
+            trading = updates.pop("trading_status", None)
+            account_given = "account_status" in updates
+            account = updates.pop("account_status", None)
+            if not isinstance(trading, dict | None):
+                return _admin_error(400, "trading_status must be an object")
             entries = tuple(_DEFAULT_IP_WHITELIST if whitelist is None else whitelist)
             try:
                 networks = _parse_networks(entries)
+                trading_fields = dict(key.trading_status)
+                _apply_trading_updates(trading_fields, trading or {})
+                account_value = (
+                    _account_status_value(account) if account_given else key.account_status
+                )
                 _apply_restriction_updates(key.restrictions, updates)
             except ValueError as exc:
                 return _admin_error(400, str(exc))
             # Only now, after everything validated, so that a bad PATCH changes nothing.
             if whitelist_given:
                 key.ip_whitelist, key.networks = entries, networks
+            key.trading_status, key.account_status = trading_fields, account_value
         return _json(200, self._key_view(key))
 
     def _admin_faults(self, method: str, body: bytes) -> SimResponse:
@@ -887,6 +988,7 @@ class BinanceSimulator:
                 "fail_status",
                 "truncate_next",
                 "clock_skew_ms",
+                "fail_path",
             }
             if unknown:
                 return _admin_error(400, f"unknown fields: {', '.join(sorted(unknown))}")
@@ -895,6 +997,9 @@ class BinanceSimulator:
             fail_status = data.get("fail_status", self._fail_status)
             truncate_next = data.get("truncate_next", self._truncate_remaining)
             skew = data.get("clock_skew_ms", self._clock_skew_ms)
+            fail_path = data.get("fail_path", self._fail_path)
+            if not isinstance(fail_path, str | None):
+                return _admin_error(400, "invalid fault settings")
             if not (
                 _is_number(latency)
                 and math.isfinite(latency)
@@ -913,12 +1018,14 @@ class BinanceSimulator:
             self._fail_status = fail_status
             self._truncate_remaining = truncate_next
             self._clock_skew_ms = skew
+            self._fail_path = fail_path
         return _json(
             200,
             {
                 "latency": self._latency,
                 "fail_next": self._fail_remaining,
                 "fail_status": self._fail_status,
+                "fail_path": self._fail_path,
                 "truncate_next": self._truncate_remaining,
                 "clock_skew_ms": self._clock_skew_ms,
             },
@@ -943,6 +1050,7 @@ _ENDPOINTS: Final[dict[str, _Endpoint]] = {
     "/sapi/v1/account/apiTradingStatus": _Endpoint(
         "GET", True, 1, BinanceSimulator._ep_api_trading_status
     ),
+    "/sapi/v1/account/status": _Endpoint("GET", True, 1, BinanceSimulator._ep_account_status),
 }
 
 
@@ -959,6 +1067,25 @@ def _apply_restriction_updates(target: dict[str, object], updates: Mapping[str, 
             target.pop(name, None)  # None means "the exchange omits this field"
         else:
             target[name] = value
+
+
+def _apply_trading_updates(target: dict[str, object], updates: Mapping[str, object]) -> None:
+    unknown = set(updates) - _TRADING_STATUS_FIELDS
+    if unknown:
+        raise ValueError(f"unknown trading_status fields: {', '.join(sorted(unknown))}")
+    for name, value in updates.items():
+        _check_json_value(name, value)
+    for name, value in updates.items():
+        if value is None:
+            target.pop(name, None)
+        else:
+            target[name] = value
+
+
+def _account_status_value(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("account_status must be a non-empty string")
+    return value
 
 
 def _parse_params(raw_query: str, body: bytes) -> dict[str, str]:
@@ -1084,6 +1211,36 @@ DEMO = DemoVenue(
             "binance",
             "futures trading switched on",
             {"restrictions": {"enableFutures": True}},
+        ),
+        DemoKey(
+            "victor-binance",
+            "victor",
+            "binance",
+            "API trading locked by Binance (UFR tripped on BTCUSDT); recovers in 2 hours",
+            {
+                "trading_status": {
+                    "isLocked": True,
+                    "plannedRecoverTime": int((now + 2 * 3600) * 1000),
+                    "indicators": {"BTCUSDT": [{"i": "UFR", "c": 320, "v": 0.995, "t": 0.99}]},
+                }
+            },
+        ),
+        DemoKey(
+            "whiskey-binance",
+            "whiskey",
+            "binance",
+            "IOC/FOK expiration ratio at 85 % of its trigger on ETHUSDT",
+            {
+                "trading_status": {
+                    "indicators": {
+                        "BTCUSDT": [{"i": "IFER", "c": 180, "v": 0.3, "t": 0.99}],
+                        "ETHUSDT": [
+                            {"i": "UFR", "c": 200, "v": 0.1, "t": 0.99},
+                            {"i": "IFER", "c": 160, "v": 0.8415, "t": 0.99},
+                        ],
+                    }
+                }
+            },
         ),
     ],
 )

@@ -104,6 +104,8 @@ DEMO_FINDINGS = {
     "delta-binance": ("critical", {"key_rejected"}),
     "echo-binance": ("warning", {"forbidden_permission"}),
     "foxtrot-binance": ("critical", {"key_rejected"}),
+    "golf-binance": ("critical", {"trading_locked"}),
+    "hotel-binance": ("warning", {"trading_lock_risk"}),
 }
 
 
@@ -449,6 +451,10 @@ def test_dashboard_covers_the_fleet_findings_deadlines_audits_exchanges_and_keym
         "keymon_exchange_weight_used",
         "keymon_notifications_total",
         "keymon_config_last_reload_success",
+        "keymon_key_trading_locked",
+        "keymon_key_account_restricted",
+        "keymon_key_trading_recover_timestamp_seconds",
+        "keymon_key_trading_indicator_ratio",
         "up",
     } <= used
     assert "histogram_quantile(" in exprs
@@ -490,9 +496,19 @@ async def _audited_app(tmp_path: Path, *, serve_http: bool) -> App:
         tradingAuthorityExpirationTime=expires_ms,
         enableWithdrawals=True,
     )
+    # Trading-rule indicators and a locked account, for the trading-readiness panels.
+    sim.set_trading_status(
+        DOC_API_KEY, indicators={"BTCUSDT": [{"i": "UFR", "c": 20, "v": 0.05, "t": 0.99}]}
+    )
+    sim.add_key("lockedKey0123456789", hmac_secret="lockedSecret01")
+    sim.set_trading_status("lockedKey0123456789", isLocked=True, plannedRecoverTime=expires_ms)
     config = write_config(
         tmp_path,
-        [("doc-key", DOC_API_KEY, DOC_SECRET), ("gone-key", "goneKey0123456789", "goneSecret01")],
+        [
+            ("doc-key", DOC_API_KEY, DOC_SECRET),
+            ("gone-key", "goneKey0123456789", "goneSecret01"),
+            ("locked-key", "lockedKey0123456789", "lockedSecret01"),
+        ],
         policies={"mm": {"max_age": "365d"}},
         default_policy="mm",
     )
@@ -725,7 +741,7 @@ def test_compose_keymon_config_validates_with_its_demo_secrets(tmp_path: Path) -
     """`keymon validate-config` accepts the demo configuration with its demo secret files."""
     result = _run(*KEYMON, "validate-config", "--config", str(_compose_keymon_config(tmp_path)))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "valid (6 key(s)" in result.stdout
+    assert "valid (8 key(s)" in result.stdout
     assert "warning" not in result.stderr  # no literal secret in the demo either
 
 

@@ -460,9 +460,16 @@ async def test_rules_match_a_real_scrape(tmp_path: Path) -> None:
     # Unrestricted, so it has a trading-authority deadline; max_age, so key_too_old is judged.
     expires_ms = int((time.time() + 2 * 86400) * 1000)
     sim.update_key(DOC_API_KEY, ipRestrict=False, tradingAuthorityExpirationTime=expires_ms)
+    # Indicators shown, so trading_lock_risk is judged; a second key whose account/status read
+    # fails, so keymon_key_trading_status_error is exported.
+    sim.set_trading_status(
+        DOC_API_KEY, indicators={"BTCUSDT": [{"i": "UFR", "c": 20, "v": 0.05, "t": 0.99}]}
+    )
+    sim.add_key("secondKey0001", hmac_secret="secondSecret0001")
+    sim.fail_next(1, status=503, path="/sapi/v1/account/status")
     config = write_config(
         tmp_path,
-        [("doc-key", DOC_API_KEY, DOC_SECRET)],
+        [("doc-key", DOC_API_KEY, DOC_SECRET), ("second-key", "secondKey0001", "secondSecret0001")],
         policies={"mm": {"max_age": "365d"}},
         default_policy="mm",
     )

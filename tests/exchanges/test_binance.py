@@ -384,7 +384,11 @@ async def test_rate_limit_then_ban(exchange: Exchange, clock: FakeClock) -> None
 
 
 async def _audit_times(exchange: Exchange, times: int) -> list[AuditResult]:
-    settings = exchange.settings(doc_key())
+    # One request per audit, so that the limit of 2 counts audits (trading_status has its
+    # own rate-limit test in tests/exchanges/test_binance_trading.py).
+    settings = exchange.settings(
+        doc_key(), exchanges={"binance": {"base_url": exchange.base_url, "trading_status": False}}
+    )
     async with Auditor(settings, transport_factory=exchange.transport) as auditor:
         return [await auditor.audit(settings.keys[0]) for _ in range(times)]
 
@@ -492,9 +496,14 @@ async def test_read_only_allowlist_refuses_before_sending(
 async def test_allowlist_lets_the_audit_calls_through(
     sim: BinanceSimulator, adapter_client: httpx.AsyncClient
 ) -> None:
-    """The two calls keymon needs are on the allowlist and nothing else is."""
+    """The four calls keymon needs are on the allowlist and nothing else is."""
     assert BinanceAdapter.read_only_endpoints == frozenset(
-        {("GET", "/api/v3/time"), ("GET", "/sapi/v1/account/apiRestrictions")}
+        {
+            ("GET", "/api/v3/time"),
+            ("GET", "/sapi/v1/account/apiRestrictions"),
+            ("GET", "/sapi/v1/account/apiTradingStatus"),
+            ("GET", "/sapi/v1/account/status"),
+        }
     )
     response = await adapter_client.get("/api/v3/time")
     assert response.status_code == 200
@@ -565,3 +574,29 @@ async def test_every_documented_code_maps_to_its_reason(
     assert result.error.code == code
     if status in (418, 429):
         assert result.error.retry_after == 7
+
+
+async def test_a_429_on_the_trading_status_read_sends_nothing_more(clock: FakeClock) -> None:
+    """The IP's limit is met by apiTradingStatus: the audit keeps its restriction facts, the
+    read's failure is rate_limited, and account/status is not sent into the limit."""
+    sim = BinanceSimulator(clock=clock, sapi_ip_weight_limit=1)
+    sim.add_key(DOC_API_KEY, hmac_secret=DOC_SECRET)
+    settings = make_settings(doc_key())
+    async with Auditor(settings, transport_factory=lambda _n: sim.transport()) as auditor:
+        result = await auditor.audit(settings.keys[0])
+    assert result.ok, result.error
+    assert result.facts is not None
+    assert result.facts.trading_status_error is not None
+    assert result.facts.trading_status_error.reason is Reason.RATE_LIMITED
+    assert [(r.path, r.status) for r in sim.request_log if r.api_key] == [
+        ("/sapi/v1/account/apiRestrictions", 200),
+        ("/sapi/v1/account/apiTradingStatus", 429),
+    ]
+
+
+def test_an_audit_is_granted_the_weight_of_its_calls() -> None:
+    """Three calls of weight 1 with the trading-status reads, one without."""
+    on = BinanceAdapter(httpx.AsyncClient(), make_settings().exchanges.binance)
+    off_settings = make_settings(exchanges={"binance": {"trading_status": False}})
+    off = BinanceAdapter(httpx.AsyncClient(), off_settings.exchanges.binance)
+    assert (on.audit_weight, off.audit_weight) == (3, 1)

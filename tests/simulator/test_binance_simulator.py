@@ -637,6 +637,87 @@ def test_api_trading_status(sim: BinanceSimulator, clock: FakeClock) -> None:
     assert data["plannedRecoverTime"] == 0
     assert data["triggerCondition"] == {"GCR": 150, "IFER": 150, "UFR": 300}
     assert isinstance(data["updateTime"], int)
+    assert "indicators" not in data  # the documentation page's example has none
+
+
+ACCOUNT_STATUS = "/sapi/v1/account/status"
+
+
+def test_trading_status_and_account_status_are_signed_weight_1(
+    sim: BinanceSimulator, clock: FakeClock
+) -> None:
+    """Both USER_DATA endpoints refuse an unsigned call, and cost IP weight 1 each."""
+    assert error_of(call(sim, ACCOUNT_STATUS, "timestamp=1"))[:2] == (400, -1102)
+    first = call(sim, TRADING_STATUS, restrictions_query(clock))
+    second = call(sim, ACCOUNT_STATUS, restrictions_query(clock))
+    assert payload_of(second) == {"data": "Normal"}
+    used = int(second.headers[SAPI_WEIGHT]) - int(first.headers[SAPI_WEIGHT])
+    assert used == 1
+
+
+def test_trading_state_is_set_per_key_and_a_lock_lifts_at_its_planned_time(
+    sim: BinanceSimulator, clock: FakeClock
+) -> None:
+    """set_trading_status/set_account_status change one key's answers (the OpenAPI shape with
+    indicators); the lock lifts itself once plannedRecoverTime has passed."""
+    sim.add_key("k2", hmac_secret="s2")
+    indicators = {"BTCUSDT": [{"i": "UFR", "c": 20, "v": 0.05, "t": 0.99}]}
+    sim.set_trading_status(
+        KEY, isLocked=True, plannedRecoverTime=clock.ms() + 60_000, indicators=indicators
+    )
+    sim.set_account_status(KEY, "Restricted")
+    data = payload_of(call(sim, TRADING_STATUS, restrictions_query(clock)))["data"]
+    assert list(data) == [
+        "isLocked",
+        "plannedRecoverTime",
+        "triggerCondition",
+        "indicators",
+        "updateTime",
+    ]
+    assert (data["isLocked"], data["indicators"]) == (True, indicators)
+    assert payload_of(call(sim, ACCOUNT_STATUS, restrictions_query(clock))) == {
+        "data": "Restricted"
+    }
+    other = sim.keys()[1]
+    assert other["trading_status"] == {
+        "isLocked": False,
+        "plannedRecoverTime": 0,
+        "triggerCondition": {"GCR": 150, "IFER": 150, "UFR": 300},
+    }
+    assert other["account_status"] == "Normal"
+    clock.advance(61)
+    data = payload_of(call(sim, TRADING_STATUS, restrictions_query(clock)))["data"]
+    assert (data["isLocked"], data["plannedRecoverTime"]) == (False, 0)
+    with pytest.raises(ValueError, match="unknown trading_status fields: locked"):
+        sim.set_trading_status(KEY, locked=True)
+    with pytest.raises(ValueError, match="non-empty"):
+        sim.set_account_status(KEY, "")
+
+
+def test_admin_api_sets_trading_state(sim: BinanceSimulator, clock: FakeClock) -> None:
+    """PATCH /_simulator/keys/{key} takes trading_status (merged) and account_status; POST
+    takes them for a new key; a bad value changes nothing."""
+    status, view = admin(
+        sim,
+        "PATCH",
+        f"/_simulator/keys/{KEY}",
+        {"trading_status": {"isLocked": True}, "account_status": "Restricted"},
+    )
+    assert status == 200
+    assert view["trading_status"]["isLocked"] is True
+    assert view["trading_status"]["triggerCondition"] == {"GCR": 150, "IFER": 150, "UFR": 300}
+    assert view["account_status"] == "Restricted"
+    bad = admin(sim, "PATCH", f"/_simulator/keys/{KEY}", {"trading_status": {"nope": 1}})
+    assert bad[0] == 400
+    assert admin(sim, "GET", f"/_simulator/keys/{KEY}")[1]["trading_status"]["isLocked"] is True
+    status, view = admin(
+        sim,
+        "POST",
+        "/_simulator/keys",
+        {"api_key": "k3", "hmac_secret": "s3", "account_status": "Frozen"},
+    )
+    assert (status, view["account_status"]) == (201, "Frozen")
+    assert admin(sim, "POST", "/_simulator/keys", {"api_key": "k3", "hmac_secret": "s"})[0] == 409
 
 
 @pytest.mark.parametrize(
@@ -985,6 +1066,7 @@ def test_admin_faults_and_stats(sim: BinanceSimulator, clock: FakeClock) -> None
         "fail_status": 502,
         "truncate_next": 1,
         "clock_skew_ms": -3000,
+        "fail_path": None,
     }
     assert admin(sim, "POST", "/_simulator/faults", settings) == (200, settings)
     assert call(sim, PING).status == 502
