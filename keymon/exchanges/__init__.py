@@ -75,6 +75,20 @@ CONFIG_ORDER: tuple[str, ...] = (
 )
 assert sorted(CONFIG_ORDER) == sorted(EXCHANGES)
 
+
+def audit_cost(adapter: type[ExchangeAdapter]) -> int:
+    """The weight one audit of a key spends in keymon's budget (clock syncs aside): the
+    adapter's ``audit_weight`` (several calls granted at once), or its heaviest call.
+
+    Where the weights come from: each adapter's ``weights`` (the exchange's own unit, cited
+    in its module) and ``audit_weight``; ``interval: auto`` and the scheduler plan with it.
+    """
+    weights: dict[str, int] = dict(getattr(adapter, "weights", {}))
+    time_path = getattr(adapter, "time_path", None)
+    calls = [weight for path, weight in weights.items() if path != time_path]
+    return max(adapter.audit_weight, max(calls, default=1))
+
+
 __all__ = [
     "CONFIG_ORDER",
     "EXCHANGES",
@@ -96,5 +110,6 @@ __all__ = [
     "OkxAdapter",
     "ReadOnlyTransport",
     "RequestGate",
+    "audit_cost",
     "build_client",
 ]
