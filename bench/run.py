@@ -449,7 +449,7 @@ def _render_detect(detect: dict[str, Any]) -> list[str]:
     rows: list[tuple[str, ...]] = []
     for r in detect.get("ready", {}).values():
         if "error" in r:
-            rows.append((f"{r['keys']:,}", "error", r["error"], "", "", "", ""))
+            rows.append((f"{r['keys']:,}", "error", r["error"], "", "", "", "", ""))
             continue
         rows.append(
             (
@@ -458,6 +458,7 @@ def _render_detect(detect: dict[str, Any]) -> list[str]:
                 f"{r['startup_s']:.1f}",
                 f"{r['ready_after_up_s']:.1f}",
                 f"{r['ready_after_start_s']:.1f}",
+                f"{r['cpu_s_at_ready']:.1f}" if "cpu_s_at_ready" in r else "",
                 f"{r['budget_bound_s']:.0f}",
                 r.get("load_average", ""),
             )
@@ -468,10 +469,11 @@ def _render_detect(detect: dict[str, Any]) -> list[str]:
         "start s",
         "ready after up s",
         "ready s",
+        "CPU s",
         "budget wait s",
         "load",
     )
-    lines += _table(header, rows, {1, 2, 3, 4, 5})
+    lines += _table(header, rows, {1, 2, 3, 4, 5, 6})
     found = detect.get("detect")
     if found and "error" not in found:
         lines.append(
@@ -486,8 +488,9 @@ def _render_detect(detect: dict[str, Any]) -> list[str]:
     elif found:
         lines.append(f"  detect: error: {found['error']}")
     lines += [
-        "  ready s = process start to /readyz 200; budget wait = (keys - budget) / budget",
-        "  minutes, the least the sliding window allows.",
+        "  ready s = process start to /readyz 200; CPU s = the daemon's CPU until then (on an",
+        "  idle core, about its time to ready); budget wait = (ceil(keys / budget) - 1) minutes,",
+        "  the least the sliding 60 s window allows.",
         "",
     ]
     return lines
