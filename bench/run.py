@@ -434,11 +434,11 @@ def _render_mixed(mixed: dict[str, Any]) -> list[str]:
         "  demand = keys x 60 / (interval - jitter) audits; expected = demand, or budget /",
         "  weight/audit (the adapter's endpoint weights but the clock sync's) where the",
         "  schedule asks for more than the budget allows; delivered = audits ok/min / expected;",
-        "  weight/min = weight keymon spent. Where demand exceeds the budget, keymon fails an",
-        "  audit that would wait for the budget longer than its max_wait with reason",
-        "  rate_limited (keymon/budget.py): failed/min counts those refusals, by design here",
-        "  (no target); the exchanges' own 429/418 must stay 0. CPU per audit = daemon CPU in",
-        "  the window / audits ok (/ attempted).",
+        "  weight/min = weight keymon spent. Where demand exceeds the budget, due audits wait",
+        "  for it in due order (keymon/schedule.py); failed/min counts audits that failed",
+        "  (e.g. rate_limited while a 429 window outlasts max_wait), no target; the exchanges'",
+        "  own 429/418 must stay 0. CPU per audit = daemon CPU in the window / audits ok",
+        "  (/ attempted).",
         "",
     ]
     return lines
