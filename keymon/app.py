@@ -419,13 +419,17 @@ class App:
         if removed:
             self.db.forget_keys(sorted(after))
         # New keys (or new credentials): audited at once. Kept keys whose interval or jitter
-        # changed (``auto`` intervals change with the number of keys): a new place on the grid.
+        # changed (``auto`` intervals change with the number of keys): a new place on the grid,
+        # unless their first audit is still to come (it stays as soon as the budget allows).
         self.scheduler.first_round(fresh)
         old_timing, new_timing = _timings(old), _timings(new)
         self.scheduler.reschedule(
             name
             for name in sorted(after & before)
-            if name not in fresh and old_timing.get(name) != new_timing.get(name)
+            if name not in fresh
+            and old_timing.get(name) != new_timing.get(name)
+            and (state := self.store.get(name)) is not None
+            and state.audited
         )
         log.info(
             "config_reloaded",

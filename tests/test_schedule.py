@@ -157,6 +157,33 @@ async def test_first_round_beyond_the_budget_continues_as_the_window_frees(
     assert sim.count_429 == 0
 
 
+async def test_a_reload_during_the_first_round_keeps_the_rest_coming(
+    tmp_path: Path, sim_for: Any, apps: list[App]
+) -> None:
+    """A reload that changes every key's interval while half the first round still waits for
+    the budget: the waiting keys are audited as soon as the window frees, not an interval
+    later; the audited ones move to the new interval."""
+    keys = fleet(20)
+    sim = sim_for(keys)
+    exchanges = {"binance": {"base_url": "https://binance.test", "max_weight_per_minute": 11}}
+    app = App(
+        load(write(tmp_path, keys, exchanges=exchanges)),
+        transport_factory=lambda _n: sim.transport(),
+        **fast_budget_clock(),
+    )
+    apps.append(app)
+    await app.start(serve_http=False)
+    await until(lambda: len(audited(app)) >= 10, within=10)
+    audit = {"interval": "4m", "jitter": "10s", "timeout": "2s"}
+    write(tmp_path, keys, exchanges=exchanges, audit=audit)
+    assert await app.reload()
+    done = audited(app)[0]
+    due = app.scheduler.due(done)
+    assert due is not None
+    assert due <= 240
+    await until(lambda: len(audited(app)) == 20, within=15)
+
+
 async def test_periodic_audits_follow_the_interval(
     tmp_path: Path, sim_for: Any, apps: list[App]
 ) -> None:
