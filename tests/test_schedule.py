@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from keymon.config import (
 )
 from keymon.errors import ConfigError
 from keymon.exchanges import EXCHANGES, audit_cost
+from keymon.model import Reason
 from keymon.simulator.binance import BinanceSimulator
 from tests.conftest import make_settings
 from tests.test_app import scrape, value
@@ -182,6 +184,35 @@ async def test_a_reload_during_the_first_round_keeps_the_rest_coming(
     assert due is not None
     assert due <= 240
     await until(lambda: len(audited(app)) == 20, within=15)
+
+
+async def test_a_recorded_ban_fails_the_first_round_at_once_and_sends_nothing(
+    tmp_path: Path, sim_for: Any, apps: list[App]
+) -> None:
+    """A 418 ban another keymon process recorded in data_dir/bans.json: every due audit is
+    recorded at once as `banned` (so /readyz still turns 200), and nothing reaches the
+    exchange."""
+    keys = fleet(5)
+    sim = sim_for(keys)
+    (tmp_path / "data").mkdir()
+    until_text = (datetime.now(UTC) + timedelta(minutes=10)).isoformat().replace("+00:00", "Z")
+    (tmp_path / "data" / "bans.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "exchanges": {"binance": {"banned_until": until_text, "rate_limited_until": None}},
+            }
+        )
+    )
+    app = App(load(write(tmp_path, keys)), transport_factory=lambda _n: sim.transport())
+    apps.append(app)
+    await app.start(serve_http=False)
+    await until(lambda: len(audited(app)) == 5, within=10)
+    for state in app.store.snapshot():
+        assert state.last_result is not None
+        assert state.last_result.error is not None
+        assert state.last_result.error.reason is Reason.BANNED
+    assert sim.request_log == []
 
 
 async def test_periodic_audits_follow_the_interval(
