@@ -311,8 +311,14 @@ def test_audit_cost_is_the_heaviest_call() -> None:
             "policies: {market-maker: {interval: Auto}}\n",
             "policies.market-maker.interval: 'Auto' is not a duration or auto",
         ),
+        (
+            "keys: [{name: a, client: c, exchange: binance, api_key: k, api_secret: s,"
+            " interval: auto}, {name: b, client: c, exchange: binance, api_key: k,"
+            " api_secret: s, interval: autp}]\n",
+            "keys[1].interval: 'autp' is not a duration or auto",
+        ),
     ],
-    ids=["audit", "policy", "auto-with-long-jitter", "audit-typo", "policy-typo"],
+    ids=["audit", "policy", "auto-with-long-jitter", "audit-typo", "policy-typo", "key-typo"],
 )
 def test_interval_auto_is_accepted_at_every_level(
     tmp_path: Path, yaml_text: str, where: str | None
@@ -324,7 +330,7 @@ def test_interval_auto_is_accepted_at_every_level(
         " interval: auto}]\n"
     )
     path = tmp_path / "keymon.yaml"
-    path.write_text(yaml_text + key)
+    path.write_text(yaml_text if yaml_text.startswith("keys:") else yaml_text + key)
     if where is None:
         settings = load(path).settings
         assert settings.configured_interval(settings.keys[0]) == "auto"
