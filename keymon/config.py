@@ -31,6 +31,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     Field,
+    PrivateAttr,
     ValidationError,
     create_model,
     field_validator,
@@ -329,6 +330,8 @@ class Settings(BaseSettings):
     default_policy: str = DEFAULT_POLICY_NAME
     keys: tuple[KeyConfig, ...] = Field(min_length=1)
     notify: NotifySettings = NotifySettings()
+    #: Each exchange's ``interval: auto``, computed on first use (:meth:`auto_intervals`).
+    _auto_intervals: dict[str, timedelta] | None = PrivateAttr(default=None)
 
     @classmethod
     def settings_customise_sources(
@@ -395,10 +398,8 @@ class Settings(BaseSettings):
 
             interval = max(AUTO_INTERVAL_FLOOR, auto_keys * cost / available) minutes
         """
-        cached = self.__pydantic_private__ or {}
-        found = cached.get("_auto_intervals")
-        if found is not None:
-            return found  # type: ignore[no-any-return]
+        if self._auto_intervals is not None:
+            return self._auto_intervals
         auto_keys: dict[str, int] = {}
         fixed_load: dict[str, float] = {}
         for key in self.keys:
@@ -416,10 +417,7 @@ class Settings(BaseSettings):
             available = max(planned - fixed_load.get(exchange, 0.0), planned * AUTO_MIN_SHARE)
             minutes = count * audit_cost(EXCHANGES[exchange]) / available
             result[exchange] = max(AUTO_INTERVAL_FLOOR, timedelta(minutes=minutes))
-        if self.__pydantic_private__ is None:
-            object.__setattr__(self, "__pydantic_private__", {})
-        assert self.__pydantic_private__ is not None
-        self.__pydantic_private__["_auto_intervals"] = result
+        self._auto_intervals = result
         return result
 
     @model_validator(mode="after")
