@@ -23,6 +23,11 @@ lane runs them in due order as weight frees; a key whose next grid point has alr
 when it runs goes to the first grid point after now (missed runs are not made up). A key still
 being audited when its next run is due skips that run.
 
+**Reloads.** New keys (or keys with new credentials) join the first round; removed keys are
+dropped when their entry comes up; a kept key whose interval or jitter changed (``auto``
+intervals change with the number of keys) moves to its new grid at once, unless its first
+audit is still to come (:meth:`reschedule`, called by the app for audited keys only).
+
 **Bans and long blocks.** During a 418 ban, or a 429 window longer than the budget's
 ``max_wait``, due audits still start, ungranted: their first request fails at once with
 ``banned`` or ``rate_limited`` (recorded, as without the scheduler; ``audit_failing`` follows
