@@ -14,7 +14,12 @@ count against keymon's:
     audits delivered per exchange against what its budget or schedule allows, audit errors by
     reason, CPU per audit, peak RSS, scrape time, stop time (:mod:`bench.mixed_bench`).
 
-``--only check|daemon|mixed`` runs one phase (to iterate on it quickly).
+(d) time to ready (``/readyz`` 200) at 1,000 and 10,000 keys, and time to detect a withdrawal
+    switched on (``/metrics`` and a webhook channel) with ``interval: auto`` at 1,000 keys
+    (:mod:`bench.detect_bench`). Not part of the default run (it takes about ten minutes):
+    ``--only detect``.
+
+``--only check|daemon|mixed|detect`` runs one phase (to iterate on it quickly).
 
 Every figure is printed next to its target with PASS or MISS, and everything is written as
 JSON to ``bench/results/latest.json``. The run is bounded (:data:`TIME_BOUND` seconds for
@@ -42,7 +47,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import check_bench, daemon_bench, mixed_bench
+from bench import check_bench, daemon_bench, detect_bench, mixed_bench
 from bench.common import PYTHON, REPO, BenchError, child_env, run_measured
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
@@ -52,7 +57,11 @@ TIME_BOUND = 470.0
 #: Seconds kept for phase (c) (about 95 s when the machine is idle): (a) and (b) must finish
 #: before the last MIXED_SLICE seconds of TIME_BOUND, so a slow (a) or (b) cannot crowd it out.
 MIXED_SLICE = 140.0
-PHASES = ("check", "daemon", "mixed")
+PHASES = ("check", "daemon", "mixed", "detect")
+#: The phases a run without ``--only`` runs.
+DEFAULT_PHASES = ("check", "daemon", "mixed")
+#: Seconds phase (d) may take (``--only detect``): two readiness runs and five detections.
+DETECT_TIME_BOUND = 1200.0
 #: Phase (c): keys, interval (s), warm-up before the window (s).
 MIXED_RUN = (1_000, 30, 20.0)
 #: Phase (b) sizes: keys, budget (weight/min), interval (s), warm-up before the window (s).
@@ -160,6 +169,34 @@ def targets(results: dict[str, Any]) -> list[Target]:
                     out.append(
                         Target(f"{name}: /metrics {kind}, {stat}", value, "ms", "<=", 100, 0)
                     )
+    detect = results.get("detect")
+    if detect is not None:
+        out += [
+            Target(
+                "ready: 1,000 keys, default budget, from process start",
+                _get(detect, "ready", "1000", "ready_after_start_s"),
+                "s",
+                "<=",
+                5,
+                1,
+            ),
+            Target(
+                "detect (auto): withdrawal on /metrics, max",
+                _get(detect, "detect", "metrics_s", "max"),
+                "s",
+                "<=",
+                60,
+                1,
+            ),
+            Target(
+                "detect (auto): withdrawal at the ops channel, max",
+                _get(detect, "detect", "notify_s", "max"),
+                "s",
+                "<=",
+                65,
+                1,
+            ),
+        ]
     mixed = results.get("mixed")
     if mixed is not None:
         name = "mixed 1,000 keys"
@@ -326,6 +363,9 @@ def render(results: dict[str, Any], checks: list[Target]) -> str:
     mixed = results.get("mixed")
     if mixed:
         lines += _render_mixed(mixed)
+    detect = results.get("detect")
+    if detect:
+        lines += _render_detect(detect)
     lines.append("Targets")
     lines += _table(("figure", "value", "target", "result"), [t.row() for t in checks], {1})
     misses = sum(not t.passed for t in checks)
@@ -394,14 +434,71 @@ def _render_mixed(mixed: dict[str, Any]) -> list[str]:
         "  demand = keys x 60 / (interval - jitter) audits; expected = demand, or budget /",
         "  weight/audit (the adapter's endpoint weights but the clock sync's) where the",
         "  schedule asks for more than the budget allows; delivered = audits ok/min / expected;",
-        "  weight/min = weight keymon spent. Where demand exceeds the budget, keymon fails an",
-        "  audit that would wait for the budget longer than its max_wait with reason",
-        "  rate_limited (keymon/budget.py): failed/min counts those refusals, by design here",
-        "  (no target); the exchanges' own 429/418 must stay 0. CPU per audit = daemon CPU in",
-        "  the window / audits ok (/ attempted).",
+        "  weight/min = weight keymon spent. Where demand exceeds the budget, due audits wait",
+        "  for it in due order (keymon/schedule.py); failed/min counts audits that failed",
+        "  (e.g. rate_limited while a 429 window outlasts max_wait), no target; the exchanges'",
+        "  own 429/418 must stay 0. CPU per audit = daemon CPU in the window / audits ok",
+        "  (/ attempted).",
         "",
     ]
     return lines
+
+
+def _render_detect(detect: dict[str, Any]) -> list[str]:
+    lines = ["(d) keymon run: time to ready and time to detect (20 ms simulator latency)"]
+    rows: list[tuple[str, ...]] = []
+    for r in detect.get("ready", {}).values():
+        if "error" in r:
+            rows.append((f"{r['keys']:,}", "error", r["error"], "", "", "", "", ""))
+            continue
+        rows.append(
+            (
+                f"{r['keys']:,}",
+                f"{r['budget_per_min']:,}",
+                f"{r['startup_s']:.1f}",
+                f"{r['ready_after_up_s']:.1f}",
+                f"{r['ready_after_start_s']:.1f}",
+                f"{r['cpu_s_at_ready']:.1f}" if "cpu_s_at_ready" in r else "",
+                f"{r['budget_bound_s']:.0f}",
+                r.get("load_average", ""),
+            )
+        )
+    header = (
+        "keys",
+        "budget/min",
+        "start s",
+        "ready after up s",
+        "ready s",
+        "CPU s",
+        "budget wait s",
+        "load",
+    )
+    lines += _table(header, rows, {1, 2, 3, 4, 5, 6})
+    found = detect.get("detect")
+    if found and "error" not in found:
+        lines.append(
+            f"  detect, {found['keys']:,} keys, interval auto (computed "
+            f"{found['computed_interval_s']:.1f} s, gauge {found.get('interval_gauge_s', 0):.1f} "
+            f"s), {len(found['trials'])} trials: /metrics median / max "
+            f"{_opt(found['metrics_s']['median'])} / {_opt(found['metrics_s']['max'])} s, "
+            f"ops channel {_opt(found['notify_s']['median'])} / "
+            f"{_opt(found['notify_s']['max'])} s (polled every {found['metrics_poll_s']} s; "
+            f"trials from {found.get('settle_s', 0):.0f} s after ready); "
+            f"load {found.get('load_average', '')}"
+        )
+    elif found:
+        lines.append(f"  detect: error: {found['error']}")
+    lines += [
+        "  ready s = process start to /readyz 200; CPU s = the daemon's CPU until then (on an",
+        "  idle core, about its time to ready); budget wait = (ceil(keys / budget) - 1) minutes,",
+        "  the least the sliding 60 s window allows.",
+        "",
+    ]
+    return lines
+
+
+def _opt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def _loads(values: Sequence[float]) -> str:
@@ -458,19 +555,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         choices=PHASES,
-        help="run one phase: check (a), daemon (b) or mixed (c)",
+        help="run one phase: check (a), daemon (b), mixed (c) or detect (d)",
     )
     args = parser.parse_args(argv)
-    phases = {args.only} if args.only else {"check"} if args.skip_daemon else set(PHASES)
+    phases = {args.only} if args.only else {"check"} if args.skip_daemon else set(DEFAULT_PHASES)
     started = time.perf_counter()
-    deadline = started + TIME_BOUND
+    deadline = started + (DETECT_TIME_BOUND if phases == {"detect"} else TIME_BOUND)
     # (a) and (b) stop short of phase (c)'s slice when (c) is to run.
     early_deadline = deadline - MIXED_SLICE if "mixed" in phases else deadline
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "environment": _environment(),
         "latency_ms": 20.0,
-        "time_bound_s": TIME_BOUND,
+        "time_bound_s": DETECT_TIME_BOUND if phases == {"detect"} else TIME_BOUND,
         "phases": [phase for phase in PHASES if phase in phases],
     }
     with tempfile.TemporaryDirectory(prefix="keymon-bench-") as tmp:
@@ -522,6 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except BenchError as exc:
                 log(f"  phase (c) failed: {exc}")
                 results["mixed"] = {"keys": keys, "error": str(exc)}
+        if "detect" in phases:
+            results["detect"] = detect_bench.run(workdir, deadline=deadline, log=log)
     results["elapsed_s"] = time.perf_counter() - started
     results["environment"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     checks = targets(results)

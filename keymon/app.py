@@ -1,15 +1,17 @@
 """The daemon: scheduled, rate-budgeted audits, the HTTP endpoints, reload and shutdown.
 
 Wiring: one :class:`~keymon.audit.Auditor` (one guarded client and adapter per exchange),
-behind one :class:`~keymon.budget.WeightBudget`; an APScheduler 3.x asyncio scheduler with
-one job per key; the :class:`~keymon.store.Store` the jobs write into; ``/metrics``,
-``/healthz`` and ``/readyz`` reading from it.
+behind one :class:`~keymon.budget.WeightBudget`; one
+:class:`~keymon.schedule.AuditScheduler` (a due-queue per exchange, no job object per key);
+the :class:`~keymon.store.Store` the audits write into; ``/metrics``, ``/healthz`` and
+``/readyz`` reading from it.
 
-**Schedule.** Every key gets a stable phase ``f`` in [0, 1) from a hash of its name. Its first
-audit runs at ``f * warmup`` after start (``warmup`` is as short as the weight budget allows,
-and at most one interval), then every ``interval - jitter`` from ``warmup + f * (interval -
-jitter)``, each run delayed by up to ``jitter``. So keys are spread evenly over the interval,
-never fire together, and no gap between two audits of a key exceeds ``interval``.
+**Schedule** (:mod:`keymon.schedule`). The first audit of every key goes out as fast as the
+weight budget allows, so ``/readyz`` turns 200 as soon as the budget has granted the whole
+first round. Later audits are spread over each key's interval by a stable phase from a hash of
+its name, each run delayed by up to ``jitter``; no gap between two audits of a key exceeds its
+interval once the first round is done. ``interval: auto`` keys are audited as often as their
+exchange's budget allows (:meth:`~keymon.config.Settings.interval_for`).
 
 **Reload** (SIGHUP, or the configuration file or a secret file changing): a new file is
 validated in full; if invalid, its problems are logged, the old configuration keeps running
@@ -35,16 +37,12 @@ import stat
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.date import DateTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry, generate_latest
 
 from keymon import log as logging_setup
@@ -60,11 +58,13 @@ from keymon.budget import (
 )
 from keymon.config import LoadedConfig, Settings, key_secrets, load, parse_listen
 from keymon.errors import ConfigError
-from keymon.exchanges import EXCHANGES
+from keymon.exchanges import EXCHANGES, audit_cost
 from keymon.exchanges.base import Clock
 from keymon.metrics import AuditCollector, SelfMetrics, render
 from keymon.model import AuditResult
 from keymon.notify import Notifier, Sender, apprise_send
+from keymon.schedule import AuditScheduler, KeyPlan
+from keymon.schedule import phase as phase
 from keymon.state import DataDirLock, StateDB, StateReset, open_state
 from keymon.store import Store
 
@@ -72,10 +72,6 @@ log = structlog.get_logger(__name__)
 
 #: How often the configuration file (and secret files) are checked for changes.
 WATCH_INTERVAL = 2.0
-#: The first round runs at most this fast, even when the budget would allow more.
-MIN_WARMUP = timedelta(seconds=1)
-#: Share of the weight budget the first round may plan on (the rest is headroom).
-WARMUP_BUDGET_SHARE = 0.9
 #: A configuration that failed to load is tried again this often while its files stay as
 #: they were (quietly: only new problems are logged).
 FAILED_RELOAD_RETRY = 30.0
@@ -83,57 +79,6 @@ FAILED_RELOAD_RETRY = 30.0
 MAX_WATCHED_BYTES = 16 * 1024 * 1024
 #: How long an old client may finish its in-flight requests after a reload replaced it.
 OLD_CLIENT_GRACE = 30.0
-
-
-def phase(name: str) -> float:
-    """A stable fraction in [0, 1) for a key name: where in the interval it is audited."""
-    digest = hashlib.sha256(name.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """When a key's audits run: the first one, then periodically from ``periodic_start``."""
-
-    first: datetime
-    periodic_start: datetime
-    every: timedelta
-
-
-def plan_schedule(
-    names: list[str], settings: Settings, now: datetime, *, warmup: timedelta | None = None
-) -> dict[str, Plan]:
-    """The schedule of every key (see the module docstring). A pure function of its inputs."""
-    keys = {key.name: key for key in settings.keys}
-    jitter = settings.audit.jitter
-    warm_default = warmup if warmup is not None else warmup_for(names, settings)
-    plans = {}
-    for name in names:
-        key = keys.get(name)
-        interval = settings.interval_for(key) if key else settings.audit.interval
-        every = interval - jitter  # a run delayed by the full jitter still lands within interval
-        warm = min(warm_default, every)
-        f = phase(name)
-        # First-to-periodic gap: warm + f * (every - warm) <= every, since f < 1, warm <= every.
-        plans[name] = Plan(now + f * warm, now + warm + f * every, every)
-    return plans
-
-
-def warmup_for(names: list[str], settings: Settings) -> timedelta:
-    """How long the first round takes: as fast as the tightest budget allows, within reason."""
-    exchange_of = {key.name: key.exchange for key in settings.keys}
-    per_exchange: dict[str, int] = {}
-    for name in names:
-        exchange = exchange_of.get(name, next(iter(EXCHANGES)))  # not a key: the first one
-        per_exchange[exchange] = per_exchange.get(exchange, 0) + 1
-    seconds = max(
-        (
-            count * 60.0 / (budget(settings, exchange) * WARMUP_BUDGET_SHARE)
-            for exchange, count in per_exchange.items()
-        ),
-        default=0.0,
-    )
-    return min(settings.audit.interval, max(MIN_WARMUP, timedelta(seconds=seconds)))
 
 
 def budget(settings: Settings, exchange: str) -> int:
@@ -216,7 +161,7 @@ class App:
             ban_file=BanFile(self.settings.data_dir / BAN_FILE_NAME),
         )
         self.auditor = self._new_auditor(self.settings)
-        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.scheduler = AuditScheduler(self.audit_key, self._key_plan, self.budget)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -275,7 +220,7 @@ class App:
             await self._start_http()
         if schedule:
             self.scheduler.start()
-            self._schedule(list(self.store.names()))
+            self.scheduler.first_round(list(self.store.names()))
             self._watch_task = asyncio.create_task(self._watch_config(), name="config-watch")
         if deliver is None:
             deliver = schedule
@@ -285,7 +230,7 @@ class App:
         log.info(
             "keymon_started",
             keys=len(self.settings.keys),
-            interval=self.settings.audit.interval.total_seconds(),
+            interval=_describe(self.settings.audit.interval),
             listen=self.settings.listen if serve_http else None,
             port=self.port,
         )
@@ -316,7 +261,7 @@ class App:
         """Stop everything: scheduler (cancelling in-flight audits), watcher, clients, HTTP."""
         self._stopped.set()
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)  # cancels the running audit tasks
+            self.scheduler.shutdown()  # cancels the running audit tasks
         for task in (self._watch_task, self._deliver_task):
             if task is not None:
                 task.cancel()
@@ -331,40 +276,18 @@ class App:
 
     # ------------------------------------------------------------------ audits
 
-    def _schedule(self, names: list[str]) -> None:
-        plans = plan_schedule(names, self.settings, self.now())
-        jitter = self.settings.audit.jitter.total_seconds()
-        for name, plan in plans.items():
-            grace = int((plan.every + self.settings.audit.jitter).total_seconds())
-            self.scheduler.add_job(
-                self.audit_key,
-                DateTrigger(run_date=plan.first),
-                args=[name],
-                id=f"{name}#first",
-                replace_existing=True,
-                misfire_grace_time=grace,
-            )
-            self.scheduler.add_job(
-                self.audit_key,
-                IntervalTrigger(
-                    seconds=plan.every.total_seconds(),
-                    start_date=plan.periodic_start,
-                    jitter=jitter or None,
-                    timezone=UTC,
-                ),
-                args=[name],
-                id=name,
-                replace_existing=True,
-                coalesce=True,
-                max_instances=1,
-                misfire_grace_time=grace,
-            )
-
-    def _unschedule(self, names: list[str]) -> None:
-        for name in names:
-            for job_id in (name, f"{name}#first"):
-                with contextlib.suppress(Exception):
-                    self.scheduler.remove_job(job_id)
+    def _key_plan(self, name: str) -> KeyPlan | None:
+        """What the scheduler needs of a key when it is due; None once it is removed."""
+        state = self.store.get(name)
+        if state is None:
+            return None
+        key = state.key
+        return KeyPlan(
+            key.exchange,
+            state.interval.total_seconds(),
+            self.settings.jitter_for(key).total_seconds(),
+            audit_cost(EXCHANGES[key.exchange], self.settings.exchanges.for_exchange(key.exchange)),
+        )
 
     async def audit_key(self, name: str) -> AuditResult | None:
         """Audit one key now and record the result (the scheduler's job)."""
@@ -492,13 +415,22 @@ class App:
         fresh = self.store.configure(new, rejudge_all=old.trusted_ips != new.trusted_ips)
         after = set(self.store.names())
         removed = sorted(before - after)
-        self._unschedule(removed)
+        self.scheduler.unschedule(removed)
         if removed:
             self.db.forget_keys(sorted(after))
-        if old.audit != new.audit or _intervals(old) != _intervals(new):
-            self._schedule(sorted(after))  # new timetable for every key
-        else:
-            self._schedule(fresh)
+        # New keys (or new credentials): audited at once. Kept keys whose interval or jitter
+        # changed (``auto`` intervals change with the number of keys): a new place on the grid,
+        # unless their first audit is still to come (it stays as soon as the budget allows).
+        self.scheduler.first_round(fresh)
+        old_timing, new_timing = _timings(old), _timings(new)
+        self.scheduler.reschedule(
+            name
+            for name in sorted(after & before)
+            if name not in fresh
+            and old_timing.get(name) != new_timing.get(name)
+            and (state := self.store.get(name)) is not None
+            and state.audited
+        )
         log.info(
             "config_reloaded",
             keys=len(after),
@@ -660,8 +592,14 @@ def _fingerprint_paths(paths: list[Path]) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _intervals(settings: Settings) -> dict[str, timedelta]:
-    return {key.name: settings.interval_for(key) for key in settings.keys}
+def _timings(settings: Settings) -> dict[str, tuple[timedelta, timedelta]]:
+    return {
+        key.name: (settings.interval_for(key), settings.jitter_for(key)) for key in settings.keys
+    }
+
+
+def _describe(interval: timedelta | str) -> float | str:
+    return interval if isinstance(interval, str) else interval.total_seconds()
 
 
 def _shortest_interval(settings: Settings) -> float:
@@ -671,12 +609,9 @@ def _shortest_interval(settings: Settings) -> float:
 def _warn_if_budget_short(settings: Settings) -> None:
     needed: dict[str, float] = {}
     for key in settings.keys:
-        # Weight per minute: audits per minute times the weight of one audit.
-        weight = EXCHANGES[key.exchange].audit_weight_for(
-            settings.exchanges.for_exchange(key.exchange)
-        )
+        cost = audit_cost(EXCHANGES[key.exchange], settings.exchanges.for_exchange(key.exchange))
         needed[key.exchange] = (
-            needed.get(key.exchange, 0.0) + weight * 60 / settings.interval_for(key).total_seconds()
+            needed.get(key.exchange, 0.0) + cost * 60 / settings.interval_for(key).total_seconds()
         )
     for exchange, per_minute in needed.items():
         if per_minute > budget(settings, exchange):

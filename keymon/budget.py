@@ -49,7 +49,7 @@ import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -345,7 +345,50 @@ class WeightBudget(RequestGate):
 
     @contextlib.asynccontextmanager
     async def audit_scope(self, exchange: str, weight: int) -> AsyncIterator[None]:
+        prepaid = _prepaid.get()
+        if prepaid is not None and prepaid.get(exchange, 0) >= weight:
+            yield  # the scheduler granted the whole audit already (try_grant, prepaid)
+            return
         await self.acquire(exchange, weight)
+        token = _prepaid.set({exchange: weight})
+        try:
+            yield
+        finally:
+            _prepaid.reset(token)
+
+    def try_grant(self, exchange: str, weight: int) -> float | None:
+        """For the scheduler: grant ``weight`` now if keymon's own budget has room.
+
+        Returns 0.0 when granted (spent now; run the audit under :meth:`prepaid`), the
+        seconds to wait before asking again when the budget or a short block (429, the IP
+        near its limit) holds it back, or None when the audit should go out ungranted: a ban,
+        or a block longer than ``max_wait``, which the audit's own request then reports at
+        once (``banned``, ``rate_limited``), as it would without the scheduler.
+        """
+        state = self._states.get(exchange)
+        if state is None:
+            return None
+        self._poll_ban_file()
+        now = self._monotonic()
+        if now < state.banned_until:
+            return None
+        wait = self._wait_needed(state, weight, now)
+        if wait > 0:
+            blocked = now < state.blocked_until
+            recorded = state.block_recorded and not self._wait_for_recorded
+            if blocked and (wait > self.max_wait or recorded):
+                return None
+            return wait
+        state.spent.append((now, weight))
+        state.spent_total += weight
+        state.weight_sent += weight
+        return 0.0
+
+    @staticmethod
+    @contextlib.contextmanager
+    def prepaid(exchange: str, weight: int) -> Iterator[None]:
+        """Within this block (and the tasks it starts), ``weight`` granted by
+        :meth:`try_grant` pays for the audit's requests."""
         token = _prepaid.set({exchange: weight})
         try:
             yield

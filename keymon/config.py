@@ -33,6 +33,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     create_model,
     field_validator,
@@ -48,17 +49,20 @@ from pydantic_settings import (
 )
 
 from keymon.config_base import (
+    AUTO,
+    MAX_TIMEOUT,
+    SKIP_SECRET_RESOLUTION,
+    Boolean,
+    Interval,
+    IntervalPeriod,
+    Period,
+    _Model,
+)
+from keymon.config_base import (
     MAX_DURATION as MAX_DURATION,
 )
 from keymon.config_base import (
     MAX_SECRET_FILE_BYTES as MAX_SECRET_FILE_BYTES,
-)
-from keymon.config_base import (
-    MAX_TIMEOUT,
-    SKIP_SECRET_RESOLUTION,
-    Boolean,
-    Period,
-    _Model,
 )
 from keymon.config_base import (
     Duration as Duration,
@@ -88,7 +92,7 @@ from keymon.config_base import (
     parse_duration as parse_duration,
 )
 from keymon.errors import ConfigError
-from keymon.exchanges import CONFIG_ORDER, EXCHANGES
+from keymon.exchanges import CONFIG_ORDER, EXCHANGES, audit_cost
 from keymon.healthcheck import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG_PATH
 from keymon.healthcheck import DEFAULT_LISTEN, split_listen
 from keymon.model import PERMISSIONS, Permission, Severity
@@ -136,6 +140,18 @@ def parse_share(value: object) -> float:
 Share = Annotated[float, BeforeValidator(parse_share)]
 
 
+#: ``interval: auto`` plans on this share of an exchange's weight budget; the rest is headroom
+#: for clock syncs, retries after errors and a reload's new keys.
+AUTO_BUDGET_SHARE = 0.85
+#: ``interval: auto`` never audits a key more often than this, however large the budget.
+AUTO_INTERVAL_FLOOR = timedelta(seconds=10)
+#: ``interval: auto`` keys always get at least this share of the planned budget, even when keys
+#: with a fixed interval on the same exchange would take it all (``budget_too_small`` says so).
+AUTO_MIN_SHARE = 0.1
+#: With ``interval: auto`` a key's audits are jittered by at most this share of its interval.
+AUTO_JITTER_SHARE = 0.05
+
+
 class LogSettings(_Model):
     """``log:``: JSON for machines by default, ``console`` for people."""
 
@@ -144,9 +160,10 @@ class LogSettings(_Model):
 
 
 class AuditSettings(_Model):
-    """``audit:``: how often every key is audited."""
+    """``audit:``: how often every key is audited (``interval: auto``: as often as the
+    exchange's weight budget allows, see :meth:`Settings.interval_for`)."""
 
-    interval: Period = DEFAULT_INTERVAL
+    interval: IntervalPeriod = DEFAULT_INTERVAL
     jitter: Duration = DEFAULT_JITTER
     timeout: Duration = DEFAULT_TIMEOUT
 
@@ -161,6 +178,8 @@ class AuditSettings(_Model):
 
     @model_validator(mode="after")
     def _jitter_below_interval(self) -> Self:
+        if self.interval == AUTO:
+            return self  # scaled to each key's computed interval (Settings.jitter_for)
         if "jitter" not in self.model_fields_set and self.jitter >= self.interval:
             # The default jitter must not make a short interval invalid: scale it down.
             object.__setattr__(self, "jitter", self.interval / 10)
@@ -241,8 +260,9 @@ class Policy(_Model):
     max_age: Duration | None = None
     #: ``trading_lock_risk``: a trading-rule indicator at this share of its trigger value.
     lock_risk: Share = DEFAULT_LOCK_RISK
-    #: Audit keys under this policy this often (default: ``audit.interval``).
-    interval: Duration | None = None
+    #: Audit keys under this policy this often (default: ``audit.interval``); ``auto``: as
+    #: often as the exchange's weight budget allows.
+    interval: Interval | None = None
 
     @field_validator("max_age")
     @classmethod
@@ -356,6 +376,8 @@ class Settings(BaseSettings):
     default_policy: str = DEFAULT_POLICY_NAME
     keys: tuple[KeyConfig, ...] = Field(min_length=1)
     notify: NotifySettings = NotifySettings()
+    #: Each exchange's ``interval: auto``, computed on first use (:meth:`auto_intervals`).
+    _auto_intervals: dict[str, timedelta] | None = PrivateAttr(default=None)
 
     @classmethod
     def settings_customise_sources(
@@ -393,10 +415,57 @@ class Settings(BaseSettings):
         name = key.policy or self.default_policy
         return name, self.policies[name]
 
-    def interval_for(self, key: KeyBase) -> timedelta:
-        """How often ``key`` is audited: its own interval, its policy's, or ``audit.interval``."""
+    def configured_interval(self, key: KeyBase) -> timedelta | Literal["auto"]:
+        """The key's own interval, its policy's, or ``audit.interval``: a duration or auto."""
         policy = self.policies.get(key.policy or self.default_policy)
         return key.interval or (policy.interval if policy else None) or self.audit.interval
+
+    def interval_for(self, key: KeyBase) -> timedelta:
+        """How often ``key`` is audited: its own interval, its policy's, or ``audit.interval``;
+        for ``auto``, what its exchange's weight budget allows (:meth:`auto_intervals`)."""
+        interval = self.configured_interval(key)
+        if isinstance(interval, str):  # auto
+            return self.auto_intervals()[key.exchange]
+        return interval
+
+    def jitter_for(self, key: KeyBase) -> timedelta:
+        """How much a run of ``key`` may be delayed: ``audit.jitter``, and with ``auto`` at
+        most :data:`AUTO_JITTER_SHARE` of the computed interval."""
+        if self.configured_interval(key) == AUTO:
+            return min(self.audit.jitter, self.interval_for(key) * AUTO_JITTER_SHARE)
+        return self.audit.jitter
+
+    def auto_intervals(self) -> dict[str, timedelta]:
+        """The interval of the ``auto`` keys of each exchange (computed once per configuration).
+
+        Per exchange: ``budget * AUTO_BUDGET_SHARE`` weight per minute, less what its keys with
+        a fixed interval need, shared by its ``auto`` keys (each audit costs
+        :func:`~keymon.exchanges.audit_cost`)::
+
+            interval = max(AUTO_INTERVAL_FLOOR, auto_keys * cost / available) minutes
+        """
+        if self._auto_intervals is not None:
+            return self._auto_intervals
+        auto_keys: dict[str, int] = {}
+        fixed_load: dict[str, float] = {}
+        for key in self.keys:
+            interval = self.configured_interval(key)
+            cost = audit_cost(EXCHANGES[key.exchange], self.exchanges.for_exchange(key.exchange))
+            if isinstance(interval, str):  # auto
+                auto_keys[key.exchange] = auto_keys.get(key.exchange, 0) + 1
+            else:
+                per_minute = cost * 60 / interval.total_seconds()
+                fixed_load[key.exchange] = fixed_load.get(key.exchange, 0.0) + per_minute
+        result = {}
+        for exchange, count in auto_keys.items():
+            budget = self.exchanges.for_exchange(exchange).max_weight_per_minute
+            planned = budget * AUTO_BUDGET_SHARE
+            available = max(planned - fixed_load.get(exchange, 0.0), planned * AUTO_MIN_SHARE)
+            cost = audit_cost(EXCHANGES[exchange], self.exchanges.for_exchange(exchange))
+            minutes = count * cost / available
+            result[exchange] = max(AUTO_INTERVAL_FLOOR, timedelta(minutes=minutes))
+        self._auto_intervals = result
+        return result
 
     @model_validator(mode="after")
     def _intervals_longer_than_jitter(self) -> Self:
@@ -404,7 +473,10 @@ class Settings(BaseSettings):
         where = [(f"policies.{n}.interval", p.interval) for n, p in self.policies.items()]
         where += [(f"keys[{i}].interval", k.interval) for i, k in enumerate(self.keys)]
         for loc, interval in where:
-            if interval is not None and (interval < timedelta(seconds=1) or interval <= jitter):
+            if interval is None or interval == AUTO:
+                continue
+            assert isinstance(interval, timedelta)
+            if interval < timedelta(seconds=1) or interval <= jitter:
                 raise PydanticCustomError(
                     "duration",
                     "{loc}: {interval} must be at least 1s and longer than audit.jitter ({jitter})",

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -110,6 +110,38 @@ def _at_least_one_second(value: timedelta) -> timedelta:
 
 #: A duration of at least one second: how often something is done.
 Period = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_at_least_one_second)]
+
+#: ``interval: auto``: audit as often as the exchange's weight budget allows (see
+#: :meth:`keymon.config.Settings.interval_for`).
+AUTO: Literal["auto"] = "auto"
+
+
+def parse_interval(value: object) -> timedelta | Literal["auto"]:
+    """An audit interval: a duration (:func:`parse_duration`) or the word ``auto``."""
+    if isinstance(value, str) and value.strip() == AUTO:
+        return AUTO
+    try:
+        return parse_duration(value)
+    except PydanticCustomError as exc:
+        if exc.type != "duration" or "is not a duration" not in exc.message():
+            raise
+        raise PydanticCustomError(
+            "duration",
+            "'{value}' is not a duration or auto; write it like 30s, 5m, 1h or 14d, or auto",
+            {"value": str(value)[:40]},
+        ) from None
+
+
+def _period_or_auto(value: timedelta | Literal["auto"]) -> timedelta | Literal["auto"]:
+    return value if isinstance(value, str) else _at_least_one_second(value)
+
+
+#: An audit interval: a duration, or ``auto`` (as often as the weight budget allows).
+Interval = Annotated[timedelta | Literal["auto"], BeforeValidator(parse_interval)]
+#: ``audit.interval``: an :data:`Interval` of at least one second, or ``auto``.
+IntervalPeriod = Annotated[
+    timedelta | Literal["auto"], BeforeValidator(parse_interval), AfterValidator(_period_or_auto)
+]
 
 
 def format_duration(value: timedelta) -> str:
@@ -489,8 +521,9 @@ class KeyBase(_Model):
     api_secret: SecretRef
     policy: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
-    #: Audit this key this often (default: its policy's interval, then ``audit.interval``).
-    interval: Duration | None = None
+    #: Audit this key this often (default: its policy's interval, then ``audit.interval``);
+    #: ``auto``: as often as the exchange's weight budget allows.
+    interval: Interval | None = None
 
     @field_validator("name")
     @classmethod

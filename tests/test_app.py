@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from keymon.app import App, phase, plan_schedule
+from keymon.app import App, phase
 from keymon.config import load
 from keymon.model import Reason
 from keymon.simulator.binance import BinanceSimulator
@@ -124,42 +124,6 @@ def value(
 
 
 # ----------------------------------------------------------------------------- schedule
-
-
-def test_schedule_spreads_first_round_and_periods() -> None:
-    """1,000 keys: first audits spread over the warm-up, periods over the whole interval."""
-    names = [f"key-{i}" for i in range(1000)]
-    settings = make_settings(
-        *[
-            {"name": n, "client": "c", "exchange": "binance", "api_key": "k", "api_secret": "s"}
-            for n in names[:1]
-        ]
-    )
-    now = datetime(2026, 11, 23, tzinfo=UTC)
-    plans = plan_schedule(names, settings, now)
-    interval = settings.audit.interval
-    warm = max(p.first for p in plans.values()) - now
-    assert warm <= interval
-    # Per 10 s bucket of the interval, no more than 3x the even share of periodic starts.
-    buckets: dict[int, int] = {}
-    for plan in plans.values():
-        offset = (plan.periodic_start - now - timedelta(seconds=1)).total_seconds()
-        buckets[int(offset % interval.total_seconds() // 10)] = (
-            buckets.get(int(offset % interval.total_seconds() // 10), 0) + 1
-        )
-    even = 1000 / (interval.total_seconds() / 10)
-    assert max(buckets.values()) <= 3 * even
-    assert len(buckets) == interval.total_seconds() // 10
-
-
-def test_no_gap_between_audits_exceeds_the_interval() -> None:
-    """First audit to first period, and period to period even with full jitter: <= interval."""
-    settings = make_settings(audit={"interval": "5m", "jitter": "10s"})
-    now = datetime(2026, 11, 23, tzinfo=UTC)
-    jitter = settings.audit.jitter
-    for name, plan in plan_schedule([f"k{i}" for i in range(200)], settings, now).items():
-        assert plan.periodic_start + jitter - plan.first <= settings.audit.interval, name
-        assert plan.every + jitter <= settings.audit.interval
 
 
 def test_phase_is_stable_and_uniform() -> None:
@@ -379,8 +343,8 @@ async def test_reload_adds_and_removes_keys(
     )
     assert await app.reload()
     assert sorted(app.store.names()) == ["doc-key", "third-key"]
-    assert app.scheduler.get_job("other-key") is None
-    assert app.scheduler.get_job("third-key") is not None
+    assert not app.scheduler.scheduled("other-key")
+    assert app.scheduler.scheduled("third-key")
     await app.audit_key("third-key")
     s = await scrape(app)
     assert value(s, "keymon_key_info", key="other-key") is None
@@ -646,12 +610,10 @@ def test_per_policy_and_per_key_intervals() -> None:
         },
     ]
     settings = make_settings(*keys, policies={"market-maker": {}, "watchful": {"interval": "1m"}})
-    now = datetime(2026, 11, 23, tzinfo=UTC)
-    plans = plan_schedule(["plain", "by-policy", "own"], settings, now)
-    jitter = settings.audit.jitter
-    assert plans["plain"].every + jitter == timedelta(minutes=5)
-    assert plans["by-policy"].every + jitter == timedelta(minutes=1)
-    assert plans["own"].every + jitter == timedelta(seconds=30)
+    by_name = {key.name: key for key in settings.keys}
+    assert settings.interval_for(by_name["plain"]) == timedelta(minutes=5)
+    assert settings.interval_for(by_name["by-policy"]) == timedelta(minutes=1)
+    assert settings.interval_for(by_name["own"]) == timedelta(seconds=30)
 
 
 async def test_key_labels_ride_on_the_info_series(tmp_path: Path, sim2: BinanceSimulator) -> None:

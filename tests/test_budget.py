@@ -403,3 +403,31 @@ async def test_check_runs_at_most_four_audits_per_exchange_at_once(clock: FakeCl
         )
     assert all(r.ok for r in results)
     assert peak == CHECK_PER_EXCHANGE_CONCURRENCY == 4
+
+
+async def test_the_scheduler_is_granted_whole_audits_and_told_how_long_to_wait(
+    fake: FakeTime, clock: FakeClock
+) -> None:
+    """try_grant: granted while the budget has room (and the grant pays the audit's requests),
+    the wait while it has none; a ban or a block beyond max_wait: sent ungranted, to fail."""
+    gate = budget(fake, clock, per_minute=4, max_wait=30)
+    assert [gate.try_grant("binance", 2) for _ in range(2)] == [0.0, 0.0]
+    assert gate.try_grant("binance", 1) == pytest.approx(WINDOW)
+    with WeightBudget.prepaid("binance", 2):
+        async with gate.audit_scope("binance", 2):  # already granted: no second charge
+            await gate.acquire("binance", 1)
+            await gate.acquire("binance", 1)
+    assert fake.slept == []
+    assert gate.stats("binance")["weight_sent"] == 4
+
+    fake.now += WINDOW
+    gate.observe("binance", response(429, **{"Retry-After": "10"}))
+    assert gate.try_grant("binance", 1) == pytest.approx(10)  # short: the lane waits
+    gate.observe("binance", response(429, **{"Retry-After": "300"}))
+    assert gate.try_grant("binance", 1) is None  # longer than max_wait: fails at once
+    fake.now += 301
+    gate.observe("binance", response(418, **{"Retry-After": "120"}))
+    assert gate.try_grant("binance", 1) is None
+    with pytest.raises(ExchangeRateLimited) as banned:
+        await gate.acquire("binance", 1)
+    assert banned.value.reason is Reason.BANNED

@@ -201,7 +201,10 @@ INVALID_CASES: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "invalid-duration-unit.yaml",
-        ("audit.interval: '5x' is not a duration; write it like 30s, 5m, 1h or 14d",),
+        (
+            "audit.interval: '5x' is not a duration or auto;"
+            " write it like 30s, 5m, 1h or 14d, or auto",
+        ),
     ),
     ("invalid-interval-below-1s.yaml", ("audit.interval: must be at least 1s",)),
     (

@@ -2,10 +2,10 @@
 
 Bottom to top: the common pieces (errors, model, log, changes, config_base), the exchange
 modules (each with its settings, key model and adapter), the configuration (which collects them
-from the registry), then policy, store, state and budget; audit, metrics and notify; the app;
-and the command line and demo at the top. The simulators import nothing of keymon outside
-:mod:`keymon.simulator`. Imports inside functions and under ``TYPE_CHECKING`` are not
-module-level and are not counted.
+from the registry), then policy, store, state and budget; audit, metrics, notify and the
+scheduler; the app; and the command line and demo at the top. The simulators import nothing
+of keymon outside :mod:`keymon.simulator`. Imports inside functions and under
+``TYPE_CHECKING`` are not module-level and are not counted.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "keymon.audit": 4,
     "keymon.metrics": 4,
     "keymon.notify": 4,
+    "keymon.schedule": 4,
     "keymon.app": 5,
     "keymon.demo": 6,
     "keymon.cli": 6,

@@ -14,6 +14,8 @@ contract suite. :data:`EXCHANGES` lists the introspecting exchanges first.
 
 from __future__ import annotations
 
+from typing import Any
+
 from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGate, build_client
 from keymon.exchanges.biconomy import BiconomyAdapter
 from keymon.exchanges.binance import BinanceAdapter
@@ -75,6 +77,21 @@ CONFIG_ORDER: tuple[str, ...] = (
 )
 assert sorted(CONFIG_ORDER) == sorted(EXCHANGES)
 
+
+def audit_cost(adapter: type[ExchangeAdapter], settings: Any) -> int:
+    """The weight one audit of a key spends in keymon's budget (clock syncs aside) under the
+    exchange's ``settings``: the adapter's ``audit_weight_for(settings)`` (several calls granted
+    at once; Binance's trading-status reads add two), or its heaviest call.
+
+    Where the weights come from: each adapter's ``weights`` (the exchange's own unit, cited
+    in its module) and ``audit_weight``; ``interval: auto`` and the scheduler plan with it.
+    """
+    weights: dict[str, int] = dict(getattr(adapter, "weights", {}))
+    time_path = getattr(adapter, "time_path", None)
+    calls = [weight for path, weight in weights.items() if path != time_path]
+    return max(adapter.audit_weight_for(settings), max(calls, default=1))
+
+
 __all__ = [
     "CONFIG_ORDER",
     "EXCHANGES",
@@ -96,5 +113,6 @@ __all__ = [
     "OkxAdapter",
     "ReadOnlyTransport",
     "RequestGate",
+    "audit_cost",
     "build_client",
 ]
