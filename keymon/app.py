@@ -45,7 +45,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from keymon import log as logging_setup
 from keymon.audit import Auditor, TransportFactory
@@ -62,7 +62,7 @@ from keymon.config import LoadedConfig, Settings, key_secrets, load, parse_liste
 from keymon.errors import ConfigError
 from keymon.exchanges import EXCHANGES
 from keymon.exchanges.base import Clock
-from keymon.metrics import AuditCollector, SelfMetrics, render
+from keymon.metrics import AuditCollector, SelfMetrics, iter_body, render
 from keymon.model import AuditResult
 from keymon.notify import Notifier, Sender, apprise_send
 from keymon.state import DataDirLock, StateDB, StateReset, open_state
@@ -572,8 +572,8 @@ class App:
         return render(self._self_registry, self.collector)
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
-        # Streamed chunk by chunk: at 10,000 keys the body is tens of MB, never held whole.
-        head = generate_latest(self._self_registry)
+        # Streamed chunk by chunk (a generator, each chunk written before the next is built):
+        # at 10,000 keys the body is tens of MB, never held whole, plain or gzipped.
         rendered = await asyncio.to_thread(self.collector.snapshot)
         response = web.StreamResponse(
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
@@ -583,12 +583,14 @@ class App:
             compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip, fast
             response.headers["Content-Encoding"] = "gzip"
         await response.prepare(request)
-        for text in (head.decode(), *AuditCollector.iter_text(rendered)):
-            data = text.encode()
+        for chunk in iter_body(self._self_registry, rendered):
+            data = chunk
             if compressor is not None:
-                data = await asyncio.to_thread(compressor.compress, data)
+                data = await asyncio.to_thread(compressor.compress, chunk)
+            del chunk
             if data:
                 await response.write(data)
+            del data
         if compressor is not None:
             await response.write(compressor.flush())
         await response.write_eof()

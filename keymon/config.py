@@ -12,7 +12,9 @@ Durations are written ``30s``, ``5m``, ``1h``, ``14d`` (or combined, ``1h30m``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import ipaddress
 import json
 import operator
@@ -431,7 +433,8 @@ def load(path: Path | str) -> LoadedConfig:
     """
     path = Path(path)
     try:
-        return _load(path)
+        with _gc_paused():
+            return _load(path)
     except ConfigError:
         raise
     except Exception as exc:
@@ -441,6 +444,25 @@ def load(path: Path | str) -> LoadedConfig:
                 "this is a bug in keymon, please report it"
             ]
         ) from None
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a configuration is parsed and validated.
+
+    Loading 10,000 keys allocates millions of objects that all live until the load ends (the
+    YAML nodes, then the models), none of them garbage: the collector's passes over them were
+    most of the load's time (2.2 s, 0.74 s with it paused). Reference counting still frees
+    whatever is dropped; the collector is switched back on (if it was on) when the load ends,
+    however it ends.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _load(path: Path) -> LoadedConfig:

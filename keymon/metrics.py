@@ -34,6 +34,7 @@ last used, and the ``key_locked`` finding).
 from __future__ import annotations
 
 import threading
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -245,10 +246,40 @@ def _line(family: Family, labels: Labels, value: float) -> str:
     return f"{family.sample_name}{{{pairs}}} {_go_float(value)}\n"
 
 
+#: Where each family sits in :data:`KEY_FAMILIES` (the order of a key's rendered text).
+_FAMILY_INDEX = {family.name: i for i, family in enumerate(KEY_FAMILIES)}
+
+
 @dataclass(slots=True)
 class _Rendered:
+    """One key's series as exposition text: one bytes object, family after family in
+    :data:`KEY_FAMILIES` order, and where each family's lines end in it. One object per key
+    instead of a dict of strings (measured at 10,000 keys: about 2 KB less per key)."""
+
     version: int
-    text: dict[str, str]  # family name -> exposition lines; only text is kept (memory)
+    text: bytes
+    ends: array[int]  # array("I"): ends[i] is the end offset of family i's lines in text
+
+    def family(self, index: int) -> bytes:
+        """The lines of family ``index`` (empty when the key has none)."""
+        ends = self.ends
+        start = ends[index - 1] if index else 0
+        end = ends[index]
+        return self.text[start:end] if end > start else b""
+
+
+def _render(state: KeyState, trusted_ips: Sequence[object], version: int) -> _Rendered:
+    lines: list[list[str]] = [[] for _ in KEY_FAMILIES]
+    for family, labels, value in key_samples(state, trusted_ips):
+        lines[_FAMILY_INDEX[family.name]].append(_line(family, labels, value))
+    parts = ["".join(group).encode() for group in lines]
+    ends = array("I")
+    total = 0
+    for part in parts:
+        total += len(part)
+        ends.append(total)
+    text = b"".join(parts)
+    return _Rendered(version, text, ends)
 
 
 class AuditCollector(Collector):
@@ -267,11 +298,7 @@ class AuditCollector(Collector):
             for state in states:
                 cached = self._cache.get(state.name)
                 if cached is None or cached.version != state.version:
-                    text: dict[str, str] = {}
-                    for family, labels, value in key_samples(state, self.trusted_ips):
-                        line = _line(family, labels, value)
-                        text[family.name] = text.get(family.name, "") + line
-                    cached = _Rendered(state.version, text)
+                    cached = _render(state, self.trusted_ips, state.version)
                 fresh[state.name] = cached
             self._cache = fresh  # forget removed keys
             return list(fresh.values())
@@ -297,30 +324,35 @@ class AuditCollector(Collector):
 
     def render_key(self, state: KeyState) -> None:
         """Render one key's series now (after its audit), so that scrapes only join text."""
-        text: dict[str, str] = {}
-        for family, labels, value in key_samples(state, self.trusted_ips):
-            text[family.name] = text.get(family.name, "") + _line(family, labels, value)
+        rendered = _render(state, self.trusted_ips, state.version)
         with self._lock:
-            self._cache[state.name] = _Rendered(state.version, text)
+            self._cache[state.name] = rendered
 
     def snapshot(self) -> list[_Rendered]:
         """Every key's current rendering (stale ones rendered now); cheap when all are fresh."""
         return self._rendered()
 
     @staticmethod
-    def iter_text(rendered: list[_Rendered], batch: int = 1000) -> Iterator[str]:
-        """The per-key families, in exposition format, a batch of keys per chunk."""
-        for family in KEY_FAMILIES:
+    def iter_chunks(rendered: list[_Rendered], batch: int = 1000) -> Iterator[bytes]:
+        """The per-key families, in exposition format, a batch of keys per chunk.
+
+        A generator: each chunk is built when asked for, so a caller that writes a chunk before
+        asking for the next one holds one chunk at a time (about 2 MB at most at 1,000 keys a
+        chunk), never the whole body (37 MB at 10,000 keys).
+        """
+        for index, family in enumerate(KEY_FAMILIES):
             yield (
                 f"# HELP {family.sample_name} {family.help}\n"
                 f"# TYPE {family.sample_name} {family.kind}\n"
-            )
+            ).encode()
             for start in range(0, len(rendered), batch):
-                yield "".join(r.text.get(family.name, "") for r in rendered[start : start + batch])
+                chunk = b"".join([r.family(index) for r in rendered[start : start + batch]])
+                if chunk:
+                    yield chunk
 
     def render_text(self) -> str:
         """The per-key families in the text exposition format, from the cached renderings."""
-        return "".join(self.iter_text(self._rendered()))
+        return b"".join(self.iter_chunks(self._rendered())).decode()
 
 
 def _metric_family(family: Family) -> GaugeMetricFamily | CounterMetricFamily:
@@ -400,6 +432,12 @@ class SelfMetrics:
 
 
 def render(registry: CollectorRegistry, collector: AuditCollector) -> bytes:
-    """The full ``/metrics`` body: self-metrics, then the per-key families (the HTTP handler
-    streams the same text chunk by chunk)."""
-    return generate_latest(registry) + collector.render_text().encode()
+    """The full ``/metrics`` body at once: self-metrics, then the per-key families (for tests
+    and ``--once``; the HTTP handler streams the same bytes chunk by chunk, :func:`iter_body`)."""
+    return b"".join(iter_body(registry, collector.snapshot()))
+
+
+def iter_body(registry: CollectorRegistry, rendered: list[_Rendered]) -> Iterator[bytes]:
+    """The ``/metrics`` body chunk by chunk: self-metrics, then the per-key families."""
+    yield generate_latest(registry)
+    yield from AuditCollector.iter_chunks(rendered)

@@ -401,7 +401,6 @@ class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=Bina
             ip_list=None,  # Binance does not show a key its own IP list
             created_at=utc_from_ms(restrictions.createTime) if restrictions.createTime else None,
             deadlines=deadlines,
-            raw=dict(body),
         )
 
 

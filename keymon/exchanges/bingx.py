@@ -424,7 +424,6 @@ class BingxAdapter(AdapterBase, settings_model=BingxSettings, key_model=BingxKey
             ip_list=ip_list,
             created_at=utc_from_ms(created) if created else None,
             deadlines=(),  # BingX shows no expiry; its 14-day idle deletion has no date
-            raw={k: v for k, v in data.items() if k != "apiKey"},
             ip_unrestricted_note=note,
         )
 

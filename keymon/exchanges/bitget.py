@@ -310,7 +310,6 @@ class BitgetAdapter(AdapterBase, settings_model=BitgetSettings, key_model=Bitget
             ip_list=ip_list,
             created_at=None,  # regisTime is the account's registration, not the key's
             deadlines=(),  # Bitget shows no expiry for a key
-            raw=dict(data),
         )
 
 

@@ -353,7 +353,6 @@ class BybitAdapter(AdapterBase, settings_model=BybitSettings, key_model=BybitKey
             ip_list=tuple(ip for ip in info.ips or () if ip != "*"),
             created_at=_parse_time(info.createdAt),
             deadlines=self._deadlines(info),
-            raw={k: v for k, v in dict(result).items() if k != "secret"},
             account_kind=_account_kind(info),
             third_party_app=None if info.type not in (1, 2) else info.type == 2,
         )

@@ -477,7 +477,6 @@ class CoinbaseAdapter(AdapterBase, settings_model=CoinbaseSettings, key_model=Co
             ip_list=None,
             created_at=None,  # nor its creation time
             deadlines=(),  # nor any expiry
-            raw=dict(data),
         )
 
 

@@ -232,10 +232,7 @@ class GateAdapter(AdapterBase, settings_model=GateSettings, key_model=GateKey):
                 raise
             # Authenticated, but without the account read permission: accepted, not visible.
             log.info("account_detail_not_allowed", exchange=NAME, label=str(exc.code))
-            return KeyFacts(
-                coverage=Coverage.LIVENESS,
-                raw={"account_detail": f"{exc.code}: the key lacks the account read permission"},
-            )
+            return KeyFacts(coverage=Coverage.LIVENESS)
         entry: MainKey | None = None
         try:
             keys = await self._get(MAIN_KEYS_PATH, auth=auth)
@@ -321,13 +318,11 @@ class GateAdapter(AdapterBase, settings_model=GateSettings, key_model=GateKey):
                 exchange=NAME,
             ) from None
         ip_list = tuple(ip.strip() for ip in detail.ip_whitelist or () if ip.strip())
-        raw: dict[str, Any] = dict(data)
         perms: dict[str, bool] = {}
         created_at: datetime | None = None
         last_used: datetime | None = None
         locked: bool | None = None
         if entry is not None:
-            raw["main_key"] = entry.model_dump()
             if entry.perms is not None:
                 perms = permissions(entry.perms)
             created_at = _timestamp(entry.created_at)
@@ -340,7 +335,6 @@ class GateAdapter(AdapterBase, settings_model=GateSettings, key_model=GateKey):
             ip_list=ip_list,
             created_at=created_at,
             deadlines=(),  # Gate shows no expiry for a key
-            raw=raw,
             key_locked=locked,
             last_used_at=last_used,
         )

@@ -259,7 +259,6 @@ class HtxAdapter(AdapterBase, settings_model=HtxSettings, key_model=HtxKey):
             ip_list=ip_list,
             created_at=created,
             deadlines=(),  # validDays is kept raw: see the module docstring
-            raw=dict(entry),
             key_locked=None if info.status is None else info.status.lower() != "normal",
         )
 

@@ -394,7 +394,6 @@ class KrakenAdapter(AdapterBase, settings_model=KrakenSettings, key_model=Kraken
             last_used = parse_time(info.lastUsed)
         except ValueError:
             last_used = None
-        raw = {k: v for k, v in dict(data).items() if k not in ("apiKey", "iban")}
         return KeyFacts(
             coverage=Coverage.INTROSPECTION,
             permissions=permissions(info.permissions),
@@ -402,7 +401,6 @@ class KrakenAdapter(AdapterBase, settings_model=KrakenSettings, key_model=Kraken
             ip_list=ip_list,
             created_at=created,
             deadlines=(Deadline("key_expiry", expires),) if expires else (),
-            raw=raw,
             last_used_at=last_used,
         )
 

@@ -314,7 +314,6 @@ class KucoinAdapter(AdapterBase, settings_model=KucoinSettings, key_model=Kucoin
             ip_list=tuple(ips),
             created_at=utc_from_ms(info.createdAt) if info.createdAt else None,
             deadlines=(),  # no expiry field (§2.3)
-            raw=dict(data),
             account_kind=None if info.isMaster is None else "master" if info.isMaster else "sub",
         )
 

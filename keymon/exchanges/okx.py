@@ -294,7 +294,6 @@ class OkxAdapter(AdapterBase, settings_model=OkxSettings, key_model=OkxKey):
             ip_list=ips,
             created_at=None,  # OKX shows no creation time
             deadlines=(),  # nor an expiry
-            raw=dict(first),
             account_kind=(
                 None
                 if not info.uid or not info.mainUid
