@@ -583,7 +583,7 @@ class App:
             compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip, fast
             response.headers["Content-Encoding"] = "gzip"
         await response.prepare(request)
-        for chunk in iter_body(self._self_registry, rendered):
+        for chunk in iter_body(self._self_registry, rendered, self.collector.chunk_keys):
             data = chunk
             if compressor is not None:
                 data = await asyncio.to_thread(compressor.compress, chunk)

@@ -246,6 +246,9 @@ def _line(family: Family, labels: Labels, value: float) -> str:
     return f"{family.sample_name}{{{pairs}}} {_go_float(value)}\n"
 
 
+#: Keys per chunk of a streamed ``/metrics`` body: one family's lines of this many keys (at most
+#: about 2 MB, the ``keymon_key_finding`` lines of 1,000 keys).
+CHUNK_KEYS = 1000
 #: Where each family sits in :data:`KEY_FAMILIES` (the order of a key's rendered text).
 _FAMILY_INDEX = {family.name: i for i, family in enumerate(KEY_FAMILIES)}
 
@@ -290,6 +293,8 @@ class AuditCollector(Collector):
         self.trusted_ips = trusted_ips
         self._cache: dict[str, _Rendered] = {}
         self._lock = threading.Lock()
+        #: Keys per chunk of a streamed scrape (:func:`iter_body`).
+        self.chunk_keys = CHUNK_KEYS
 
     def _rendered(self) -> list[_Rendered]:
         states = self._store.snapshot()
@@ -333,7 +338,7 @@ class AuditCollector(Collector):
         return self._rendered()
 
     @staticmethod
-    def iter_chunks(rendered: list[_Rendered], batch: int = 1000) -> Iterator[bytes]:
+    def iter_chunks(rendered: list[_Rendered], batch: int = CHUNK_KEYS) -> Iterator[bytes]:
         """The per-key families, in exposition format, a batch of keys per chunk.
 
         A generator: each chunk is built when asked for, so a caller that writes a chunk before
@@ -437,7 +442,9 @@ def render(registry: CollectorRegistry, collector: AuditCollector) -> bytes:
     return b"".join(iter_body(registry, collector.snapshot()))
 
 
-def iter_body(registry: CollectorRegistry, rendered: list[_Rendered]) -> Iterator[bytes]:
+def iter_body(
+    registry: CollectorRegistry, rendered: list[_Rendered], batch: int = CHUNK_KEYS
+) -> Iterator[bytes]:
     """The ``/metrics`` body chunk by chunk: self-metrics, then the per-key families."""
     yield generate_latest(registry)
-    yield from AuditCollector.iter_chunks(rendered)
+    yield from AuditCollector.iter_chunks(rendered, batch)
