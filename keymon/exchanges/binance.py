@@ -245,7 +245,7 @@ class BinanceAuth(httpx.Auth):
 class ServerTime(BaseModel):
     """``GET /api/v3/time``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     serverTime: StrictInt
 
 
@@ -257,7 +257,7 @@ class ApiRestrictions(BaseModel):
     flags are optional (Binance added some over the years): absent means "not visible".
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     ipRestrict: StrictBool
     enableWithdrawals: StrictBool

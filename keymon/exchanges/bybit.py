@@ -171,7 +171,7 @@ class BybitAuth(httpx.Auth):
 class Envelope(BaseModel):
     """Every v5 answer: ``{retCode, retMsg, result, retExtInfo, time}``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     retCode: StrictInt
     retMsg: str = ""
     result: Any = None
@@ -182,7 +182,7 @@ class ApiKeyInfo(BaseModel):
     """``result`` of ``GET /v5/user/query-api``. ``permissions`` is required: a body without
     it says nothing the security rules can stand on."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     apiKey: StrictStr
     readOnly: StrictInt = 0

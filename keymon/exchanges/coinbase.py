@@ -307,7 +307,7 @@ class KeyPermissions(BaseModel):
     answer with none of the three flags tells nothing and is a bad response.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     can_view: StrictBool | None = None
     can_trade: StrictBool | None = None
     can_transfer: StrictBool | None = None

@@ -170,7 +170,7 @@ class GateAuth(httpx.Auth):
 class ErrorBody(BaseModel):
     """A Gate error: ``{"label": ..., "message": ...}`` with a 4xx/5xx status."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     label: StrictStr
     message: str = ""
 
@@ -178,12 +178,12 @@ class ErrorBody(BaseModel):
 class AccountDetail(BaseModel):
     """``GET /api/v4/account/detail``. ``ip_whitelist`` may be absent or null (no binding)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     ip_whitelist: list[StrictStr] | None = None
 
 
 class Perm(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     name: StrictStr
     read_only: StrictBool = False
 
@@ -191,7 +191,7 @@ class Perm(BaseModel):
 class MainKey(BaseModel):
     """One entry of ``GET /api/v4/account/main_keys``; ``key`` is masked."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     key: StrictStr
     perms: list[Perm] | None = None
     state: int | None = None

@@ -165,7 +165,7 @@ class KeyInfo(BaseModel):
     """One entry of ``data``. ``permission`` is required: without it the security rules have
     nothing to stand on."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     accessKey: StrictStr
     permission: StrictStr

@@ -250,7 +250,7 @@ class KrakenAuth(httpx.Auth):
 class Envelope(BaseModel):
     """Every answer: ``{"error": [...], "result": {...}}``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     error: list[StrictStr]
     result: Any = None
 
@@ -262,7 +262,7 @@ class KeyInfo(BaseModel):
     """``result`` of ``GetApiKeyInfo``. exchange-apis.md gives no field types: times are read
     from strings or numbers, Unix seconds or milliseconds, or ISO 8601."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     apiKey: StrictStr | None = None
     permissions: list[StrictStr]

@@ -165,7 +165,7 @@ class KucoinAuth(httpx.Auth):
 class Envelope(BaseModel):
     """Every answer: ``{code, data}`` on success, ``{code, msg}`` on failure."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     code: StrictStr
     msg: str = ""
     data: Any = None
@@ -175,7 +175,7 @@ class ApiKeyInfo(BaseModel):
     """``data`` of ``GET /api/v1/user/api-key``. ``permission`` is required: a body without it
     says nothing the security rules can stand on."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     apiKey: StrictStr
     permission: StrictStr
