@@ -689,15 +689,39 @@ class _LimitedComposer(yaml.composer.Composer):
         if anchor is not None:
             self.anchors[anchor] = node
         index = 0
+        # The items of the top-level ``keys:`` list are built as soon as each is read, and
+        # their nodes dropped: the node tree of a 10,000-key file took 56 MB at its peak (5.5 KB
+        # a key), left behind as fragmented memory the daemon never gave back.
+        build_items = self._path == ["keys"]
         while not self.check_event(yaml.SequenceEndEvent):
             self._path.append(index)
-            node.value.append(self.compose_node(node, index))
+            item = self.compose_node(node, index)
+            if build_items and item is not None:
+                item = self._built(item)
+            node.value.append(item)
             self._path.pop()
             index += 1
         end_event = self.get_event()
         node.end_mark = end_event.end_mark
         self._leave(node, anchor, start)
         return node
+
+    def _built(self, item: yaml.Node) -> yaml.Node:
+        """``item`` constructed now, as a node that stands for the value; the item's own nodes
+        are forgotten (but anchored ones, which an alias further on may still name)."""
+        value = self.construct_object(item, deep=True)
+        constructed: dict[yaml.Node, Any] = self.constructed_objects  # type: ignore[attr-defined]
+        pending = [item]
+        while pending:
+            node = pending.pop()
+            if id(node) not in self._sizes:  # not anchored
+                constructed.pop(node, None)
+            if isinstance(node, yaml.SequenceNode):
+                pending.extend(node.value)
+            elif isinstance(node, yaml.MappingNode):
+                for pair in node.value:
+                    pending.extend(pair)
+        return _BuiltNode(value, item.start_mark)
 
     def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
         start_event = self.get_event()
@@ -742,6 +766,22 @@ class _LimitedComposer(yaml.composer.Composer):
         self.duplicates.append(f"{loc}: duplicate key ({lines})")
 
 
+_BUILT_TAG = "tag:keymon,2026:built"
+
+
+class _BuiltNode(yaml.Node):
+    """A value the composer has already constructed (see :meth:`_LimitedComposer._built`)."""
+
+    id = "built"
+
+    def __init__(self, value: Any, start_mark: yaml.Mark) -> None:
+        super().__init__(_BUILT_TAG, value, start_mark, start_mark)
+
+
+def _construct_built(loader: Any, node: yaml.Node) -> Any:
+    return node.value
+
+
 class _PreciseLoader(
     _LimitedComposer,
     yaml.reader.Reader,
@@ -761,6 +801,8 @@ class _PreciseLoader(
         yaml.resolver.Resolver.__init__(self)
 
 
+_PreciseLoader.add_constructor(_BUILT_TAG, _construct_built)
+
 try:
     from yaml._yaml import CParser
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
@@ -778,6 +820,7 @@ else:
             yaml.constructor.SafeConstructor.__init__(self)
             yaml.resolver.Resolver.__init__(self)
 
+    _CLoader.add_constructor(_BUILT_TAG, _construct_built)
     _FastLoader = _CLoader
 
 # ----------------------------------------------------------------------------- environment
