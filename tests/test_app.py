@@ -726,6 +726,7 @@ async def test_streamed_scrape_is_whole_across_chunks(
     data["keys"][0]["client"] = "Zürich désk"
     data["keys"][0]["labels"] = {"desk": "Zürich — ☃"}
     data["keys"][1]["policy"] = "strict"
+    data["keys"][2]["labels"] = {"note": "a\x00b"}  # the cache's own mark character
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
     app = App(load(path), transport_factory=lambda _n: sim2.transport())
     await app.start(schedule=False)
@@ -755,6 +756,7 @@ async def test_streamed_scrape_is_whole_across_chunks(
     assert len(families) == len(set(families))  # each family once, its keys' lines together
     s = parse_exposition(plain.text)
     assert value(s, "keymon_key_info", key="doc-key", client="Zürich désk", desk="Zürich — ☃")
+    assert value(s, "keymon_key_info", key="third-key", note="a\x00b")
     audited = {dict(labels)["key"] for (name, labels) in s if name == "keymon_key_audit_ok"}
     assert audited == {"doc-key", "other-key", "third-key"}
     spot = {"rule": "forbidden_permission", "permission": "spot_trade"}
