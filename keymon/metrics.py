@@ -259,6 +259,7 @@ _FAMILY_INDEX = {family.name: i for i, family in enumerate(KEY_FAMILIES)}
 _HEADS = tuple(f"{family.sample_name}{{".encode() for family in KEY_FAMILIES)
 #: Stands for ``name{key="...",client="...",exchange="..."`` at the start of each cached line.
 _MARK = "\0"
+_MARK_BYTES = _MARK.encode()
 
 
 @dataclass(slots=True)
@@ -363,7 +364,9 @@ class AuditCollector(Collector):
                 for r in rendered[start : start + batch]:
                     text = r.text[index]
                     if text:
-                        parts.append(text if r.base is None else text.replace(b"\0", head + r.base))
+                        parts.append(
+                            text if r.base is None else text.replace(_MARK_BYTES, head + r.base)
+                        )
                 if parts:
                     yield b"".join(parts)
 
