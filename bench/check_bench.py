@@ -11,8 +11,16 @@ real on 127.0.0.1 with 20 ms latency, in its own process. The runs:
 * ``httpx`` and ``aiohttp``: the same ``check`` through :mod:`bench.check_runner`, with
   httpx's default transport and with ``httpx_aiohttp.AiohttpTransport`` (the transport
   question);
+* ``python-binance``: :mod:`bench.pybinance_reference`, the same keys audited with
+  python-binance (one ``AsyncClient`` and one ``get_account_api_permissions()`` per key), run
+  by the interpreter named in ``BENCH_PYBINANCE_PYTHON``: python-binance is no keymon
+  dependency, so without that variable (or when that interpreter cannot import ``binance``)
+  this run is skipped and the report says how to set it up (:data:`PYBINANCE_HOWTO`);
 * ``startup``: ``python -m keymon check`` of one key, the fixed cost in every figure above
   (interpreter, imports, configuration, one clock sync, one audit).
+
+``check`` follows the good-neighbour rules (at most 4 audits per exchange at once, the weight
+budget, the ban file), so its wall time is bound by them: compare CPU, not wall time.
 
 Several rounds are run, each against a fresh simulator (so its per-minute weight window never
 limits a run), in a rotating order; the figures are the medians. A run only counts if every
@@ -22,7 +30,9 @@ key was audited successfully: the JSON output is checked.
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +55,12 @@ from keymon.audit import DEFAULT_CONCURRENCY
 #: keymon check needs no throttling here: one pass, far below any limit.
 CHECK_BUDGET = 100_000
 RUN_TIMEOUT = 60.0
+#: The interpreter with python-binance installed, for the python-binance comparison.
+PYBINANCE_ENV = "BENCH_PYBINANCE_PYTHON"
+PYBINANCE_HOWTO = (
+    "python3 -m venv /tmp/pybinance && /tmp/pybinance/bin/pip install python-binance==1.0.37, "
+    f"then {PYBINANCE_ENV}=/tmp/pybinance/bin/python scripts/bench --only check"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +87,43 @@ def _reference(url: str, config: Path, keyset: KeySet) -> list[str]:
 
 def _keymon(url: str, config: Path, keyset: KeySet) -> list[str]:
     return [PYTHON, "-m", "keymon", "check", "--config", str(config), "--format", "json"]
+
+
+def pybinance_python() -> tuple[str | None, str]:
+    """(the interpreter that can import python-binance, its version) or (None, why not)."""
+    python = os.environ.get(PYBINANCE_ENV, "")
+    if not python:
+        return None, f"python-binance comparison skipped: {PYBINANCE_ENV} is not set"
+    try:
+        probe = subprocess.run(
+            [python, "-c", "import importlib.metadata as m; print(m.version('python-binance'))"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"python-binance comparison skipped: {python} does not run ({exc})"
+    if probe.returncode != 0:
+        return None, f"python-binance comparison skipped: {python} cannot import python-binance"
+    return python, probe.stdout.strip()
+
+
+def _pybinance(python: str) -> Callable[[str, Path, KeySet], list[str]]:
+    def argv(url: str, config: Path, keyset: KeySet) -> list[str]:
+        return [
+            python,
+            "-m",
+            "bench.pybinance_reference",
+            "--base-url",
+            url,
+            "--keys",
+            str(keyset.reference_keys_file),
+            "--concurrency",
+            str(DEFAULT_CONCURRENCY),
+        ]
+
+    return argv
 
 
 def _runner(transport: str) -> Callable[[str, Path, KeySet], list[str]]:
@@ -103,13 +156,19 @@ def default_transport_name() -> str:
     return type(inner).__name__
 
 
-def variants() -> list[Variant]:
-    return [
+def variants(pybinance: tuple[str | None, str] = (None, "")) -> list[Variant]:
+    """The runs; keymon's own is the second. python-binance's last, where it is installed."""
+    runs = [
         Variant("reference", "reference: hand-signed aiohttp loop", _reference, reference=True),
         Variant("keymon", f"keymon check (default: {default_transport_name()})", _keymon),
         Variant("httpx", "keymon check, httpx AsyncHTTPTransport", _runner("httpx")),
         Variant("aiohttp", "keymon check, httpx_aiohttp.AiohttpTransport", _runner("aiohttp")),
     ]
+    python, version = pybinance
+    if python is not None:
+        label = f"python-binance {version}: AsyncClient per key"
+        runs.append(Variant("python-binance", label, _pybinance(python), reference=True))
+    return runs
 
 
 def _audited_ok(variant: Variant, output: Path) -> int:
@@ -157,7 +216,10 @@ def run(
     """Run phase (a); returns its figures (JSON-ready)."""
     keyset = make_keyset(keys, workdir / "check")
     one_key = make_keyset(1, workdir / "check-1")
-    runs = variants()
+    pybinance = pybinance_python()
+    if pybinance[0] is None:
+        log(f"  {pybinance[1]}; to include it: {PYBINANCE_HOWTO}")
+    runs = variants(pybinance)
     samples: dict[str, list[tuple[Usage, int]]] = {v.name: [] for v in runs}
     startup: list[tuple[Usage, int]] = []
     # Round 0 warms the page cache and the bytecode caches; it is not counted.
@@ -206,6 +268,17 @@ def run(
     results = {v.name: _summary(v.name, v.label, keys, samples[v.name]) for v in runs}
     start = _summary("startup", "keymon check, 1 key (fixed start-up cost)", 1, startup)
     marginal = (results["keymon"]["cpu_s"] - start["cpu_s"]) * 1000 / (keys - 1)
+    vs_pybinance: dict[str, Any]
+    if "python-binance" in results:
+        theirs = results["python-binance"]["cpu_s"]
+        vs_pybinance = {
+            "python_binance_version": pybinance[1],
+            "python_binance_cpu_s": theirs,
+            "keymon_cpu_s": results["keymon"]["cpu_s"],
+            "ratio": results["keymon"]["cpu_s"] / theirs if theirs else None,
+        }
+    else:
+        vs_pybinance = {"skipped": pybinance[1], "how_to_include": PYBINANCE_HOWTO}
     return {
         "keys": keys,
         "concurrency": DEFAULT_CONCURRENCY,
@@ -214,4 +287,5 @@ def run(
         "runs": results,
         "startup": start,
         "keymon_marginal_cpu_ms_per_key": marginal,
+        "vs_python_binance": vs_pybinance,
     }

@@ -14,8 +14,11 @@ What is measured:
   shorter window would over- or under-count.
 * **429 and 418** answers the simulator sent, over the whole run.
 * **CPU per audit** of the daemon during the window (``/proc/PID/stat``).
-* **Peak RSS**: ``VmHWM`` just before SIGTERM (start-up, window and scrapes included), and
-  ``ru_maxrss`` over the whole life, shutdown included.
+* **Peak RSS**: the highest ``VmHWM`` (start-up, window and scrapes included), and
+  ``ru_maxrss`` over the whole life, shutdown included. **RSS after scrapes** (``VmRSS`` once
+  all scrapes are done; also per key) and the **largest rise during one scrape**: ``VmHWM``
+  is reset (``/proc/PID/clear_refs``) just before each scrape, and the rise is the peak during
+  the scrape minus the RSS just before it.
 * **/metrics**: once every key has a result (``/readyz`` answers 200, bounded wait), ten
   scrapes plain and ten with ``Accept-Encoding: gzip``, each on a fresh connection, timed on
   the client from connect to the last byte; median, max and body size.
@@ -59,11 +62,28 @@ def _requests(stats: dict[str, Any]) -> tuple[int, int]:
     return len(requests), sum(1 for r in requests if r["path"] == RESTRICTIONS)
 
 
-def _scrapes(port: int, count: int, headers: dict[str, str]) -> dict[str, Any]:
+def _reset_peak(proc: Process) -> bool:
+    """Reset the child's ``VmHWM`` to its current RSS (``/proc/PID/clear_refs``, value 5)."""
+    try:
+        Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _scrapes(port: int, count: int, headers: dict[str, str], proc: Process) -> dict[str, Any]:
+    """``count`` scrapes, timed; and what each raised the daemon's RSS by: its peak resident
+    set during the scrape (``VmHWM``, reset just before) minus its RSS just before, both from
+    ``/proc``. Where the reset is not allowed, the rise is left out (None)."""
     times: list[float] = []
+    rises: list[float] = []
     size = 0
     for _ in range(count):
+        before_kb = proc.vm_rss_kb()
+        exact = _reset_peak(proc)
         fetched = http_get(port, "/metrics", headers=headers, timeout=60)
+        if exact:
+            rises.append((proc.vm_hwm_kb() - before_kb) / 1024)
         if fetched.status != 200:
             raise BenchError(f"/metrics answered HTTP {fetched.status}")
         if headers and fetched.headers.get("content-encoding") == "gzip":
@@ -76,6 +96,8 @@ def _scrapes(port: int, count: int, headers: dict[str, str]) -> dict[str, Any]:
         "max_ms": max(times) * 1000,
         "times_ms": [round(t * 1000, 2) for t in times],
         "bytes": size,
+        "rss_rise_max_mb": max(rises) if rises else None,
+        "rss_rises_mb": [round(r, 1) for r in rises],
     }
 
 
@@ -196,8 +218,9 @@ def run(
                     result["ready_before_scrape"] = True
                 except BenchError:
                     result["ready_before_scrape"] = False
-                result["scrape_plain"] = _scrapes(port, scrapes, {})
-                result["scrape_gzip"] = _scrapes(port, scrapes, {"Accept-Encoding": "gzip"})
+                result["rss_before_scrapes_mb"] = proc.vm_rss_kb() / 1024
+                result["scrape_plain"] = _scrapes(port, scrapes, {}, proc)
+                result["scrape_gzip"] = _scrapes(port, scrapes, {"Accept-Encoding": "gzip"}, proc)
                 body = http_get(port, "/metrics", timeout=60).body.decode()
                 result["metrics"] = _metrics_facts(body)
                 final = sim.stats()
@@ -205,13 +228,33 @@ def run(
                 result["statuses"] = dict(Counter(str(r["status"]) for r in final["requests"]))
                 result["count_429"] = int(final["count_429"])
                 result["count_418"] = int(final["count_418"])
-                result["rss_peak_mb"] = proc.vm_hwm_kb() / 1024
+                result["rss_peak_mb"] = max(  # VmHWM was reset before each scrape
+                    proc.vm_hwm_kb() / 1024,
+                    result["rss_before_scrape_mb"],
+                    result["rss_before_scrapes_mb"]
+                    + max(
+                        result["scrape_plain"]["rss_rise_max_mb"] or 0,
+                        result["scrape_gzip"]["rss_rise_max_mb"] or 0,
+                    ),
+                )
                 result["rss_after_scrapes_mb"] = proc.vm_rss_kb() / 1024
+                result["rss_per_key_kb"] = result["rss_after_scrapes_mb"] * 1024 / keys
+                rises = [
+                    r
+                    for r in (
+                        result["scrape_plain"]["rss_rise_max_mb"],
+                        result["scrape_gzip"]["rss_rise_max_mb"],
+                    )
+                    if r is not None
+                ]
+                result["scrape_rss_rise_max_mb"] = max(rises) if rises else None
                 log(
                     f"  scrape: plain median {result['scrape_plain']['median_ms']:.0f} ms, "
                     f"gzip median {result['scrape_gzip']['median_ms']:.0f} ms, "
                     f"{result['scrape_plain']['bytes'] / 1e6:.1f} MB; "
-                    f"peak RSS {result['rss_peak_mb']:.0f} MB"
+                    f"peak RSS {result['rss_peak_mb']:.0f} MB, after scrapes "
+                    f"{result['rss_after_scrapes_mb']:.0f} MB, max rise in a scrape "
+                    f"{result['scrape_rss_rise_max_mb'] or float('nan'):.1f} MB"
                 )
                 stopping = time.perf_counter()
                 try:

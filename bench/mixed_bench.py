@@ -408,7 +408,7 @@ def run(
             log(f"  {(cpu1 - cpu0) * 1000 / max(total_audits, 1):.2f} ms CPU per audit")
 
             result["rss_before_scrape_mb"] = proc.vm_hwm_kb() / 1024
-            result["scrape_plain"] = _scrapes(port, scrapes, {})
+            result["scrape_plain"] = _scrapes(port, scrapes, {}, proc)
             body = http_get(port, "/metrics", timeout=60).body.decode()
             result["metrics"] = _metrics_facts(body)
             final = counters(self_metrics(body), weights)
@@ -429,7 +429,11 @@ def run(
             result["banned"] = errors.get("banned", 0)
             result["count_429"] = sum(r["count_429"] for r in rows.values())
             result["count_418"] = sum(r["count_418"] for r in rows.values())
-            result["rss_peak_mb"] = proc.vm_hwm_kb() / 1024
+            result["rss_peak_mb"] = max(  # VmHWM is reset before each scrape
+                proc.vm_hwm_kb() / 1024,
+                result["rss_before_scrape_mb"],
+                proc.vm_rss_kb() / 1024 + (result["scrape_plain"]["rss_rise_max_mb"] or 0),
+            )
             log(
                 f"  scrape: plain median {result['scrape_plain']['median_ms']:.0f} ms, "
                 f"max {result['scrape_plain']['max_ms']:.0f} ms, "

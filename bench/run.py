@@ -75,6 +75,25 @@ PRIME = (
     "import keymon.cli, keymon.app, keymon.demo, keymon.simulator.__main__, "
     "bench.reference, bench.check_runner, bench.mixed_bench, httpx_aiohttp"
 )
+#: The figures before issue #16's memory and check-CPU work, printed beside today's:
+#: (value, where it comes from). README "Benchmarks" (f3610be, 38b79ae) and #16's own text.
+PREVIOUS: dict[str, tuple[float, str]] = {
+    "check_cpu_ms_per_key": (3.42, "README, 38b79ae"),
+    "check_rss_mb": (63.8, "README, 38b79ae"),
+    "check_vs_python_binance": (1.9 / 1.3, "#16: 1.9 s vs 1.3 s CPU"),
+    "rss_after_scrapes_mb_1000": (80.0, "#16"),
+    "rss_after_scrapes_mb_10000": (229.0, "#16"),
+    "rss_per_key_kb_10000": (13.0 * 1.024, "#16: 13 KB"),
+    "rss_peak_mb_1000": (85.0, "README, f3610be"),
+    "rss_peak_mb_10000": (240.0, "README, f3610be"),
+    "scrape_rss_rise_max_mb_10000": (33.0, "#16: whole body held"),
+    "scrape_plain_ms_1000": (14.0, "README, f3610be"),
+    "scrape_gzip_ms_1000": (19.0, "README, f3610be"),
+    "scrape_plain_ms_10000": (170.0, "README, f3610be"),
+    "scrape_gzip_ms_10000": (223.0, "README, f3610be"),
+    "cpu_ms_per_audit_1000": (3.2, "README, f3610be"),
+    "cpu_ms_per_audit_10000": (2.3, "README, f3610be"),
+}
 
 
 def log(message: str) -> None:
@@ -89,7 +108,7 @@ class Target:
     figure: str
     value: float | None
     unit: str
-    op: str  # "<=" or ">="
+    op: str  # "<=", "<" or ">="
     limit: float
     digits: int = 2
 
@@ -97,11 +116,13 @@ class Target:
     def passed(self) -> bool:
         if self.value is None:
             return False
+        if self.op == "<":
+            return self.value < self.limit
         return self.value <= self.limit if self.op == "<=" else self.value >= self.limit
 
     def row(self) -> tuple[str, str, str, str]:
         value = "n/a" if self.value is None else f"{self.value:,.{self.digits}f} {self.unit}"
-        sign = "≤" if self.op == "<=" else "≥"
+        sign = {"<=": "≤", ">=": "≥"}.get(self.op, self.op)
         limit = f"{sign} {self.limit:,.{self.digits}f} {self.unit}"
         return (self.figure, value, limit, "PASS" if self.passed else "MISS")
 
@@ -145,6 +166,9 @@ def targets(results: dict[str, Any]) -> list[Target]:
                 1,
             ),
         ]
+    ratio = _get(check, "vs_python_binance", "ratio")
+    if check is not None and ratio is not None:
+        out.append(Target("check: CPU / python-binance's CPU", ratio, "", "<", 1.0, 2))
     for keys, rss in ((1_000, 60.0), (10_000, 100.0)) if results.get("daemon") else ():
         daemon = results["daemon"].get(str(keys))
         share = _get(daemon, "budget_share")
@@ -163,6 +187,24 @@ def targets(results: dict[str, Any]) -> list[Target]:
             Target(f"{name}: peak RSS", _get(daemon, "rss_peak_mb"), "MB", "<=", rss, 1),
         ]
         if keys == 10_000:
+            out += [
+                Target(
+                    f"{name}: RSS after scrapes",
+                    _get(daemon, "rss_after_scrapes_mb"),
+                    "MB",
+                    "<=",
+                    150,
+                    1,
+                ),
+                Target(
+                    f"{name}: RSS rise during a scrape, max",
+                    _get(daemon, "scrape_rss_rise_max_mb"),
+                    "MB",
+                    "<=",
+                    10,
+                    1,
+                ),
+            ]
             for kind in ("plain", "gzip"):
                 for stat in ("median", "max"):
                     value = _get(daemon, f"scrape_{kind}", f"{stat}_ms")
@@ -366,6 +408,7 @@ def render(results: dict[str, Any], checks: list[Target]) -> str:
     detect = results.get("detect")
     if detect:
         lines += _render_detect(detect)
+    lines += _render_beside(results)
     lines.append("Targets")
     lines += _table(("figure", "value", "target", "result"), [t.row() for t in checks], {1})
     misses = sum(not t.passed for t in checks)
@@ -377,6 +420,99 @@ def render(results: dict[str, Any], checks: list[Target]) -> str:
         f"JSON: {RESULTS.relative_to(REPO)}"
     )
     return "\n".join(lines) + "\n"
+
+
+def _beside_rows(results: dict[str, Any]) -> list[tuple[str, float | None, str, str]]:
+    """(figure, today's value, unit, key in PREVIOUS) for the #16 figures."""
+    check = results.get("check")
+    rows: list[tuple[str, float | None, str, str]] = []
+    if check is not None:
+        rows += [
+            (
+                "check 1,000 keys: CPU per key",
+                _get(check, "runs", "keymon", "cpu_ms_per_key"),
+                "ms",
+                "check_cpu_ms_per_key",
+            ),
+            (
+                "check 1,000 keys: peak RSS",
+                _get(check, "runs", "keymon", "maxrss_mb"),
+                "MB",
+                "check_rss_mb",
+            ),
+            (
+                "check CPU / python-binance CPU",
+                _get(check, "vs_python_binance", "ratio"),
+                "x",
+                "check_vs_python_binance",
+            ),
+        ]
+    for size, daemon in results.get("daemon", {}).items():
+        keys = f"{int(size):,}"
+        rows += [
+            (
+                f"daemon {keys}: RSS after scrapes",
+                _get(daemon, "rss_after_scrapes_mb"),
+                "MB",
+                f"rss_after_scrapes_mb_{size}",
+            ),
+            (
+                f"daemon {keys}: RSS after scrapes per key",
+                _get(daemon, "rss_per_key_kb"),
+                "KiB",
+                f"rss_per_key_kb_{size}",
+            ),
+            (f"daemon {keys}: peak RSS", _get(daemon, "rss_peak_mb"), "MB", f"rss_peak_mb_{size}"),
+            (
+                f"daemon {keys}: RSS rise during a scrape, max",
+                _get(daemon, "scrape_rss_rise_max_mb"),
+                "MB",
+                f"scrape_rss_rise_max_mb_{size}",
+            ),
+            (
+                f"daemon {keys}: /metrics plain, median",
+                _get(daemon, "scrape_plain", "median_ms"),
+                "ms",
+                f"scrape_plain_ms_{size}",
+            ),
+            (
+                f"daemon {keys}: /metrics gzip, median",
+                _get(daemon, "scrape_gzip", "median_ms"),
+                "ms",
+                f"scrape_gzip_ms_{size}",
+            ),
+            (
+                f"daemon {keys}: CPU per audit",
+                _get(daemon, "cpu_ms_per_audit"),
+                "ms",
+                f"cpu_ms_per_audit_{size}",
+            ),
+        ]
+    return rows
+
+
+def _render_beside(results: dict[str, Any]) -> list[str]:
+    rows = []
+    for figure, value, unit, key in _beside_rows(results):
+        before = PREVIOUS.get(key)
+        rows.append(
+            (
+                figure,
+                "n/a" if value is None else f"{value:,.2f} {unit}",
+                "" if before is None else f"{before[0]:,.2f} {unit}",
+                "" if before is None else before[1],
+            )
+        )
+    if not rows:
+        return []
+    lines = ["Beside the figures before #16 (memory, scrapes, check CPU)"]
+    lines += _table(("figure", "now", "before", "before: source"), rows, {1, 2})
+    check = results.get("check") or {}
+    skipped = (check.get("vs_python_binance") or {}).get("skipped")
+    if skipped:
+        lines.append(f"  {skipped}; to include it: {check_bench.PYBINANCE_HOWTO}")
+    lines.append("")
+    return lines
 
 
 def _render_mixed(mixed: dict[str, Any]) -> list[str]:

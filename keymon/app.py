@@ -43,7 +43,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from keymon import log as logging_setup
 from keymon.audit import Auditor, TransportFactory
@@ -60,7 +60,7 @@ from keymon.config import LoadedConfig, Settings, key_secrets, load, parse_liste
 from keymon.errors import ConfigError
 from keymon.exchanges import EXCHANGES, audit_cost
 from keymon.exchanges.base import Clock
-from keymon.metrics import AuditCollector, SelfMetrics, render
+from keymon.metrics import AuditCollector, SelfMetrics, iter_body, render
 from keymon.model import AuditResult
 from keymon.notify import Notifier, Sender, apprise_send
 from keymon.schedule import AuditScheduler, KeyPlan
@@ -504,8 +504,8 @@ class App:
         return render(self._self_registry, self.collector)
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
-        # Streamed chunk by chunk: at 10,000 keys the body is tens of MB, never held whole.
-        head = generate_latest(self._self_registry)
+        # Streamed chunk by chunk (a generator, each chunk written before the next is built):
+        # at 10,000 keys the body is tens of MB, never held whole, plain or gzipped.
         rendered = await asyncio.to_thread(self.collector.snapshot)
         response = web.StreamResponse(
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
@@ -515,12 +515,14 @@ class App:
             compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip, fast
             response.headers["Content-Encoding"] = "gzip"
         await response.prepare(request)
-        for text in (head.decode(), *AuditCollector.iter_text(rendered)):
-            data = text.encode()
+        for chunk in iter_body(self._self_registry, rendered, self.collector.chunk_keys):
+            data = chunk
             if compressor is not None:
-                data = await asyncio.to_thread(compressor.compress, data)
+                data = await asyncio.to_thread(compressor.compress, chunk)
+            del chunk
             if data:
                 await response.write(data)
+            del data
         if compressor is not None:
             await response.write(compressor.flush())
         await response.write_eof()

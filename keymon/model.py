@@ -18,7 +18,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 
 class Reason(enum.StrEnum):
@@ -146,7 +146,6 @@ class KeyFacts:
     ip_list: tuple[str, ...] | None = None
     created_at: datetime | None = None
     deadlines: tuple[Deadline, ...] = ()
-    raw: Mapping[str, Any] = field(default_factory=dict)
     #: What the exchange does to this key *because* it has no IP restriction, in words, for the
     #: ``ip_unrestricted`` finding (e.g. the exchange deletes such a key after some days unused).
     #: Not a fact of its own: no metric, no change journal (kept with the facts in ``data_dir``

@@ -669,3 +669,68 @@ def test_unusable_data_dir_is_a_message(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "cannot start: data_dir" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+async def test_streamed_scrape_is_whole_across_chunks(
+    tmp_path: Path, sim2: BinanceSimulator
+) -> None:
+    """A scrape streamed in many small chunks (two keys each), plain and gzipped, parses to
+    exactly the series the collector computes afresh: every key's, non-ASCII label values
+    intact, each key under its own policy."""
+    import gzip
+
+    from prometheus_client.exposition import generate_latest
+
+    keys = [*TWO_KEYS, ("third-key", THIRD_KEY, THIRD_SECRET)]
+    strict = {"require": [], "forbid": {"spot_trade": "critical"}}
+    path = write_config(tmp_path, keys, policies={"market-maker": {}, "strict": strict})
+    data = yaml.safe_load(path.read_text())
+    data["keys"][0]["client"] = "Zürich désk"
+    data["keys"][0]["labels"] = {"desk": "Zürich — ☃"}
+    data["keys"][1]["policy"] = "strict"
+    data["keys"][2]["labels"] = {"note": "a\x00b"}  # the cache's own mark character
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    app = App(load(path), transport_factory=lambda _n: sim2.transport())
+    await app.start(schedule=False)
+    try:
+        await app.audit_all()
+        app.collector.chunk_keys = 2
+        url = f"http://127.0.0.1:{app.port}/metrics"
+        async with httpx.AsyncClient() as client:
+            plain = await client.get(url, headers={"Accept-Encoding": "identity"})
+            async with client.stream("GET", url, headers={"Accept-Encoding": "gzip"}) as zipped:
+                compressed = b"".join([chunk async for chunk in zipped.aiter_raw()])
+        afresh = generate_latest(app.registry).decode()
+    finally:
+        await app.stop()
+    assert gzip.decompress(compressed) == plain.content
+
+    def samples(text: str) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+        return {
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert samples(plain.text) == samples(afresh)
+    families = [f.name for f in text_string_to_metric_families(plain.text)]
+    assert len(families) == len(set(families))  # each family once, its keys' lines together
+    s = parse_exposition(plain.text)
+    assert value(s, "keymon_key_info", key="doc-key", client="Zürich désk", desk="Zürich — ☃")
+    assert value(s, "keymon_key_info", key="third-key", note="a\x00b")
+    audited = {dict(labels)["key"] for (name, labels) in s if name == "keymon_key_audit_ok"}
+    assert audited == {"doc-key", "other-key", "third-key"}
+    spot = {"rule": "forbidden_permission", "permission": "spot_trade"}
+    assert value(s, "keymon_key_finding", key="other-key", severity="critical", **spot) == 1
+    assert value(s, "keymon_key_finding", key="doc-key", **spot) is None
+    assert value(s, "keymon_key_finding", key="third-key", **spot) is None
+
+
+def parse_exposition(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The exposition text parsed into {(sample, labels): value}, as :func:`scrape` does."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

@@ -380,3 +380,71 @@ def test_bootstrap_is_silent_once_the_venv_is_set_up() -> None:
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
     text = (root / "scripts" / "bootstrap").read_text()
     assert "setting up .venv from $lock ($why, about a minute)..." in text
+
+
+def test_json_report_of_one_key_in_full(
+    two_keys: BinanceSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole --format json entry of a key, every field: facts, findings, status (what
+    scripts read; keymon keeps no raw exchange answer, and none shows here)."""
+    two_keys.update_key(OTHER_KEY, enableFutures=True, ipRestrict=False)
+    code, out, _ = run_check(two_keys, write_config(tmp_path), capsys, "--json")
+    assert code == 2
+    (other,) = [k for k in json.loads(out)["keys"] if k["key"] == "other-key"]
+    created = other["facts"].pop("created_at")
+    assert created.endswith("Z")
+    assert other == {
+        "key": "other-key",
+        "client": "bravo",
+        "exchange": "binance",
+        "key_id": "othe...cdef",
+        "policy": "market-maker",
+        "coverage": "introspection",
+        "status": "critical",
+        "audit_ok": True,
+        "error": None,
+        "facts": {
+            "permissions": {
+                "read": True,
+                "withdraw": False,
+                "internal_transfer": False,
+                "margin_loan": False,
+                "futures_trade": True,
+                "universal_transfer": False,
+                "options_trade": False,
+                "spot_trade": True,
+                "fix_trade": False,
+                "fix_read": False,
+                "portfolio_margin": False,
+            },
+            "ip_restricted": False,
+            "ip_list": None,
+            "deadlines": [],
+            "key_locked": None,
+            "account_kind": None,
+            "third_party_app": None,
+            "last_used_at": None,
+            # GET /sapi/v1/account/apiTradingStatus (the simulator's default: not locked,
+            # the doc page's triggerCondition, no indicators) and /sapi/v1/account/status.
+            "trading_locked": False,
+            "trading_recover_at": None,
+            "trading_trigger": {"GCR": 150.0, "IFER": 150.0, "UFR": 300.0},
+            "trading_indicators": None,
+            "account_status": "Normal",
+            "account_restricted": False,
+            "trading_status_error": None,
+        },
+        "findings": [
+            {
+                "rule": "ip_unrestricted",
+                "severity": "critical",
+                "message": "the key accepts calls from any IP address (no IP whitelist)",
+            },
+            {
+                "rule": "forbidden_permission",
+                "severity": "warning",
+                "message": "futures_trade is enabled; policy market-maker forbids it",
+                "permission": "futures_trade",
+            },
+        ],
+    }

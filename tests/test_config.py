@@ -1560,6 +1560,30 @@ keys:
 
 
 @pytest.mark.parametrize("loader", ["libyaml", "pure-python"])
+def test_unreadable_value_in_a_key_entry_is_located(
+    loader: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Key entries are built as they are read (memory): a value a tag cannot read inside one
+    is still a problem naming its line and column, and the file's later lines do not matter."""
+    if loader == "pure-python":
+        monkeypatch.setattr(config_module, "_FastLoader", None)
+    text = """\
+keys:
+  - name: one
+    client: acme
+    exchange: binance
+    api_key: {env: KMTEST_ACME_KEY}
+    api_secret: {env: KMTEST_ACME_SECRET}
+  - name: two
+    client: !!int nope
+"""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert caught.value.problems == [f"{path}:8:13: invalid YAML: !!int cannot read this value"]
+
+
+@pytest.mark.parametrize("loader", ["libyaml", "pure-python"])
 @pytest.mark.parametrize("style", ["flow", "block"])
 def test_nesting_limit_in_both_parsers(
     loader: str, style: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

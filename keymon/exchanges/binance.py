@@ -292,7 +292,7 @@ class BinanceAuth(httpx.Auth):
 class ServerTime(BaseModel):
     """``GET /api/v3/time``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     serverTime: StrictInt
 
 
@@ -304,7 +304,7 @@ class ApiRestrictions(BaseModel):
     flags are optional (Binance added some over the years): absent means "not visible".
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     ipRestrict: StrictBool
     enableWithdrawals: StrictBool
@@ -533,7 +533,6 @@ class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=Bina
             ip_list=None,  # Binance does not show a key its own IP list
             created_at=utc_from_ms(restrictions.createTime) if restrictions.createTime else None,
             deadlines=deadlines,
-            raw=dict(body),
         )
 
 

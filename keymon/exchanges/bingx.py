@@ -224,7 +224,7 @@ class BingxAuth(httpx.Auth):
 class Envelope(BaseModel):
     """Every answer: ``{"code": 0, "msg": "", "data": {...}}``; ``code`` 0 is success."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     code: StrictInt
     msg: str = ""
     data: Any = None
@@ -235,7 +235,7 @@ class ApiPermissions(BaseModel):
     docstring). Every field is optional here; :meth:`BingxAdapter._facts` requires one of
     ``permissions`` and ``ipRestrict``."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     permissions: list[StrictInt] | None = None
     ipAddresses: list[StrictStr] | None = None
@@ -424,7 +424,6 @@ class BingxAdapter(AdapterBase, settings_model=BingxSettings, key_model=BingxKey
             ip_list=ip_list,
             created_at=utc_from_ms(created) if created else None,
             deadlines=(),  # BingX shows no expiry; its 14-day idle deletion has no date
-            raw={k: v for k, v in data.items() if k != "apiKey"},
             ip_unrestricted_note=note,
         )
 

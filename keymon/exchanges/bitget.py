@@ -179,7 +179,7 @@ class BitgetAuth(httpx.Auth):
 class Envelope(BaseModel):
     """Every v2 answer: ``{code, msg, requestTime, data}``; ``code`` is ``"00000"`` on success."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     code: StrictStr
     msg: str = ""
     requestTime: int | None = None
@@ -190,7 +190,7 @@ class AccountInfo(BaseModel):
     """``data`` of ``GET /api/v2/spot/account/info``. ``authorities`` is required: a body
     without it says nothing the security rules can stand on."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     authorities: list[StrictStr]
     ips: StrictStr | None = None
@@ -310,7 +310,6 @@ class BitgetAdapter(AdapterBase, settings_model=BitgetSettings, key_model=Bitget
             ip_list=ip_list,
             created_at=None,  # regisTime is the account's registration, not the key's
             deadlines=(),  # Bitget shows no expiry for a key
-            raw=dict(data),
         )
 
 

@@ -171,7 +171,7 @@ class BybitAuth(httpx.Auth):
 class Envelope(BaseModel):
     """Every v5 answer: ``{retCode, retMsg, result, retExtInfo, time}``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     retCode: StrictInt
     retMsg: str = ""
     result: Any = None
@@ -182,7 +182,7 @@ class ApiKeyInfo(BaseModel):
     """``result`` of ``GET /v5/user/query-api``. ``permissions`` is required: a body without
     it says nothing the security rules can stand on."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     apiKey: StrictStr
     readOnly: StrictInt = 0
@@ -353,7 +353,6 @@ class BybitAdapter(AdapterBase, settings_model=BybitSettings, key_model=BybitKey
             ip_list=tuple(ip for ip in info.ips or () if ip != "*"),
             created_at=_parse_time(info.createdAt),
             deadlines=self._deadlines(info),
-            raw={k: v for k, v in dict(result).items() if k != "secret"},
             account_kind=_account_kind(info),
             third_party_app=None if info.type not in (1, 2) else info.type == 2,
         )

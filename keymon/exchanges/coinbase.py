@@ -311,7 +311,7 @@ class KeyPermissions(BaseModel):
     answer with none of the three flags tells nothing and is a bad response.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     can_view: StrictBool | None = None
     can_trade: StrictBool | None = None
     can_transfer: StrictBool | None = None
@@ -481,7 +481,6 @@ class CoinbaseAdapter(AdapterBase, settings_model=CoinbaseSettings, key_model=Co
             ip_list=None,
             created_at=None,  # nor its creation time
             deadlines=(),  # nor any expiry
-            raw=dict(data),
         )
 
 

@@ -170,7 +170,7 @@ class GateAuth(httpx.Auth):
 class ErrorBody(BaseModel):
     """A Gate error: ``{"label": ..., "message": ...}`` with a 4xx/5xx status."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     label: StrictStr
     message: str = ""
 
@@ -178,12 +178,12 @@ class ErrorBody(BaseModel):
 class AccountDetail(BaseModel):
     """``GET /api/v4/account/detail``. ``ip_whitelist`` may be absent or null (no binding)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     ip_whitelist: list[StrictStr] | None = None
 
 
 class Perm(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     name: StrictStr
     read_only: StrictBool = False
 
@@ -191,7 +191,7 @@ class Perm(BaseModel):
 class MainKey(BaseModel):
     """One entry of ``GET /api/v4/account/main_keys``; ``key`` is masked."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     key: StrictStr
     perms: list[Perm] | None = None
     state: int | None = None
@@ -232,10 +232,7 @@ class GateAdapter(AdapterBase, settings_model=GateSettings, key_model=GateKey):
                 raise
             # Authenticated, but without the account read permission: accepted, not visible.
             log.info("account_detail_not_allowed", exchange=NAME, label=str(exc.code))
-            return KeyFacts(
-                coverage=Coverage.LIVENESS,
-                raw={"account_detail": f"{exc.code}: the key lacks the account read permission"},
-            )
+            return KeyFacts(coverage=Coverage.LIVENESS)
         entry: MainKey | None = None
         try:
             keys = await self._get(MAIN_KEYS_PATH, auth=auth)
@@ -321,13 +318,11 @@ class GateAdapter(AdapterBase, settings_model=GateSettings, key_model=GateKey):
                 exchange=NAME,
             ) from None
         ip_list = tuple(ip.strip() for ip in detail.ip_whitelist or () if ip.strip())
-        raw: dict[str, Any] = dict(data)
         perms: dict[str, bool] = {}
         created_at: datetime | None = None
         last_used: datetime | None = None
         locked: bool | None = None
         if entry is not None:
-            raw["main_key"] = entry.model_dump()
             if entry.perms is not None:
                 perms = permissions(entry.perms)
             created_at = _timestamp(entry.created_at)
@@ -340,7 +335,6 @@ class GateAdapter(AdapterBase, settings_model=GateSettings, key_model=GateKey):
             ip_list=ip_list,
             created_at=created_at,
             deadlines=(),  # Gate shows no expiry for a key
-            raw=raw,
             key_locked=locked,
             last_used_at=last_used,
         )

@@ -165,7 +165,7 @@ class KeyInfo(BaseModel):
     """One entry of ``data``. ``permission`` is required: without it the security rules have
     nothing to stand on."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     accessKey: StrictStr
     permission: StrictStr
@@ -259,7 +259,6 @@ class HtxAdapter(AdapterBase, settings_model=HtxSettings, key_model=HtxKey):
             ip_list=ip_list,
             created_at=created,
             deadlines=(),  # validDays is kept raw: see the module docstring
-            raw=dict(entry),
             key_locked=None if info.status is None else info.status.lower() != "normal",
         )
 

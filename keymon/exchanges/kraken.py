@@ -250,7 +250,7 @@ class KrakenAuth(httpx.Auth):
 class Envelope(BaseModel):
     """Every answer: ``{"error": [...], "result": {...}}``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     error: list[StrictStr]
     result: Any = None
 
@@ -262,7 +262,7 @@ class KeyInfo(BaseModel):
     """``result`` of ``GetApiKeyInfo``. exchange-apis.md gives no field types: times are read
     from strings or numbers, Unix seconds or milliseconds, or ISO 8601."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     apiKey: StrictStr | None = None
     permissions: list[StrictStr]
@@ -394,7 +394,6 @@ class KrakenAdapter(AdapterBase, settings_model=KrakenSettings, key_model=Kraken
             last_used = parse_time(info.lastUsed)
         except ValueError:
             last_used = None
-        raw = {k: v for k, v in dict(data).items() if k not in ("apiKey", "iban")}
         return KeyFacts(
             coverage=Coverage.INTROSPECTION,
             permissions=permissions(info.permissions),
@@ -402,7 +401,6 @@ class KrakenAdapter(AdapterBase, settings_model=KrakenSettings, key_model=Kraken
             ip_list=ip_list,
             created_at=created,
             deadlines=(Deadline("key_expiry", expires),) if expires else (),
-            raw=raw,
             last_used_at=last_used,
         )
 

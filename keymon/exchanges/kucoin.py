@@ -165,7 +165,7 @@ class KucoinAuth(httpx.Auth):
 class Envelope(BaseModel):
     """Every answer: ``{code, data}`` on success, ``{code, msg}`` on failure."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     code: StrictStr
     msg: str = ""
     data: Any = None
@@ -175,7 +175,7 @@ class ApiKeyInfo(BaseModel):
     """``data`` of ``GET /api/v1/user/api-key``. ``permission`` is required: a body without it
     says nothing the security rules can stand on."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     apiKey: StrictStr
     permission: StrictStr
@@ -314,7 +314,6 @@ class KucoinAdapter(AdapterBase, settings_model=KucoinSettings, key_model=Kucoin
             ip_list=tuple(ips),
             created_at=utc_from_ms(info.createdAt) if info.createdAt else None,
             deadlines=(),  # no expiry field (§2.3)
-            raw=dict(data),
             account_kind=None if info.isMaster is None else "master" if info.isMaster else "sub",
         )
 

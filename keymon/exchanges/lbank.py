@@ -7,10 +7,8 @@ confirmed by LBank's docs: the only field list found (``enableReading``,
 ``enableSpotTrading``, ``enableWithdrawals``, ``ipRestrict``, ``createTime``) is a third-party
 project's guess, not LBank's. So keymon makes that signed call as its liveness probe only: an
 accepted answer proves that the key exists, that its secret is right and that this egress IP
-is bound to it (or that it has none), and nothing more. Every fact stays "not visible"; the
-only thing kept of the answer is the *names* of the fields under ``data`` (in
-``facts.raw["liveness"]["data_fields"]``), never their values, so that the mapping can be
-built from real answers later.
+is bound to it (or that it has none), and nothing more. Every fact stays "not visible" and
+nothing of the answer is kept.
 
 Signing (exchange-apis.md §2.12, the official connectors): the parameters ``api_key``,
 ``echostr`` (30 to 40 random alphanumerics), ``signature_method=HmacSHA256`` and ``timestamp``
@@ -198,10 +196,3 @@ class LbankAdapter(LivenessAdapter, settings_model=LbankSettings, key_model=Lban
             code = "result=false"
         msg = body.get("msg")
         return code, msg if isinstance(msg, str) else ""
-
-    def probe_raw(self, body: Any) -> Mapping[str, Any]:
-        """The names (never the values) of the unconfirmed fields under ``data``."""
-        data = body.get("data") if isinstance(body, dict) else None
-        if isinstance(data, dict):
-            return {"data_fields": sorted(str(name) for name in data)}
-        return {}

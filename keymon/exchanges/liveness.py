@@ -135,11 +135,6 @@ class LivenessAdapter(AdapterBase):
         """(code, message) when the answer is an exchange error; None when it is a success."""
         return None
 
-    def probe_raw(self, body: Any) -> Mapping[str, Any]:
-        """What of the accepted probe's answer to keep in ``facts.raw`` (never values that
-        could be secret or be read as the key's permissions); nothing by default."""
-        return {}
-
     # ------------------------------------------------------------------ shared machinery
 
     @property
@@ -151,24 +146,21 @@ class LivenessAdapter(AdapterBase):
         """Make the liveness call; the key was accepted if this returns."""
         await self._ensure_synced()
         try:
-            body = await self._call(key)
+            await self._call(key)
         except ExchangeClockError:
             if self.time_path is None:
                 raise
             await self._ensure_synced(force=True)
-            body = await self._call(key)
+            await self._call(key)
         except _KeyOrClock as first:
             if self.time_path is None:
                 raise first.rejected from None
             await self._ensure_synced(force=True)
             try:
-                body = await self._call(key)
+                await self._call(key)
             except _KeyOrClock as again:
                 raise self._resolve_key_or_clock(again) from None
-        method, path = self.probe
-        liveness: dict[str, Any] = {"endpoint": f"{method} {path}", "accepted": True}
-        liveness.update(self.probe_raw(body))
-        return KeyFacts(coverage=Coverage.LIVENESS, raw={"liveness": liveness})
+        return KeyFacts(coverage=Coverage.LIVENESS)
 
     async def _call(self, key: KeyBase) -> Any:
         method, path = self.probe

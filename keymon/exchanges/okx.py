@@ -155,7 +155,7 @@ class OkxAuth(httpx.Auth):
 class Envelope(BaseModel):
     """Every v5 answer: ``{"code": "0", "msg": "", "data": [...]}``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     code: StrictStr
     msg: str = ""
     data: Any = None
@@ -165,7 +165,7 @@ class AccountConfig(BaseModel):
     """``data[0]`` of ``GET /api/v5/account/config``. ``perm`` is required: a body without it
     says nothing the security rules can stand on."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     perm: StrictStr
     ip: StrictStr | None = None
@@ -178,7 +178,7 @@ class AccountConfig(BaseModel):
 class ServerTime(BaseModel):
     """``data[0]`` of ``GET /api/v5/public/time``: ``{"ts": "1597026383085"}``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     ts: StrictStr
 
 
@@ -294,7 +294,6 @@ class OkxAdapter(AdapterBase, settings_model=OkxSettings, key_model=OkxKey):
             ip_list=ips,
             created_at=None,  # OKX shows no creation time
             deadlines=(),  # nor an expiry
-            raw=dict(first),
             account_kind=(
                 None
                 if not info.uid or not info.mainUid

@@ -417,7 +417,6 @@ class XtAdapter(AdapterBase, settings_model=XtSettings, key_model=XtKey):
             raise ExchangeBadResponse(
                 f"xt: {API_KEY_PATH} answered an unexpected shape ({exc})", exchange=NAME
             ) from None
-        raw: dict[str, Any] = dict(entry)
         lock = entry.get("isLock")
         # isLock: XT's lock of the key (key_locked); userAccountLevel 1 master, 2 sub.
         key_locked = bool(lock) if isinstance(lock, bool) or lock in (0, 1) else None
@@ -432,5 +431,4 @@ class XtAdapter(AdapterBase, settings_model=XtSettings, key_model=XtKey):
             deadlines=(),  # XT shows no expiry
             key_locked=key_locked,
             account_kind=account_kind,
-            raw=raw,
         )

@@ -133,7 +133,7 @@ def test_ip_addresses_string(value: str | None, expected: tuple[str, ...]) -> No
 
 
 async def test_canned_answer_maps() -> None:
-    """Permissions, IPs and createTime come through; validDays stays raw, not a deadline."""
+    """Permissions, IPs and createTime come through; validDays is no deadline."""
     result = await audit_with(canned(200, listing()))
     assert result.facts is not None, result.error
     assert result.facts.permissions["spot_trade"] is True
@@ -141,7 +141,6 @@ async def test_canned_answer_maps() -> None:
     assert result.facts.ip_restricted is True
     assert result.facts.created_at == datetime.fromtimestamp(1700000000, UTC)
     assert result.facts.deadlines == ()
-    assert result.facts.raw["validDays"] == -1
 
 
 async def test_empty_ip_addresses_is_unrestricted() -> None:

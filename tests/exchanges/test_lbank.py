@@ -17,7 +17,7 @@ from keymon.config import Secret, Settings
 from keymon.errors import ForbiddenRequest
 from keymon.exchanges.base import build_client
 from keymon.exchanges.lbank import LbankAdapter, LbankAuth, make_echostr, presign, sign
-from keymon.model import AuditResult, Coverage, Reason
+from keymon.model import AuditResult, Coverage, KeyFacts, Reason
 from tests.conftest import FakeClock
 
 KEY = "testkey"
@@ -158,9 +158,9 @@ async def test_exact_request() -> None:
     assert given == sign(SECRET, params | headers)[1]
 
 
-async def test_unconfirmed_fields_are_kept_by_name_only() -> None:
+async def test_unconfirmed_fields_are_not_kept() -> None:
     """Whatever api_Restrictions.do says, no permission or IP fact is claimed: only the
-    field names are kept, so a withdraw-looking flag is neither a fact nor a finding."""
+    acceptance counts, so a withdraw-looking flag is neither a fact nor a finding."""
     result = await audit_with(canned((200, GUESSED)))
     assert result.ok, result.error
     assert result.facts is not None
@@ -168,12 +168,7 @@ async def test_unconfirmed_fields_are_kept_by_name_only() -> None:
     assert dict(result.facts.permissions) == {}
     assert result.facts.ip_restricted is None
     assert result.findings == ()
-    assert result.facts.raw["liveness"]["data_fields"] == [
-        "enableReading",
-        "enableWithdrawals",
-        "ipRestrict",
-    ]
-    assert "true" not in json.dumps(result.facts.raw["liveness"]["data_fields"]).lower()
+    assert result.facts == KeyFacts(coverage=Coverage.LIVENESS)  # nothing of the answer kept
 
 
 @pytest.mark.parametrize(

@@ -111,7 +111,6 @@ async def test_guide_key_maps_to_read_and_spot_trade(clock: FakeClock) -> None:
     assert result.facts.ip_list == ("127.0.0.1", "203.0.113.0/24", "2001:db8::1")
     assert result.facts.created_at is None
     assert result.facts.deadlines == ()
-    assert result.facts.raw["perm"] == "read_only,trade"
 
 
 async def test_read_only_key_cannot_trade_anything(clock: FakeClock) -> None:

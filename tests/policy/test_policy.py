@@ -295,3 +295,25 @@ def test_checks_list_every_evaluated_rule_and_severity() -> None:
 def test_masked_entries_match_on_their_visible_parts(entry: str, network: str, fits: bool) -> None:
     """KuCoin's masked whitelist entries are compared on the first and last octet only."""
     assert masked_could_match(entry, ipaddress.ip_network(network)) is fits
+
+
+def test_keys_under_different_policies_keep_their_own_checks() -> None:
+    """Keys judged in turn under two policies (the rule sets are shared between equal ones):
+    each key's checks and findings are its own policy's, whatever was judged before it."""
+    strict = Policy(forbid={"futures_trade": Severity.CRITICAL}, require=("spot_trade",))
+    lax = Policy(forbid={"futures_trade": Severity.WARNING}, require=())
+    same = facts(permissions={"futures_trade": True})
+    judged = [(name, judge(same, policy)) for name, policy in [("a", strict), ("b", lax)] * 3]
+    for name, evaluation in judged:
+        checks = {(str(c.rule), c.severities, c.permission) for c in evaluation.checks}
+        if name == "a":
+            assert fired(evaluation) == {("forbidden_permission", "critical", "futures_trade")}
+            assert ("forbidden_permission", (Severity.CRITICAL,), "futures_trade") in checks
+            assert ("missing_permission", (Severity.WARNING,), "spot_trade") in checks
+        else:
+            assert fired(evaluation) == {("forbidden_permission", "warning", "futures_trade")}
+            assert ("forbidden_permission", (Severity.WARNING,), "futures_trade") in checks
+            assert not any(rule == "missing_permission" for rule, _, _ in checks)
+    # Same policy, same visible facts: the same verdict, key after key.
+    assert judged[0][1] == judged[2][1] == judged[4][1]
+    assert judged[1][1] == judged[3][1] == judged[5][1]
