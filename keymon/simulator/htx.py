@@ -348,9 +348,6 @@ class HtxSimulator(SimulatorBase):
 
     # ---------------------------------------------------------------- admin API
 
-    def _faults(self) -> dict[str, object]:
-        return {**super()._faults(), "fail_path": self._fail_path}
-
     def _set_faults(self, data: dict[str, object]) -> None:
         data = dict(data)
         has_path = "fail_path" in data
@@ -395,7 +392,7 @@ class HtxSimulator(SimulatorBase):
                 if parts == ["faults"] and method in ("GET", "POST"):
                     if method == "POST":
                         self._set_faults(data)
-                    return json_response(200, self._faults())
+                    return json_response(200, {**self._faults(), "fail_path": self._fail_path})
                 if parts == ["stats"] and method == "GET":
                     return json_response(
                         200,
