@@ -74,7 +74,7 @@ from keymon.exchanges.base import (
     parse_retry_after,
 )
 from keymon.exchanges.common import AdapterBase
-from keymon.model import AuditError, Coverage, KeyFacts
+from keymon.model import Coverage, KeyFacts
 
 # ----------------------------------------------------------------------------- configuration
 
@@ -242,10 +242,9 @@ class HtxAdapter(AdapterBase, settings_model=HtxSettings, key_model=HtxKey):
     async def _trading_readiness(self, facts: KeyFacts, auth: httpx.Auth) -> KeyFacts:
         """The facts with the account's state; a failure of the call is kept beside the facts
         (``trading_status_error``), never raised."""
-        error: AuditError | None = None
         try:
             data = await self._query(ACCOUNTS_PATH, {}, auth)
-            facts = replace(facts, account_status=account_status(data))
+            return replace(facts, account_status=account_status(data))
         except ExchangeError as exc:
             error = exc.to_audit_error()
             log.warning(
@@ -255,8 +254,7 @@ class HtxAdapter(AdapterBase, settings_model=HtxSettings, key_model=HtxKey):
                 error=error.message,
                 code=error.code,
             )
-            facts = replace(facts, trading_status_error=error)
-        return facts
+            return replace(facts, trading_status_error=error)
 
     async def _query(self, path: str, params: dict[str, str], auth: httpx.Auth) -> Any:
         response = await self._send("GET", path, params=params, auth=auth)
