@@ -173,7 +173,8 @@ class KeyFacts:
     #: kind of :data:`TRADING_INDICATORS`. None: not shown; empty: shown, no indicator yet.
     trading_indicators: tuple[TradingIndicator, ...] | None = None
     #: The account's status as the exchange words it (Binance ``account/status`` ``data``,
-    #: ``"Normal"`` when all is well). None: not shown.
+    #: ``"Normal"`` when all is well; HTX ``/v1/account/accounts``: the spot account's
+    #: ``state``, ``"working"`` when all is well). None: not shown.
     account_status: str | None = None
     #: Why the trading-readiness facts above could not be read in this audit (the rest of the
     #: audit succeeded). None: read, or not asked for.
@@ -184,7 +185,14 @@ class KeyFacts:
         """The account status is not normal; None when the status is not shown."""
         if self.account_status is None:
             return None
-        return self.account_status.strip().lower() != "normal"
+        return self.account_status.strip().lower() not in NORMAL_ACCOUNT_STATUSES
+
+
+#: The account statuses that mean "all is well", lower case: Binance ``account/status``
+#: ``Normal`` (https://developers.binance.com/docs/wallet/account/account-status), HTX
+#: ``/v1/account/accounts`` ``state`` ``working``
+#: (https://huobiapi.github.io/docs/spot/v1/en/#get-all-accounts-of-the-current-user).
+NORMAL_ACCOUNT_STATUSES: frozenset[str] = frozenset({"normal", "working"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,25 @@ anything else is a bad response quoting HTX's code and message.
 
 The entry's ``status`` is the key's own state: ``normal`` reads ``key_locked`` off, any other
 value on (the key cannot be used as it is); absent, not visible.
+
+Trading readiness (``exchanges.htx.trading_status``, on by default): after the key's own
+details each audit reads ``GET /v1/account/accounts`` ("Get all Accounts of the Current User",
+https://huobiapi.github.io/docs/spot/v1/en/#get-all-accounts-of-the-current-user and
+https://www.htx.com/en-us/opend/newApiPages/?id=7ec4b291-7773-11ed-9966-0242ac110003: permission
+Read, no parameters, rate limit 100 times/2s), signed the same way and spent from the same
+budget. It answers ``{"status": "ok", "data": [{"id", "type", "subtype", "state"}]}`` with
+``state`` ``working`` or ``lock`` and ``type`` ``spot``, ``margin`` (isolated margin;
+``subtype`` is its symbol), ``super-margin`` (cross margin), ``point``, ``otc``, ``grid-trading``,
+``otc-options``, ``trust-credit``, ... The ``spot`` account's ``state`` is ``account_status``,
+quoted (``working``: normal). Locked ``margin`` and ``super-margin`` accounts, traded with the
+same key and order API, are named after it (``working; also locked: margin account 10000002
+(btcusdt)``), which makes the status not normal; the other account types do not trade through
+the key's orders and are left out. No spot account: ``account_status`` is not shown.
+A failure of this call never fails the audit and never hides the key's facts: they stand, and
+``trading_status_error`` carries the reason (log event ``trading_status_failed``). The HTX error
+table (https://huobiapi.github.io/docs/spot/v1/en/#error-code) names
+``account-get-accounts-inexistent-error`` ("The account doesn't exist in current user") for
+account calls: a bad response quoting it, like any code not listed above.
 """
 
 from __future__ import annotations
@@ -34,6 +53,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Generator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Literal
 from urllib.parse import parse_qsl, quote
@@ -42,7 +62,7 @@ import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from keymon.config_base import ExchangeSettingsBase, KeyBase, Secret, WeightPerMinute
+from keymon.config_base import Boolean, ExchangeSettingsBase, KeyBase, Secret, WeightPerMinute
 from keymon.errors import (
     ExchangeAuthError,
     ExchangeBadResponse,
@@ -69,6 +89,8 @@ class HtxSettings(ExchangeSettingsBase):
 
     base_url: str = HTX_BASE_URL
     max_weight_per_minute: WeightPerMinute = HTX_MAX_WEIGHT_PER_MINUTE
+    #: Read the account's state (``GET /v1/account/accounts``, one more call) with every audit.
+    trading_status: Boolean = True
 
 
 class HtxKey(KeyBase):
@@ -84,6 +106,12 @@ log = structlog.get_logger(__name__)
 
 NAME: Final = "htx"
 API_KEY_PATH: Final = "/v2/user/api-key"
+ACCOUNTS_PATH: Final = "/v1/account/accounts"
+#: The account the market makers' spot orders trade from, and the margin accounts the same key
+#: and order API trade (``margin``: isolated, ``super-margin``: cross); see the docstring.
+SPOT_ACCOUNT: Final = "spot"
+MARGIN_ACCOUNTS: Final = ("margin", "super-margin")
+LOCKED_STATE: Final = "lock"
 SUCCESS: Final = 200
 
 #: ``permission`` value -> keymon permission (exchange-apis.md §4's table).
@@ -184,20 +212,49 @@ class HtxAdapter(AdapterBase, settings_model=HtxSettings, key_model=HtxKey):
 
     name: ClassVar[str] = NAME
     coverage: ClassVar[Coverage] = Coverage.INTROSPECTION
-    read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset({("GET", API_KEY_PATH)})
+    read_only_endpoints: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {("GET", API_KEY_PATH), ("GET", ACCOUNTS_PATH)}
+    )
     #: Empty: exchange-apis.md documents no HTX header reporting a per-IP used weight.
     ip_limit_headers: ClassVar[Mapping[str, int]] = {}
-    #: Counted as requests: every call costs 1.
-    weights: ClassVar[Mapping[str, int]] = {API_KEY_PATH: 1}
+    #: Counted as requests: every call costs 1 (``/v1/account/accounts``: 100 times/2s).
+    weights: ClassVar[Mapping[str, int]] = {API_KEY_PATH: 1, ACCOUNTS_PATH: 1}
 
     _settings: HtxSettings
 
+    @classmethod
+    def audit_weight_for(cls, settings: Any) -> int:
+        """The key's details, plus the accounts when they are read: the budget grants an
+        audit both at once."""
+        return 2 if settings.trading_status else 1
+
     async def audit(self, key: HtxKey) -> KeyFacts:
-        """The key's permissions, IP binding and creation time, in keymon's vocabulary."""
+        """The key's permissions, IP binding and creation time, in keymon's vocabulary, and
+        the spot account's state."""
         api_key = key.api_key.get()
         auth = HtxAuth(key.api_key, key.api_secret, self._clock)
         data = await self._query(API_KEY_PATH, {"uid": key.uid, "accessKey": api_key}, auth)
-        return self._facts(data, api_key)
+        facts = self._facts(data, api_key)
+        if not self._settings.trading_status:
+            return facts
+        return await self._trading_readiness(facts, auth)
+
+    async def _trading_readiness(self, facts: KeyFacts, auth: httpx.Auth) -> KeyFacts:
+        """The facts with the account's state; a failure of the call is kept beside the facts
+        (``trading_status_error``), never raised."""
+        try:
+            data = await self._query(ACCOUNTS_PATH, {}, auth)
+            return replace(facts, account_status=account_status(data))
+        except ExchangeError as exc:
+            error = exc.to_audit_error()
+            log.warning(
+                "trading_status_failed",
+                exchange=NAME,
+                reason=str(error.reason),
+                error=error.message,
+                code=error.code,
+            )
+            return replace(facts, trading_status_error=error)
 
     async def _query(self, path: str, params: dict[str, str], auth: httpx.Auth) -> Any:
         response = await self._send("GET", path, params=params, auth=auth)
@@ -287,6 +344,47 @@ def _body_error(body: Mapping[str, Any], status: int) -> ExchangeError | None:
     if status in (401, 403):
         return ExchangeAuthError(f"htx rejects the key ({detail})", exchange=NAME, code=code)
     return ExchangeBadResponse(f"{detail} (HTTP {status})", exchange=NAME, code=code)
+
+
+class Account(BaseModel):
+    """One entry of ``/v1/account/accounts`` ``data`` (see the module docstring)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: StrictInt | None = None
+    type: StrictStr
+    subtype: StrictStr | None = None
+    state: StrictStr
+
+
+def account_status(data: Any) -> str | None:
+    """The spot account's ``state``, quoted, followed by the locked margin accounts (module
+    docstring); None when the list has no spot account."""
+    if not isinstance(data, list):
+        raise ExchangeBadResponse(
+            f"htx: {ACCOUNTS_PATH} answered without a list of accounts", exchange=NAME
+        )
+    try:
+        accounts = [Account.model_validate(entry) for entry in data]
+    except ValidationError as exc:
+        fields = ", ".join(sorted({".".join(map(str, e["loc"])) or "data" for e in exc.errors()}))
+        raise ExchangeBadResponse(
+            f"htx: {ACCOUNTS_PATH} answered an unexpected shape ({fields})", exchange=NAME
+        ) from None
+    spot = next((a for a in accounts if a.type == SPOT_ACCOUNT), None)
+    if spot is None:
+        return None
+    status = spot.state[:50]
+    locked = [
+        f"{a.type} account {a.id if a.id is not None else '?'}"
+        + (f" ({a.subtype[:30]})" if a.subtype else "")
+        for a in accounts
+        if a.type in MARGIN_ACCOUNTS and a.state.strip().lower() == LOCKED_STATE
+    ]
+    if locked:
+        shown = ", ".join(locked[:5]) + (f" and {len(locked) - 5} more" if len(locked) > 5 else "")
+        status += f"; also locked: {shown}"
+    return status
 
 
 def permissions(value: str) -> dict[str, bool]:

@@ -305,7 +305,7 @@ def account_restricted(facts: KeyFacts, policy: Policy, ctx: Context) -> Outcome
         finding = Finding(
             Rule.ACCOUNT_RESTRICTED,
             C,
-            f'the exchange reports the account status "{facts.account_status}" (not "Normal")',
+            f'the exchange reports the account status "{facts.account_status}" (not normal)',
         )
     return [(RuleCheck(Rule.ACCOUNT_RESTRICTED, (C,)), finding)]
 

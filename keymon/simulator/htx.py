@@ -19,7 +19,10 @@ foreign IP or a stale timestamp. The simulator answers all of them with the one 
 the v1-style ``{"status": "error", "err-code": "api-signature-not-valid", "err-msg": ...}``,
 with HTTP 200; the message says which check failed. The timestamp window (5 minutes either
 side) is an assumption. Like the other simulators it is a pure synchronous state machine behind
-one lock, with an injectable clock. It has no admin API.
+one lock, with an injectable clock. Its admin API under ``/_simulator/``: ``GET /keys``,
+``GET/PATCH /keys/{api_key}`` (``permission``, ``ips``, ``valid_days``, ``account_state``,
+``margin_state``), ``GET/POST /faults`` (plus ``fail_path``) and ``GET /stats``; secrets are
+never returned.
 """
 
 from __future__ import annotations
@@ -34,21 +37,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, unquote
 
 from keymon.simulator.common import (
     Answer,
     SimulatorBase,
     header,
     ip_allowed,
+    json_object,
     json_response,
 )
 from keymon.simulator.demo_keys import DemoKey, DemoVenue
-from keymon.simulator.server import SimResponse
+from keymon.simulator.server import ADMIN_PREFIX, SimResponse
 
 __all__ = ["HtxSimulator", "presign", "sign"]
 
 API_KEY_PATH: Final = "/v2/user/api-key"
+ACCOUNTS_PATH: Final = "/v1/account/accounts"
+#: The documented ``state`` values of an account.
+ACCOUNT_STATES: Final = ("working", "lock")
 HOST: Final = "api.huobi.pro"
 TIMESTAMP_WINDOW_S: Final = 300
 SIGNATURE_ERROR: Final = "api-signature-not-valid"
@@ -77,10 +84,24 @@ class _Key:
     ips: list[str]
     create_time: int
     valid_days: int
+    #: The spot account's ``state``; the isolated margin account's (None: no margin account).
+    account_state: str = "working"
+    margin_state: str | None = None
+    #: The spot account's id (the others follow it, as in the documented example).
+    account_id: int = 10000001
+
+
+def _state(value: object, name: str) -> str:
+    if value not in ACCOUNT_STATES:
+        raise ValueError(f"{name} must be one of {', '.join(ACCOUNT_STATES)}")
+    return str(value)
 
 
 class HtxSimulator(SimulatorBase):
     """A thread-safe, in-memory HTX fake with an injectable clock (seconds)."""
+
+    has_admin = True
+    admin_in_transport = True
 
     def __init__(
         self, *, clock: Callable[[], float] = time.time, limit_per_second: int = 10
@@ -92,7 +113,9 @@ class HtxSimulator(SimulatorBase):
         self._keys: dict[str, _Key] = {}
         self._windows: dict[str, tuple[int, int]] = {}
         self._per_key: Counter[str] = Counter()
+        self._per_path: Counter[str] = Counter()
         self._count_429 = 0
+        self._fail_path: str | None = None
 
     # ---------------------------------------------------------------- knobs
 
@@ -112,10 +135,16 @@ class HtxSimulator(SimulatorBase):
         permission: list[str] | None = None,
         ips: list[str] | None = None,
         valid_days: int = -1,
+        account_state: str = "working",
+        margin_state: str | None = None,
     ) -> None:
-        """Create a key (default: readOnly and trade, no IP binding)."""
+        """Create a key (default: readOnly and trade, no IP binding, a working spot account
+        and no margin account)."""
         for entry in ips or []:
             ipaddress.ip_network(entry, strict=False)
+        account_state = _state(account_state, "account_state")
+        if margin_state is not None:
+            margin_state = _state(margin_state, "margin_state")
         with self._lock:
             self._keys[api_key] = _Key(
                 secret,
@@ -124,6 +153,9 @@ class HtxSimulator(SimulatorBase):
                 list(ips or []),
                 self._now_ms(),
                 valid_days,
+                account_state,
+                margin_state,
+                10000001 + 10 * len(self._keys),
             )
 
     def update_key(
@@ -133,16 +165,61 @@ class HtxSimulator(SimulatorBase):
         permission: list[str] | None = None,
         ips: list[str] | None = None,
         valid_days: int | None = None,
+        account_state: str | None = None,
+        margin_state: str | None = None,
     ) -> None:
-        """Change a key's permissions, IP binding or validDays."""
+        """Change a key's permissions, IP binding, validDays or account states."""
         with self._lock:
-            key = self._keys[api_key]
-            if permission is not None:
-                key.permission = list(permission)
-            if ips is not None:
-                key.ips = list(ips)
-            if valid_days is not None:
-                key.valid_days = valid_days
+            self._update_locked(
+                self._keys[api_key], permission, ips, valid_days, account_state, margin_state
+            )
+
+    def _update_locked(
+        self,
+        key: _Key,
+        permission: object = None,
+        ips: object = None,
+        valid_days: object = None,
+        account_state: object = None,
+        margin_state: object = None,
+    ) -> None:
+        if permission is not None and (
+            not isinstance(permission, list) or not all(isinstance(p, str) for p in permission)
+        ):
+            raise ValueError("permission must be a list of strings")
+        if ips is not None:
+            if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
+                raise ValueError("ips must be a list of addresses or CIDRs")
+            for entry in ips:
+                ipaddress.ip_network(entry, strict=False)
+        if valid_days is not None and (
+            not isinstance(valid_days, int) or isinstance(valid_days, bool)
+        ):
+            raise ValueError("valid_days must be an integer")
+        spot = None if account_state is None else _state(account_state, "account_state")
+        margin = None if margin_state is None else _state(margin_state, "margin_state")
+        if permission is not None:
+            key.permission = list(permission)
+        if ips is not None:
+            key.ips = list(ips)
+        if valid_days is not None:
+            key.valid_days = valid_days
+        if spot is not None:
+            key.account_state = spot
+        if margin is not None:
+            key.margin_state = margin
+
+    def fail_next(self, n: int, status: int = 503, path: str | None = None) -> None:
+        """Answer the next ``n`` requests with HTTP ``status``; with ``path``, only the
+        requests for that endpoint (the others are answered as usual)."""
+        super().fail_next(n, status)
+        with self._lock:
+            self._fail_path = path
+
+    def requests_to(self, path: str) -> int:
+        """How many exchange requests asked for ``path``."""
+        with self._lock:
+            return self._per_path[path]
 
     def delete_key(self, api_key: str) -> None:
         """Delete a key: its requests are then refused."""
@@ -169,6 +246,12 @@ class HtxSimulator(SimulatorBase):
         if api_key:
             self._per_key[api_key] += 1
 
+    def _injected_failure(self) -> SimResponse | None:
+        # A failure aimed at one endpoint is answered in _dispatch, which knows the path.
+        if self._fail_path is not None:
+            return None
+        return super()._injected_failure()
+
     def _dispatch(
         self,
         method: str,
@@ -179,13 +262,21 @@ class HtxSimulator(SimulatorBase):
         client_ip: str,
     ) -> SimResponse:
         params = dict(parse_qsl(raw_query, keep_blank_values=True))
-        if path != API_KEY_PATH:
+        if path not in (API_KEY_PATH, ACCOUNTS_PATH):
             return SimResponse(404, {"Content-Type": "text/plain"}, b"404 Not Found")
+        self._per_path[path] += 1
+        if self._fail_path == path and self._fail_remaining > 0:
+            self._fail_remaining -= 1
+            return SimResponse(
+                self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
+            )
         if method != "GET":
             return SimResponse(405, {"Allow": "GET"}, b"")
         host = header(headers, "host") or HOST
         key = self._authenticate(method, host.split(":")[0], path, params, client_ip)
         self._admit(params["AccessKeyId"])
+        if path == ACCOUNTS_PATH:
+            return json_response(200, {"status": "ok", "data": self._accounts(key)})
         uid = params.get("uid")
         if uid != key.uid:
             return json_response(
@@ -241,6 +332,93 @@ class HtxSimulator(SimulatorBase):
             )
 
     @staticmethod
+    def _accounts(key: _Key) -> list[dict[str, object]]:
+        """The documented example's accounts (spot, otc, point) with the key's states."""
+        base = key.account_id
+        accounts: list[dict[str, object]] = [
+            {"id": base, "type": "spot", "subtype": "", "state": key.account_state},
+            {"id": base + 1, "type": "otc", "subtype": "", "state": "working"},
+            {"id": base + 2, "type": "point", "subtype": "", "state": "working"},
+        ]
+        if key.margin_state is not None:
+            accounts.append(
+                {"id": base + 3, "type": "margin", "subtype": "btcusdt", "state": key.margin_state}
+            )
+        return accounts
+
+    # ---------------------------------------------------------------- admin API
+
+    def _set_faults(self, data: dict[str, object]) -> None:
+        data = dict(data)
+        has_path = "fail_path" in data
+        fail_path = data.pop("fail_path", None)
+        if fail_path is not None and not isinstance(fail_path, str):
+            raise ValueError("fail_path must be an endpoint path or null")
+        super()._set_faults(data)
+        if has_path:
+            self._fail_path = fail_path
+
+    def handle_admin(
+        self,
+        method: str,
+        path: str,
+        raw_query: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_ip: str,
+    ) -> SimResponse:
+        """``GET /_simulator/keys``, ``GET/PATCH /_simulator/keys/{api_key}``,
+        ``GET/POST /_simulator/faults``, ``GET /_simulator/stats``. Secrets are never returned.
+        """
+        method = method.upper()
+        parts = [unquote(p) for p in path[len(ADMIN_PREFIX) :].split("/")]
+        try:
+            data = json_object(body)
+            with self._lock:
+                if parts == ["keys"] and method == "GET":
+                    return json_response(200, [self._view(k, v) for k, v in self._keys.items()])
+                if len(parts) == 2 and parts[0] == "keys" and method in ("GET", "PATCH"):
+                    found = self._keys.get(parts[1])
+                    if found is None:
+                        return json_response(404, {"error": "unknown api_key"})
+                    if method == "PATCH":
+                        unknown = set(data) - set(_PATCHABLE)
+                        if unknown:
+                            return json_response(
+                                400, {"error": f"unknown fields: {', '.join(sorted(unknown))}"}
+                            )
+                        self._update_locked(found, **{k: data.get(k) for k in _PATCHABLE})
+                    return json_response(200, self._view(parts[1], found))
+                if parts == ["faults"] and method in ("GET", "POST"):
+                    if method == "POST":
+                        self._set_faults(data)
+                    return json_response(200, {**self._faults(), "fail_path": self._fail_path})
+                if parts == ["stats"] and method == "GET":
+                    return json_response(
+                        200,
+                        {
+                            "count_429": self._count_429,
+                            "requests": dict(self._per_key),
+                            "paths": dict(self._per_path),
+                        },
+                    )
+        except (ValueError, TypeError) as exc:
+            return json_response(400, {"error": str(exc)})
+        return json_response(404, {"error": "not found"})
+
+    @staticmethod
+    def _view(api_key: str, key: _Key) -> dict[str, object]:
+        return {
+            "api_key": api_key,
+            "uid": key.uid,
+            "permission": list(key.permission),
+            "ips": list(key.ips),
+            "valid_days": key.valid_days,
+            "account_state": key.account_state,
+            "margin_state": key.margin_state,
+        }
+
+    @staticmethod
     def _entry(api_key: str, key: _Key) -> dict[str, object]:
         return {
             "accessKey": api_key,
@@ -252,6 +430,10 @@ class HtxSimulator(SimulatorBase):
             "createTime": key.create_time,
             "updateTime": key.create_time,
         }
+
+
+#: The key fields the admin API's PATCH changes (:meth:`HtxSimulator.update_key`'s).
+_PATCHABLE: Final = ("permission", "ips", "valid_days", "account_state", "margin_state")
 
 
 def _refuse(message: str) -> Answer:

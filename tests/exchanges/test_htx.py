@@ -13,7 +13,7 @@ from pydantic import SecretStr, ValidationError
 
 from keymon.audit import Auditor
 from keymon.config import Secret, Settings
-from keymon.exchanges.htx import HtxAuth, parse_ips, permissions
+from keymon.exchanges.htx import HtxAdapter, HtxAuth, HtxSettings, parse_ips, permissions
 from keymon.model import AuditResult, Reason
 from keymon.simulator.htx import HtxSimulator
 from tests.conftest import FakeClock
@@ -198,6 +198,28 @@ async def test_against_the_simulator(clock: FakeClock) -> None:
     assert result.facts is not None, result.error
     assert result.facts.permissions["withdraw"] is True
     assert result.facts.ip_list == ("127.0.0.1",)
+    assert result.facts.account_status == "working"
+    assert result.facts.trading_status_error is None
+    assert (sim.requests_to("/v2/user/api-key"), sim.requests_to("/v1/account/accounts")) == (1, 1)
+
+
+async def test_a_rejected_key_sends_no_accounts_call(clock: FakeClock) -> None:
+    """The key's own call fails the audit: the accounts are not read after it."""
+    sim = HtxSimulator(clock=clock)
+    sim.add_key(KEY, "othersecret", UID)
+    s = settings()
+    async with Auditor(s, transport_factory=lambda _n: sim.transport(), clock=clock) as auditor:
+        result = await auditor.audit(s.keys[0])
+    assert result.error is not None
+    assert sim.requests_to("/v1/account/accounts") == 0
+
+
+def test_an_audit_is_granted_the_weight_of_its_calls() -> None:
+    """Two requests with the accounts read, one without."""
+    on = HtxAdapter(httpx.AsyncClient(), settings().exchanges.htx)
+    off = HtxAdapter(httpx.AsyncClient(), HtxSettings(trading_status=False))
+    assert (on.audit_weight, off.audit_weight) == (2, 1)
+    assert ("GET", "/v1/account/accounts") in HtxAdapter.read_only_endpoints
 
 
 async def test_wrong_secret_is_key_rejected(clock: FakeClock) -> None:

@@ -38,23 +38,23 @@ def request(
     offset: float = 0,
     client_ip: str = "127.0.0.1",
     extra: dict[str, str] | None = None,
+    path: str = "/v2/user/api-key",
 ) -> tuple[int, Any]:
-    """A signed ``GET /v2/user/api-key`` through the simulator's handler."""
+    """A signed ``GET /v2/user/api-key`` (or ``path``) through the simulator's handler."""
     params = {
         "AccessKeyId": key,
         "SignatureMethod": "HmacSHA256",
         "SignatureVersion": "2",
         "Timestamp": _stamp(clock.now + offset),
-        "uid": UID,
-        "accessKey": key,
+        **({"uid": UID, "accessKey": key} if path == "/v2/user/api-key" else {}),
         **(extra or {}),
     }
-    signature = sign(secret, presign("GET", "api.huobi.pro", "/v2/user/api-key", params))
+    signature = sign(secret, presign("GET", "api.huobi.pro", path, params))
     query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
     query += f"&Signature={quote(signature, safe='')}"
-    response = sim.handle(
-        "GET", "/v2/user/api-key", query, b"", {"Host": "api.huobi.pro"}, client_ip
-    )
+    response = sim.handle("GET", path, query, b"", {"Host": "api.huobi.pro"}, client_ip)
+    if response.body.startswith(b"<html>"):  # an injected failure
+        return response.status, response.body.decode()
     return response.status, json.loads(response.body) if response.body else None
 
 
@@ -189,3 +189,78 @@ def test_fault_knobs_validate_their_arguments(htx: HtxSimulator) -> None:
         htx.fail_next(1, 600)
     with pytest.raises(ValueError, match="truncate_next"):
         htx.truncate_next(-1)
+
+
+ACCOUNTS = "/v1/account/accounts"
+
+
+def test_accounts_answer_the_documented_shape(htx: HtxSimulator, clock: FakeClock) -> None:
+    """``GET /v1/account/accounts`` ("Get all Accounts of the Current User",
+    https://huobiapi.github.io/docs/spot/v1/en/#get-all-accounts-of-the-current-user): the
+    documented example's spot, otc and point accounts, ``state`` working."""
+    status, body = request(htx, clock, path=ACCOUNTS)
+    assert status == 200
+    assert body["status"] == "ok"
+    assert [(a["type"], a["subtype"], a["state"]) for a in body["data"]] == [
+        ("spot", "", "working"),
+        ("otc", "", "working"),
+        ("point", "", "working"),
+    ]
+    assert all(isinstance(a["id"], int) for a in body["data"])
+
+
+def test_account_states_change_at_run_time(htx: HtxSimulator, clock: FakeClock) -> None:
+    htx.update_key(KEY, account_state="lock", margin_state="lock")
+    _status, body = request(htx, clock, path=ACCOUNTS)
+    states = {(a["type"], a["subtype"]): a["state"] for a in body["data"]}
+    assert states[("spot", "")] == "lock"
+    assert states[("margin", "btcusdt")] == "lock"
+    htx.update_key(KEY, account_state="working")
+    _status, body = request(htx, clock, path=ACCOUNTS)
+    assert body["data"][0]["state"] == "working"
+    with pytest.raises(ValueError, match="account_state must be one of working, lock"):
+        htx.update_key(KEY, account_state="frozen")
+    with pytest.raises(ValueError, match="margin_state"):
+        htx.add_key("other", SECRET, UID, margin_state="locked")
+
+
+def test_accounts_need_a_valid_signature(htx: HtxSimulator, clock: FakeClock) -> None:
+    status, body = request(htx, clock, path=ACCOUNTS, secret="wrong")
+    assert status == 200
+    assert body["err-code"] == "api-signature-not-valid"
+
+
+def test_fail_next_on_one_path_fails_that_endpoint_alone(
+    htx: HtxSimulator, clock: FakeClock
+) -> None:
+    htx.fail_next(1, status=503, path=ACCOUNTS)
+    assert request(htx, clock)[0] == 200  # the key's details answer
+    assert request(htx, clock, path=ACCOUNTS)[0] == 503
+    assert request(htx, clock, path=ACCOUNTS)[0] == 200  # once only
+    assert (htx.requests_to(ACCOUNTS), htx.requests_to("/v2/user/api-key")) == (2, 1)
+
+
+def test_keys_file_sets_the_account_states(tmp_path: Any, clock: FakeClock) -> None:
+    """A keys-file entry takes ``account_state`` and ``margin_state``; a state HTX does not
+    document is refused on one line naming the entry."""
+    from keymon.simulator.__main__ import InputError, build_simulator
+
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(
+        f'- {{api_key: {KEY}, secret: {SECRET}, uid: "{UID}", account_state: lock,'
+        " margin_state: working}\n"
+    )
+    sim = build_simulator("htx", keys, 0.0)
+    assert isinstance(sim, HtxSimulator)
+    # The built simulator runs on the real clock: stamp the request with it.
+    status, body = request(sim, clock, path=ACCOUNTS, offset=time.time() - clock.now)
+    assert status == 200
+    assert [(a["type"], a["state"]) for a in body["data"]][::3] == [
+        ("spot", "lock"),
+        ("margin", "working"),
+    ]
+    keys.write_text(
+        f'- {{api_key: {KEY}, secret: {SECRET}, uid: "{UID}", account_state: frozen}}\n'
+    )
+    with pytest.raises(InputError, match="key entry 1: account_state must be one of working, lock"):
+        build_simulator("htx", keys, 0.0)
