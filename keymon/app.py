@@ -57,8 +57,9 @@ from keymon.budget import (
     limits_for,
 )
 from keymon.config import LoadedConfig, Settings, key_secrets, load, parse_listen
+from keymon.config_base import AUTO
 from keymon.errors import ConfigError
-from keymon.exchanges import EXCHANGES, audit_cost
+from keymon.exchanges import EXCHANGES, audit_cost, extras_cost
 from keymon.exchanges.base import Clock
 from keymon.metrics import AuditCollector, SelfMetrics, render
 from keymon.model import AuditResult
@@ -162,6 +163,9 @@ class App:
         )
         self.auditor = self._new_auditor(self.settings)
         self.scheduler = AuditScheduler(self.audit_key, self._key_plan, self.budget)
+        # Optional reads (Binance's trading status) only from spare budget, never ahead of a
+        # key's first audit (keymon check pays them with the audit).
+        self.budget.spare_extras_for(self.scheduler.first_round_weight)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -607,21 +611,47 @@ def _shortest_interval(settings: Settings) -> float:
 
 
 def _warn_if_budget_short(settings: Settings) -> None:
+    """``budget_too_small``: the keys' audits need more weight per minute than the budget.
+
+    Keys with a fixed interval count with their optional reads (Binance's trading status),
+    which they are meant to get every audit; ``auto`` keys with their mandatory weight only
+    (their interval is planned on it). Optional reads are what goes first when it is short.
+    """
     needed: dict[str, float] = {}
+    mandatory: dict[str, float] = {}
     for key in settings.keys:
-        cost = audit_cost(EXCHANGES[key.exchange], settings.exchanges.for_exchange(key.exchange))
-        needed[key.exchange] = (
-            needed.get(key.exchange, 0.0) + cost * 60 / settings.interval_for(key).total_seconds()
+        adapter, section = EXCHANGES[key.exchange], settings.exchanges.for_exchange(key.exchange)
+        cost = audit_cost(adapter, section)
+        per_audit = (
+            cost
+            if settings.configured_interval(key) == AUTO
+            else cost + extras_cost(adapter, section)
         )
+        per_minute = 60 / settings.interval_for(key).total_seconds()
+        needed[key.exchange] = needed.get(key.exchange, 0.0) + per_audit * per_minute
+        mandatory[key.exchange] = mandatory.get(key.exchange, 0.0) + cost * per_minute
     for exchange, per_minute in needed.items():
-        if per_minute > budget(settings, exchange):
-            log.warning(
-                "budget_too_small",
-                exchange=exchange,
-                needed_weight_per_minute=round(per_minute),
-                budget=budget(settings, exchange),
-                detail="not every key can be audited every interval; raise the budget or interval",
+        limit = budget(settings, exchange)
+        if per_minute <= limit:
+            continue
+        if mandatory[exchange] <= limit:
+            detail = (
+                "every key's restrictions fit; the optional reads (Binance's trading status) "
+                "are skipped first, read only from spare budget; raise the budget or interval"
             )
+        else:
+            detail = (
+                "not every key can be audited every interval (optional reads such as Binance's "
+                "trading status are skipped first); raise the budget or interval"
+            )
+        log.warning(
+            "budget_too_small",
+            exchange=exchange,
+            needed_weight_per_minute=round(per_minute),
+            mandatory_weight_per_minute=round(mandatory[exchange]),
+            budget=limit,
+            detail=detail,
+        )
 
 
 async def run_daemon(

@@ -20,6 +20,14 @@ every adapter passes each request through:
   first request spend the budget while the second requests starve: audits half done, none
   complete.
 
+* **Extras from spare budget.** An audit's optional reads (Binance's trading status) come
+  after its mandatory ones, the key's restrictions, which are what keymon is for. In the
+  daemon (:meth:`spare_extras_for`) :meth:`extras` grants them only at once, never by
+  waiting, and only while the grant leaves free :data:`EXTRAS_HEADROOM` of the budget (for
+  retries, clock syncs, reloads) plus the weight of the first-round audits still to come, so
+  extras never slow the first round; otherwise the audit skips them. ``keymon check`` pays
+  them as part of the audit's grant.
+
 A request that would have to wait longer than ``max_wait`` fails at once with
 ``rate_limited`` instead of queueing: the key's metrics then say it could not be audited in
 time, and its next scheduled audit tries again. Nothing is dropped silently.
@@ -77,6 +85,9 @@ DEFAULT_RETRY_AFTER = 60.0
 #: Ban/429/budget waits longer than this fail the request at once instead of queueing (the
 #: daemon lowers it to its shortest audit interval; ``keymon check`` uses it as is).
 MAX_BUDGET_WAIT = 60.0
+#: The share of an exchange's budget an audit's optional reads (extras) always leave free, for
+#: retries, clock syncs and reloads (see the module docstring).
+EXTRAS_HEADROOM = 0.10
 #: The file in ``data_dir`` where bans and 429 windows are shared between keymon processes.
 BAN_FILE_NAME = "bans.json"
 #: How often a running process looks whether another one recorded a ban (one ``stat``).
@@ -315,6 +326,8 @@ class WeightBudget(RequestGate):
         self._ban_file = ban_file
         self._wait_for_recorded = wait_for_recorded
         self._next_poll = 0.0
+        #: exchange -> weight of its first-round audits not yet granted (the scheduler's).
+        self._first_round: Callable[[str], int] | None = None
         if ban_file is not None:
             self._apply_recorded(ban_file.read())
             self._next_poll = self._monotonic() + BAN_FILE_POLL
@@ -355,6 +368,52 @@ class WeightBudget(RequestGate):
             yield
         finally:
             _prepaid.reset(token)
+
+    def spare_extras_for(self, first_round: Callable[[str], int]) -> None:
+        """Pay optional reads from spare budget only (the daemon), leaving free the headroom
+        and ``first_round(exchange)``: the weight of that exchange's first-round audits still
+        waiting for their grant."""
+        self._first_round = first_round
+        self.spare_extras = True
+
+    @contextlib.asynccontextmanager
+    async def extras(self, exchange: str, weight: int) -> AsyncIterator[bool]:
+        if not self.spare_extras or weight <= 0:
+            yield True  # part of the audit: its grant (audit_scope) or its requests pay
+            return
+        state = self._states.get(exchange)
+        keep_free = 0.0
+        if state is not None:
+            keep_free = EXTRAS_HEADROOM * state.limits.max_weight_per_minute
+            if self._first_round is not None:
+                keep_free += self._first_round(exchange)
+        if not self.try_extra(exchange, weight, keep_free):
+            yield False
+            return
+        token = _prepaid.set({exchange: weight})
+        try:
+            yield True
+        finally:
+            _prepaid.reset(token)
+
+    def try_extra(self, exchange: str, weight: int, keep_free: float) -> bool:
+        """Grant ``weight`` of optional reads now, if that leaves ``keep_free`` of the budget
+        unspent in the window; never waits. False: skip them (also during a block or ban)."""
+        state = self._states.get(exchange)
+        if state is None:
+            return True  # no budget for this exchange: nothing to protect
+        self._poll_ban_file()
+        now = self._monotonic()
+        if now < state.banned_until:
+            return False
+        if self._wait_needed(state, 0, now) > 0:  # a 429 window, or the IP near its limit
+            return False
+        if state.spent_total + weight + keep_free > state.limits.max_weight_per_minute:
+            return False
+        state.spent.append((now, weight))
+        state.spent_total += weight
+        state.weight_sent += weight
+        return True
 
     def try_grant(self, exchange: str, weight: int) -> float | None:
         """For the scheduler: grant ``weight`` now if keymon's own budget has room.

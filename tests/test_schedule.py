@@ -28,7 +28,7 @@ from keymon.config import (
     load,
 )
 from keymon.errors import ConfigError
-from keymon.exchanges import EXCHANGES, audit_cost
+from keymon.exchanges import EXCHANGES, audit_cost, extras_cost
 from keymon.model import Reason
 from keymon.simulator.binance import BinanceSimulator
 from tests.conftest import make_settings
@@ -301,11 +301,20 @@ def test_audit_cost_is_the_heaviest_call() -> None:
         for name in EXCHANGES
     }
     assert (cost["kucoin"], cost["mexc"], cost["gate"]) == (20, 10, 2)
-    # Binance: apiRestrictions, and (trading_status, the default) apiTradingStatus and
-    # account/status, each of IP weight 1, granted at once.
-    assert cost["binance"] == 3
+    assert cost["binance"] == 1
+
+
+def test_audit_cost_is_the_mandatory_weight() -> None:
+    """Binance with its trading-status reads on (the default): the audit's cost, which the
+    scheduler grants and `interval: auto` plans with, is apiRestrictions alone (1); the two
+    trading-status reads are extras of weight 2, and none with trading_status off."""
+    on = make_settings().exchanges.for_exchange("binance")
     off = make_settings(exchanges={"binance": {"trading_status": False}})
-    assert audit_cost(EXCHANGES["binance"], off.exchanges.for_exchange("binance")) == 1
+    off_section = off.exchanges.for_exchange("binance")
+    assert (audit_cost(EXCHANGES["binance"], on), extras_cost(EXCHANGES["binance"], on)) == (1, 2)
+    assert audit_cost(EXCHANGES["binance"], off_section) == 1
+    assert extras_cost(EXCHANGES["binance"], off_section) == 0
+    assert extras_cost(EXCHANGES["gate"], make_settings().exchanges.for_exchange("gate")) == 0
 
 
 @pytest.mark.parametrize(
