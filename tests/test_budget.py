@@ -190,6 +190,60 @@ async def test_two_request_audits_complete_under_a_tight_budget(clock: FakeClock
     assert gate.stats("gate")["weight_sent"] == 9
 
 
+# ----------------------------------------------------------------------------- extras
+
+
+async def test_extras_are_granted_only_from_spare_weight(fake: FakeTime, clock: FakeClock) -> None:
+    """In the daemon, optional reads are granted at once or not at all: never while the grant
+    would eat into the 10 % headroom or the first round's weight still to come, never by
+    waiting; granted, their own requests do not pay twice."""
+    gate = budget(fake, clock, per_minute=24)
+    pending = {"binance": 10}
+    gate.spare_extras_for(lambda exchange: pending.get(exchange, 0))
+    assert gate.try_grant("binance", 10) == 0.0
+    # 10 spent + 2 + 2.4 headroom + 10 still to come in the first round > 24: skipped.
+    async with gate.extras("binance", 2) as granted:
+        assert granted is False
+    assert gate.stats("binance")["weight_sent"] == 10
+    assert fake.slept == []
+    pending["binance"] = 0
+    async with gate.extras("binance", 2) as granted:
+        assert granted is True
+        await gate.acquire("binance", 1)  # the extras' requests: paid by the grant
+        await gate.acquire("binance", 1)
+    assert gate.stats("binance")["weight_sent"] == 12
+    assert gate.try_grant("binance", 9) == 0.0  # 21 spent: 21 + 2 + 2.4 > 24
+    async with gate.extras("binance", 2) as granted:
+        assert granted is False
+    assert fake.slept == []
+
+
+async def test_extras_are_part_of_the_audit_outside_the_daemon(
+    fake: FakeTime, clock: FakeClock
+) -> None:
+    """Without spare_extras_for (keymon check) the optional reads are always sent and paid
+    like any request, waiting for the budget if need be."""
+    gate = budget(fake, clock, per_minute=4, max_wait=120)
+    assert gate.spare_extras is False
+    assert gate.try_grant("binance", 3) == 0.0
+    async with gate.extras("binance", 2) as granted:
+        assert granted is True
+        await gate.acquire("binance", 1)
+        await gate.acquire("binance", 1)  # waits for the window
+    assert fake.slept != []
+    assert gate.stats("binance")["weight_sent"] == 5
+
+
+async def test_no_extras_during_a_block(fake: FakeTime, clock: FakeClock) -> None:
+    """While a 429 window lasts the extras are skipped at once, whatever the budget."""
+    gate = budget(fake, clock, per_minute=1000)
+    gate.spare_extras_for(lambda _exchange: 0)
+    gate.observe("binance", response(429, **{"Retry-After": "30"}))
+    assert gate.try_extra("binance", 2, keep_free=0) is False
+    fake.now += 31
+    assert gate.try_extra("binance", 2, keep_free=0) is True
+
+
 # ----------------------------------------------------------------------------- the ban file
 
 
