@@ -53,6 +53,7 @@ from keymon.budget import (
     BanFile,
     ExchangeLimits,
     Sleep,
+    SparePlan,
     WeightBudget,
     limits_for,
 )
@@ -164,8 +165,13 @@ class App:
         self.auditor = self._new_auditor(self.settings)
         self.scheduler = AuditScheduler(self.audit_key, self._key_plan, self.budget)
         # Optional reads (Binance's trading status) only from spare budget, never ahead of a
-        # key's first audit (keymon check pays them with the audit).
-        self.budget.spare_extras_for(self.scheduler.first_round_weight)
+        # key's first audit nor into the restriction reads' planned share (keymon check pays
+        # them with the audit).
+        self._planned = planned_load(self.settings)
+        self.budget.spare_extras_for(
+            self.scheduler.first_round_weight,
+            lambda exchange: self._planned.get(exchange, SparePlan()),
+        )
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -403,6 +409,7 @@ class App:
         for warning in loaded.warnings:
             log.warning("config_warning", detail=warning)
         self.settings = new
+        self._planned = planned_load(new)
         self.budget.update_limits(budget_limits(new))
         self.budget.max_wait = min(MAX_BUDGET_WAIT, _shortest_interval(new))
         if old.exchanges != new.exchanges or old.audit.timeout != new.audit.timeout:
@@ -420,6 +427,7 @@ class App:
         after = set(self.store.names())
         removed = sorted(before - after)
         self.scheduler.unschedule(removed)
+        self.budget.forget_extras(removed)
         if removed:
             self.db.forget_keys(sorted(after))
         # New keys (or new credentials): audited at once. Kept keys whose interval or jitter
@@ -608,6 +616,25 @@ def _describe(interval: timedelta | str) -> float | str:
 
 def _shortest_interval(settings: Settings) -> float:
     return min(settings.interval_for(key).total_seconds() for key in settings.keys)
+
+
+def planned_load(settings: Settings) -> dict[str, SparePlan]:
+    """Per exchange, the mandatory weight per minute its keys' timetables spend (a key's runs
+    are ``interval - jitter`` apart on its grid: :mod:`keymon.schedule`), its number of keys,
+    and its optional reads' weight per minute if every audit made them (for the extras)."""
+    load: dict[str, float] = {}
+    extras: dict[str, float] = {}
+    keys: dict[str, int] = {}
+    for key in settings.keys:
+        adapter, section = EXCHANGES[key.exchange], settings.exchanges.for_exchange(key.exchange)
+        every = (settings.interval_for(key) - settings.jitter_for(key)).total_seconds()
+        per_minute = 60 / max(every, 0.001)
+        load[key.exchange] = load.get(key.exchange, 0.0) + audit_cost(adapter, section) * per_minute
+        extras[key.exchange] = (
+            extras.get(key.exchange, 0.0) + extras_cost(adapter, section) * per_minute
+        )
+        keys[key.exchange] = keys.get(key.exchange, 0) + 1
+    return {name: SparePlan(load[name], keys[name], extras[name]) for name in load}
 
 
 def _warn_if_budget_short(settings: Settings) -> None:

@@ -326,7 +326,7 @@ async def test_with_room_every_audit_reads_the_trading_status(
     trading lock and the account status with the key's restrictions."""
     keys = fleet(5)
     sim = sim_for(keys)
-    audit = {"interval": "1s", "jitter": "200ms", "timeout": "2s"}
+    audit = {"interval": "2s", "jitter": "200ms", "timeout": "2s"}
     app = App(
         load(write(tmp_path, keys, audit=audit)), transport_factory=lambda _n: sim.transport()
     )

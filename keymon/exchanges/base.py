@@ -62,9 +62,12 @@ class RequestGate:
         yield
 
     @contextlib.asynccontextmanager
-    async def extras(self, exchange: str, weight: int) -> AsyncIterator[bool]:
-        """Around an audit's optional reads of ``weight``: yields True to send them, False to
-        skip them (never waits). The default sends them, paid like any other request."""
+    async def extras(
+        self, exchange: str, weight: int, key: str | None = None
+    ) -> AsyncIterator[bool]:
+        """Around an audit's optional reads of ``weight`` for ``key``: yields True to send
+        them, False to skip them (never waits). The default sends them, paid like any other
+        request."""
         yield True
 
 

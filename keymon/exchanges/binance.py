@@ -419,7 +419,7 @@ class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=Bina
         facts = self._facts(body)
         if not self._settings.trading_status:
             return facts
-        async with self._gate.extras(NAME, self.extras_weight) as granted:
+        async with self._gate.extras(NAME, self.extras_weight, key.name) as granted:
             if granted:
                 return await self._trading_readiness(facts, auth)
         # No spare budget now: the restrictions above are what this audit is for; the last
