@@ -53,12 +53,14 @@ from keymon.budget import (
     BanFile,
     ExchangeLimits,
     Sleep,
+    SparePlan,
     WeightBudget,
     limits_for,
 )
 from keymon.config import LoadedConfig, Settings, key_secrets, load, parse_listen
+from keymon.config_base import AUTO
 from keymon.errors import ConfigError
-from keymon.exchanges import EXCHANGES, audit_cost
+from keymon.exchanges import EXCHANGES, audit_cost, extras_cost
 from keymon.exchanges.base import Clock
 from keymon.metrics import AuditCollector, SelfMetrics, iter_body, render
 from keymon.model import AuditResult
@@ -162,6 +164,14 @@ class App:
         )
         self.auditor = self._new_auditor(self.settings)
         self.scheduler = AuditScheduler(self.audit_key, self._key_plan, self.budget)
+        # Optional reads (Binance's trading status) only from spare budget, never ahead of a
+        # key's first audit nor into the restriction reads' planned share (keymon check pays
+        # them with the audit).
+        self._planned = planned_load(self.settings)
+        self.budget.spare_extras_for(
+            self.scheduler.first_round_weight,
+            lambda exchange: self._planned.get(exchange, SparePlan()),
+        )
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -399,6 +409,7 @@ class App:
         for warning in loaded.warnings:
             log.warning("config_warning", detail=warning)
         self.settings = new
+        self._planned = planned_load(new)
         self.budget.update_limits(budget_limits(new))
         self.budget.max_wait = min(MAX_BUDGET_WAIT, _shortest_interval(new))
         if old.exchanges != new.exchanges or old.audit.timeout != new.audit.timeout:
@@ -416,6 +427,7 @@ class App:
         after = set(self.store.names())
         removed = sorted(before - after)
         self.scheduler.unschedule(removed)
+        self.budget.forget_extras(removed)
         if removed:
             self.db.forget_keys(sorted(after))
         # New keys (or new credentials): audited at once. Kept keys whose interval or jitter
@@ -608,22 +620,67 @@ def _shortest_interval(settings: Settings) -> float:
     return min(settings.interval_for(key).total_seconds() for key in settings.keys)
 
 
-def _warn_if_budget_short(settings: Settings) -> None:
-    needed: dict[str, float] = {}
+def planned_load(settings: Settings) -> dict[str, SparePlan]:
+    """Per exchange, the mandatory weight per minute its keys' timetables spend (a key's runs
+    are ``interval - jitter`` apart on its grid: :mod:`keymon.schedule`), its number of keys,
+    and its optional reads' weight per minute if every audit made them (for the extras)."""
+    load: dict[str, float] = {}
+    extras: dict[str, float] = {}
+    keys: dict[str, int] = {}
     for key in settings.keys:
-        cost = audit_cost(EXCHANGES[key.exchange], settings.exchanges.for_exchange(key.exchange))
-        needed[key.exchange] = (
-            needed.get(key.exchange, 0.0) + cost * 60 / settings.interval_for(key).total_seconds()
+        adapter, section = EXCHANGES[key.exchange], settings.exchanges.for_exchange(key.exchange)
+        every = (settings.interval_for(key) - settings.jitter_for(key)).total_seconds()
+        per_minute = 60 / max(every, 0.001)
+        load[key.exchange] = load.get(key.exchange, 0.0) + audit_cost(adapter, section) * per_minute
+        extras[key.exchange] = (
+            extras.get(key.exchange, 0.0) + extras_cost(adapter, section) * per_minute
         )
+        keys[key.exchange] = keys.get(key.exchange, 0) + 1
+    return {name: SparePlan(load[name], keys[name], extras[name]) for name in load}
+
+
+def _warn_if_budget_short(settings: Settings) -> None:
+    """``budget_too_small``: the keys' audits need more weight per minute than the budget.
+
+    Keys with a fixed interval count with their optional reads (Binance's trading status),
+    which they are meant to get every audit; ``auto`` keys with their mandatory weight only
+    (their interval is planned on it). Optional reads are what goes first when it is short.
+    """
+    needed: dict[str, float] = {}
+    mandatory: dict[str, float] = {}
+    for key in settings.keys:
+        adapter, section = EXCHANGES[key.exchange], settings.exchanges.for_exchange(key.exchange)
+        cost = audit_cost(adapter, section)
+        per_audit = (
+            cost
+            if settings.configured_interval(key) == AUTO
+            else cost + extras_cost(adapter, section)
+        )
+        per_minute = 60 / settings.interval_for(key).total_seconds()
+        needed[key.exchange] = needed.get(key.exchange, 0.0) + per_audit * per_minute
+        mandatory[key.exchange] = mandatory.get(key.exchange, 0.0) + cost * per_minute
     for exchange, per_minute in needed.items():
-        if per_minute > budget(settings, exchange):
-            log.warning(
-                "budget_too_small",
-                exchange=exchange,
-                needed_weight_per_minute=round(per_minute),
-                budget=budget(settings, exchange),
-                detail="not every key can be audited every interval; raise the budget or interval",
+        limit = budget(settings, exchange)
+        if per_minute <= limit:
+            continue
+        if mandatory[exchange] <= limit:
+            detail = (
+                "every key's restrictions fit; the optional reads (Binance's trading status) "
+                "are skipped first, read only from spare budget; raise the budget or interval"
             )
+        else:
+            detail = (
+                "not every key can be audited every interval (optional reads such as Binance's "
+                "trading status are skipped first); raise the budget or interval"
+            )
+        log.warning(
+            "budget_too_small",
+            exchange=exchange,
+            needed_weight_per_minute=round(per_minute),
+            mandatory_weight_per_minute=round(mandatory[exchange]),
+            budget=limit,
+            detail=detail,
+        )
 
 
 async def run_daemon(

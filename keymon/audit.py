@@ -114,9 +114,14 @@ class Auditor:
         ):
             adapter = self.adapter(key.exchange)
             try:
-                # An audit of several requests is granted its whole weight at once.
-                if adapter.audit_weight > 1:
-                    async with self._gate.audit_scope(key.exchange, adapter.audit_weight):
+                # An audit of several requests is granted its whole weight at once: in the
+                # daemon its mandatory part (the optional reads ask the gate for spare weight
+                # themselves), under `keymon check` all of it.
+                weight = adapter.audit_weight
+                if not self._gate.spare_extras:
+                    weight += adapter.extras_weight
+                if weight > 1:
+                    async with self._gate.audit_scope(key.exchange, weight):
                         facts = await adapter.audit(key)
                 else:
                     facts = await adapter.audit(key)

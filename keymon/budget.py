@@ -20,6 +20,23 @@ every adapter passes each request through:
   first request spend the budget while the second requests starve: audits half done, none
   complete.
 
+* **Extras from spare budget.** An audit's optional reads (Binance's trading status) come
+  after its mandatory ones, the key's restrictions, which are what keymon is for. In the
+  daemon (:meth:`spare_extras_for`) :meth:`extras` grants them only at once, never by
+  waiting, and only while the grant leaves free :data:`EXTRAS_HEADROOM` of the budget (for
+  retries, clock syncs, reloads) plus the weight of the first-round audits still to come, so
+  extras never slow the first round; otherwise the audit skips them. Nor may the extras in
+  the window exceed the *spare share*: the budget less the headroom less the restriction
+  reads planned per minute (every key's mandatory weight over its interval). Without that
+  cap, extras granted into a quiet window (right after the first round's spends age out)
+  would hold weight for a minute that the next restriction reads need, and delay them.
+  And where the share cannot serve every audit, it goes round: a key whose extras were
+  granted less than
+  :data:`EXTRAS_ROTATION` of a round ago (``keys * weight / share`` minutes) is skipped, so
+  the grants go to the keys read longest ago, not always to the same ones (those whose
+  audits happen to fall where the window is a little emptier).
+  ``keymon check`` pays them as part of the audit's grant.
+
 A request that would have to wait longer than ``max_wait`` fails at once with
 ``rate_limited`` instead of queueing: the key's metrics then say it could not be audited in
 time, and its next scheduled audit tries again. Nothing is dropped silently.
@@ -49,7 +66,7 @@ import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,6 +94,12 @@ DEFAULT_RETRY_AFTER = 60.0
 #: Ban/429/budget waits longer than this fail the request at once instead of queueing (the
 #: daemon lowers it to its shortest audit interval; ``keymon check`` uses it as is).
 MAX_BUDGET_WAIT = 60.0
+#: The share of an exchange's budget an audit's optional reads (extras) always leave free, for
+#: retries, clock syncs and reloads (see the module docstring).
+EXTRAS_HEADROOM = 0.10
+#: A key's extras are granted again only after this share of a round (the time the spare
+#: share takes to serve every key of the exchange once): the share goes round the keys.
+EXTRAS_ROTATION = 0.8
 #: The file in ``data_dir`` where bans and 429 windows are shared between keymon processes.
 BAN_FILE_NAME = "bans.json"
 #: How often a running process looks whether another one recorded a ban (one ``stat``).
@@ -87,6 +110,18 @@ _RECORDED_SLACK = 0.5
 _prepaid: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
     "keymon_prepaid_weight", default=None
 )
+
+
+@dataclass(frozen=True, slots=True)
+class SparePlan:
+    """What the daemon plans for one exchange, for its extras (WeightBudget.extras)."""
+
+    #: The mandatory weight per minute its keys' timetables spend (weight / grid period).
+    load: float = 0.0
+    #: How many keys it has.
+    keys: int = 0
+    #: The optional reads' weight per minute if every audit made them.
+    extras: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +157,10 @@ class _State:
     block_recorded: bool = False
     ban_recorded: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The extras' own spends in the window (also in ``spent``): they may not exceed the
+    #: spare share (WeightBudget.extras).
+    extras: deque[tuple[float, int]] = field(default_factory=deque)
+    extras_total: int = 0
     weight_sent: int = 0  # lifetime, for benchmarks and tests
     count_429: int = 0
     count_418: int = 0
@@ -315,6 +354,12 @@ class WeightBudget(RequestGate):
         self._ban_file = ban_file
         self._wait_for_recorded = wait_for_recorded
         self._next_poll = 0.0
+        #: exchange -> weight of its first-round audits not yet granted (the scheduler's).
+        self._first_round: Callable[[str], int] | None = None
+        #: exchange -> the mandatory weight per minute its keys' timetables spend, and keys.
+        self._planned: Callable[[str], SparePlan] | None = None
+        #: (exchange, key) -> when its extras were last granted (monotonic; the rotation).
+        self._extras_granted: dict[tuple[str, str], float] = {}
         if ban_file is not None:
             self._apply_recorded(ban_file.read())
             self._next_poll = self._monotonic() + BAN_FILE_POLL
@@ -355,6 +400,95 @@ class WeightBudget(RequestGate):
             yield
         finally:
             _prepaid.reset(token)
+
+    def spare_extras_for(
+        self, first_round: Callable[[str], int], planned: Callable[[str], SparePlan]
+    ) -> None:
+        """Pay optional reads from spare budget only (the daemon), leaving free the headroom
+        and ``first_round(exchange)`` (the weight of that exchange's first-round audits still
+        waiting for their grant), within the spare share left by ``planned(exchange)`` (the
+        mandatory weight per minute its keys' timetables spend), round the keys."""
+        self._first_round = first_round
+        self._planned = planned
+        self.spare_extras = True
+
+    @contextlib.asynccontextmanager
+    async def extras(
+        self, exchange: str, weight: int, key: str | None = None
+    ) -> AsyncIterator[bool]:
+        if not self.spare_extras or weight <= 0:
+            yield True  # part of the audit: its grant (audit_scope) or its requests pay
+            return
+        state = self._states.get(exchange)
+        keep_free, share = 0.0, None
+        if state is not None:
+            budget = state.limits.max_weight_per_minute
+            keep_free = EXTRAS_HEADROOM * budget
+            if self._first_round is not None:
+                keep_free += self._first_round(exchange)
+            if self._planned is not None:
+                plan = self._planned(exchange)
+                share = (1 - EXTRAS_HEADROOM) * budget - plan.load
+                # The share goes round only when it cannot serve every audit.
+                tight = 0 < share < plan.extras
+                if (
+                    tight
+                    and key is not None
+                    and not self._extras_due(
+                        exchange, key, EXTRAS_ROTATION * plan.keys * weight / share * WINDOW
+                    )
+                ):
+                    yield False
+                    return
+        if not self.try_extra(exchange, weight, keep_free, share=share):
+            yield False
+            return
+        if key is not None:
+            self._extras_granted[(exchange, key)] = self._monotonic()
+        token = _prepaid.set({exchange: weight})
+        try:
+            yield True
+        finally:
+            _prepaid.reset(token)
+
+    def _extras_due(self, exchange: str, key: str, min_age: float) -> bool:
+        """Whether ``key``'s extras were last granted at least ``min_age`` seconds ago."""
+        last = self._extras_granted.get((exchange, key))
+        return last is None or self._monotonic() - last >= min_age
+
+    def forget_extras(self, names: Iterable[str]) -> None:
+        """Drop the rotation's record of these keys (removed by a reload)."""
+        gone = set(names)
+        for pair in [p for p in self._extras_granted if p[1] in gone]:
+            del self._extras_granted[pair]
+
+    def try_extra(
+        self, exchange: str, weight: int, keep_free: float, *, share: float | None = None
+    ) -> bool:
+        """Grant ``weight`` of optional reads now, if that leaves ``keep_free`` of the budget
+        unspent in the window and keeps the extras in the window within ``share`` (None: no
+        such cap); never waits. False: skip them (also during a block or ban)."""
+        state = self._states.get(exchange)
+        if state is None:
+            return True  # no budget for this exchange: nothing to protect
+        self._poll_ban_file()
+        now = self._monotonic()
+        if now < state.banned_until:
+            return False
+        if self._wait_needed(state, 0, now) > 0:  # a 429 window, or the IP near its limit
+            return False
+        if state.spent_total + weight + keep_free > state.limits.max_weight_per_minute:
+            return False
+        while state.extras and state.extras[0][0] <= now - WINDOW:
+            state.extras_total -= state.extras.popleft()[1]
+        if share is not None and state.extras_total + weight > share:
+            return False
+        state.spent.append((now, weight))
+        state.spent_total += weight
+        state.extras.append((now, weight))
+        state.extras_total += weight
+        state.weight_sent += weight
+        return True
 
     def try_grant(self, exchange: str, weight: int) -> float | None:
         """For the scheduler: grant ``weight`` now if keymon's own budget has room.

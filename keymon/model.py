@@ -8,8 +8,8 @@ Facts are three-state. A permission absent from ``KeyFacts.permissions``, an
 ``ip_restricted``, ``ip_list``, ``key_locked``, ``account_kind``, ``third_party_app``,
 ``last_used_at``, ``trading_locked``, ``trading_indicators`` or ``account_status`` of ``None``:
 the exchange does not show it (or, for the trading-readiness facts, the call that reads them
-failed: ``trading_status_error`` says why), so the rules that need it are not evaluated (not
-passed).
+failed: ``trading_status_error`` says why, or was skipped for want of spare budget), so the
+rules that need it are not evaluated (not passed).
 """
 
 from __future__ import annotations
@@ -179,6 +179,10 @@ class KeyFacts:
     #: Why the trading-readiness facts above could not be read in this audit (the rest of the
     #: audit succeeded). None: read, or not asked for.
     trading_status_error: AuditError | None = None
+    #: The trading-readiness reads were not sent in this audit: the daemon's budget had no
+    #: spare room for them (they are optional; the key's restrictions come first). Not an
+    #: error: the store keeps the last known trading facts.
+    trading_status_skipped: bool = False
 
     @property
     def account_restricted(self) -> bool | None:

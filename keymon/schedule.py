@@ -11,6 +11,11 @@ at once, in the configuration's order. So the first round goes out as fast as ke
 budget allows: 1,000 Binance keys under the default 1,200 weight/min are all audited within
 seconds, and a round larger than the budget continues as the sliding window frees.
 
+**Extras wait for the first round.** :meth:`AuditScheduler.first_round_weight` is the weight
+of an exchange's first-round audits not yet granted; the budget keeps it free of optional
+reads (Binance's trading status: :meth:`~keymon.budget.WeightBudget.extras`), so every key's
+restrictions are read before any spare weight goes to extras.
+
 **Periods.** A key's later audits sit on a grid, ``anchor + (phase + m) * every``, where
 ``phase`` in [0, 1) comes from a hash of its name (stable across restarts, spread evenly),
 ``every = interval - jitter``, and each run is delayed by a random share of ``jitter``: keys
@@ -112,6 +117,10 @@ class AuditScheduler:
         self._gen: dict[str, int] = {}
         self._seq = itertools.count()
         self._in_flight: dict[str, asyncio.Task[Any]] = {}
+        #: name -> (exchange, weight) of each key whose first-round audit is still to start,
+        #: and the weights summed per exchange (first_round_weight).
+        self._first: dict[str, tuple[str, int]] = {}
+        self._first_weight: dict[str, int] = {}
         self._anchor = 0.0
         self.running = False
 
@@ -161,6 +170,23 @@ class AuditScheduler:
     def unschedule(self, names: Iterable[str]) -> None:
         for name in names:
             self._gen.pop(name, None)
+            self._first_done(name)
+
+    def first_round_weight(self, exchange: str) -> int:
+        """The weight of ``exchange``'s first-round audits not yet started (for the budget:
+        optional reads leave it free)."""
+        return self._first_weight.get(exchange, 0)
+
+    def _first_pending(self, name: str, plan: KeyPlan) -> None:
+        self._first_done(name)
+        self._first[name] = (plan.exchange, plan.weight)
+        self._first_weight[plan.exchange] = self._first_weight.get(plan.exchange, 0) + plan.weight
+
+    def _first_done(self, name: str) -> None:
+        entry = self._first.pop(name, None)
+        if entry is not None:
+            exchange, weight = entry
+            self._first_weight[exchange] -= weight
 
     def scheduled(self, name: str) -> bool:
         """Whether ``name`` has a run ahead."""
@@ -178,6 +204,10 @@ class AuditScheduler:
     def _push(self, name: str, plan: KeyPlan, due: float, grid: float | None) -> None:
         gen = self._gen.get(name, 0) + 1
         self._gen[name] = gen
+        if grid is None:
+            self._first_pending(name, plan)
+        else:
+            self._first_done(name)
         lane = self._lanes.get(plan.exchange)
         if lane is None:
             lane = self._lanes[plan.exchange] = _Lane(slots=asyncio.Semaphore(self._concurrency))
@@ -238,6 +268,7 @@ class AuditScheduler:
         plan = self._plan(name)
         if plan is None:
             self._gen.pop(name, None)
+            self._first_done(name)
             return
         if plan.exchange != exchange:  # the key moved to another exchange on reload
             self._push(name, plan, now, None)
@@ -249,6 +280,8 @@ class AuditScheduler:
             lane.slots.release()
             raise
         started = self._now()
+        if math.isnan(grid) and self._gen.get(name) == gen:
+            self._first_done(name)  # granted (or going out ungranted): no longer waiting
         nxt = self._next(name, plan, grid, started)
         if self._gen.get(name) == gen:  # still ours after waiting for the budget
             self._push(name, plan, nxt + self._rng() * plan.jitter, nxt)

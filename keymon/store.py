@@ -8,7 +8,8 @@ produced, stay until a new successful audit replaces them, together with the tim
 success so their age is visible. Whether the exchange rejects the key is tracked separately,
 from the latest audit that could tell. Likewise, an audit whose trading-status read failed
 (``KeyFacts.trading_status_error``) keeps the last known trading lock, indicators and account
-status, re-judged, so a failed read never makes a trading lock look lifted.
+status, re-judged, so a failed read never makes a trading lock look lifted; so does an audit
+that skipped those reads for want of spare budget (``KeyFacts.trading_status_skipped``).
 """
 
 from __future__ import annotations
@@ -226,7 +227,8 @@ class Store:
             state.last_result = result
             if result.facts is not None:
                 facts, evaluation = result.facts, result.evaluation
-                if facts.trading_status_error is not None and state.last_facts is not None:
+                unread = facts.trading_status_error is not None or facts.trading_status_skipped
+                if unread and state.last_facts is not None:
                     facts = _keep_trading_facts(state.last_facts, facts)
                     if facts is not result.facts:
                         evaluation = self._evaluate(state, facts, result.checked_at)

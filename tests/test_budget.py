@@ -18,6 +18,7 @@ from keymon.budget import (
     BanFile,
     ExchangeLimits,
     RecordedBlock,
+    SparePlan,
     WeightBudget,
 )
 from keymon.errors import ExchangeRateLimited
@@ -188,6 +189,96 @@ async def test_two_request_audits_complete_under_a_tight_budget(clock: FakeClock
     assert outcomes.count("ok") == 4  # the sync spent 1 of the 10: 9 // 2 whole audits
     assert outcomes.count(Reason.RATE_LIMITED) == 16
     assert gate.stats("gate")["weight_sent"] == 9
+
+
+# ----------------------------------------------------------------------------- extras
+
+
+async def test_extras_are_granted_only_from_spare_weight(fake: FakeTime, clock: FakeClock) -> None:
+    """In the daemon, optional reads are granted at once or not at all: never while the grant
+    would eat into the 10 % headroom or the first round's weight still to come, never by
+    waiting; granted, their own requests do not pay twice."""
+    gate = budget(fake, clock, per_minute=24)
+    pending = {"binance": 10}
+    gate.spare_extras_for(lambda exchange: pending.get(exchange, 0), lambda _exchange: SparePlan())
+    assert gate.try_grant("binance", 10) == 0.0
+    # 10 spent + 2 + 2.4 headroom + 10 still to come in the first round > 24: skipped.
+    async with gate.extras("binance", 2) as granted:
+        assert granted is False
+    assert gate.stats("binance")["weight_sent"] == 10
+    assert fake.slept == []
+    pending["binance"] = 0
+    async with gate.extras("binance", 2) as granted:
+        assert granted is True
+        await gate.acquire("binance", 1)  # the extras' requests: paid by the grant
+        await gate.acquire("binance", 1)
+    assert gate.stats("binance")["weight_sent"] == 12
+    assert gate.try_grant("binance", 9) == 0.0  # 21 spent: 21 + 2 + 2.4 > 24
+    async with gate.extras("binance", 2) as granted:
+        assert granted is False
+    assert fake.slept == []
+
+
+async def test_extras_stay_within_the_share_the_planned_restriction_reads_leave(
+    fake: FakeTime, clock: FakeClock
+) -> None:
+    """1,200/min with 1,020/min of restriction reads planned (1,000 keys on `auto`): in an
+    empty window the extras still get only the spare 60 weight a minute (1,200 less 10 % less
+    1,020), so a minute later the restriction reads find their weight."""
+    gate = budget(fake, clock, per_minute=1200)
+    gate.spare_extras_for(lambda _exchange: 0, lambda _exchange: SparePlan(1020.0, 1000, 2040.0))
+    granted = 0
+    for _ in range(100):
+        async with gate.extras("binance", 2) as ok:
+            granted += ok
+        fake.now += 0.1
+    assert granted == 30
+    fake.now += WINDOW
+    async with gate.extras("binance", 2) as ok:
+        assert ok is True
+
+
+async def test_the_spare_share_goes_round_the_keys(fake: FakeTime, clock: FakeClock) -> None:
+    """Four keys, a spare share of 4 weight a minute (2 extras of weight 2): a key whose
+    extras were granted is skipped until most of a round (4 keys x 2 / 4 = 2 min) has
+    passed, so a key that asks right after the window frees does not take every grant."""
+    gate = budget(fake, clock, per_minute=100)
+    gate.spare_extras_for(lambda _exchange: 0, lambda _exchange: SparePlan(86.0, 4, 20.0))
+    order = []
+    for _ in range(8):  # a minute apart: each time the share has room again
+        for key in ("a", "b", "c", "d"):
+            async with gate.extras("binance", 2, key) as ok:
+                if ok:
+                    order.append(key)
+        fake.now += WINDOW
+    assert order[:4] == ["a", "b", "c", "d"]
+    assert {order.count(key) for key in "abcd"} == {order.count("a")}  # evenly
+
+
+async def test_extras_are_part_of_the_audit_outside_the_daemon(
+    fake: FakeTime, clock: FakeClock
+) -> None:
+    """Without spare_extras_for (keymon check) the optional reads are always sent and paid
+    like any request, waiting for the budget if need be."""
+    gate = budget(fake, clock, per_minute=4, max_wait=120)
+    assert gate.spare_extras is False
+    assert gate.try_grant("binance", 3) == 0.0
+    async with gate.extras("binance", 2) as granted:
+        assert granted is True
+        await gate.acquire("binance", 1)
+        await gate.acquire("binance", 1)  # waits for the window
+    assert fake.slept != []
+    assert gate.stats("binance")["weight_sent"] == 5
+
+
+async def test_no_extras_during_a_block(fake: FakeTime, clock: FakeClock) -> None:
+    """While a 429 window lasts the extras are skipped at once, whatever the budget."""
+    gate = budget(fake, clock, per_minute=1000)
+    gate.spare_extras_for(lambda _exchange: 0, lambda _exchange: SparePlan())
+    gate.observe("binance", response(429, **{"Retry-After": "30"}))
+    assert gate.try_extra("binance", 2, keep_free=0) is False
+    fake.now += 31
+    assert gate.try_extra("binance", 2, keep_free=0) is True
 
 
 # ----------------------------------------------------------------------------- the ban file

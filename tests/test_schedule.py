@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from structlog.testing import capture_logs
 
 from keymon.app import App
 from keymon.config import (
@@ -28,7 +29,7 @@ from keymon.config import (
     load,
 )
 from keymon.errors import ConfigError
-from keymon.exchanges import EXCHANGES, audit_cost
+from keymon.exchanges import EXCHANGES, audit_cost, extras_cost
 from keymon.model import Reason
 from keymon.simulator.binance import BinanceSimulator
 from tests.conftest import make_settings
@@ -246,6 +247,109 @@ async def test_periodic_audits_follow_the_interval(
     assert sum(len(lane.heap) for lane in app.scheduler._lanes.values()) == len(keys)
 
 
+# ----------------------------------------------------------------------------- extras
+
+RESTRICTIONS = "/sapi/v1/account/apiRestrictions"
+TRADING = "/sapi/v1/account/apiTradingStatus"
+ACCOUNT = "/sapi/v1/account/status"
+
+
+def paths(sim: BinanceSimulator) -> list[str]:
+    return [r.path for r in sim.request_log]
+
+
+async def test_first_round_reads_every_key_before_any_trading_status(
+    tmp_path: Path, sim_for: Any, apps: list[App]
+) -> None:
+    """20 keys, a budget of 24/min, audits four at a time: every key's restrictions are read
+    in the first round, within seconds; no restriction read waits behind the trading-status
+    reads (3 weight an audit would fit only 7 keys in the minute)."""
+    keys = fleet(20)
+    sim = sim_for(keys)
+    exchanges = {"binance": {"base_url": "https://binance.test", "max_weight_per_minute": 24}}
+    app = App(
+        load(write(tmp_path, keys, exchanges=exchanges)),
+        transport_factory=lambda _n: sim.transport(),
+    )
+    app.scheduler._concurrency = 4  # audits one after the other, as on a slow exchange
+    apps.append(app)
+    started = time.monotonic()
+    with capture_logs() as logs:
+        await app.start(serve_http=False)
+        await until(lambda: len(audited(app)) == 20, within=10)
+    assert time.monotonic() - started < 5
+    assert all(s.last_result is not None and s.last_result.ok for s in app.store.snapshot())
+    sent = paths(sim)
+    assert sent.count(RESTRICTIONS) == 20
+    assert TRADING not in sent  # 21 spent + 2 + 10 % headroom > 24: no spare weight
+    assert app.scheduler.first_round_weight("binance") == 0
+    skipped = [e for e in logs if e["event"] == "trading_status_skipped"]
+    assert len(skipped) == 20
+    assert {e["reason"] for e in skipped} == {"budget"}
+    assert sim.count_429 == 0
+
+
+async def test_restriction_reads_fill_the_budget_the_trading_status_is_skipped(
+    tmp_path: Path, sim_for: Any, apps: list[App]
+) -> None:
+    """`interval: auto` on a budget the restriction reads fill: the trading status is never
+    read, the keys' trading facts stay unknown (no series, no trading rule, no error series),
+    and the restriction findings are all there."""
+    keys = fleet(10)
+    sim = sim_for(keys)
+    sim.update_key(keys[0][1], enableWithdrawals=True)
+    sim.set_trading_status(keys[1][1], isLocked=True)
+    exchanges = {"binance": {"base_url": "https://binance.test", "max_weight_per_minute": 11}}
+    audit = {"interval": "auto", "jitter": "1s", "timeout": "2s"}
+    app = App(
+        load(write(tmp_path, keys, exchanges=exchanges, audit=audit)),
+        transport_factory=lambda _n: sim.transport(),
+    )
+    apps.append(app)
+    await app.start()
+    await until(lambda: len(audited(app)) == 10, within=10)
+    s = await scrape(app)
+    assert value(s, "keymon_key_finding", key="k00", rule="withdraw_enabled") == 1.0
+    assert value(s, "keymon_key_audit_ok", key="k01") == 1.0
+    assert value(s, "keymon_key_trading_locked") is None
+    assert value(s, "keymon_key_account_restricted") is None
+    assert value(s, "keymon_key_trading_status_error") is None
+    assert value(s, "keymon_key_finding", key="k01", rule="trading_locked") is None
+    assert TRADING not in paths(sim)
+    assert ACCOUNT not in paths(sim)
+
+
+async def test_with_room_every_audit_reads_the_trading_status(
+    tmp_path: Path, sim_for: Any, apps: list[App]
+) -> None:
+    """A fixed interval the budget easily holds: every audit, first round included, reads the
+    trading lock and the account status with the key's restrictions."""
+    keys = fleet(5)
+    sim = sim_for(keys)
+    audit = {"interval": "2s", "jitter": "200ms", "timeout": "2s"}
+    app = App(
+        load(write(tmp_path, keys, audit=audit)), transport_factory=lambda _n: sim.transport()
+    )
+    apps.append(app)
+    results: list[Any] = []
+    original = app.audit_key
+
+    async def audit_key(name: str) -> Any:
+        results.append(await original(name))
+        return results[-1]
+
+    app.scheduler._run = audit_key
+    await app.start(serve_http=False)
+    await until(lambda: len(results) >= 15, within=10)
+    for result in results:
+        assert result.facts is not None
+        assert not result.facts.trading_status_skipped
+        assert result.facts.trading_status_error is None
+        assert result.facts.trading_locked is False
+        assert result.facts.account_status == "Normal"
+    assert paths(sim).count(TRADING) >= len(results)
+
+
 # ----------------------------------------------------------------------------- interval: auto
 
 
@@ -301,11 +405,20 @@ def test_audit_cost_is_the_heaviest_call() -> None:
         for name in EXCHANGES
     }
     assert (cost["kucoin"], cost["mexc"], cost["gate"]) == (20, 10, 2)
-    # Binance: apiRestrictions, and (trading_status, the default) apiTradingStatus and
-    # account/status, each of IP weight 1, granted at once.
-    assert cost["binance"] == 3
+    assert cost["binance"] == 1
+
+
+def test_audit_cost_is_the_mandatory_weight() -> None:
+    """Binance with its trading-status reads on (the default): the audit's cost, which the
+    scheduler grants and `interval: auto` plans with, is apiRestrictions alone (1); the two
+    trading-status reads are extras of weight 2, and none with trading_status off."""
+    on = make_settings().exchanges.for_exchange("binance")
     off = make_settings(exchanges={"binance": {"trading_status": False}})
-    assert audit_cost(EXCHANGES["binance"], off.exchanges.for_exchange("binance")) == 1
+    off_section = off.exchanges.for_exchange("binance")
+    assert (audit_cost(EXCHANGES["binance"], on), extras_cost(EXCHANGES["binance"], on)) == (1, 2)
+    assert audit_cost(EXCHANGES["binance"], off_section) == 1
+    assert extras_cost(EXCHANGES["binance"], off_section) == 0
+    assert extras_cost(EXCHANGES["gate"], make_settings().exchanges.for_exchange("gate")) == 0
 
 
 @pytest.mark.parametrize(

@@ -163,3 +163,21 @@ def test_the_budget_warning_counts_the_trading_status_reads() -> None:
         assert bool(events) is warned
         if warned:
             assert events[0]["needed_weight_per_minute"] == 30
+            assert events[0]["mandatory_weight_per_minute"] == 10
+            assert "trading status" in events[0]["detail"]
+            assert "skipped first" in events[0]["detail"]
+
+
+def test_auto_keys_are_planned_without_the_trading_status_reads() -> None:
+    """1,000 Binance keys on `interval: auto` and the default budget: the interval is planned
+    on the restriction reads alone (under a minute), and no budget_too_small: the trading
+    status is read from what is left."""
+    keys = [
+        {"name": f"k{n}", "client": "c", "exchange": "binance", "api_key": "k", "api_secret": "s"}
+        for n in range(1000)
+    ]
+    settings = make_settings(*keys, audit={"interval": "auto"})
+    assert settings.interval_for(settings.keys[0]).total_seconds() < 60
+    with capture_logs() as logs:
+        _warn_if_budget_short(settings)
+    assert [e for e in logs if e["event"] == "budget_too_small"] == []

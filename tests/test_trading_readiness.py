@@ -349,6 +349,91 @@ def test_trading_status_off_sends_only_the_restrictions_call(
     assert signed == ["/sapi/v1/account/apiRestrictions"]
 
 
+def with_budget(config: Path, per_minute: int) -> Path:
+    data = yaml.safe_load(config.read_text())
+    data["exchanges"]["binance"]["max_weight_per_minute"] = per_minute
+    config.write_text(yaml.safe_dump(data))
+    return config
+
+
+async def test_a_skipped_read_keeps_the_last_known_lock_and_is_no_error(
+    tmp_path: Path, live: tuple[BinanceSimulator, str]
+) -> None:
+    """The daemon reads the lock while its budget has room; once other audits have spent it,
+    the next audit reads the key's restrictions only: the lock read before stays (stale, never
+    lifted), no error series, a debug line `trading_status_skipped` with reason `budget`."""
+    sim, url = live
+    sim.update_key(DOC_API_KEY, enableWithdrawals=True)
+    sim.set_trading_status(
+        DOC_API_KEY, isLocked=True, plannedRecoverTime=(int(time.time()) + 3600) * 1000
+    )
+    app = App(load(with_budget(write_config(tmp_path, url), 24)))
+    await app.start(schedule=False)
+    try:
+        await app.audit_key("doc-key")
+        assert value(await scrape(app), "keymon_key_trading_locked") == 1.0
+        # The other keys' restriction reads: 21 of the 24 spent, less than 10 % left.
+        assert app.budget.try_grant("binance", 17) == 0.0
+        sim.set_trading_status(DOC_API_KEY, isLocked=False, plannedRecoverTime=0)
+        before = [r.path for r in sim.request_log]
+        with capture_logs() as logs:
+            result = await app.audit_key("doc-key")
+        sent = [r.path for r in sim.request_log][len(before) :]
+        assert sent == ["/sapi/v1/account/apiRestrictions"]
+        assert result is not None
+        assert result.ok
+        assert [f.rule for f in result.findings] == ["withdraw_enabled"]
+        skipped = [e for e in logs if e["event"] == "trading_status_skipped"]
+        assert [(e["reason"], e["log_level"]) for e in skipped] == [("budget", "debug")]
+        assert not [e for e in logs if e["event"] == "trading_status_failed"]
+        samples = await scrape(app)
+        assert value(samples, "keymon_key_finding", rule="withdraw_enabled") == 1.0
+        assert value(samples, "keymon_key_trading_locked") == 1.0  # stale, not lifted
+        assert value(samples, "keymon_key_finding", rule="trading_locked") == 1.0
+        assert value(samples, "keymon_key_account_restricted") == 0.0
+        assert value(samples, "keymon_key_trading_status_error") is None
+    finally:
+        await app.stop()
+
+
+async def test_check_reads_the_trading_status_where_the_daemon_would_skip_it(
+    tmp_path: Path, live: tuple[BinanceSimulator, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A budget of 4 weight a minute: `keymon check`, which the user asked for, reads the
+    lock as part of the audit; the daemon, whose extras must leave headroom, reads the key's
+    restrictions and leaves the never-read trading facts unknown (no series, no rule)."""
+    sim, url = live
+    sim.set_trading_status(DOC_API_KEY, isLocked=True)
+    config = with_budget(write_config(tmp_path, url), 4)
+    status, entry = await asyncio.to_thread(run_check, config, capsys)
+    assert status == 2
+    assert rules(entry)["trading_locked"]["severity"] == "critical"
+    signed = [r.path for r in sim.request_log if r.api_key == DOC_API_KEY]
+    assert signed == [
+        "/sapi/v1/account/apiRestrictions",
+        TRADING,
+        ACCOUNT,
+    ]
+
+    app = App(load(config))
+    await app.start(schedule=False)
+    try:
+        result = await app.audit_key("doc-key")
+        assert result is not None
+        assert result.ok
+        assert result.facts is not None
+        assert result.facts.trading_locked is None
+        samples = await scrape(app)
+        assert value(samples, "keymon_key_audit_ok") == 1.0
+        assert value(samples, "keymon_key_trading_locked") is None
+        assert value(samples, "keymon_key_finding", rule="trading_locked") is None
+        assert value(samples, "keymon_key_trading_status_error") is None
+    finally:
+        await app.stop()
+    signed = [r.path for r in sim.request_log if r.api_key == DOC_API_KEY]
+    assert signed[3:] == ["/sapi/v1/account/apiRestrictions"]
+
+
 async def test_a_lock_is_notified_with_what_changed_and_resolved_when_lifted(
     tmp_path: Path, live: tuple[BinanceSimulator, str]
 ) -> None:

@@ -79,17 +79,25 @@ assert sorted(CONFIG_ORDER) == sorted(EXCHANGES)
 
 
 def audit_cost(adapter: type[ExchangeAdapter], settings: Any) -> int:
-    """The weight one audit of a key spends in keymon's budget (clock syncs aside) under the
-    exchange's ``settings``: the adapter's ``audit_weight_for(settings)`` (several calls granted
-    at once; Binance's trading-status reads add two), or its heaviest call.
+    """The *mandatory* weight one audit of a key spends in keymon's budget (clock syncs
+    aside) under the exchange's ``settings``: the adapter's ``audit_weight_for(settings)``
+    (several calls granted at once), or its heaviest call. Optional reads (:func:`extras_cost`,
+    Binance's trading status) are not in it: the daemon pays them only from spare budget.
 
     Where the weights come from: each adapter's ``weights`` (the exchange's own unit, cited
     in its module) and ``audit_weight``; ``interval: auto`` and the scheduler plan with it.
     """
     weights: dict[str, int] = dict(getattr(adapter, "weights", {}))
     time_path = getattr(adapter, "time_path", None)
-    calls = [weight for path, weight in weights.items() if path != time_path]
+    extras = set(getattr(adapter, "extras_paths", ()))
+    calls = [w for path, w in weights.items() if path != time_path and path not in extras]
     return max(adapter.audit_weight_for(settings), max(calls, default=1))
+
+
+def extras_cost(adapter: type[ExchangeAdapter], settings: Any) -> int:
+    """The weight of one audit's optional reads under ``settings`` (0: none): Binance's
+    ``apiTradingStatus`` and ``account/status`` when ``trading_status`` is on."""
+    return adapter.extras_weight_for(settings)
 
 
 __all__ = [
@@ -115,4 +123,5 @@ __all__ = [
     "RequestGate",
     "audit_cost",
     "build_client",
+    "extras_cost",
 ]

@@ -50,11 +50,25 @@ class RequestGate:
     def observe(self, exchange: str, response: httpx.Response) -> None:
         """Learn from a response (used-weight headers, 429/418 with Retry-After)."""
 
+    #: True where an audit's optional reads (its *extras*, such as Binance's trading status)
+    #: are paid only from spare budget (:meth:`extras`; the daemon); False where they are part
+    #: of the audit's grant (``keymon check``, which the user asked for).
+    spare_extras: bool = False
+
     @contextlib.asynccontextmanager
     async def audit_scope(self, exchange: str, weight: int) -> AsyncIterator[None]:
         """Around one audit that needs ``weight`` over several requests: the budget grants it
         all at once, so an audit never gets its first request and starves on its second."""
         yield
+
+    @contextlib.asynccontextmanager
+    async def extras(
+        self, exchange: str, weight: int, key: str | None = None
+    ) -> AsyncIterator[bool]:
+        """Around an audit's optional reads of ``weight`` for ``key``: yields True to send
+        them, False to skip them (never waits). The default sends them, paid like any other
+        request."""
+        yield True
 
 
 class ExchangeAdapter(Protocol):
@@ -71,12 +85,21 @@ class ExchangeAdapter(Protocol):
     read_only_endpoints: ClassVar[frozenset[tuple[str, str]]]
     #: Used-weight response headers -> the exchange's per-IP limit behind each (for the budget).
     ip_limit_headers: ClassVar[Mapping[str, int]]
-    #: The weight of one audit's requests, granted at once when above 1 (RequestGate.audit_scope).
+    #: The weight of one audit's mandatory requests (the key's own restrictions), granted at
+    #: once when above 1 (RequestGate.audit_scope).
     audit_weight: int
+    #: The weight of one audit's optional reads (Binance's trading status; 0: none), paid
+    #: from spare budget in the daemon (RequestGate.extras).
+    extras_weight: int
 
     @classmethod
     def audit_weight_for(cls, settings: Any) -> int:
-        """The weight of one audit under the exchange's settings (what ``audit_weight`` is)."""
+        """The mandatory weight of one audit under the exchange's settings (``audit_weight``)."""
+        ...
+
+    @classmethod
+    def extras_weight_for(cls, settings: Any) -> int:
+        """The optional reads' weight under the exchange's settings (``extras_weight``)."""
         ...
 
     def __init__(

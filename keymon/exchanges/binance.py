@@ -31,6 +31,13 @@ same way and spent from the same budget:
   (https://developers.binance.com/docs/wallet/account/account-status; same OpenAPI file):
   ``data`` -> ``account_status`` (``"Normal"`` when all is well).
 
+These two reads are the audit's *extras*: the key's restrictions are its security-critical
+part and always come first. In the daemon they are sent only when the weight budget grants
+their weight at once while leaving room for the first round and for headroom
+(:meth:`~keymon.budget.WeightBudget.extras`); otherwise they are skipped for this audit (log
+event ``trading_status_skipped``, ``reason=budget``): not an error, the last known trading
+facts stay (stale, never "lifted"). ``keymon check`` always reads them.
+
 A failure of either call never fails the audit and never hides the key's restriction facts:
 the facts of ``apiRestrictions`` stand, the trading facts are "not read", and
 ``trading_status_error`` carries the reason (log event ``trading_status_failed``).
@@ -384,11 +391,17 @@ class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=Bina
     _settings: BinanceSettings
     _weight_used: int | None = None
 
+    extras_paths: ClassVar[frozenset[str]] = frozenset({TRADING_STATUS_PATH, ACCOUNT_STATUS_PATH})
+
     @classmethod
     def audit_weight_for(cls, settings: Any) -> int:
-        """apiRestrictions, plus apiTradingStatus and account/status when they are read: the
-        budget grants an audit all of it at once."""
-        return 3 if settings.trading_status else 1
+        """apiRestrictions: the mandatory, security-critical read."""
+        return 1
+
+    @classmethod
+    def extras_weight_for(cls, settings: Any) -> int:
+        """apiTradingStatus and account/status when they are read (from spare budget)."""
+        return 2 if settings.trading_status else 0
 
     @property
     def weight_used(self) -> int | None:
@@ -406,7 +419,13 @@ class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=Bina
         facts = self._facts(body)
         if not self._settings.trading_status:
             return facts
-        return await self._trading_readiness(facts, auth)
+        async with self._gate.extras(NAME, self.extras_weight, key.name) as granted:
+            if granted:
+                return await self._trading_readiness(facts, auth)
+        # No spare budget now: the restrictions above are what this audit is for; the last
+        # known trading facts stay (the store keeps them, as after a failed read).
+        log.debug("trading_status_skipped", exchange=NAME, reason="budget")
+        return replace(facts, trading_status_skipped=True)
 
     async def _trading_readiness(self, facts: KeyFacts, auth: httpx.Auth) -> KeyFacts:
         """The facts with the account's trading lock and status; a failure of either call is

@@ -60,6 +60,12 @@ class AdapterBase:
     #: audit never gets its first request and starves on its second (Gate: 2). Set from
     #: :meth:`audit_weight_for` when the adapter is built.
     audit_weight: int = 1
+    #: The weight of one audit's optional reads (*extras*, Binance's trading status), set from
+    #: :meth:`extras_weight_for`: the daemon sends them only from spare budget
+    #: (:meth:`~keymon.exchanges.base.RequestGate.extras`). 0: the audit has none.
+    extras_weight: int = 0
+    #: The paths of those optional reads (not part of the mandatory weight).
+    extras_paths: ClassVar[frozenset[str]] = frozenset()
     #: The server-time endpoint (GET, unsigned), or None where the exchange needs no sync.
     time_path: ClassVar[str | None] = None
     #: What the time endpoint's answer lacked, in the error that says so.
@@ -100,12 +106,19 @@ class AdapterBase:
         self._next_sync: float | None = None  # monotonic; None: never tried
         self._sync_lock = asyncio.Lock()
         self.audit_weight = self.audit_weight_for(settings)
+        self.extras_weight = self.extras_weight_for(settings)
 
     @classmethod
     def audit_weight_for(cls, settings: Any) -> int:
-        """The weight of one audit under the exchange's ``settings`` (the class's own by
-        default; Binance's depends on ``trading_status``)."""
+        """The mandatory weight of one audit under the exchange's ``settings`` (the class's
+        own by default)."""
         return cls.audit_weight
+
+    @classmethod
+    def extras_weight_for(cls, settings: Any) -> int:
+        """The weight of one audit's optional reads under ``settings`` (none by default;
+        Binance's trading status when ``trading_status`` is on)."""
+        return cls.extras_weight
 
     # ------------------------------------------------------------------ hooks
 

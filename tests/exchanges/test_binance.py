@@ -595,8 +595,10 @@ async def test_a_429_on_the_trading_status_read_sends_nothing_more(clock: FakeCl
 
 
 def test_an_audit_is_granted_the_weight_of_its_calls() -> None:
-    """Three calls of weight 1 with the trading-status reads, one without."""
+    """apiRestrictions (weight 1) is the audit's mandatory part; the two trading-status reads
+    (weight 1 each) are its extras, none with trading_status off."""
     on = BinanceAdapter(httpx.AsyncClient(), make_settings().exchanges.binance)
     off_settings = make_settings(exchanges={"binance": {"trading_status": False}})
     off = BinanceAdapter(httpx.AsyncClient(), off_settings.exchanges.binance)
-    assert (on.audit_weight, off.audit_weight) == (3, 1)
+    assert (on.audit_weight, on.extras_weight) == (1, 2)
+    assert (off.audit_weight, off.extras_weight) == (1, 0)
