@@ -151,7 +151,7 @@ AUTO_INTERVAL_FLOOR = timedelta(seconds=10)
 #: with a fixed interval on the same exchange would take it all (``budget_too_small`` says so).
 AUTO_MIN_SHARE = 0.1
 #: With ``interval: auto`` a key's audits are jittered by at most this share of its interval.
-AUTO_JITTER_SHARE = 0.05
+AUTO_JITTER_SHARE = 0.01
 
 
 class LogSettings(_Model):

@@ -96,7 +96,8 @@ def audit_cost(adapter: type[ExchangeAdapter], settings: Any) -> int:
 
 def extras_cost(adapter: type[ExchangeAdapter], settings: Any) -> int:
     """The weight of one audit's optional reads under ``settings`` (0: none): Binance's
-    ``apiTradingStatus`` and ``account/status`` when ``trading_status`` is on."""
+    ``apiTradingStatus`` and ``account/status``, HTX's ``/v1/account/accounts``, when
+    ``trading_status`` is on."""
     return adapter.extras_weight_for(settings)
 
 

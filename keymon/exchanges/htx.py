@@ -222,11 +222,19 @@ class HtxAdapter(AdapterBase, settings_model=HtxSettings, key_model=HtxKey):
 
     _settings: HtxSettings
 
+    #: The accounts call is the audit's *extras*: the key's details come first, and the daemon
+    #: reads the accounts only from spare budget (keymon check reads them always).
+    extras_paths: ClassVar[frozenset[str]] = frozenset({ACCOUNTS_PATH})
+
     @classmethod
     def audit_weight_for(cls, settings: Any) -> int:
-        """The key's details, plus the accounts when they are read: the budget grants an
-        audit both at once."""
-        return 2 if settings.trading_status else 1
+        """``/v2/user/api-key``: the mandatory, security-critical read."""
+        return 1
+
+    @classmethod
+    def extras_weight_for(cls, settings: Any) -> int:
+        """``/v1/account/accounts`` when it is read (from spare budget in the daemon)."""
+        return 1 if settings.trading_status else 0
 
     async def audit(self, key: HtxKey) -> KeyFacts:
         """The key's permissions, IP binding and creation time, in keymon's vocabulary, and
@@ -237,7 +245,13 @@ class HtxAdapter(AdapterBase, settings_model=HtxSettings, key_model=HtxKey):
         facts = self._facts(data, api_key)
         if not self._settings.trading_status:
             return facts
-        return await self._trading_readiness(facts, auth)
+        async with self._gate.extras(NAME, self.extras_weight, key.name) as granted:
+            if granted:
+                return await self._trading_readiness(facts, auth)
+        # No spare budget now: the key's details above are what this audit is for; the last
+        # known account status stays (the store keeps it, as after a failed read).
+        log.debug("trading_status_skipped", exchange=NAME, reason="budget")
+        return replace(facts, trading_status_skipped=True)
 
     async def _trading_readiness(self, facts: KeyFacts, auth: httpx.Auth) -> KeyFacts:
         """The facts with the account's state; a failure of the call is kept beside the facts

@@ -215,10 +215,12 @@ async def test_a_rejected_key_sends_no_accounts_call(clock: FakeClock) -> None:
 
 
 def test_an_audit_is_granted_the_weight_of_its_calls() -> None:
-    """Two requests with the accounts read, one without."""
+    """The key's call is the mandatory request; the accounts read is the one extra request,
+    paid from spare budget in the daemon, and none when turned off."""
     on = HtxAdapter(httpx.AsyncClient(), settings().exchanges.htx)
     off = HtxAdapter(httpx.AsyncClient(), HtxSettings(trading_status=False))
-    assert (on.audit_weight, off.audit_weight) == (2, 1)
+    assert (on.audit_weight, on.extras_weight) == (1, 1)
+    assert (off.audit_weight, off.extras_weight) == (1, 0)
     assert ("GET", "/v1/account/accounts") in HtxAdapter.read_only_endpoints
 
 
