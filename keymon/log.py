@@ -133,7 +133,7 @@ def configure(*, fmt: str = "json", level: str = "info", stream: TextIO | None =
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    # Libraries log through the standard library (APScheduler's missed runs, aiohttp):
+    # Libraries log through the standard library (aiohttp, asyncio):
     # render their records through the same pipeline, redaction included.
     handler = logging.StreamHandler(stream)
     handler.setFormatter(

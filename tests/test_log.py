@@ -64,7 +64,7 @@ def test_many_secrets_and_longest_first() -> None:
 
 
 def test_library_log_records_are_redacted() -> None:
-    """A standard-library log record (APScheduler, aiohttp) goes through the same redaction."""
+    """A standard-library log record (aiohttp, asyncio) goes through the same redaction."""
     stream = io.StringIO()
     logging_setup.configure(fmt="json", level="info", stream=stream)
     logging_setup.redactor.update(["libraryLeakSecret123"])
