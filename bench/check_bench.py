@@ -11,11 +11,16 @@ real on 127.0.0.1 with 20 ms latency, in its own process. The runs:
 * ``httpx`` and ``aiohttp``: the same ``check`` through :mod:`bench.check_runner`, with
   httpx's default transport and with ``httpx_aiohttp.AiohttpTransport`` (the transport
   question);
+* ``keymon-1call``: ``keymon check`` with ``exchanges.binance.trading_status: false`` (one
+  signed call per key, apiRestrictions, instead of the default three);
 * ``python-binance``: :mod:`bench.pybinance_reference`, the same keys audited with
-  python-binance (one ``AsyncClient`` and one ``get_account_api_permissions()`` per key), run
-  by the interpreter named in ``BENCH_PYBINANCE_PYTHON``: python-binance is no keymon
-  dependency, so without that variable (or when that interpreter cannot import ``binance``)
-  this run is skipped and the report says how to set it up (:data:`PYBINANCE_HOWTO`);
+  python-binance making the calls ``check`` makes by default (one ``AsyncClient`` per key;
+  ``get_account_api_permissions()``, ``get_account_api_trading_status()``,
+  ``get_account_status()``), and ``python-binance-1call`` the first call only, beside
+  ``keymon-1call``. Both run under the interpreter named in ``BENCH_PYBINANCE_PYTHON``:
+  python-binance is no keymon dependency, so without that variable (or when that interpreter
+  cannot import ``binance``) they are skipped and the report says how to set it up
+  (:data:`PYBINANCE_HOWTO`);
 * ``startup``: ``python -m keymon check`` of one key, the fixed cost in every figure above
   (interpreter, imports, configuration, one clock sync, one audit).
 
@@ -69,6 +74,8 @@ class Variant:
     label: str
     argv: Callable[[str, Path, KeySet], list[str]]
     reference: bool = False
+    #: ``exchanges.binance.trading_status`` in the configuration it is given.
+    trading_status: bool = True
 
 
 def _reference(url: str, config: Path, keyset: KeySet) -> list[str]:
@@ -109,7 +116,7 @@ def pybinance_python() -> tuple[str | None, str]:
     return python, probe.stdout.strip()
 
 
-def _pybinance(python: str) -> Callable[[str, Path, KeySet], list[str]]:
+def _pybinance(python: str, calls: int) -> Callable[[str, Path, KeySet], list[str]]:
     def argv(url: str, config: Path, keyset: KeySet) -> list[str]:
         return [
             python,
@@ -121,6 +128,8 @@ def _pybinance(python: str) -> Callable[[str, Path, KeySet], list[str]]:
             str(keyset.reference_keys_file),
             "--concurrency",
             str(DEFAULT_CONCURRENCY),
+            "--calls",
+            str(calls),
         ]
 
     return argv
@@ -157,17 +166,25 @@ def default_transport_name() -> str:
 
 
 def variants(pybinance: tuple[str | None, str] = (None, "")) -> list[Variant]:
-    """The runs; keymon's own is the second. python-binance's last, where it is installed."""
+    """The runs; keymon's own is the second. python-binance's two last, where installed."""
     runs = [
         Variant("reference", "reference: hand-signed aiohttp loop", _reference, reference=True),
         Variant("keymon", f"keymon check (default: {default_transport_name()})", _keymon),
         Variant("httpx", "keymon check, httpx AsyncHTTPTransport", _runner("httpx")),
         Variant("aiohttp", "keymon check, httpx_aiohttp.AiohttpTransport", _runner("aiohttp")),
+        Variant(
+            "keymon-1call",
+            "keymon check, trading_status: false (1 call/key)",
+            _keymon,
+            trading_status=False,
+        ),
     ]
     python, version = pybinance
     if python is not None:
-        label = f"python-binance {version}: AsyncClient per key"
-        runs.append(Variant("python-binance", label, _pybinance(python), reference=True))
+        label = f"python-binance {version}: AsyncClient per key, 3 calls"
+        runs.append(Variant("python-binance", label, _pybinance(python, 3), reference=True))
+        label = f"python-binance {version}: AsyncClient per key, 1 call"
+        runs.append(Variant("python-binance-1call", label, _pybinance(python, 1), reference=True))
     return runs
 
 
@@ -233,6 +250,13 @@ def run(
                 base_url=sim.url,
                 max_weight_per_minute=CHECK_BUDGET,
             )
+            config_1call = write_config(
+                workdir / "check" / f"check-{round_no}-1call.yaml",
+                keyset,
+                base_url=sim.url,
+                max_weight_per_minute=CHECK_BUDGET,
+                trading_status=False,
+            )
             one_config = write_config(
                 workdir / "check-1" / f"check-{round_no}.yaml",
                 one_key,
@@ -243,7 +267,9 @@ def run(
             for variant in runs[shift:] + runs[:shift]:
                 out = workdir / "check" / f"{variant.name}-{round_no}.json"
                 usage = run_measured(
-                    variant.argv(sim.url, config, keyset),
+                    variant.argv(
+                        sim.url, config if variant.trading_status else config_1call, keyset
+                    ),
                     env=child_env(keyset.env),
                     stdout_path=out,
                     timeout=RUN_TIMEOUT,
@@ -271,11 +297,18 @@ def run(
     vs_pybinance: dict[str, Any]
     if "python-binance" in results:
         theirs = results["python-binance"]["cpu_s"]
+        theirs_1 = results["python-binance-1call"]["cpu_s"]
         vs_pybinance = {
             "python_binance_version": pybinance[1],
+            "calls_per_key": 3,
             "python_binance_cpu_s": theirs,
             "keymon_cpu_s": results["keymon"]["cpu_s"],
             "ratio": results["keymon"]["cpu_s"] / theirs if theirs else None,
+            "one_call": {
+                "python_binance_cpu_s": theirs_1,
+                "keymon_cpu_s": results["keymon-1call"]["cpu_s"],
+                "ratio": results["keymon-1call"]["cpu_s"] / theirs_1 if theirs_1 else None,
+            },
         }
     else:
         vs_pybinance = {"skipped": pybinance[1], "how_to_include": PYBINANCE_HOWTO}
