@@ -17,10 +17,11 @@ real on 127.0.0.1 with 20 ms latency, in its own process. The runs:
   python-binance making the calls ``check`` makes by default (one ``AsyncClient`` per key;
   ``get_account_api_permissions()``, ``get_account_api_trading_status()``,
   ``get_account_status()``), and ``python-binance-1call`` the first call only, beside
-  ``keymon-1call``. Both run under the interpreter named in ``BENCH_PYBINANCE_PYTHON``:
-  python-binance is no keymon dependency, so without that variable (or when that interpreter
-  cannot import ``binance``) they are skipped and the report says how to set it up
-  (:data:`PYBINANCE_HOWTO`);
+  ``keymon-1call``; at most ``CHECK_PER_EXCHANGE_CONCURRENCY`` (4) keys at once, as
+  ``check`` audits one exchange's keys. Both run under the interpreter named in
+  ``BENCH_PYBINANCE_PYTHON``: python-binance is no keymon dependency, so without that
+  variable (or when that interpreter cannot import ``binance``) they are skipped and the
+  report says how to set it up (:data:`PYBINANCE_HOWTO`);
 * ``startup``: ``python -m keymon check`` of one key, the fixed cost in every figure above
   (interpreter, imports, configuration, one clock sync, one audit).
 
@@ -55,7 +56,7 @@ from bench.common import (
     run_measured,
     write_config,
 )
-from keymon.audit import DEFAULT_CONCURRENCY
+from keymon.audit import CHECK_PER_EXCHANGE_CONCURRENCY, DEFAULT_CONCURRENCY
 
 #: keymon check needs no throttling here: one pass, far below any limit.
 CHECK_BUDGET = 100_000
@@ -127,7 +128,9 @@ def _pybinance(python: str, calls: int) -> Callable[[str, Path, KeySet], list[st
             "--keys",
             str(keyset.reference_keys_file),
             "--concurrency",
-            str(DEFAULT_CONCURRENCY),
+            # keymon check audits at most this many keys of one exchange at once (the
+            # good-neighbour rule); python-binance audits the same keys the same way.
+            str(CHECK_PER_EXCHANGE_CONCURRENCY),
             "--calls",
             str(calls),
         ]
