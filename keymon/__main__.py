@@ -9,10 +9,10 @@ def main() -> int:
 
     The cyclic garbage collector is paused while keymon's modules are imported: the imports
     create a few hundred thousand objects that live as long as the process (classes, schemas,
-    functions), and the collector's passes over them while they were being created were about
-    a sixth of a ``keymon check``'s start-up CPU (132 passes). They are then frozen
-    (:func:`gc.freeze`): later passes skip them. The collector is on again before any command
-    runs.
+    functions), and the collector passed over them 132 times while they were being created.
+    They are then frozen (:func:`gc.freeze`): later passes skip them. The collector is on
+    again before any command runs. Measured: ``keymon check`` of one key, 0.48 s of CPU
+    instead of 0.58 s (interleaved runs, median of 5).
     """
     enabled = gc.isenabled()
     gc.disable()
