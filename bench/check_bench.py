@@ -11,20 +11,26 @@ real on 127.0.0.1 with 20 ms latency, in its own process. The runs:
 * ``httpx`` and ``aiohttp``: the same ``check`` through :mod:`bench.check_runner`, with
   httpx's default transport and with ``httpx_aiohttp.AiohttpTransport`` (the transport
   question);
+* ``keymon-1call``: ``keymon check`` with ``exchanges.binance.trading_status: false`` (one
+  signed call per key, apiRestrictions, instead of the default three);
 * ``python-binance``: :mod:`bench.pybinance_reference`, the same keys audited with
-  python-binance (one ``AsyncClient`` and one ``get_account_api_permissions()`` per key), run
-  by the interpreter named in ``BENCH_PYBINANCE_PYTHON``: python-binance is no keymon
-  dependency, so without that variable (or when that interpreter cannot import ``binance``)
-  this run is skipped and the report says how to set it up (:data:`PYBINANCE_HOWTO`);
+  python-binance making the calls ``check`` makes by default (one ``AsyncClient`` per key;
+  ``get_account_api_permissions()``, ``get_account_api_trading_status()``,
+  ``get_account_status()``), and ``python-binance-1call`` the first call only, beside
+  ``keymon-1call``; at most ``CHECK_PER_EXCHANGE_CONCURRENCY`` (4) keys at once, as
+  ``check`` audits one exchange's keys. Both run under the interpreter named in
+  ``BENCH_PYBINANCE_PYTHON``: python-binance is no keymon dependency, so without that
+  variable (or when that interpreter cannot import ``binance``) they are skipped and the
+  report says how to set it up (:data:`PYBINANCE_HOWTO`);
 * ``startup``: ``python -m keymon check`` of one key, the fixed cost in every figure above
   (interpreter, imports, configuration, one clock sync, one audit).
 
 ``check`` follows the good-neighbour rules (at most 4 audits per exchange at once, the weight
 budget, the ban file), so its wall time is bound by them: compare CPU, not wall time.
 
-Several rounds are run, each against a fresh simulator (so its per-minute weight window never
-limits a run), in a rotating order; the figures are the medians. A run only counts if every
-key was audited successfully: the JSON output is checked.
+Several rounds are run in a rotating order, each run against a fresh simulator (so its
+per-minute weight window never limits a run); the figures are the medians. A run only counts
+if every key was audited successfully: the JSON output is checked.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from bench.common import (
     run_measured,
     write_config,
 )
-from keymon.audit import DEFAULT_CONCURRENCY
+from keymon.audit import CHECK_PER_EXCHANGE_CONCURRENCY, DEFAULT_CONCURRENCY
 
 #: keymon check needs no throttling here: one pass, far below any limit.
 CHECK_BUDGET = 100_000
@@ -69,6 +75,8 @@ class Variant:
     label: str
     argv: Callable[[str, Path, KeySet], list[str]]
     reference: bool = False
+    #: ``exchanges.binance.trading_status`` in the configuration it is given.
+    trading_status: bool = True
 
 
 def _reference(url: str, config: Path, keyset: KeySet) -> list[str]:
@@ -109,7 +117,7 @@ def pybinance_python() -> tuple[str | None, str]:
     return python, probe.stdout.strip()
 
 
-def _pybinance(python: str) -> Callable[[str, Path, KeySet], list[str]]:
+def _pybinance(python: str, calls: int) -> Callable[[str, Path, KeySet], list[str]]:
     def argv(url: str, config: Path, keyset: KeySet) -> list[str]:
         return [
             python,
@@ -120,7 +128,11 @@ def _pybinance(python: str) -> Callable[[str, Path, KeySet], list[str]]:
             "--keys",
             str(keyset.reference_keys_file),
             "--concurrency",
-            str(DEFAULT_CONCURRENCY),
+            # keymon check audits at most this many keys of one exchange at once (the
+            # good-neighbour rule); python-binance audits the same keys the same way.
+            str(CHECK_PER_EXCHANGE_CONCURRENCY),
+            "--calls",
+            str(calls),
         ]
 
     return argv
@@ -157,17 +169,25 @@ def default_transport_name() -> str:
 
 
 def variants(pybinance: tuple[str | None, str] = (None, "")) -> list[Variant]:
-    """The runs; keymon's own is the second. python-binance's last, where it is installed."""
+    """The runs; keymon's own is the second. python-binance's two last, where installed."""
     runs = [
         Variant("reference", "reference: hand-signed aiohttp loop", _reference, reference=True),
         Variant("keymon", f"keymon check (default: {default_transport_name()})", _keymon),
         Variant("httpx", "keymon check, httpx AsyncHTTPTransport", _runner("httpx")),
         Variant("aiohttp", "keymon check, httpx_aiohttp.AiohttpTransport", _runner("aiohttp")),
+        Variant(
+            "keymon-1call",
+            "keymon check, trading_status: false (1 call/key)",
+            _keymon,
+            trading_status=False,
+        ),
     ]
     python, version = pybinance
     if python is not None:
-        label = f"python-binance {version}: AsyncClient per key"
-        runs.append(Variant("python-binance", label, _pybinance(python), reference=True))
+        label = f"python-binance {version}: AsyncClient per key, 3 calls"
+        runs.append(Variant("python-binance", label, _pybinance(python, 3), reference=True))
+        label = f"python-binance {version}: AsyncClient per key, 1 call"
+        runs.append(Variant("python-binance-1call", label, _pybinance(python, 1), reference=True))
     return runs
 
 
@@ -226,21 +246,19 @@ def run(
     for round_no in range(rounds + 1):
         if time.perf_counter() > deadline:
             raise BenchError("phase (a) ran out of time")
-        with Simulator(keyset.sim_keys_file) as sim:
-            config = write_config(
-                workdir / "check" / f"check-{round_no}.yaml",
-                keyset,
-                base_url=sim.url,
-                max_weight_per_minute=CHECK_BUDGET,
-            )
-            one_config = write_config(
-                workdir / "check-1" / f"check-{round_no}.yaml",
-                one_key,
-                base_url=sim.url,
-                max_weight_per_minute=CHECK_BUDGET,
-            )
-            shift = round_no % len(runs)
-            for variant in runs[shift:] + runs[:shift]:
+        shift = round_no % len(runs)
+        for variant in runs[shift:] + runs[:shift]:
+            # A fresh simulator per run: three calls a key put a round's runs together far
+            # over the simulated per-minute IP weight (12,000), which python-binance would
+            # meet as 429s (keymon pauses before it).
+            with Simulator(keyset.sim_keys_file) as sim:
+                config = write_config(
+                    workdir / "check" / f"{variant.name}-{round_no}.yaml",
+                    keyset,
+                    base_url=sim.url,
+                    max_weight_per_minute=CHECK_BUDGET,
+                    trading_status=None if variant.trading_status else False,
+                )
                 out = workdir / "check" / f"{variant.name}-{round_no}.json"
                 usage = run_measured(
                     variant.argv(sim.url, config, keyset),
@@ -248,14 +266,21 @@ def run(
                     stdout_path=out,
                     timeout=RUN_TIMEOUT,
                 )
-                ok = _audited_ok(variant, out)
-                if round_no:
-                    samples[variant.name].append((usage, ok))
-                log(
-                    f"  round {round_no}: {variant.name:9} {usage.wall_s:5.2f} s wall, "
-                    f"{usage.cpu_s * 1000 / keys:5.2f} ms CPU/key, {usage.maxrss_mb:5.1f} MB, "
-                    f"{ok}/{keys} ok" + ("" if round_no else " (warm-up, not counted)")
-                )
+            ok = _audited_ok(variant, out)
+            if round_no:
+                samples[variant.name].append((usage, ok))
+            log(
+                f"  round {round_no}: {variant.name:9} {usage.wall_s:5.2f} s wall, "
+                f"{usage.cpu_s * 1000 / keys:5.2f} ms CPU/key, {usage.maxrss_mb:5.1f} MB, "
+                f"{ok}/{keys} ok" + ("" if round_no else " (warm-up, not counted)")
+            )
+        with Simulator(one_key.sim_keys_file) as sim:
+            one_config = write_config(
+                workdir / "check-1" / f"check-{round_no}.yaml",
+                one_key,
+                base_url=sim.url,
+                max_weight_per_minute=CHECK_BUDGET,
+            )
             out = workdir / "check-1" / f"keymon-{round_no}.json"
             usage = run_measured(
                 _keymon(sim.url, one_config, one_key),
@@ -263,19 +288,26 @@ def run(
                 stdout_path=out,
                 timeout=RUN_TIMEOUT,
             )
-            if round_no:
-                startup.append((usage, _audited_ok(runs[1], out)))
+        if round_no:
+            startup.append((usage, _audited_ok(runs[1], out)))
     results = {v.name: _summary(v.name, v.label, keys, samples[v.name]) for v in runs}
     start = _summary("startup", "keymon check, 1 key (fixed start-up cost)", 1, startup)
     marginal = (results["keymon"]["cpu_s"] - start["cpu_s"]) * 1000 / (keys - 1)
     vs_pybinance: dict[str, Any]
     if "python-binance" in results:
         theirs = results["python-binance"]["cpu_s"]
+        theirs_1 = results["python-binance-1call"]["cpu_s"]
         vs_pybinance = {
             "python_binance_version": pybinance[1],
+            "calls_per_key": 3,
             "python_binance_cpu_s": theirs,
             "keymon_cpu_s": results["keymon"]["cpu_s"],
             "ratio": results["keymon"]["cpu_s"] / theirs if theirs else None,
+            "one_call": {
+                "python_binance_cpu_s": theirs_1,
+                "keymon_cpu_s": results["keymon-1call"]["cpu_s"],
+                "ratio": results["keymon-1call"]["cpu_s"] / theirs_1 if theirs_1 else None,
+            },
         }
     else:
         vs_pybinance = {"skipped": pybinance[1], "how_to_include": PYBINANCE_HOWTO}

@@ -288,8 +288,11 @@ def write_config(
     interval: str = "5m",
     jitter: str | None = None,
     log_level: str = "info",
+    trading_status: bool | None = None,
 ) -> Path:
-    """A keymon configuration for the key set; secrets come from the environment."""
+    """A keymon configuration for the key set; secrets come from the environment.
+
+    ``trading_status``: ``exchanges.binance.trading_status`` when given (else the default)."""
     data_dir = path.parent / f"{path.stem}-data"
     lines = [
         f'listen: "{HOST}:{listen_port}"',
@@ -301,6 +304,7 @@ def write_config(
         "  binance:",
         f"    base_url: {base_url}",
         f"    max_weight_per_minute: {max_weight_per_minute}",
+        *([] if trading_status is None else [f"    trading_status: {str(trading_status).lower()}"]),
         "trusted_ips: [127.0.0.1/32]",
         "keys:",
     ]

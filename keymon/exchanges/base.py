@@ -208,10 +208,19 @@ class _MappedStream(httpx.AsyncByteStream):
 
 
 class _AiohttpTransport(AiohttpTransport):
-    """httpx's API on an aiohttp session (httpx-aiohttp), with httpx's error classes."""
+    """httpx's API on an aiohttp session (httpx-aiohttp), with httpx's error classes.
+
+    A request with its body in memory (every adapter's) is sent as httpx-aiohttp sends it,
+    and its answer is read whole inside the transport (:meth:`_send_read`): httpx reads every
+    answer whole anyway (keymon never streams one), and this spares two layers of async
+    iterators per response. Anything else (a streamed body, a proxy) takes httpx-aiohttp's
+    own path.
+    """
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
+            if self.proxy is None and isinstance(request.stream, httpx.ByteStream):
+                return await self._send_read(request)
             response = await super().handle_async_request(request)
         except Exception as exc:
             mapped = _as_httpx_error(exc)
@@ -221,6 +230,70 @@ class _AiohttpTransport(AiohttpTransport):
         if isinstance(response.stream, httpx.AsyncByteStream):
             response.stream = _MappedStream(response.stream)
         return response
+
+    async def _send_read(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` (body in memory) and read the answer whole; aiohttp's errors are
+        left for :meth:`handle_async_request` to map."""
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
+        timeout = request.extensions.get("timeout", {})
+        async with self.client.request(
+            method=request.method,
+            url=str(request.url),
+            headers=request.headers,
+            data=request.content or None,
+            allow_redirects=False,
+            auto_decompress=False,
+            compress=False,
+            timeout=aiohttp.ClientTimeout(
+                sock_connect=timeout.get("connect"),
+                sock_read=timeout.get("read"),
+                connect=timeout.get("pool"),
+            ),
+            server_hostname=request.extensions.get("sni_hostname"),
+        ) as answer:
+            body = await answer.read()
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if answer.reason:
+            extensions["reason_phrase"] = answer.reason.encode()
+        # Content-Encoding (aiohttp does not decompress here) is undone by httpx, as before.
+        return httpx.Response(
+            status_code=answer.status,
+            headers=answer.raw_headers,
+            stream=httpx.ByteStream(body),
+            request=request,
+            extensions=extensions,
+        )
+
+
+class _NoCookies(httpx.Cookies):
+    """A cookie store that keeps nothing (:class:`_Client`)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        """Keep no cookie from ``response``."""
+
+    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
+        raise TypeError("keymon's exchange clients keep no cookies")
+
+
+class _Client(httpx.AsyncClient):
+    """httpx's client without its own cookie store.
+
+    httpx copies every response into :mod:`http.cookiejar`'s request and message types to look
+    for ``Set-Cookie`` (a URL parse and an e-mail header parse per response), which was several
+    per cent of an audit's CPU. No exchange API keymon calls works by cookies, and the aiohttp
+    session under the default transport keeps its own cookie jar as before.
+    """
+
+    _no_cookies: httpx.Cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        raise TypeError("keymon's exchange clients keep no cookies")
 
 
 def build_client(
@@ -239,7 +312,7 @@ def build_client(
     """
     inner = transport or _AiohttpTransport(trust_env=False)
     guarded = ReadOnlyTransport(inner, base_url=base_url, allowlist=allowlist, exchange=exchange)
-    return httpx.AsyncClient(
+    return _Client(
         base_url=base_url,
         transport=guarded,
         timeout=httpx.Timeout(timeout),

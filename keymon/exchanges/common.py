@@ -36,6 +36,8 @@ log = structlog.get_logger(__name__)
 
 #: How long to wait before trying a failed time sync again (not before every audit).
 SYNC_RETRY_SECONDS: Final = 30.0
+#: At most this many paths' merged URLs are kept per adapter (:meth:`AdapterBase._url`).
+_URL_CACHE_SIZE: Final = 64
 
 
 class AdapterBase:
@@ -105,6 +107,8 @@ class AdapterBase:
         self._sync_rtt_ms: float | None = None
         self._next_sync: float | None = None  # monotonic; None: never tried
         self._sync_lock = asyncio.Lock()
+        #: Each path's absolute URL, merged with the client's ``base_url`` once (:meth:`_url`).
+        self._urls: dict[str, httpx.URL] = {}
         self.audit_weight = self.audit_weight_for(settings)
         self.extras_weight = self.extras_weight_for(settings)
 
@@ -230,7 +234,7 @@ class AdapterBase:
         try:
             response = await self._client.request(
                 method,
-                path,
+                self._url(path),
                 params=params,
                 content=content,
                 data=data,
@@ -251,6 +255,21 @@ class AdapterBase:
         self._note_response(response)
         self._gate.observe(self.name, response)
         return response
+
+    def _url(self, path: str) -> httpx.URL:
+        """``path`` merged with the client's ``base_url``, as httpx merges it, parsed once.
+
+        httpx parses a relative URL and then the merged one on every request (its URL parser
+        checks each character in Python); an absolute :class:`httpx.URL` is used as it is.
+        Adapters call a handful of fixed paths, so the cache stays small; past
+        :data:`_URL_CACHE_SIZE` paths (a path built per call) nothing more is kept.
+        """
+        url = self._urls.get(path)
+        if url is None:
+            url = self._client.build_request("GET", path).url
+            if len(self._urls) < _URL_CACHE_SIZE:
+                self._urls[path] = url
+        return url
 
     def _observe(self, path: str, status: str, started: float) -> None:
         if self._observer is not None:
