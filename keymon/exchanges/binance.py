@@ -419,13 +419,9 @@ class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=Bina
         facts = self._facts(body)
         if not self._settings.trading_status:
             return facts
-        async with self._gate.extras(NAME, self.extras_weight, key.name) as granted:
-            if granted:
-                return await self._trading_readiness(facts, auth)
-        # No spare budget now: the restrictions above are what this audit is for; the last
-        # known trading facts stay (the store keeps them, as after a failed read).
-        log.debug("trading_status_skipped", exchange=NAME, reason="budget")
-        return replace(facts, trading_status_skipped=True)
+        return await self._with_extras(
+            key.name, facts, lambda facts: self._trading_readiness(facts, auth)
+        )
 
     async def _trading_readiness(self, facts: KeyFacts, auth: httpx.Auth) -> KeyFacts:
         """The facts with the account's trading lock and status; a failure of either call is
@@ -444,16 +440,7 @@ class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=Bina
                 facts = replace(facts, account_status=_account_status(body))
             except ExchangeError as exc:
                 error = error or exc.to_audit_error()
-        if error is not None:
-            log.warning(
-                "trading_status_failed",
-                exchange=NAME,
-                reason=str(error.reason),
-                error=error.message,
-                code=error.code,
-            )
-            facts = replace(facts, trading_status_error=error)
-        return facts
+        return facts if error is None else self._trading_status_failed(facts, error)
 
     def parse_server_time(self, body: Any) -> float | None:
         try:

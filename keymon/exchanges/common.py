@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import replace
 from typing import Any, ClassVar, Final
 
 import httpx
@@ -30,7 +31,7 @@ from keymon.exchanges.base import (
     origin_of,
     translate_transport_error,
 )
-from keymon.model import Coverage
+from keymon.model import AuditError, Coverage, KeyFacts
 
 log = structlog.get_logger(__name__)
 
@@ -123,6 +124,32 @@ class AdapterBase:
         """The weight of one audit's optional reads under ``settings`` (none by default;
         Binance's trading status when ``trading_status`` is on)."""
         return cls.extras_weight
+
+    # ------------------------------------------------------------------ extras
+
+    async def _with_extras(
+        self, key_name: str, facts: KeyFacts, read: Callable[[KeyFacts], Awaitable[KeyFacts]]
+    ) -> KeyFacts:
+        """``facts`` completed by ``read`` (the audit's optional reads: the trading status)
+        when the gate grants their weight; else ``facts`` marked as having skipped them."""
+        async with self._gate.extras(self.name, self.extras_weight, key_name) as granted:
+            if granted:
+                return await read(facts)
+        # No spare budget now: the restrictions are what this audit is for; the last known
+        # trading facts stay (the store keeps them, as after a failed read).
+        log.debug("trading_status_skipped", exchange=self.name, reason="budget")
+        return replace(facts, trading_status_skipped=True)
+
+    def _trading_status_failed(self, facts: KeyFacts, error: AuditError) -> KeyFacts:
+        """``facts`` with a failed trading-status read kept beside them (never raised)."""
+        log.warning(
+            "trading_status_failed",
+            exchange=self.name,
+            reason=str(error.reason),
+            error=error.message,
+            code=error.code,
+        )
+        return replace(facts, trading_status_error=error)
 
     # ------------------------------------------------------------------ hooks
 

@@ -245,13 +245,9 @@ class HtxAdapter(AdapterBase, settings_model=HtxSettings, key_model=HtxKey):
         facts = self._facts(data, api_key)
         if not self._settings.trading_status:
             return facts
-        async with self._gate.extras(NAME, self.extras_weight, key.name) as granted:
-            if granted:
-                return await self._trading_readiness(facts, auth)
-        # No spare budget now: the key's details above are what this audit is for; the last
-        # known account status stays (the store keeps it, as after a failed read).
-        log.debug("trading_status_skipped", exchange=NAME, reason="budget")
-        return replace(facts, trading_status_skipped=True)
+        return await self._with_extras(
+            key.name, facts, lambda facts: self._trading_readiness(facts, auth)
+        )
 
     async def _trading_readiness(self, facts: KeyFacts, auth: httpx.Auth) -> KeyFacts:
         """The facts with the account's state; a failure of the call is kept beside the facts
@@ -260,15 +256,7 @@ class HtxAdapter(AdapterBase, settings_model=HtxSettings, key_model=HtxKey):
             data = await self._query(ACCOUNTS_PATH, {}, auth)
             return replace(facts, account_status=account_status(data))
         except ExchangeError as exc:
-            error = exc.to_audit_error()
-            log.warning(
-                "trading_status_failed",
-                exchange=NAME,
-                reason=str(error.reason),
-                error=error.message,
-                code=error.code,
-            )
-            return replace(facts, trading_status_error=error)
+            return self._trading_status_failed(facts, exc.to_audit_error())
 
     async def _query(self, path: str, params: dict[str, str], auth: httpx.Auth) -> Any:
         response = await self._send("GET", path, params=params, auth=auth)
