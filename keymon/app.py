@@ -60,7 +60,7 @@ from keymon.budget import (
 from keymon.config import LoadedConfig, Settings, key_secrets, load, parse_listen
 from keymon.config_base import AUTO
 from keymon.errors import ConfigError
-from keymon.exchanges import EXCHANGES, audit_cost, extras_cost
+from keymon.exchanges import EXCHANGES
 from keymon.exchanges.base import Clock
 from keymon.metrics import AuditCollector, SelfMetrics, iter_body, render
 from keymon.model import AuditResult
@@ -296,7 +296,7 @@ class App:
             key.exchange,
             state.interval.total_seconds(),
             self.settings.jitter_for(key).total_seconds(),
-            audit_cost(EXCHANGES[key.exchange], self.settings.exchanges.for_exchange(key.exchange)),
+            self.settings.audit_costs(key.exchange)[0],
         )
 
     async def audit_key(self, name: str) -> AuditResult | None:
@@ -628,13 +628,11 @@ def planned_load(settings: Settings) -> dict[str, SparePlan]:
     extras: dict[str, float] = {}
     keys: dict[str, int] = {}
     for key in settings.keys:
-        adapter, section = EXCHANGES[key.exchange], settings.exchanges.for_exchange(key.exchange)
+        cost, extra = settings.audit_costs(key.exchange)
         every = (settings.interval_for(key) - settings.jitter_for(key)).total_seconds()
         per_minute = 60 / max(every, 0.001)
-        load[key.exchange] = load.get(key.exchange, 0.0) + audit_cost(adapter, section) * per_minute
-        extras[key.exchange] = (
-            extras.get(key.exchange, 0.0) + extras_cost(adapter, section) * per_minute
-        )
+        load[key.exchange] = load.get(key.exchange, 0.0) + cost * per_minute
+        extras[key.exchange] = extras.get(key.exchange, 0.0) + extra * per_minute
         keys[key.exchange] = keys.get(key.exchange, 0) + 1
     return {name: SparePlan(load[name], keys[name], extras[name]) for name in load}
 
@@ -649,13 +647,8 @@ def _warn_if_budget_short(settings: Settings) -> None:
     needed: dict[str, float] = {}
     mandatory: dict[str, float] = {}
     for key in settings.keys:
-        adapter, section = EXCHANGES[key.exchange], settings.exchanges.for_exchange(key.exchange)
-        cost = audit_cost(adapter, section)
-        per_audit = (
-            cost
-            if settings.configured_interval(key) == AUTO
-            else cost + extras_cost(adapter, section)
-        )
+        cost, extra = settings.audit_costs(key.exchange)
+        per_audit = cost if settings.configured_interval(key) == AUTO else cost + extra
         per_minute = 60 / settings.interval_for(key).total_seconds()
         needed[key.exchange] = needed.get(key.exchange, 0.0) + per_audit * per_minute
         mandatory[key.exchange] = mandatory.get(key.exchange, 0.0) + cost * per_minute

@@ -94,7 +94,7 @@ from keymon.config_base import (
     parse_duration as parse_duration,
 )
 from keymon.errors import ConfigError
-from keymon.exchanges import CONFIG_ORDER, EXCHANGES, audit_cost
+from keymon.exchanges import CONFIG_ORDER, EXCHANGES, audit_cost, extras_cost
 from keymon.healthcheck import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG_PATH
 from keymon.healthcheck import DEFAULT_LISTEN, split_listen
 from keymon.model import PERMISSIONS, Permission, Severity
@@ -380,6 +380,7 @@ class Settings(BaseSettings):
     notify: NotifySettings = NotifySettings()
     #: Each exchange's ``interval: auto``, computed on first use (:meth:`auto_intervals`).
     _auto_intervals: dict[str, timedelta] | None = PrivateAttr(default=None)
+    _audit_costs: dict[str, tuple[int, int]] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(
@@ -437,6 +438,19 @@ class Settings(BaseSettings):
             return min(self.audit.jitter, self.interval_for(key) * AUTO_JITTER_SHARE)
         return self.audit.jitter
 
+    def audit_costs(self, exchange: str) -> tuple[int, int]:
+        """One audit's weight on ``exchange`` under its settings: the mandatory part
+        (:func:`~keymon.exchanges.audit_cost`) and the optional reads
+        (:func:`~keymon.exchanges.extras_cost`); computed once per configuration."""
+        costs = self._audit_costs.get(exchange)
+        if costs is None:
+            adapter, section = EXCHANGES[exchange], self.exchanges.for_exchange(exchange)
+            costs = self._audit_costs[exchange] = (
+                audit_cost(adapter, section),
+                extras_cost(adapter, section),
+            )
+        return costs
+
     def auto_intervals(self) -> dict[str, timedelta]:
         """The interval of the ``auto`` keys of each exchange (computed once per configuration).
 
@@ -452,7 +466,7 @@ class Settings(BaseSettings):
         fixed_load: dict[str, float] = {}
         for key in self.keys:
             interval = self.configured_interval(key)
-            cost = audit_cost(EXCHANGES[key.exchange], self.exchanges.for_exchange(key.exchange))
+            cost, _ = self.audit_costs(key.exchange)
             if isinstance(interval, str):  # auto
                 auto_keys[key.exchange] = auto_keys.get(key.exchange, 0) + 1
             else:
@@ -463,8 +477,7 @@ class Settings(BaseSettings):
             budget = self.exchanges.for_exchange(exchange).max_weight_per_minute
             planned = budget * AUTO_BUDGET_SHARE
             available = max(planned - fixed_load.get(exchange, 0.0), planned * AUTO_MIN_SHARE)
-            cost = audit_cost(EXCHANGES[exchange], self.exchanges.for_exchange(exchange))
-            minutes = count * cost / available
+            minutes = count * self.audit_costs(exchange)[0] / available
             result[exchange] = max(AUTO_INTERVAL_FLOOR, timedelta(minutes=minutes))
         self._auto_intervals = result
         return result
