@@ -119,6 +119,8 @@ class App:
         self._failed_fingerprint: tuple[Any, ...] | None = None
         self._reload_problems: list[str] | None = None
         self._retry_at = 0.0
+        #: Files seen changed at the last check, acted on once they read the same at the next.
+        self._settling: tuple[Any, ...] | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self._self_registry = CollectorRegistry()
         self.metrics = SelfMetrics(self._self_registry, EXCHANGES)
@@ -470,6 +472,7 @@ class App:
     async def _check_watched(self) -> None:
         current = _fingerprint_paths(self._watched_paths())
         if current == self._fingerprint[1]:
+            self._settling = None
             if self._failed_fingerprint is not None:
                 # Back to the files the running configuration came from: nothing to reload.
                 self._failed_fingerprint = None
@@ -478,13 +481,22 @@ class App:
                 log.info("config_restored", path=str(self.config_path))
             return
         if current != self._failed_fingerprint:
+            if current != self._settling:
+                # A file being written (an editor saving in place, `echo > secret`) reads empty
+                # or half-written for a moment: wait until the files read the same at two
+                # checks in a row, so a write in progress is never refused as broken.
+                self._settling = current
+                return
+            self._settling = None
             log.info("config_changed", path=str(self.config_path))
             if not await self.reload():
                 self._failed_fingerprint = current
                 self._retry_at = self._monotonic() + FAILED_RELOAD_RETRY
-        elif self._monotonic() >= self._retry_at:
-            self._retry_at = self._monotonic() + FAILED_RELOAD_RETRY
-            await self.reload(quiet_if_unchanged=True)
+        else:
+            self._settling = None
+            if self._monotonic() >= self._retry_at:
+                self._retry_at = self._monotonic() + FAILED_RELOAD_RETRY
+                await self.reload(quiet_if_unchanged=True)
 
     def _sweep(self) -> None:
         now = self.now()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,38 @@ async def test_a_changed_passphrase_file_is_reloaded(app: App, tmp_path: Path) -
         await settle(rotated)
     (event,) = [e for e in logs if e["event"] == "config_reloaded"]
     assert event["changed"] == ["okx-key"]
+
+
+def reloads(logs: list[MutableMapping[str, Any]]) -> int:
+    return len([e for e in logs if e["event"] == "config_reloaded"])
+
+
+async def test_a_file_caught_half_written_is_neither_refused_nor_loaded(
+    app: App, tmp_path: Path
+) -> None:
+    """An editor saving in place: the watcher may see the file half-written; it waits it out.
+
+    Each round writes the configuration in two parts with a pause longer than half a watcher
+    round between them, so the watcher sees the first part alone in most rounds. The first part
+    ends inside the OKX key: loaded, it would be refused (a broken file) or drop that key.
+    """
+    config = tmp_path / "keymon.yaml"
+    good = config.read_text()
+    rounds = 6
+    with capture_logs() as logs:
+        for n in range(1, rounds + 1):
+            text = good.replace("jitter: 10s", f"jitter: {n}s")
+            cut = text.index("okx-key") + 3
+            with config.open("w") as handle:
+                handle.write(text[:cut])
+                handle.flush()
+                await asyncio.sleep(0.035)
+                handle.write(text[cut:])
+            await settle(lambda: reloads(logs) == n)  # noqa: B023 (awaited at once)
+    assert [e for e in logs if e["event"] == "config_reload_failed"] == []
+    assert all(e["removed"] == [] for e in logs if e["event"] == "config_reloaded")
+    assert reload_success(app) == 1
+    assert sorted(app.store.names()) == ["doc-key", "okx-key"]
 
 
 async def test_a_failed_reload_is_logged_once_per_change(app: App, tmp_path: Path) -> None:
