@@ -87,6 +87,7 @@ from keymon.errors import (
 from keymon.exchanges.base import (
     parse_retry_after,
     utc_from_ms,
+    with_query,
 )
 from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
 from keymon.exchanges.common import AdapterBase
@@ -288,7 +289,7 @@ class BinanceAuth(httpx.Auth):
         # exactly as sent (exchange-apis.md §1.2, vector B3).
         signature = self._sign(query.encode("ascii") + request.content)
         query += "&signature=" + quote(signature, safe="")
-        request.url = request.url.copy_with(query=query.encode("ascii"))
+        request.url = with_query(request.url, query)
         request.headers["X-MBX-APIKEY"] = self._api_key.get()
         yield request
 
@@ -427,9 +428,10 @@ class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=Bina
         """The facts with the account's trading lock and status; a failure of either call is
         kept beside the facts (``trading_status_error``), never raised."""
         error: AuditError | None = None
+        read: dict[str, Any] = {}
         try:
             body = await self._get_synced(TRADING_STATUS_PATH, auth=auth)
-            facts = replace(facts, **_trading_facts(body))
+            read.update(_trading_facts(body))
         except ExchangeError as exc:
             error = exc.to_audit_error()
         # After a 429 or a 418 the second read is not sent: keymon does not press on into a
@@ -437,9 +439,10 @@ class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=Bina
         if error is None or error.reason not in (Reason.RATE_LIMITED, Reason.BANNED):
             try:
                 body = await self._get_synced(ACCOUNT_STATUS_PATH, auth=auth)
-                facts = replace(facts, account_status=_account_status(body))
+                read["account_status"] = _account_status(body)
             except ExchangeError as exc:
                 error = error or exc.to_audit_error()
+        facts = replace(facts, **read) if read else facts
         return facts if error is None else self._trading_status_failed(facts, error)
 
     def parse_server_time(self, body: Any) -> float | None:

@@ -66,6 +66,7 @@ from keymon.errors import (
 from keymon.exchanges.base import (
     parse_retry_after,
     utc_from_ms,
+    with_query,
 )
 from keymon.exchanges.common import SYNC_RETRY_SECONDS as SYNC_RETRY_SECONDS
 from keymon.exchanges.common import AdapterBase
@@ -211,9 +212,7 @@ class BingxAuth(httpx.Auth):
         query = parameter_string(params)
         body = request.content.decode("utf-8", "surrogateescape")
         signature = sign(self._secret.get(), signed_text(query, body))
-        request.url = request.url.copy_with(
-            query=f"{query}&signature={quote(signature, safe='')}".encode("ascii")
-        )
+        request.url = with_query(request.url, f"{query}&signature={quote(signature, safe='')}")
         request.headers[API_KEY_HEADER] = self._api_key.get()
         yield request
 

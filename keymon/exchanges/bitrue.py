@@ -45,6 +45,7 @@ from keymon.config_base import (
     Secret,
     WeightPerMinute,
 )
+from keymon.exchanges.base import with_query
 from keymon.exchanges.liveness import Kind, LivenessAdapter
 
 # ----------------------------------------------------------------------------- configuration
@@ -102,7 +103,7 @@ class BitrueAuth(httpx.Auth):
             query = f"{existing}&{query}"
         signature = sign(self._secret.get(), query.encode("ascii") + request.content)
         query += "&signature=" + quote(signature, safe="")
-        request.url = request.url.copy_with(query=query.encode("ascii"))
+        request.url = with_query(request.url, query)
         request.headers[API_KEY_HEADER] = self._api_key.get()
         yield request
 

@@ -26,6 +26,7 @@ from keymon.config_base import ExchangeSettingsBase, KeyBase
 from keymon.errors import ExchangeBadResponse, ExchangeClockError, ExchangeError
 from keymon.exchanges.base import (
     Clock,
+    ExchangeClient,
     RequestGate,
     RequestObserver,
     origin_of,
@@ -259,15 +260,27 @@ class AdapterBase:
         await self._gate.acquire(self.name, self._weight(path))
         started = self._monotonic()
         try:
-            response = await self._client.request(
-                method,
-                self._url(path),
-                params=params,
-                content=content,
-                data=data,
-                headers=headers,
-                auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
-            )
+            client = self._client
+            if isinstance(client, ExchangeClient):
+                response = await client.fetch(
+                    method,
+                    self._url(path),
+                    auth=auth,
+                    params=params,
+                    content=content,
+                    data=data,
+                    headers=headers,
+                )
+            else:
+                response = await client.request(
+                    method,
+                    self._url(path),
+                    params=params,
+                    content=content,
+                    data=data,
+                    headers=headers,
+                    auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                )
         except httpx.HTTPError as exc:
             error = translate_transport_error(
                 exc,

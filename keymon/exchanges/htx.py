@@ -72,6 +72,7 @@ from keymon.errors import (
 )
 from keymon.exchanges.base import (
     parse_retry_after,
+    with_query,
 )
 from keymon.exchanges.common import AdapterBase
 from keymon.model import Coverage, KeyFacts
@@ -182,7 +183,7 @@ class HtxAuth(httpx.Auth):
             self._secret.get(), presign(request.method, request.url.host, path, params)
         )
         query = "&".join(f"{encode(k)}={encode(v)}" for k, v in sorted(params.items()))
-        request.url = request.url.copy_with(query=f"{query}&Signature={encode(signature)}".encode())
+        request.url = with_query(request.url, f"{query}&Signature={encode(signature)}")
         yield request
 
 

@@ -46,6 +46,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 
 from keymon.config_base import KeyBase, LivenessSettings, Secret
+from keymon.exchanges.base import with_query
 from keymon.exchanges.liveness import Kind, LivenessAdapter
 
 # ----------------------------------------------------------------------------- configuration
@@ -141,7 +142,7 @@ class LbankAuth(httpx.Auth):
         }
         yield httpx.Request(
             request.method,
-            request.url.copy_with(query=query.encode("ascii")),
+            with_query(request.url, query),
             headers=headers,
             content=b"",
             extensions=request.extensions,

@@ -33,6 +33,7 @@ from urllib.parse import quote
 import httpx
 
 from keymon.config_base import Duration, KeyBase, RecvWindowSettings, Secret, WeightPerMinute
+from keymon.exchanges.base import with_query
 from keymon.exchanges.liveness import Kind, LivenessAdapter
 
 # ----------------------------------------------------------------------------- configuration
@@ -92,7 +93,7 @@ class MexcAuth(httpx.Auth):
             query = f"{existing}&{query}"
         signature = sign(self._secret.get(), query.encode("ascii") + request.content)
         query += "&signature=" + quote(signature, safe="")
-        request.url = request.url.copy_with(query=query.encode("ascii"))
+        request.url = with_query(request.url, query)
         request.headers["X-MEXC-APIKEY"] = self._api_key.get()
         yield request
 

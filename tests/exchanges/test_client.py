@@ -1,12 +1,17 @@
-"""The HTTP client every adapter is handed (:func:`keymon.exchanges.base.build_client`) and the
-URL each request goes to (:meth:`keymon.exchanges.common.AdapterBase._url`)."""
+"""The HTTP client every adapter is handed (:func:`keymon.exchanges.base.build_client`), how it
+sends an adapter's request (:meth:`~keymon.exchanges.base.ExchangeClient.fetch`), and the URL
+each request goes to (:meth:`keymon.exchanges.common.AdapterBase._url`,
+:func:`~keymon.exchanges.base.with_query`)."""
 
 from __future__ import annotations
+
+from collections.abc import Generator
 
 import httpx
 import pytest
 
-from keymon.exchanges.base import build_client
+from keymon.errors import ForbiddenRequest
+from keymon.exchanges.base import _CANONICAL_QUERY, ExchangeClient, build_client, with_query
 from keymon.exchanges.binance import (
     ACCOUNT_STATUS_PATH,
     RESTRICTIONS_PATH,
@@ -73,3 +78,146 @@ def test_the_merged_urls_kept_are_bounded() -> None:
     urls = [adapter._url(f"/p/{i}") for i in range(_URL_CACHE_SIZE + 10)]
     assert [str(u) for u in urls] == [f"{BASE}/p/{i}" for i in range(_URL_CACHE_SIZE + 10)]
     assert len(adapter._urls) == _URL_CACHE_SIZE
+
+
+#: Queries as adapters build them (already canonical), and ones httpx must quote or keep.
+QUERIES = [
+    "recvWindow=5000&timestamp=1499827319559&signature=c8db56825ae71d6d79447849e617115f4a92",
+    "AccessKeyId=e2xxxxxx-99xxxxxx&SignatureMethod=HmacSHA256&Timestamp=2017-05-11T15:19:30",
+    "a=1,2;b=(x)*!$'~._-:/?@[]",
+    "",
+    "t=2017-05-11T15%3A19%3A30&s=abc%2Fdef%3D",
+    "q=a b&c=<d>",
+    'x="quoted"&y=#frag',
+    "name=caf\u00e9&sym=\u00a5",
+    "bad=%zz&odd=100%",
+]
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_a_query_replaced_reads_as_httpx_would_have_made_it(query: str) -> None:
+    """with_query is url.copy_with(query=...) exactly, whether or not it skips the re-parse:
+    the same URL, or the same refusal (a ``#``, a character that is not ASCII)."""
+    url = httpx.URL(f"{BASE}/sapi/v1/account/apiRestrictions?old=1")
+    try:
+        expected = url.copy_with(query=query.encode())
+    except (httpx.InvalidURL, UnicodeError) as refused:
+        with pytest.raises(type(refused)):
+            with_query(url, query)
+        return
+    got = with_query(url, query)
+    assert got == expected
+    assert (str(got), got.query, got.raw_path) == (
+        str(expected),
+        expected.query,
+        expected.raw_path,
+    )
+    assert str(url) == f"{BASE}/sapi/v1/account/apiRestrictions?old=1"  # the original is kept
+
+
+def test_the_queries_tried_include_both_paths() -> None:
+    """Some of QUERIES take the shortcut, some httpx's parser, some are refused."""
+    url = httpx.URL(BASE)
+    kinds = set()
+    for query in QUERIES:
+        try:
+            url.copy_with(query=query.encode())
+        except (httpx.InvalidURL, UnicodeError):
+            kinds.add("refused")
+            continue
+        canonical = query.isascii() and not query.rstrip(_CANONICAL_QUERY)
+        kinds.add("shortcut" if canonical else "parsed")
+    assert kinds == {"shortcut", "parsed", "refused"}
+
+
+def _signing(calls: list[str]) -> httpx.Auth:
+    class Signing(httpx.Auth):
+        def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+            calls.append("signed")
+            request.url = with_query(request.url, "timestamp=1&signature=abc")
+            request.headers["X-MBX-APIKEY"] = "key"
+            yield request
+
+    return Signing()
+
+
+async def test_fetch_sends_what_request_would_send() -> None:
+    """The client's headers and timeouts, the auth's signature, the body; the answer read."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ok": True})
+
+    calls: list[str] = []
+    async with _client(httpx.MockTransport(answer)) as client:
+        assert isinstance(client, ExchangeClient)
+        url = client.build_request("GET", RESTRICTIONS_PATH).url
+        fetched = await client.fetch("GET", url, auth=_signing(calls))
+        requested = await client.request("GET", RESTRICTIONS_PATH, auth=_signing(calls))
+    assert calls == ["signed", "signed"]
+    assert fetched.json() == requested.json() == {"ok": True}
+    assert fetched.request is seen[0]
+    first, second = seen
+    assert (
+        str(first.url) == str(second.url) == f"{BASE}{RESTRICTIONS_PATH}?timestamp=1&signature=abc"
+    )
+    assert first.headers.multi_items() == second.headers.multi_items()
+    assert first.headers["User-Agent"] == "keymon"
+    assert first.extensions["timeout"] == second.extensions["timeout"]
+
+
+async def test_fetch_goes_through_the_read_only_guard() -> None:
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={})
+
+    async with _client(httpx.MockTransport(answer)) as client:
+        assert isinstance(client, ExchangeClient)
+        with pytest.raises(ForbiddenRequest, match="not on the read-only allowlist"):
+            await client.fetch("POST", httpx.URL(f"{BASE}{RESTRICTIONS_PATH}"))
+        with pytest.raises(ForbiddenRequest):
+            await client.fetch("GET", httpx.URL(f"{BASE}/sapi/v1/capital/withdraw/apply"))
+    assert sent == []
+
+
+async def test_fetch_follows_no_redirect_and_refuses_once_closed() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"Location": f"{BASE}{TIME_PATH}"})
+
+    client = _client(httpx.MockTransport(answer))
+    assert isinstance(client, ExchangeClient)
+    url = httpx.URL(f"{BASE}{RESTRICTIONS_PATH}")
+    response = await client.fetch("GET", url)
+    assert response.status_code == 302
+    assert response.request.url == url
+    await client.aclose()
+    with pytest.raises(RuntimeError, match="client has been closed"):
+        await client.fetch("GET", url)
+
+
+async def test_fetch_hands_the_answer_to_an_auth_flow_of_two_rounds() -> None:
+    """An auth that needs the first answer (a challenge) gets it, read, and its next request
+    goes out the same way; the last answer is the one returned."""
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("X-Try", ""))
+        status = 401 if len(seen) == 1 else 200
+        return httpx.Response(status, json={"round": len(seen)})
+
+    class Challenge(httpx.Auth):
+        def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+            request.headers["X-Try"] = "1"
+            first = yield request
+            assert first.json() == {"round": 1}
+            request.headers["X-Try"] = "2"
+            yield request
+
+    async with _client(httpx.MockTransport(answer)) as client:
+        assert isinstance(client, ExchangeClient)
+        response = await client.fetch("GET", httpx.URL(f"{BASE}{TIME_PATH}"), auth=Challenge())
+    assert seen == ["1", "2"]
+    assert (response.status_code, response.json()) == (200, {"round": 2})
