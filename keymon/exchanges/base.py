@@ -356,8 +356,8 @@ def with_query(url: httpx.URL, query: str) -> httpx.URL:
     Python, to replace a query. A signed query keymon builds is already in httpx's canonical
     form (unreserved characters and delimiters, no ``%``): then httpx's parser would return it
     unchanged, and the parsed URL is copied with only the query replaced. Anything else (a
-    ``%``, a space, a non-ASCII character) takes httpx's own path. tests/test_client.py checks
-    the two agree.
+    ``%``, a space, a non-ASCII character) takes httpx's own path.
+    tests/exchanges/test_client.py checks that the two agree.
     """
     reference = getattr(url, "_uri_reference", None)
     if reference is not None and query.isascii() and not query.rstrip(_CANONICAL_QUERY):

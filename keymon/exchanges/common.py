@@ -271,7 +271,7 @@ class AdapterBase:
                     data=data,
                     headers=headers,
                 )
-            else:
+            else:  # any other httpx client (a test may hand one in) sends as httpx does
                 response = await client.request(
                     method,
                     self._url(path),
