@@ -377,26 +377,22 @@ def test_keymon_config_names_the_default_configuration(tmp_path: Path) -> None:
     """Without --config, every command reads $KEYMON_CONFIG (the image sets it)."""
     config = write_config(tmp_path)
     env = {**os.environ, "KEYMON_CONFIG": str(config)}
-    done = subprocess.run(
-        [sys.executable, "-m", "keymon", "validate-config"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+
+    def validate() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "keymon", "validate-config"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+            check=False,
+        )
+
+    done = validate()
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{config}: valid (2 key(s)")
     env.pop("KEYMON_CONFIG")
-    done = subprocess.run(
-        [sys.executable, "-m", "keymon", "validate-config"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    done = validate()
     assert done.returncode == 2
     assert "config/keymon.yaml" in done.stderr

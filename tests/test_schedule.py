@@ -84,6 +84,13 @@ async def apps() -> AsyncIterator[list[App]]:
         await app.stop()
 
 
+def new_app(apps: list[App], config: Path, sim: BinanceSimulator, **options: Any) -> App:
+    """A daemon over ``config`` whose exchange requests go to ``sim``, stopped after the test."""
+    app = App(load(config), transport_factory=lambda _n: sim.transport(), **options)
+    apps.append(app)
+    return app
+
+
 def fast_budget_clock() -> dict[str, Any]:
     """The budget's monotonic clock and sleep, SPEED times faster than real time."""
     origin = time.monotonic()
@@ -118,11 +125,7 @@ async def test_first_round_goes_out_at_once_when_the_budget_allows(
     keys = fleet(20)
     sim = sim_for(keys)
     exchanges = {"binance": {"base_url": "https://binance.test", "max_weight_per_minute": 40}}
-    app = App(
-        load(write(tmp_path, keys, exchanges=exchanges)),
-        transport_factory=lambda _n: sim.transport(),
-    )
-    apps.append(app)
+    app = new_app(apps, write(tmp_path, keys, exchanges=exchanges), sim)
     started = time.monotonic()
     await app.start(serve_http=False)
     await until(lambda: len(audited(app)) == 20, within=10)
@@ -143,12 +146,7 @@ async def test_first_round_beyond_the_budget_continues_as_the_window_frees(
     sim = sim_for(keys)
     # 11: ten audits, and the clock sync before the first one.
     exchanges = {"binance": {"base_url": "https://binance.test", "max_weight_per_minute": 11}}
-    app = App(
-        load(write(tmp_path, keys, exchanges=exchanges)),
-        transport_factory=lambda _n: sim.transport(),
-        **fast_budget_clock(),
-    )
-    apps.append(app)
+    app = new_app(apps, write(tmp_path, keys, exchanges=exchanges), sim, **fast_budget_clock())
     await app.start(serve_http=False)
     await until(lambda: len(audited(app)) >= 10, within=10)
     await asyncio.sleep(0.5)  # 15 s on the budget's clock: the window is still full
@@ -169,12 +167,7 @@ async def test_a_reload_during_the_first_round_keeps_the_rest_coming(
     keys = fleet(20)
     sim = sim_for(keys)
     exchanges = {"binance": {"base_url": "https://binance.test", "max_weight_per_minute": 11}}
-    app = App(
-        load(write(tmp_path, keys, exchanges=exchanges)),
-        transport_factory=lambda _n: sim.transport(),
-        **fast_budget_clock(),
-    )
-    apps.append(app)
+    app = new_app(apps, write(tmp_path, keys, exchanges=exchanges), sim, **fast_budget_clock())
     await app.start(serve_http=False)
     await until(lambda: len(audited(app)) >= 10, within=10)
     audit = {"interval": "4m", "jitter": "10s", "timeout": "2s"}
@@ -205,8 +198,7 @@ async def test_a_recorded_ban_fails_the_first_round_at_once_and_sends_nothing(
             }
         )
     )
-    app = App(load(write(tmp_path, keys)), transport_factory=lambda _n: sim.transport())
-    apps.append(app)
+    app = new_app(apps, write(tmp_path, keys), sim)
     await app.start(serve_http=False)
     await until(lambda: len(audited(app)) == 5, within=10)
     for state in app.store.snapshot():
@@ -225,10 +217,7 @@ async def test_periodic_audits_follow_the_interval(
     keys = fleet(5)
     sim = sim_for(keys)
     audit = {"interval": "1s", "jitter": "200ms", "timeout": "2s"}
-    app = App(
-        load(write(tmp_path, keys, audit=audit)), transport_factory=lambda _n: sim.transport()
-    )
-    apps.append(app)
+    app = new_app(apps, write(tmp_path, keys, audit=audit), sim)
     seen: dict[str, list[float]] = {name: [] for name, _, _ in keys}
     original = app.audit_key
 
@@ -267,12 +256,8 @@ async def test_first_round_reads_every_key_before_any_trading_status(
     keys = fleet(20)
     sim = sim_for(keys)
     exchanges = {"binance": {"base_url": "https://binance.test", "max_weight_per_minute": 24}}
-    app = App(
-        load(write(tmp_path, keys, exchanges=exchanges)),
-        transport_factory=lambda _n: sim.transport(),
-    )
+    app = new_app(apps, write(tmp_path, keys, exchanges=exchanges), sim)
     app.scheduler._concurrency = 4  # audits one after the other, as on a slow exchange
-    apps.append(app)
     started = time.monotonic()
     with capture_logs() as logs:
         await app.start(serve_http=False)
@@ -301,11 +286,7 @@ async def test_restriction_reads_fill_the_budget_the_trading_status_is_skipped(
     sim.set_trading_status(keys[1][1], isLocked=True)
     exchanges = {"binance": {"base_url": "https://binance.test", "max_weight_per_minute": 11}}
     audit = {"interval": "auto", "jitter": "1s", "timeout": "2s"}
-    app = App(
-        load(write(tmp_path, keys, exchanges=exchanges, audit=audit)),
-        transport_factory=lambda _n: sim.transport(),
-    )
-    apps.append(app)
+    app = new_app(apps, write(tmp_path, keys, exchanges=exchanges, audit=audit), sim)
     await app.start()
     await until(lambda: len(audited(app)) == 10, within=10)
     s = await scrape(app)
@@ -327,10 +308,7 @@ async def test_with_room_every_audit_reads_the_trading_status(
     keys = fleet(5)
     sim = sim_for(keys)
     audit = {"interval": "2s", "jitter": "200ms", "timeout": "2s"}
-    app = App(
-        load(write(tmp_path, keys, audit=audit)), transport_factory=lambda _n: sim.transport()
-    )
-    apps.append(app)
+    app = new_app(apps, write(tmp_path, keys, audit=audit), sim)
     results: list[Any] = []
     original = app.audit_key
 
@@ -488,11 +466,7 @@ async def test_auto_interval_gauge_and_reload(
     sim = sim_for(keys)
     exchanges = {"binance": {"base_url": "https://binance.test", "max_weight_per_minute": 6}}
     audit = {"interval": "auto", "jitter": "1s", "timeout": "2s"}
-    app = App(
-        load(write(tmp_path, keys[:2], exchanges=exchanges, audit=audit)),
-        transport_factory=lambda _n: sim.transport(),
-    )
-    apps.append(app)
+    app = new_app(apps, write(tmp_path, keys[:2], exchanges=exchanges, audit=audit), sim)
     await app.start()
     await until(lambda: len(audited(app)) == 2, within=10)
     two = 2 * 60 / (6 * AUTO_BUDGET_SHARE)  # 23.5 s

@@ -9,7 +9,6 @@ and unlocks between audits (the simulator's per-key ``account_state``).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from keymon.app import App
 from keymon.cli import check
 from keymon.config import load
 from keymon.simulator.htx import HtxSimulator
-from tests.test_trading_readiness import rules, scrape, value
+from tests.test_trading_readiness import rules, run_check, scrape, value
 
 API_KEY = "4ed49817-3e3f5a1c-1a2b3c4d-5e6f7"
 SECRET = "htx-e2e-secret"
@@ -81,15 +80,6 @@ async def daemon(
     yield start
     for app in apps:
         await app.stop()
-
-
-def run_check(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
-    """``keymon check --format json`` over real HTTP; the status and the one key's entry."""
-    capsys.readouterr()
-    status = check(config, keys=[], fmt="json")
-    out, _err = capsys.readouterr()
-    (entry,) = json.loads(out)["keys"]
-    return status, entry
 
 
 async def test_a_locked_spot_account_is_critical_and_resolves_when_unlocked(

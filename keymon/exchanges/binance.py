@@ -394,16 +394,6 @@ class BinanceAdapter(AdapterBase, settings_model=BinanceSettings, key_model=Bina
 
     extras_paths: ClassVar[frozenset[str]] = frozenset({TRADING_STATUS_PATH, ACCOUNT_STATUS_PATH})
 
-    @classmethod
-    def audit_weight_for(cls, settings: Any) -> int:
-        """apiRestrictions: the mandatory, security-critical read."""
-        return 1
-
-    @classmethod
-    def extras_weight_for(cls, settings: Any) -> int:
-        """apiTradingStatus and account/status when they are read (from spare budget)."""
-        return 2 if settings.trading_status else 0
-
     @property
     def weight_used(self) -> int | None:
         return self._weight_used

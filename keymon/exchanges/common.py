@@ -122,9 +122,12 @@ class AdapterBase:
 
     @classmethod
     def extras_weight_for(cls, settings: Any) -> int:
-        """The weight of one audit's optional reads under ``settings`` (none by default;
-        Binance's trading status when ``trading_status`` is on)."""
-        return cls.extras_weight
+        """The weight of one audit's optional reads under ``settings``: its
+        :attr:`extras_paths` at their :attr:`weights` while the exchange's ``trading_status``
+        is on (Binance's trading and account status, HTX's accounts), else none."""
+        if not cls.extras_paths or not settings.trading_status:
+            return 0
+        return sum(cls.weights[path] for path in cls.extras_paths)
 
     # ------------------------------------------------------------------ extras
 

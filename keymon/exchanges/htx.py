@@ -227,16 +227,6 @@ class HtxAdapter(AdapterBase, settings_model=HtxSettings, key_model=HtxKey):
     #: reads the accounts only from spare budget (keymon check reads them always).
     extras_paths: ClassVar[frozenset[str]] = frozenset({ACCOUNTS_PATH})
 
-    @classmethod
-    def audit_weight_for(cls, settings: Any) -> int:
-        """``/v2/user/api-key``: the mandatory, security-critical read."""
-        return 1
-
-    @classmethod
-    def extras_weight_for(cls, settings: Any) -> int:
-        """``/v1/account/accounts`` when it is read (from spare budget in the daemon)."""
-        return 1 if settings.trading_status else 0
-
     async def audit(self, key: HtxKey) -> KeyFacts:
         """The key's permissions, IP binding and creation time, in keymon's vocabulary, and
         the spot account's state."""
