@@ -5,13 +5,20 @@ each request goes to (:meth:`keymon.exchanges.common.AdapterBase._url`,
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Generator
 
 import httpx
 import pytest
 
 from keymon.errors import ForbiddenRequest
-from keymon.exchanges.base import _CANONICAL_QUERY, ExchangeClient, build_client, with_query
+from keymon.exchanges.base import (
+    _CANONICAL_QUERY,
+    ExchangeClient,
+    build_client,
+    read_response,
+    with_query,
+)
 from keymon.exchanges.binance import (
     ACCOUNT_STATUS_PATH,
     RESTRICTIONS_PATH,
@@ -221,3 +228,38 @@ async def test_fetch_hands_the_answer_to_an_auth_flow_of_two_rounds() -> None:
         response = await client.fetch("GET", httpx.URL(f"{BASE}{TIME_PATH}"), auth=Challenge())
     assert seen == ["1", "2"]
     assert (response.status_code, response.json()) == (200, {"round": 2})
+
+
+@pytest.mark.parametrize(
+    ("headers", "wire"),
+    [
+        ([(b"Content-Type", b"application/json"), (b"Content-Length", b"11")], b'{"ok": true}'),
+        ([(b"Content-Type", b"application/json")], b""),
+        (
+            [(b"Content-Type", b"application/json"), (b"Content-Encoding", b"gzip")],
+            gzip.compress(b'{"ok": true}'),
+        ),
+    ],
+    ids=["plain", "empty", "gzip"],
+)
+def test_an_answer_read_in_memory_is_what_httpx_makes_of_it(
+    headers: list[tuple[bytes, bytes]], wire: bytes
+) -> None:
+    """read_response (the default transport's answers) against httpx.Response(content=...):
+    the same body, decoded, and the same state for every reader of it."""
+    request = httpx.Request("GET", f"{BASE}{TIME_PATH}")
+    extensions = {"http_version": b"HTTP/1.1", "reason_phrase": b"OK"}
+    ours = read_response(200, headers, wire, request, dict(extensions))
+    httpx_own = httpx.Response(
+        200, headers=headers, content=wire, request=request, extensions=extensions
+    )
+    for response in (ours, httpx_own):
+        assert response.is_stream_consumed
+        assert response.is_closed
+    assert ours.content == httpx_own.content == (b'{"ok": true}' if wire else b"")
+    assert ours.text == httpx_own.text
+    assert ours.num_bytes_downloaded == httpx_own.num_bytes_downloaded
+    assert ours.headers.get("Content-Encoding") == httpx_own.headers.get("Content-Encoding")
+    assert (ours.http_version, ours.reason_phrase) == ("HTTP/1.1", "OK")
+    assert ours.request is request
+    assert b"".join(ours.iter_bytes()) == ours.content
