@@ -1824,3 +1824,75 @@ def test_missing_exchange_does_not_hide_the_keys_other_problems(tmp_path: Path) 
     assert any(p.startswith("keys[0].exchange: exchange is missing") for p in problems)
     assert f"keys[0].api_key: environment variable {UNSET_ENV} is not set" in problems
     assert len(problems) == 2, problems
+
+
+#: Plain YAML the plain reader takes itself, one of each kind of scalar, in block and flow.
+_PLAIN_DOCUMENTS = [
+    "a: 1\nb: -0x1F\nc: 0o17\nd: 1_000\ne: 1.5e3\nf: .inf\ng: -.Inf\nh: .nan\n",
+    "t: [true, false, yes, No, on, OFF]\nn: [~, null, '', ]\nempty:\n",
+    "when: 2026-12-03\nat: 2026-12-03T10:20:30.5Z\nlocal: 2026-12-03 10:20:30\n",
+    "q: 'single ''quoted'''\nd: \"double \\u00e9\\n\"\n",
+    "lit: |\n  two\n  lines\nfold: >-\n  a\n  b\n",
+    "n1: '1'\nn2: \"true\"\n'<<': quoted merge is a key\n",
+    "nested: {a: [1, {b: [2, [3, {c: d}]]}], e: {}}\nlist:\n- - x\n  - y\n- []\n",
+    "- top\n- level\n- sequence\n",
+    "just a scalar\n",
+    "# only a comment\n",
+    "",
+    "---\nexplicit: start\n...\n",
+]
+#: YAML the plain reader leaves to the composer: the same value either way, and the
+#: composer's duplicate-key problems.
+_COMPOSED_DOCUMENTS = [
+    "a: &x 1\nb: *x\n",
+    "base: &b {x: 1}\nder: {<<: *b, y: 2}\n",
+    "a: !!str 1\nb: !!binary aGk=\n",
+    "a: 1\na: 2\n",
+    "a: 1\n01: x\n1: y\n",
+    "? [complex, key]\n: v\n",
+    "one: 1\n---\ntwo: 2\n",
+    "a: !!int nope\n",
+    "k: 2026-13-45\n",
+    "=: a value key\n",
+]
+
+
+@pytest.mark.parametrize("text", _PLAIN_DOCUMENTS + _COMPOSED_DOCUMENTS)
+def test_the_plain_reader_gives_what_the_composer_gives(text: str) -> None:
+    """_parse_yaml reads plain YAML straight from libyaml's events (the common, fast case)
+    and anything else through the limited composer: the same document either way, and the
+    composer's problems (duplicates, values a tag cannot read) are never lost."""
+    if config_module._FastLoader is None:
+        pytest.skip("PyYAML without libyaml: there is no plain reader")
+    plain = config_module._FastLoader(text)
+    composer = config_module._FastLoader(text)
+    try:
+        expected: tuple[Any, list[str]] | None = (
+            composer.get_single_data(),
+            composer.duplicates,
+        )
+    except yaml.YAMLError as exc:
+        expected = None
+        with pytest.raises(type(exc)):
+            config_module._parse_yaml(text)
+    try:
+        read_plainly = plain.plain_data()
+    except (config_module._NotPlain, yaml.YAMLError):
+        assert text in _COMPOSED_DOCUMENTS
+    else:
+        assert text in _PLAIN_DOCUMENTS
+        assert expected is not None
+        assert repr(read_plainly) == repr(expected[0])
+    if expected is not None:
+        assert repr(config_module._parse_yaml(text)) == repr(expected)
+
+
+def test_the_shipped_configurations_are_read_plainly() -> None:
+    """config/example.yaml and config/minimal.yaml take the plain reader (no anchors, tags or
+    duplicates), and it reads them as the composer does."""
+    for name in ("example.yaml", "minimal.yaml"):
+        text = (Path(__file__).resolve().parents[1] / "config" / name).read_text()
+        if config_module._FastLoader is None:
+            pytest.skip("PyYAML without libyaml: there is no plain reader")
+        read_plainly = config_module._FastLoader(text).plain_data()
+        assert repr(read_plainly) == repr(config_module._FastLoader(text).get_single_data())
