@@ -705,9 +705,10 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], list[str]]:
 
 def _parse_yaml(text: str) -> tuple[Any, list[str]]:
     """The document and its duplicate-key problems. libyaml's C parser where available (a
-    10,000-key file loads in a fraction of the time); on a syntax error in a file of reasonable
-    size, the pure-Python parser again, whose messages say where and what precisely. Both feed
-    :class:`_LimitedComposer`, so nesting and alias expansion are bounded either way."""
+    10,000-key file loads in a fraction of the time): a plain file is read from its events
+    (:meth:`_LimitedComposer.plain_data`), anything else composed; on a syntax error in a file
+    of reasonable size, the pure-Python parser again, whose messages say where and what
+    precisely. Every path is bounded in nesting and alias expansion."""
     if _FastLoader is not None:
         plain = _FastLoader(text)
         try:
