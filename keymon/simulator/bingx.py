@@ -209,7 +209,7 @@ class BingxSimulator(SimulatorBase):
 
     # ---------------------------------------------------------------- exchange requests
 
-    def _note_request(self, raw_query: str, headers: Mapping[str, str]) -> None:
+    def _note_request(self, path: str, raw_query: str, headers: Mapping[str, str]) -> None:
         api_key = header(headers, API_KEY_HEADER)
         if api_key:
             self._per_key[api_key] += 1

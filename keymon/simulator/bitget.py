@@ -180,7 +180,7 @@ class BitgetSimulator(SimulatorBase):
 
     # ---------------------------------------------------------------- exchange requests
 
-    def _note_request(self, raw_query: str, headers: Mapping[str, str]) -> None:
+    def _note_request(self, path: str, raw_query: str, headers: Mapping[str, str]) -> None:
         api_key = header(headers, "ACCESS-KEY")
         if api_key is not None:
             self._per_key[api_key] += 1

@@ -267,7 +267,7 @@ class BybitSimulator(SimulatorBase):
 
     # ---------------------------------------------------------------- exchange requests
 
-    def _note_request(self, raw_query: str, headers: Mapping[str, str]) -> None:
+    def _note_request(self, path: str, raw_query: str, headers: Mapping[str, str]) -> None:
         api_key = header(headers, "X-BAPI-API-KEY")
         if api_key is not None:
             self._per_key[api_key] += 1

@@ -68,6 +68,7 @@ class SimulatorBase(FaultKnobs):
         self._latency = 0.0
         self._fail_remaining = 0
         self._fail_status = 503
+        self._fail_path: str | None = None
         self._truncate_remaining = 0
         self._clock_skew_ms = 0
 
@@ -108,8 +109,8 @@ class SimulatorBase(FaultKnobs):
     ) -> SimResponse:
         """Answer one exchange request the way the exchange would."""
         with self._lock:
-            self._note_request(raw_query, headers)
-            response = self._injected_failure()
+            self._note_request(path, raw_query, headers)
+            response = self._injected_failure(path)
             if response is None:
                 try:
                     response = self._dispatch(
@@ -123,12 +124,13 @@ class SimulatorBase(FaultKnobs):
             self._note_response(response)
             return replace(response, delay=self._latency)
 
-    def _note_request(self, raw_query: str, headers: Mapping[str, str]) -> None:
+    def _note_request(self, path: str, raw_query: str, headers: Mapping[str, str]) -> None:
         """Count a request before anything else (under the lock); nothing by default."""
 
-    def _injected_failure(self) -> SimResponse | None:
-        """The injected failed answer the next request gets, if any (under the lock)."""
-        if self._fail_remaining > 0:
+    def _injected_failure(self, path: str) -> SimResponse | None:
+        """The injected failed answer this request for ``path`` gets, if any (under the lock):
+        the next ``fail_next`` requests, or only those for ``fail_path`` when it is set."""
+        if self._fail_remaining > 0 and self._fail_path in (None, path):
             self._fail_remaining -= 1
             return SimResponse(
                 self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
@@ -156,6 +158,7 @@ class SimulatorBase(FaultKnobs):
             "latency": self._latency,
             "fail_next": self._fail_remaining,
             "fail_status": self._fail_status,
+            "fail_path": self._fail_path,
             "truncate_next": self._truncate_remaining,
             "clock_skew_ms": self._clock_skew_ms,
         }
@@ -167,13 +170,17 @@ class SimulatorBase(FaultKnobs):
         if unknown:
             raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
         latency = data.get("latency", self._latency)
+        fail_path = data.get("fail_path", self._fail_path)
         ints = {name: data.get(name, value) for name, value in current.items()}
-        del ints["latency"]
+        del ints["latency"], ints["fail_path"]
         if not isinstance(latency, int | float) or not math.isfinite(latency) or latency < 0:
             raise ValueError("invalid latency")
+        if fail_path is not None and not isinstance(fail_path, str):
+            raise ValueError("fail_path must be an endpoint path or null")
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints.values()):
             raise ValueError("invalid fault settings")
         self._latency = float(latency)
+        self._fail_path = fail_path
         self._apply_faults({name: int(str(value)) for name, value in ints.items()})
 
     def _apply_faults(self, ints: dict[str, int]) -> None:

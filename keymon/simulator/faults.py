@@ -22,6 +22,7 @@ class FaultKnobs:
     _latency: float
     _fail_remaining: int
     _fail_status: int
+    _fail_path: str | None
     _truncate_remaining: int
 
     def _now_ms(self) -> int:
@@ -56,12 +57,13 @@ class FaultKnobs:
         with self._lock:
             self._latency = float(seconds)
 
-    def fail_next(self, n: int, status: int = 503) -> None:
-        """Answer the next ``n`` exchange requests with ``status`` and a non-JSON body."""
+    def fail_next(self, n: int, status: int = 503, path: str | None = None) -> None:
+        """Answer the next ``n`` exchange requests with ``status`` and a non-JSON body; with
+        ``path``, only the requests for that endpoint (the others are answered as usual)."""
         if n < 0 or not 100 <= status <= 599:
             raise ValueError("fail_next needs n >= 0 and an HTTP status 100-599")
         with self._lock:
-            self._fail_remaining, self._fail_status = n, status
+            self._fail_remaining, self._fail_status, self._fail_path = n, status, path
 
     def truncate_next(self, n: int) -> None:
         """Cut the body of the next ``n`` exchange responses in half."""

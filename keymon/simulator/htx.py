@@ -21,7 +21,7 @@ with HTTP 200; the message says which check failed. The timestamp window (5 minu
 side) is an assumption. Like the other simulators it is a pure synchronous state machine behind
 one lock, with an injectable clock. Its admin API under ``/_simulator/``: ``GET /keys``,
 ``GET/PATCH /keys/{api_key}`` (``permission``, ``ips``, ``valid_days``, ``account_state``,
-``margin_state``), ``GET/POST /faults`` (plus ``fail_path``) and ``GET /stats``; secrets are
+``margin_state``), ``GET/POST /faults`` and ``GET /stats``; secrets are
 never returned.
 """
 
@@ -115,7 +115,6 @@ class HtxSimulator(SimulatorBase):
         self._per_key: Counter[str] = Counter()
         self._per_path: Counter[str] = Counter()
         self._count_429 = 0
-        self._fail_path: str | None = None
 
     # ---------------------------------------------------------------- knobs
 
@@ -209,13 +208,6 @@ class HtxSimulator(SimulatorBase):
         if margin is not None:
             key.margin_state = margin
 
-    def fail_next(self, n: int, status: int = 503, path: str | None = None) -> None:
-        """Answer the next ``n`` requests with HTTP ``status``; with ``path``, only the
-        requests for that endpoint (the others are answered as usual)."""
-        super().fail_next(n, status)
-        with self._lock:
-            self._fail_path = path
-
     def requests_to(self, path: str) -> int:
         """How many exchange requests asked for ``path``."""
         with self._lock:
@@ -241,16 +233,12 @@ class HtxSimulator(SimulatorBase):
 
     # ---------------------------------------------------------------- requests
 
-    def _note_request(self, raw_query: str, headers: Mapping[str, str]) -> None:
+    def _note_request(self, path: str, raw_query: str, headers: Mapping[str, str]) -> None:
         api_key = dict(parse_qsl(raw_query, keep_blank_values=True)).get("AccessKeyId")
         if api_key:
             self._per_key[api_key] += 1
-
-    def _injected_failure(self) -> SimResponse | None:
-        # A failure aimed at one endpoint is answered in _dispatch, which knows the path.
-        if self._fail_path is not None:
-            return None
-        return super()._injected_failure()
+        if path in (API_KEY_PATH, ACCOUNTS_PATH):
+            self._per_path[path] += 1
 
     def _dispatch(
         self,
@@ -264,12 +252,6 @@ class HtxSimulator(SimulatorBase):
         params = dict(parse_qsl(raw_query, keep_blank_values=True))
         if path not in (API_KEY_PATH, ACCOUNTS_PATH):
             return SimResponse(404, {"Content-Type": "text/plain"}, b"404 Not Found")
-        self._per_path[path] += 1
-        if self._fail_path == path and self._fail_remaining > 0:
-            self._fail_remaining -= 1
-            return SimResponse(
-                self._fail_status, {"Content-Type": "text/html"}, b"<html>error</html>"
-            )
         if method != "GET":
             return SimResponse(405, {"Allow": "GET"}, b"")
         host = header(headers, "host") or HOST
@@ -348,16 +330,6 @@ class HtxSimulator(SimulatorBase):
 
     # ---------------------------------------------------------------- admin API
 
-    def _set_faults(self, data: dict[str, object]) -> None:
-        data = dict(data)
-        has_path = "fail_path" in data
-        fail_path = data.pop("fail_path", None)
-        if fail_path is not None and not isinstance(fail_path, str):
-            raise ValueError("fail_path must be an endpoint path or null")
-        super()._set_faults(data)
-        if has_path:
-            self._fail_path = fail_path
-
     def handle_admin(
         self,
         method: str,
@@ -392,7 +364,7 @@ class HtxSimulator(SimulatorBase):
                 if parts == ["faults"] and method in ("GET", "POST"):
                     if method == "POST":
                         self._set_faults(data)
-                    return json_response(200, {**self._faults(), "fail_path": self._fail_path})
+                    return json_response(200, self._faults())
                 if parts == ["stats"] and method == "GET":
                     return json_response(
                         200,

@@ -236,7 +236,7 @@ class KrakenSimulator(SimulatorBase):
 
     # ---------------------------------------------------------------- requests
 
-    def _note_request(self, raw_query: str, headers: Mapping[str, str]) -> None:
+    def _note_request(self, path: str, raw_query: str, headers: Mapping[str, str]) -> None:
         api_key = header(headers, "API-Key")
         if api_key:
             self._per_key[api_key] += 1

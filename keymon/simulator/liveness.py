@@ -147,7 +147,7 @@ class LivenessSimulator(SimulatorBase):
 
     # ------------------------------------------------------------------ serving
 
-    def _note_request(self, raw_query: str, headers: Mapping[str, str]) -> None:
+    def _note_request(self, path: str, raw_query: str, headers: Mapping[str, str]) -> None:
         self.requests += 1
 
     def _dispatch(

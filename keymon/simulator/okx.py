@@ -201,13 +201,13 @@ class OkxSimulator(SimulatorBase):
 
     # ---------------------------------------------------------------- exchange requests
 
-    def _note_request(self, raw_query: str, headers: Mapping[str, str]) -> None:
+    def _note_request(self, path: str, raw_query: str, headers: Mapping[str, str]) -> None:
         api_key = header(headers, "OK-ACCESS-KEY")
         if api_key:
             self._per_key[api_key] += 1
 
-    def _injected_failure(self) -> SimResponse | None:
-        response = super()._injected_failure()
+    def _injected_failure(self, path: str) -> SimResponse | None:
+        response = super()._injected_failure(path)
         if response is None and self._busy_remaining > 0:
             self._busy_remaining -= 1
             response = _envelope("50013", "Systems are busy. Please try again later.", 429)
@@ -372,14 +372,7 @@ class OkxSimulator(SimulatorBase):
         return json_response(404, {"error": "not found"})
 
     def _faults(self) -> dict[str, object]:
-        return {
-            "latency": self._latency,
-            "fail_next": self._fail_remaining,
-            "fail_status": self._fail_status,
-            "busy_next": self._busy_remaining,
-            "truncate_next": self._truncate_remaining,
-            "clock_skew_ms": self._clock_skew_ms,
-        }
+        return {**super()._faults(), "busy_next": self._busy_remaining}
 
     def _apply_faults(self, ints: dict[str, int]) -> None:
         super()._apply_faults(ints)
