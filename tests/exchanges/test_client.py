@@ -6,6 +6,7 @@ each request goes to (:meth:`keymon.exchanges.common.AdapterBase._url`,
 from __future__ import annotations
 
 import gzip
+import ssl
 from collections.abc import Generator
 
 import httpx
@@ -17,6 +18,7 @@ from keymon.exchanges.base import (
     ExchangeClient,
     build_client,
     read_response,
+    tls_context,
     with_query,
 )
 from keymon.exchanges.binance import (
@@ -263,3 +265,36 @@ def test_an_answer_read_in_memory_is_what_httpx_makes_of_it(
     assert (ours.http_version, ours.reason_phrase) == ("HTTP/1.1", "OK")
     assert ours.request is request
     assert b"".join(ours.iter_bytes()) == ours.content
+
+
+def _tls_of(client: httpx.AsyncClient) -> ssl.SSLContext:
+    guard = getattr(client, "_transport")  # noqa: B009 - the transport build_client made
+    context = getattr(guard, "_inner").ssl_context  # noqa: B009
+    assert isinstance(context, ssl.SSLContext)
+    return context
+
+
+def _default_client(exchange: str, base_url: str) -> httpx.AsyncClient:
+    return build_client(exchange=exchange, base_url=base_url, allowlist=frozenset(), timeout=5.0)
+
+
+def test_every_https_client_checks_certificates_with_one_shared_bundle() -> None:
+    """The CA bundle is loaded once per process, not once per exchange, and the context
+    verifies both the chain and the host name."""
+    binance = _tls_of(_default_client("binance", "https://api.binance.com"))
+    okx = _tls_of(_default_client("okx", "https://www.okx.com"))
+    assert binance is okx is tls_context()
+    assert binance.verify_mode is ssl.CERT_REQUIRED
+    assert binance.check_hostname
+    assert binance.cert_store_stats()["x509_ca"] > 50  # certifi's bundle
+
+
+def test_a_plain_http_client_trusts_no_certificate() -> None:
+    """A plain-HTTP base URL (a simulator) gets no CA bundle; its context still requires a
+    verified certificate, so it could never accept one unchecked."""
+    context = _tls_of(_default_client("binance", "http://127.0.0.1:8080"))
+    assert context is not tls_context()
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] == 0
+    assert context.get_ca_certs() == []
