@@ -134,14 +134,15 @@ class ExchangeLimits:
 
 
 def limits_for(settings: Settings) -> dict[str, ExchangeLimits]:
-    """Every exchange's budget (``exchanges.<name>.max_weight_per_minute``) and the per-IP
-    limits behind its used-weight headers."""
+    """The budget (``exchanges.<name>.max_weight_per_minute``) and the per-IP limits behind
+    the used-weight headers of every exchange the configuration uses (those its model has: its
+    keys' exchanges, at least; a reload that adds one adds its limits)."""
     return {
         name: ExchangeLimits(
             settings.exchanges.for_exchange(name).max_weight_per_minute,
-            adapter.ip_limit_headers,
+            EXCHANGES[name].ip_limit_headers,
         )
-        for name, adapter in EXCHANGES.items()
+        for name in type(settings.exchanges).model_fields
     }
 
 

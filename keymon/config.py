@@ -26,7 +26,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, cast, get_origin
 
 import yaml
 from pydantic import (
@@ -201,17 +201,37 @@ class AuditSettings(_Model):
 
 
 class ExchangesSettingsBase(_Model):
-    """``exchanges:``: optional per-exchange settings, one field per supported exchange.
+    """``exchanges:``: optional per-exchange settings, one field per exchange.
 
-    The fields come from the exchange registry (each adapter's ``settings_model``):
-    :data:`ExchangesSettings` is this class with them added.
+    The fields come from the exchange registry (each adapter's ``settings_model``): a
+    configuration is validated with this class extended by the sections of the exchanges it
+    uses (:func:`exchanges_model`); an exchange it does not use has its defaults.
     """
 
     def for_exchange(self, name: str) -> ExchangeSettingsBase:
-        """The settings section of exchange ``name``."""
-        section = getattr(self, name)
+        """The settings section of exchange ``name`` (its defaults where not in this model)."""
+        section = getattr(self, name, None)
+        if section is None:
+            section = EXCHANGES[name].settings_model.model_validate({})
         assert isinstance(section, ExchangeSettingsBase)
         return section
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every exchange's settings are: an exchange without a section has its
+        defaults, whichever exchanges each configuration uses."""
+        if not isinstance(other, ExchangesSettingsBase):
+            return NotImplemented
+        names = set(type(self).model_fields) | set(type(other).model_fields)
+        return all(self.for_exchange(name) == other.for_exchange(name) for name in names)
+
+    def __hash__(self) -> int:
+        # Consistent with __eq__: only the sections that differ from their defaults count.
+        changed = []
+        for name in sorted(type(self).model_fields):
+            section = self.for_exchange(name)
+            if section != type(section).model_validate({}):
+                changed.append((name, section))
+        return hash(tuple(changed))
 
     if TYPE_CHECKING:
         # A section per exchange, added at run time from the registry.
@@ -220,26 +240,67 @@ class ExchangesSettingsBase(_Model):
 
 #: Every supported exchange, in the order messages list them.
 EXCHANGE_NAMES: tuple[str, ...] = CONFIG_ORDER
-_KEY_MODELS: dict[str, type[KeyBase]] = {name: EXCHANGES[name].key_model for name in EXCHANGE_NAMES}
+ALL_EXCHANGES: frozenset[str] = frozenset(EXCHANGE_NAMES)
 
-if TYPE_CHECKING:
-    ExchangesSettings = ExchangesSettingsBase
-    KeyConfig = KeyBase
-else:
-    ExchangesSettings = create_model(
+
+def key_model(exchange: str) -> type[KeyBase]:
+    """The key model of ``exchange`` (a name in :data:`EXCHANGE_NAMES`)."""
+    return EXCHANGES[exchange].key_model
+
+
+@functools.cache
+def exchanges_model(names: frozenset[str]) -> type[ExchangesSettingsBase]:
+    """``exchanges:`` with a section for each exchange in ``names``."""
+    sections: dict[str, Any] = {}
+    for name in EXCHANGE_NAMES:
+        if name in names:
+            section = EXCHANGES[name].settings_model
+            sections[name] = (section, section.model_validate({}))
+    model: type[ExchangesSettingsBase] = create_model(
         "ExchangesSettings",
         __base__=ExchangesSettingsBase,
         __doc__=ExchangesSettingsBase.__doc__,
         __module__=__name__,
-        **{
-            name: (EXCHANGES[name].settings_model, EXCHANGES[name].settings_model())
-            for name in EXCHANGE_NAMES
-        },
+        **sections,
     )
-    #: One key model per exchange, told apart by ``exchange:``.
-    KeyConfig = Annotated[
-        functools.reduce(operator.or_, _KEY_MODELS.values()), Field(discriminator="exchange")
-    ]
+    return model
+
+
+@functools.cache
+def key_config(names: frozenset[str]) -> Any:
+    """One key model per exchange in ``names``, told apart by ``exchange:``."""
+    models = [key_model(name) for name in EXCHANGE_NAMES if name in names]
+    return Annotated[functools.reduce(operator.or_, models), Field(discriminator="exchange")]
+
+
+def exchanges_in_use(values: Mapping[str, Any], environ: Mapping[str, str]) -> frozenset[str]:
+    """The exchanges a configuration uses: those its keys name, those with an ``exchanges:``
+    section, and those an environment override names (``KEYMON_EXCHANGES__<NAME>__...``).
+
+    Only their adapters are imported and their models built. An override that can name any
+    exchange (``KEYMON_KEYS``, ``KEYMON_EXCHANGES`` as JSON), or a configuration that names
+    none keymon knows, uses all of them, so every message is the one the full model gives.
+    """
+    names: set[str] = set()
+    section = values.get("exchanges")
+    if isinstance(section, ExchangesSettingsBase):
+        names.update(type(section).model_fields)
+    elif isinstance(section, Mapping):
+        names.update(name for name in section if name in ALL_EXCHANGES)
+    keys = values.get("keys")
+    for key in keys if isinstance(keys, list | tuple) else ():
+        exchange = key.get("exchange") if isinstance(key, Mapping) else getattr(key, "exchange", 0)
+        if exchange in ALL_EXCHANGES:
+            names.add(exchange)
+    for variable in environ:
+        name = variable.upper()
+        if name == "KEYMON_EXCHANGES" or name.startswith("KEYMON_KEYS"):
+            return ALL_EXCHANGES
+        if name.startswith("KEYMON_EXCHANGES__"):
+            exchange = name.removeprefix("KEYMON_EXCHANGES__").partition("__")[0].lower()
+            if exchange in ALL_EXCHANGES:
+                names.add(exchange)
+    return frozenset(names) if names else ALL_EXCHANGES
 
 
 class Policy(_Model):
@@ -359,28 +420,41 @@ def _parse_network(value: object) -> TrustedNetwork:
 
 
 class Settings(BaseSettings):
-    """The whole configuration. Built by :func:`load`."""
+    """The whole configuration. Built by :func:`load`.
+
+    A configuration is validated by a subclass whose ``exchanges:`` and ``keys[]`` know only
+    the exchanges it uses (:func:`settings_model`, :func:`exchanges_in_use`), so only their
+    adapters are imported. ``Settings(...)`` picks that subclass itself.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="KEYMON_",
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
+        # Never validated itself: its subclasses per set of exchanges are.
+        defer_build=True,
     )
 
     listen: str = DEFAULT_LISTEN
     data_dir: Path = Path("./data")
     log: LogSettings = LogSettings()
     audit: AuditSettings = AuditSettings()
-    exchanges: ExchangesSettings = ExchangesSettings()
+    exchanges: ExchangesSettingsBase = ExchangesSettingsBase()
     trusted_ips: tuple[Annotated[TrustedNetwork, BeforeValidator(_parse_network)], ...] = ()
     policies: dict[str, Policy] = Field(default_factory=lambda: {DEFAULT_POLICY_NAME: Policy()})
     default_policy: str = DEFAULT_POLICY_NAME
-    keys: tuple[KeyConfig, ...] = Field(min_length=1)
+    keys: tuple[KeyBase, ...] = Field(min_length=1)
     notify: NotifySettings = NotifySettings()
     #: Each exchange's ``interval: auto``, computed on first use (:meth:`auto_intervals`).
     _auto_intervals: dict[str, timedelta] | None = PrivateAttr(default=None)
     _audit_costs: dict[str, tuple[int, int]] = PrivateAttr(default_factory=dict)
+
+    def __new__(cls, *args: Any, **values: Any) -> Self:
+        if cls is not Settings:
+            return super().__new__(cls)
+        model = settings_model(exchanges_in_use(values, os.environ))
+        return cast(Self, super().__new__(model))
 
     @classmethod
     def settings_customise_sources(
@@ -508,6 +582,35 @@ class Settings(BaseSettings):
         values = {s.get() for key in self.keys for s in key_secrets(key) if s.resolved}
         values.update(url.get() for url in self.notify.urls if url.resolved)
         return values
+
+
+@functools.cache
+def settings_model(names: frozenset[str]) -> type[Settings]:
+    """:class:`Settings` for configurations that use the exchanges ``names``."""
+    exchanges = exchanges_model(names)
+    fields: dict[str, Any] = {
+        "exchanges": (exchanges, exchanges()),
+        "keys": (tuple[key_config(names), ...], Field(min_length=1)),  # type: ignore[misc]
+    }
+    model: type[Settings] = create_model(
+        "Settings", __base__=Settings, __doc__=Settings.__doc__, __module__=__name__, **fields
+    )
+    return model
+
+
+if TYPE_CHECKING:
+    ExchangesSettings = ExchangesSettingsBase
+    KeyConfig = KeyBase
+else:
+
+    def __getattr__(name: str) -> Any:
+        """``ExchangesSettings`` and ``KeyConfig`` with every exchange (their models built, and
+        every adapter imported, on first use)."""
+        if name == "ExchangesSettings":
+            return exchanges_model(ALL_EXCHANGES)
+        if name == "KeyConfig":
+            return key_config(ALL_EXCHANGES)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def key_secrets(key: KeyBase) -> list[Secret]:
@@ -1101,9 +1204,12 @@ def _env_holds_json(parts: list[str]) -> bool:
     model: type[BaseModel] = Settings
     for index, part in enumerate(parts):
         field = model.model_fields.get(part)
-        if field is None:
+        if issubclass(model, ExchangesSettingsBase) and part in ALL_EXCHANGES:
+            annotation: Any = EXCHANGES[part].settings_model
+        elif field is None:
             return False
-        annotation = field.annotation
+        else:
+            annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             if index == len(parts) - 1:
                 return True
@@ -1216,7 +1322,7 @@ def _untagged_key_problems(exc: ValidationError, keys: object) -> list[str]:
         if not isinstance(key, dict):
             continue
         for field in key:
-            if field not in _ANY_KEY_FIELDS:
+            if field not in _any_key_fields():
                 errors.append(
                     {
                         "type": "extra_forbidden",
@@ -1225,7 +1331,7 @@ def _untagged_key_problems(exc: ValidationError, keys: object) -> list[str]:
                         "input": None,
                     }
                 )
-        common = {k: v for k, v in key.items() if k in _ANY_KEY_FIELDS and k != "exchange"}
+        common = {k: v for k, v in key.items() if k in _any_key_fields() and k != "exchange"}
         try:
             _AnyExchangeKey.model_validate({"exchange": "?", **common})
         except ValidationError as key_exc:
@@ -1242,8 +1348,10 @@ class _AnyExchangeKey(KeyBase):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-#: Every field some exchange's key model has.
-_ANY_KEY_FIELDS = frozenset(f for model in _KEY_MODELS.values() for f in model.model_fields)
+@functools.cache
+def _any_key_fields() -> frozenset[str]:
+    """Every field some exchange's key model has (imports every adapter: messages only)."""
+    return frozenset(f for name in EXCHANGE_NAMES for f in key_model(name).model_fields)
 
 
 def _literal_secret_warnings(settings: Settings) -> Iterator[str]:
@@ -1340,7 +1448,7 @@ _FIELD_NAMES: dict[str, tuple[str, ...]] = {
     "": tuple(Settings.model_fields),
     "log": tuple(LogSettings.model_fields),
     "audit": tuple(AuditSettings.model_fields),
-    "exchanges": tuple(ExchangesSettings.model_fields),
+    "exchanges": EXCHANGE_NAMES,
     "notify": tuple(NotifySettings.model_fields),
 }
 
@@ -1353,22 +1461,17 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
     elif len(parent) == 1 and isinstance(parent[0], str) and parent[0] in _FIELD_NAMES:
         candidates = _FIELD_NAMES[parent[0]]
     elif parent[0] == "keys":
-        exchange = next((p for p in parent[1:] if p in _KEY_MODELS), None)
+        exchange = next((p for p in parent[1:] if p in ALL_EXCHANGES), None)
         if exchange is not None:
-            candidates = tuple(_KEY_MODELS[str(exchange)].model_fields)
+            candidates = tuple(key_model(str(exchange)).model_fields)
         else:
             candidates = tuple(
-                dict.fromkeys(f for m in _KEY_MODELS.values() for f in m.model_fields)
+                dict.fromkeys(f for n in EXCHANGE_NAMES for f in key_model(n).model_fields)
             )
     elif parent[0] == "policies":
         candidates = tuple(Policy.model_fields)
-    elif (
-        parent[0] == "exchanges" and len(parent) > 1 and parent[1] in ExchangesSettings.model_fields
-    ):
-        section = ExchangesSettings.model_fields[str(parent[1])].annotation
-        if section is None:
-            return ""
-        candidates = tuple(section.model_fields)
+    elif parent[0] == "exchanges" and len(parent) > 1 and parent[1] in ALL_EXCHANGES:
+        candidates = tuple(EXCHANGES[str(parent[1])].settings_model.model_fields)
     else:
         return ""
     close = difflib.get_close_matches(name, candidates, n=1)

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from pydantic import ValidationError
 
 from keymon import cli
 from keymon import config as config_module
@@ -51,7 +52,7 @@ from keymon.exchanges.htx import HtxKey
 from keymon.exchanges.kraken import KrakenKey
 from keymon.exchanges.kucoin import KucoinKey
 from keymon.exchanges.lbank import LbankKey
-from keymon.exchanges.okx import OkxKey
+from keymon.exchanges.okx import OkxKey, OkxSettings
 from keymon.exchanges.xt import XtKey
 from keymon.model import Severity
 
@@ -1896,3 +1897,78 @@ def test_the_shipped_configurations_are_read_plainly() -> None:
             pytest.skip("PyYAML without libyaml: there is no plain reader")
         read_plainly = config_module._FastLoader(text).plain_data()
         assert repr(read_plainly) == repr(config_module._FastLoader(text).get_single_data())
+
+
+# ----------------------------------------------------------------------------- exchanges in use
+
+
+def test_a_configuration_imports_only_the_adapters_it_uses(tmp_path: Path) -> None:
+    """Loading a Binance-only configuration (in a fresh interpreter, as ``keymon check`` does)
+    builds no other exchange's models: none of their modules is imported."""
+    path = write(tmp_path, KEY_BLOCK)
+    script = (
+        "import sys\n"
+        "from keymon.config import load\n"
+        "settings = load(sys.argv[1]).settings\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('keymon.exchanges.'))))\n"
+        "print(' '.join(type(settings.exchanges).model_fields))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, **TEST_SECRETS},
+    )
+    modules, sections = done.stdout.splitlines()
+    assert modules.split() == [
+        "keymon.exchanges.base",
+        "keymon.exchanges.binance",
+        "keymon.exchanges.common",
+    ]
+    assert sections == "binance"
+
+
+def test_an_exchange_the_file_does_not_name_keeps_its_defaults_and_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exchange outside the file has its default section; an environment override of it
+    still applies, and a wrong one is still refused where it is."""
+    settings = load(write(tmp_path, KEY_BLOCK)).settings
+    assert settings.exchanges.for_exchange("okx") == OkxSettings()
+    monkeypatch.setenv("KEYMON_EXCHANGES__OKX__MAX_WEIGHT_PER_MINUTE", "17")
+    settings = load(write(tmp_path, KEY_BLOCK)).settings
+    assert settings.exchanges.for_exchange("okx").max_weight_per_minute == 17
+    monkeypatch.setenv("KEYMON_EXCHANGES__OKX__MAX_WEIGHT", "17")
+    assert problems_of(write(tmp_path, KEY_BLOCK)) == [
+        "exchanges.okx.max_weight: unknown field (did you mean 'max_weight_per_minute'?) "
+        "(from environment variable KEYMON_EXCHANGES__OKX__MAX_WEIGHT)"
+    ]
+
+
+def test_exchange_settings_are_equal_whichever_exchanges_each_file_names(tmp_path: Path) -> None:
+    """A section written out with the defaults equals no section (a reload that only adds or
+    drops default sections changes nothing), and a changed value does not."""
+    bare = load(write(tmp_path, KEY_BLOCK)).settings
+    spelled = load(
+        write(tmp_path, KEY_BLOCK + "exchanges:\n  okx: {max_weight_per_minute: 30}\n")
+    ).settings
+    changed = load(
+        write(tmp_path, KEY_BLOCK + "exchanges:\n  okx: {max_weight_per_minute: 29}\n")
+    ).settings
+    assert set(type(spelled.exchanges).model_fields) == {"binance", "okx"}
+    assert bare.exchanges == spelled.exchanges
+    assert hash(bare.exchanges) == hash(spelled.exchanges)
+    assert bare.exchanges != changed.exchanges
+
+
+def test_settings_built_directly_know_the_exchanges_of_their_keys() -> None:
+    """``Settings(...)`` validates with the exchanges its values name, like :func:`load`."""
+    key = {"name": "k", "client": "c", "exchange": "binance", "api_key": "a", "api_secret": "s"}
+    settings = Settings(keys=[key])
+    assert isinstance(settings, Settings)
+    assert type(settings) is not Settings
+    assert set(type(settings.exchanges).model_fields) == {"binance"}
+    with pytest.raises(ValidationError, match="does not match any of the expected tags"):
+        Settings(keys=[{**key, "exchange": "binanse"}])
