@@ -314,6 +314,7 @@ def run(
     return {
         "keys": keys,
         "concurrency": DEFAULT_CONCURRENCY,
+        "per_exchange": CHECK_PER_EXCHANGE_CONCURRENCY,
         "rounds": rounds,
         "default_transport": default_transport_name(),
         "runs": results,

@@ -298,7 +298,8 @@ def render(results: dict[str, Any], checks: list[Target]) -> str:
     check = results.get("check")
     if check:
         lines.append(
-            f"(a) keymon check, {check['keys']:,} keys, concurrency {check['concurrency']}, "
+            f"(a) keymon check, {check['keys']:,} keys, at most {check['concurrency']} at once"
+            f" and {check.get('per_exchange', '?')} per exchange (python-binance too), "
             f"median of {check['rounds']} rounds (each its own process)"
         )
         rows: list[tuple[str, ...]] = []
