@@ -57,8 +57,8 @@ class Auditor:
         self._transport_factory = transport_factory
         self._observer = observer
         self._adapter_gate = gate
-        #: One adapter (and guarded client) per exchange, built when first needed: an httpx
-        #: client costs ~20 ms to build, and most configurations use a few of the exchanges.
+        #: One adapter (and guarded client) per exchange, built when first needed (most
+        #: configurations use a few of the exchanges; their TLS context is shared).
         self.adapters: dict[str, ExchangeAdapter] = {}
         for name in dict.fromkeys(key.exchange for key in settings.keys):
             self.adapter(name)
