@@ -172,8 +172,13 @@ async def test_fetch_sends_what_request_would_send() -> None:
         str(first.url) == str(second.url) == f"{BASE}{RESTRICTIONS_PATH}?timestamp=1&signature=abc"
     )
     assert first.headers.multi_items() == second.headers.multi_items()
+    assert first.headers.raw == second.headers.raw  # the order and spelling on the wire too
     assert first.headers["User-Agent"] == "keymon"
     assert first.extensions["timeout"] == second.extensions["timeout"]
+    assert first.content == second.content == b""
+    assert isinstance(first.stream, httpx.ByteStream)
+    assert isinstance(second.stream, httpx.ByteStream)
+    assert list(first.stream) == list(second.stream) == [b""]
 
 
 async def test_fetch_goes_through_the_read_only_guard() -> None:
