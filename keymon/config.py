@@ -286,11 +286,11 @@ def exchanges_in_use(values: Mapping[str, Any], environ: Mapping[str, str]) -> f
     if isinstance(section, ExchangesSettingsBase):
         names.update(type(section).model_fields)
     elif isinstance(section, Mapping):
-        names.update(name for name in section if name in ALL_EXCHANGES)
+        names.update(name for name in section if isinstance(name, str) and name in ALL_EXCHANGES)
     keys = values.get("keys")
     for key in keys if isinstance(keys, list | tuple) else ():
         exchange = key.get("exchange") if isinstance(key, Mapping) else getattr(key, "exchange", 0)
-        if exchange in ALL_EXCHANGES:
+        if isinstance(exchange, str) and exchange in ALL_EXCHANGES:
             names.add(exchange)
     for variable in environ:
         name = variable.upper()

@@ -1972,3 +1972,20 @@ def test_settings_built_directly_know_the_exchanges_of_their_keys() -> None:
     assert set(type(settings.exchanges).model_fields) == {"binance"}
     with pytest.raises(ValidationError, match="does not match any of the expected tags"):
         Settings(keys=[{**key, "exchange": "binanse"}])
+
+
+def test_an_exchange_that_is_no_name_is_reported_not_a_crash(tmp_path: Path) -> None:
+    """``exchange:`` given a list or a mapping (unhashable: no set of names can hold it), and a
+    section under a number, are reported where they are, as with the full model."""
+    text = (
+        "keys:\n"
+        "  - {name: a, client: c, exchange: [binance], api_key: x, api_secret: y}\n"
+        "  - {name: b, client: c, exchange: {x: 1}, api_key: x, api_secret: y}\n"
+        "exchanges:\n"
+        "  1: {}\n"
+    )
+    problems = problems_of(write(tmp_path, text))
+    assert "exchanges[1]: Keys should be strings" in problems
+    assert any(p.startswith("keys[0].exchange: unknown exchange '['binance']'") for p in problems)
+    assert any(p.startswith("keys[1].exchange: unknown exchange '{'x': 1}'") for p in problems)
+    assert not any("this is a bug" in p for p in problems)

@@ -80,7 +80,7 @@ class _Registry(Mapping[str, type[ExchangeAdapter]]):
         return adapter
 
     def __contains__(self, name: object) -> bool:
-        return name in _ADAPTER_CLASSES
+        return isinstance(name, str) and name in _ADAPTER_CLASSES
 
     def __iter__(self) -> Iterator[str]:
         return iter(_ADAPTER_CLASSES)

@@ -29,6 +29,8 @@ def test_every_exchange_module_is_registered_under_its_own_name() -> None:
 
 def test_an_unknown_name_is_no_exchange() -> None:
     assert "binanse" not in EXCHANGES
+    read_from_a_file: object = ["binance"]  # a value read from a file may be anything
+    assert read_from_a_file not in EXCHANGES
     with pytest.raises(KeyError):
         EXCHANGES["binanse"]
     with pytest.raises(AttributeError):
