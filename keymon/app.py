@@ -60,7 +60,7 @@ from keymon.budget import (
 from keymon.config import LoadedConfig, Settings, key_secrets, load, parse_listen
 from keymon.config_base import AUTO
 from keymon.errors import ConfigError
-from keymon.exchanges import EXCHANGES
+from keymon.exchanges import COVERAGE, EXCHANGES
 from keymon.exchanges.base import Clock
 from keymon.metrics import AuditCollector, SelfMetrics, iter_body, render
 from keymon.model import AuditResult
@@ -124,8 +124,7 @@ class App:
         self.registry = CollectorRegistry(auto_describe=True)
         self._self_registry = CollectorRegistry()
         self.metrics = SelfMetrics(self._self_registry, EXCHANGES)
-        coverage = {name: cls.coverage for name, cls in EXCHANGES.items()}
-        self.store = Store(self.settings, coverage)
+        self.store = Store(self.settings, COVERAGE)
         # One daemon per data_dir: a second one stops here (DataDirBusy), before it binds,
         # audits or delivers anything.
         self._dir_lock = DataDirLock(self.settings.data_dir)

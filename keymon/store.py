@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -96,7 +96,7 @@ class KeyState:
 class Store:
     """The latest state of every configured key. Thread-safe; readers get snapshots."""
 
-    def __init__(self, settings: Settings, coverage: dict[str, Coverage]) -> None:
+    def __init__(self, settings: Settings, coverage: Mapping[str, Coverage]) -> None:
         self._lock = threading.Lock()
         self._states: dict[str, KeyState] = {}
         self._coverage = coverage

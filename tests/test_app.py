@@ -734,3 +734,29 @@ def parse_exposition(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]],
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
+
+
+def test_the_daemon_of_one_exchange_imports_only_its_adapter(tmp_path: Path) -> None:
+    """A daemon whose keys are all Binance's builds Binance's adapter and no other (in a fresh
+    interpreter, as ``keymon run`` starts): the other 16 exchanges' modules and models are never
+    imported, which spares their start-up CPU and memory."""
+    config = write_config(tmp_path, [("doc-key", DOC_API_KEY, DOC_SECRET)])
+    script = (
+        "import sys\n"
+        "from keymon.app import App\n"
+        "from keymon.config import load\n"
+        "app = App(load(sys.argv[1]))\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('keymon.exchanges.'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.split() == [
+        "keymon.exchanges.base",
+        "keymon.exchanges.binance",
+        "keymon.exchanges.common",
+    ]

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from keymon.exchanges.base import ExchangeAdapter, ReadOnlyTransport, RequestGate, build_client
+from keymon.model import Coverage
 
 if TYPE_CHECKING:
     from keymon.exchanges.biconomy import BiconomyAdapter
@@ -96,6 +97,24 @@ class _Registry(Mapping[str, type[ExchangeAdapter]]):
 EXCHANGES: Mapping[str, type[ExchangeAdapter]] = _Registry()
 
 
+class _Coverages(Mapping[str, Coverage]):
+    """Exchange name -> what its adapter can see of a key, read off the adapter when asked
+    (importing only that exchange's module)."""
+
+    def __getitem__(self, name: str) -> Coverage:
+        return EXCHANGES[name].coverage
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(EXCHANGES)
+
+    def __len__(self) -> int:
+        return len(EXCHANGES)
+
+
+#: Every supported exchange's coverage (introspection or liveness), by name.
+COVERAGE: Mapping[str, Coverage] = _Coverages()
+
+
 def __getattr__(name: str) -> Any:
     """``from keymon.exchanges import BinanceAdapter`` and the like, imported on first use."""
     for exchange, class_name in _ADAPTER_CLASSES.items():
@@ -153,6 +172,7 @@ def extras_cost(adapter: type[ExchangeAdapter], settings: Any) -> int:
 
 __all__ = [
     "CONFIG_ORDER",
+    "COVERAGE",
     "EXCHANGES",
     "BiconomyAdapter",
     "BinanceAdapter",
