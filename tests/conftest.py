@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -146,3 +148,25 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+#: The exchange modules every exchange's code needs, whichever exchange it is.
+SHARED_EXCHANGE_MODULES = ["keymon.exchanges.base", "keymon.exchanges.common"]
+
+
+def exchange_modules_after(script: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    """Run ``script`` (Python, ``sys.argv[1:]`` = ``args``) in a fresh interpreter, as a keymon
+    command starts, and return its printed lines, then the ``keymon.exchanges.*`` modules it
+    had imported at its end, sorted, as the last item joined by spaces."""
+    listing = (
+        "\nprint(' '.join(sorted(m for m in sys.modules if m.startswith('keymon.exchanges.'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + script + listing, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=env,
+    )
+    return done.stdout.splitlines()
