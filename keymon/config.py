@@ -200,6 +200,12 @@ class AuditSettings(_Model):
 # ----------------------------------------------------------------------------- exchanges
 
 
+@functools.cache
+def default_section(exchange: str) -> ExchangeSettingsBase:
+    """Exchange ``exchange``'s settings section with every default (frozen, so shared)."""
+    return EXCHANGES[exchange].settings_model.model_validate({})
+
+
 class ExchangesSettingsBase(_Model):
     """``exchanges:``: optional per-exchange settings, one field per exchange.
 
@@ -212,7 +218,7 @@ class ExchangesSettingsBase(_Model):
         """The settings section of exchange ``name`` (its defaults where not in this model)."""
         section = getattr(self, name, None)
         if section is None:
-            section = EXCHANGES[name].settings_model.model_validate({})
+            section = default_section(name)
         assert isinstance(section, ExchangeSettingsBase)
         return section
 
@@ -226,11 +232,8 @@ class ExchangesSettingsBase(_Model):
 
     def __hash__(self) -> int:
         # Consistent with __eq__: only the sections that differ from their defaults count.
-        changed = []
-        for name in sorted(type(self).model_fields):
-            section = self.for_exchange(name)
-            if section != type(section).model_validate({}):
-                changed.append((name, section))
+        fields = sorted(type(self).model_fields)
+        changed = [(n, s) for n in fields if (s := self.for_exchange(n)) != default_section(n)]
         return hash(tuple(changed))
 
     if TYPE_CHECKING:
@@ -251,11 +254,11 @@ def key_model(exchange: str) -> type[KeyBase]:
 @functools.cache
 def exchanges_model(names: frozenset[str]) -> type[ExchangesSettingsBase]:
     """``exchanges:`` with a section for each exchange in ``names``."""
-    sections: dict[str, Any] = {}
-    for name in EXCHANGE_NAMES:
-        if name in names:
-            section = EXCHANGES[name].settings_model
-            sections[name] = (section, section.model_validate({}))
+    sections: dict[str, Any] = {
+        name: (EXCHANGES[name].settings_model, default_section(name))
+        for name in EXCHANGE_NAMES
+        if name in names
+    }
     model: type[ExchangesSettingsBase] = create_model(
         "ExchangesSettings",
         __base__=ExchangesSettingsBase,

@@ -73,11 +73,16 @@ class _Registry(Mapping[str, type[ExchangeAdapter]]):
     adapter.
     """
 
+    def __init__(self) -> None:
+        self._loaded: dict[str, type[ExchangeAdapter]] = {}
+
     def __getitem__(self, name: str) -> type[ExchangeAdapter]:
-        if name not in _ADAPTER_CLASSES:
-            raise KeyError(name)
-        module = importlib.import_module(f"{__name__}.{name}")
-        adapter: type[ExchangeAdapter] = getattr(module, _ADAPTER_CLASSES[name])
+        adapter = self._loaded.get(name)
+        if adapter is None:
+            if name not in _ADAPTER_CLASSES:
+                raise KeyError(name)
+            module = importlib.import_module(f"{__name__}.{name}")
+            adapter = self._loaded[name] = getattr(module, _ADAPTER_CLASSES[name])
         return adapter
 
     def __contains__(self, name: object) -> bool:

@@ -445,8 +445,9 @@ def build_client(
     if transport is None:
         tls = tls_context() if httpx.URL(base_url).scheme == "https" else no_tls_context()
         transport = _AiohttpTransport(verify=tls, trust_env=False)
-    inner = transport
-    guarded = ReadOnlyTransport(inner, base_url=base_url, allowlist=allowlist, exchange=exchange)
+    guarded = ReadOnlyTransport(
+        transport, base_url=base_url, allowlist=allowlist, exchange=exchange
+    )
     return ExchangeClient(
         base_url=base_url,
         transport=guarded,
